@@ -1,0 +1,40 @@
+# make demo  - the whole ARM pipeline on ShapesWorld (sets itself up)
+# make test  - every package's tests, the cross-package tests, and the install-alone check
+# make bench - benchmarks into bench-results/bench.json
+# Each target creates .venv and installs the pinned torch pair + the four packages if needed.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.arm-installed
+PROFILE ?= small
+TORCH_PAIR := torch==2.14.1 torchvision==0.29.1
+PYTEST_ARGS ?=
+
+.PHONY: setup demo reproduce test test-alone bench clean-demo
+
+setup: $(STAMP)
+
+$(STAMP): packages/arm-tokenizer/pyproject.toml packages/arm-data/pyproject.toml packages/arm-core/pyproject.toml packages/arm-rl/pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip setuptools wheel
+	$(PIP) install -q $(TORCH_PAIR)
+	$(PIP) install -q $(TORCH_PAIR) -e 'packages/arm-tokenizer[test]' -e 'packages/arm-data[test]' -e 'packages/arm-core[hf,test]' -e 'packages/arm-rl[test]' pytest-timeout matplotlib
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) scripts/demo.py --profile $(PROFILE)
+
+reproduce: $(STAMP)
+	$(PY) scripts/demo.py --profile full --out runs/reproduce
+
+test: $(STAMP)
+	OMP_NUM_THREADS=2 $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	bash scripts/check_install_alone.sh $(VENV)
+
+bench: $(STAMP)
+	$(PY) scripts/bench.py --out bench-results/bench.json
+
+clean-demo:
+	rm -rf runs/demo
