@@ -6,7 +6,22 @@ import sys
 
 from arm_tokenizer.cli_base import ExtraCommand, run_cli
 
-EXTRA_COMMANDS: dict[str, ExtraCommand] = {}
+
+def _generate(argv: list[str]) -> int:
+    """Generate images (t2i, edit) or answers (understand) with an exported LM."""
+    from arm_core.pipelines import cli_generate  # imported on use: fast CLI start-up
+
+    return cli_generate(argv)
+
+
+def _evaluate(argv: list[str]) -> int:
+    """Evaluate an LM on ShapesWorld (T2I, VQA, editing) and write metrics JSON."""
+    from arm_core.evaluate import cli_evaluate
+
+    return cli_evaluate(argv)
+
+
+EXTRA_COMMANDS: dict[str, ExtraCommand] = {"generate": _generate, "evaluate": _evaluate}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import sys
 
-from arm_tokenizer.cli_base import ExtraCommand, run_cli
+from arm_tokenizer.cli_base import ExtraCommand, lazy_command, run_cli
 
-EXTRA_COMMANDS: dict[str, ExtraCommand] = {}
+# Imported only when the subcommand runs.
+EXTRA_COMMANDS: dict[str, ExtraCommand] = {
+    "shapes": lazy_command("arm_data.shapes.cli:shapes_command",
+                           "ShapesWorld: export splits, show samples, evaluate images"),
+    "pretokenize": lazy_command("arm_data.pretokenize:cli_main",
+                                "run a visual tokenizer over a dataset into token shards"),
+    "train-text-tokenizer": lazy_command("arm_data.text_tokenizer:train_text_tokenizer_command",
+                                         "train the sentencepiece text tokenizer"),
+    "check": lazy_command("arm_data.datasets.check:check_command",
+                          "scan a dataset and report bad samples"),
+}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,9 +5,13 @@ from __future__ import annotations
 import sys
 
 from arm_tokenizer.cli_base import ExtraCommand, run_cli
+from arm_tokenizer.codec_cli import decode_command, encode_command  # light: heavy imports happen inside
 
 # Package-specific subcommands; each takes argv and returns an exit status.
-EXTRA_COMMANDS: dict[str, ExtraCommand] = {}
+EXTRA_COMMANDS: dict[str, ExtraCommand] = {
+    "encode": encode_command,
+    "decode": decode_command,
+}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -28,6 +28,21 @@ from collections.abc import Callable, Sequence
 from arm_tokenizer import registry
 
 ExtraCommand = Callable[[list[str]], int]
+
+
+def lazy_command(target: str, help: str) -> ExtraCommand:
+    """A subcommand imported only when it runs (``"module:function"``), so starting one
+    command never pays for importing the others."""
+
+    def command(argv: list[str]) -> int:
+        import importlib
+
+        module, _, attr = target.partition(":")
+        return getattr(importlib.import_module(module), attr)(argv)
+
+    command.__doc__ = help
+    command.__name__ = target.rpartition(":")[2]
+    return command
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 
@@ -143,5 +158,5 @@ def _print_help(prog: str, commands: dict[str, ExtraCommand], trainable: bool, d
     print("commands:")
     for name, fn in commands.items():
         doc = (inspect.getdoc(fn) or "").splitlines()
-        print(f"  {name:<12} {doc[0] if doc else ''}")
+        print(f"  {name:<22}{doc[0] if doc else ''}")
     print("\nadd --debug to any command for full tracebacks")

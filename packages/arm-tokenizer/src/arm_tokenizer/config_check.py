@@ -260,9 +260,10 @@ class _Checker:
             raise self.error(exc.message, path + ("class_path",)) from None
         if expected and isinstance(cls, type) and not issubclass(cls, expected):
             want = " or ".join(e.__name__ for e in expected)
-            raise self.error(
-                f"{name!r} is a {cls.__name__}, but this key takes a {want}. "
-                f"Choices: {', '.join(_choices(expected)) or '(none)'}", path + ("class_path",))
+            choices = _choices(expected)
+            hint = f" Choices: {', '.join(choices)}" if choices else ""
+            raise self.error(f"{name!r} is a {cls.__name__}, but this key takes a {want}.{hint}",
+                             path + ("class_path",))
         extra = set(node) - {"class_path", "init_args", "dict_kwargs", "__path__"}
         if extra:
             raise self.error(f"unexpected keys {sorted(extra)}: put constructor arguments under "

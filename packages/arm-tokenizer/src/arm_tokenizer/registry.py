@@ -208,7 +208,7 @@ class _Registry:
         by_kind: dict[str, dict[str, list[Component]]] = {}
         seen: set[tuple[str, str, str, str]] = set()
         group_to_kind = {k.group: k.name for k in self._kinds.values()}
-        for dist in metadata.distributions():
+        for dist in _distributions():
             dist_name = dist.metadata["Name"] or "?"
             for ep in dist.entry_points:
                 if not ep.group.startswith(GROUP_PREFIX):
@@ -235,6 +235,11 @@ class _Registry:
         self._by_kind = None
         self._kinds = dict(KINDS)
         self.errors = []
+
+
+def _distributions() -> Iterable[metadata.Distribution]:
+    """Installed distributions (a seam so tests can fake entry points without installing)."""
+    return metadata.distributions()
 
 
 def _normalize_dist(name: str) -> str:

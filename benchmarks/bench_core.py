@@ -1,0 +1,343 @@
+"""Benchmarks of the ARM LM (arm_core): decode, training throughput, MFU, roofline, CFG generation.
+
+Every figure that is compared is measured in the same run, and reported as a ratio:
+
+CPU (always)
+  ``cpu_decode``: greedy decoding with the KV cache (``Engine``) vs full recompute of the
+  whole sequence per token, tokens/s and the speed-up.
+  ``cpu_train``: training tokens/s (forward + backward + AdamW) of our model vs a
+  ``transformers`` ``LlamaForCausalLM`` of the same shape (when transformers is installed).
+
+CUDA (when a GPU is present)
+  ``cuda_mfu``: bf16 training step of the ``llama-1b`` shape; model FLOPs utilization
+  = (6·N + 12·L·T·d) FLOPs/token x tokens/s / peak bf16 FLOP/s (PaLM's accounting,
+  N = non-embedding parameters + the head); the HF Llama of the same shape beside it.
+  ``cuda_decode_roofline``: batch-1 decode of the ``qwen2.5-7b`` shape in bf16 with a
+  static KV cache and CUDA graphs; roofline tokens/s = HBM bandwidth / weight bytes;
+  HF ``generate`` beside it.
+  ``cuda_cfg_image_gen``: many images at once, each ``h·w`` constrained image tokens with
+  CFG (one doubled batch), vs HF ``generate`` with ``guidance_scale`` (HF's decoder-only
+  CFG), tokens/s.
+
+``--smoke`` runs every section, CUDA ones included, with tiny shapes on the available
+device: a quick check that the script itself works. JSON goes to stdout and ``--out``.
+
+    python benchmarks/bench_core.py --out bench-results/core.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from arm_core.config import Config
+from arm_core.constraints import ImageSpanConstraint
+from arm_core.generation import Engine, Guidance
+from arm_core.hf import config_to_hf
+from arm_core.model import GPT
+
+# Peak dense bf16 FLOP/s and HBM bandwidth (bytes/s) by device name (vendor datasheets).
+PEAKS = {"H100": (989e12, 3.35e12), "H200": (989e12, 4.8e12), "A100": (312e12, 2.0e12)}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn, device: torch.device, repeats: int = 1) -> float:
+    _sync(device)
+    t = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    _sync(device)
+    return (time.perf_counter() - t) / repeats
+
+
+class _default_dtype:
+    """Create parameters directly in ``dtype`` (no fp32 copy of a 7B model first)."""
+
+    def __init__(self, dtype: torch.dtype) -> None:
+        self.dtype, self.prev = dtype, torch.get_default_dtype()
+
+    def __enter__(self) -> None:
+        torch.set_default_dtype(self.dtype)
+
+    def __exit__(self, *exc) -> None:
+        torch.set_default_dtype(self.prev)
+
+
+def _free(device: torch.device) -> None:
+    torch._dynamo.reset()                 # compiled code holds references to the model
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _hf_model(cfg: Config, device, dtype):
+    try:
+        import transformers
+    except ImportError:
+        return None
+    hf_cfg = config_to_hf(Config.from_dict({**cfg.to_dict(), "qkv_bias": False,
+                                            "separate_visual_head": False,
+                                            "image_codebook_size": 0, "image_offset": 0,
+                                            "text_vocab_size": None}), "llama")
+    hf_cfg.pop("architectures"), hf_cfg.pop("model_type")
+    hf_cfg["torch_dtype"] = None
+    conf = transformers.LlamaConfig(**hf_cfg)
+    conf._attn_implementation = "sdpa"
+    with _default_dtype(dtype), torch.device(device):
+        return transformers.LlamaForCausalLM(conf)
+
+
+# ---- decode --------------------------------------------------------------------------------
+def bench_cpu_decode(cfg: Config, prompt_len: int, new_tokens: int) -> dict[str, Any]:
+    torch.manual_seed(0)
+    model = GPT(cfg).eval()
+    prompt = torch.randint(0, cfg.text_vocab_size, (prompt_len,)).tolist()
+    engine = Engine(model, max_seq_len=prompt_len + new_tokens)
+    engine.generate([prompt], 4, temperature=0)                       # warm-up
+    t_cache = _timed(lambda: engine.generate([prompt], new_tokens, temperature=0), torch.device("cpu"))
+    cached = engine.generate([prompt], new_tokens, temperature=0).tokens[0].tolist()
+
+    def recompute():
+        seq = list(prompt)
+        with torch.inference_mode():
+            for _ in range(new_tokens):
+                seq.append(int(model(torch.tensor([seq]))[0, -1].argmax()))
+        return seq[prompt_len:]
+    t_full = _timed(recompute, torch.device("cpu"))
+    return {"model": cfg.name, "params": model.num_parameters(), "prompt_len": prompt_len,
+            "new_tokens": new_tokens, "kv_cache_tok_s": new_tokens / t_cache,
+            "recompute_tok_s": new_tokens / t_full, "speedup": t_full / t_cache,
+            "same_tokens": cached == recompute()}
+
+
+# ---- training throughput ----------------------------------------------------------------------
+def _train_tok_s(model, batch: int, seq: int, vocab: int, steps: int, device, autocast_dtype=None,
+                 fused: bool = False) -> float:
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused or None)
+    ids = torch.randint(0, vocab, (batch, seq + 1), device=device)
+
+    def step():
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            out = model(ids[:, :-1])
+            logits = out.logits if hasattr(out, "logits") else out
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), ids[:, 1:].flatten())
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    step()                                                              # warm-up (and compile)
+    step()
+    t = _timed(step, device, steps)
+    return batch * seq / t
+
+
+def bench_cpu_train(cfg: Config, batch: int, seq: int, steps: int) -> dict[str, Any]:
+    cpu = torch.device("cpu")
+    torch.manual_seed(0)
+    ours = GPT(cfg).train()
+    res = {"model": cfg.name, "params": ours.num_parameters(), "batch": batch, "seq": seq,
+           "ours_tok_s": _train_tok_s(ours, batch, seq, cfg.vocab_size, steps, cpu)}
+    del ours
+    hf = _hf_model(cfg, cpu, torch.float32)
+    if hf is not None:
+        hf.train()
+        res["hf_tok_s"] = _train_tok_s(hf, batch, seq, cfg.vocab_size, steps, cpu)
+        res["ours_over_hf"] = res["ours_tok_s"] / res["hf_tok_s"]
+    return res
+
+
+def _flops_per_token(cfg: Config, seq: int) -> float:
+    n = sum(p.numel() for n_, p in _meta_model(cfg).named_parameters() if not n_.startswith("embed"))
+    if cfg.tie_embeddings:                # the head matmul still runs, on the embedding rows
+        n += cfg.n_text_logits * cfg.n_embd
+    return 6 * n + 12 * cfg.n_layer * seq * cfg.n_head * cfg.head_size
+
+
+def _meta_model(cfg: Config) -> GPT:
+    with torch.device("meta"):
+        return GPT(cfg)
+
+
+def _peaks(device: torch.device, args) -> tuple[float, float]:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    for key, val in PEAKS.items():
+        if key in name:
+            return val
+    return args.peak_flops, args.hbm_bandwidth
+
+
+def bench_cuda_mfu(cfg: Config, batch: int, seq: int, steps: int, device, args) -> dict[str, Any]:
+    peak, _ = _peaks(device, args)
+    fpt = _flops_per_token(cfg, seq)
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = GPT(cfg).train()
+    run = torch.compile(model) if args.compile else model
+    res = {"model": cfg.name, "batch": batch, "seq": seq, "flops_per_token": fpt, "peak_flops": peak,
+           "compile": args.compile}
+    tok_s = _train_tok_s(run, batch, seq, cfg.vocab_size, steps, device, torch.bfloat16,
+                         fused=device.type == "cuda")
+    res.update(ours_tok_s=tok_s, ours_mfu=tok_s * fpt / peak)
+    del model, run
+    _free(device)
+    hf = _hf_model(cfg, device, torch.float32)
+    if hf is not None:
+        hf.train()
+        hf_tok = _train_tok_s(hf, batch, seq, cfg.vocab_size, steps, device, torch.bfloat16,
+                              fused=device.type == "cuda")
+        res.update(hf_tok_s=hf_tok, hf_mfu=hf_tok * fpt / peak, ours_over_hf=tok_s / hf_tok)
+        del hf
+        _free(device)
+    return res
+
+
+def bench_cuda_decode(cfg: Config, prompt_len: int, new_tokens: int, device, args) -> dict[str, Any]:
+    _, bw = _peaks(device, args)
+    torch.manual_seed(0)
+    with _default_dtype(torch.bfloat16), torch.device(device):
+        model = GPT(cfg).eval()
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    prompt = torch.randint(0, cfg.text_vocab_size, (prompt_len,)).tolist()
+    engine = Engine(model, max_seq_len=prompt_len + new_tokens, compile=args.compile,
+                    compile_mode="reduce-overhead" if device.type == "cuda" else None)
+    engine.generate([prompt], new_tokens, temperature=0)               # compile + warm-up
+    engine.generate([prompt], new_tokens, temperature=0)
+    t = _timed(lambda: engine.generate([prompt], new_tokens, temperature=0), device)
+    roofline = bw / weight_bytes
+    # the prefill is included in t: a (small) underestimate of the per-token decode rate
+    res = {"model": cfg.name, "weight_bytes": weight_bytes, "hbm_bandwidth": bw,
+           "roofline_tok_s": roofline, "ours_tok_s": new_tokens / t,
+           "ours_fraction_of_roofline": new_tokens / t / roofline, "compile": args.compile}
+    engine = model = None
+    _free(device)
+    hf = _hf_model(cfg, device, torch.bfloat16)
+    if hf is not None:
+        hf.eval()
+        ids = torch.tensor([prompt], device=device)
+        gen = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
+        with torch.inference_mode():
+            hf.generate(ids, **gen)
+            th = _timed(lambda: hf.generate(ids, **gen), device)
+        res.update(hf_tok_s=new_tokens / th, hf_fraction_of_roofline=new_tokens / th / roofline,
+                   ours_over_hf=th / t)
+        del hf
+    _free(device)
+    return res
+
+
+def bench_cfg_image_gen(cfg: Config, n_images: int, grid: tuple[int, int], prompt_len: int,
+                        device, args) -> dict[str, Any]:
+    torch.manual_seed(0)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    with _default_dtype(dtype), torch.device(device):
+        model = GPT(cfg).eval()
+    boi, eoi, hid, wid = 0, 1, 2, 3                                  # text ids used as specials
+    constraint = ImageSpanConstraint(boi, eoi, cfg.image_offset, cfg.image_codebook_size,
+                                     height_tokens={hid: grid[0]}, width_tokens={wid: grid[1]})
+    n_tok = grid[0] * grid[1]
+    prompts = [torch.randint(4, cfg.text_vocab_size, (prompt_len,)).tolist() + [hid, wid, boi]
+               for _ in range(n_images)]
+    uncond = [[5, hid, wid, boi]] * n_images
+    engine = Engine(model, max_seq_len=prompt_len + 3 + n_tok + 1, compile=args.compile,
+                    compile_mode="reduce-overhead" if device.type == "cuda" else None)
+    kw = dict(temperature=1.0, top_k=100, constraint=constraint, seed=0,
+              guidance=Guidance(uncond, scale=1.5), eos_ids=[eoi])
+    engine.generate(prompts, n_tok + 1, **kw)
+    engine.generate(prompts, n_tok + 1, **kw)
+    t = _timed(lambda: engine.generate(prompts, n_tok + 1, **kw), device)
+    out = engine.generate(prompts, n_tok + 1, **kw)
+    ok = bool((out.tokens[:, :n_tok] >= cfg.image_offset).all() and (out.tokens[:, n_tok] == eoi).all())
+    res = {"model": cfg.name, "n_images": n_images, "grid": list(grid), "cfg_scale": 1.5,
+           "ours_image_tok_s": n_images * n_tok / t, "spans_well_formed": ok}
+    engine = model = None
+    _free(device)
+    hf = _hf_model(cfg, device, dtype)
+    if hf is not None:
+        hf.eval()
+        # HF's decoder-only CFG (guidance_scale + negative_prompt_ids) with the same budget;
+        # left-padded batch; HF has no image-span constraint, so only the token count matches
+        P = max(len(p) for p in prompts)
+        ids = torch.tensor([[0] * (P - len(p)) + p for p in prompts], device=device)
+        att = (torch.arange(P, device=device)[None] >= torch.tensor(
+            [P - len(p) for p in prompts], device=device)[:, None]).long()
+        neg = torch.tensor(uncond, device=device)
+        gen = dict(attention_mask=att, max_new_tokens=n_tok + 1, min_new_tokens=n_tok + 1,
+                   do_sample=True, top_k=100, guidance_scale=1.5, negative_prompt_ids=neg,
+                   pad_token_id=0)
+        try:
+            with torch.inference_mode():
+                hf.generate(ids, **gen)
+                th = _timed(lambda: hf.generate(ids, **gen), device)
+            res.update(hf_image_tok_s=n_images * n_tok / th, ours_over_hf=th / t)
+        except Exception as e:                 # report, do not hide, an HF API mismatch
+            res["hf_error"] = f"{type(e).__name__}: {e}"[:300]
+        del hf
+        _free(device)
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    ap.add_argument("--smoke", action="store_true", help="tiny shapes, every section")
+    ap.add_argument("--no-cuda", action="store_true", help="skip the CUDA sections")
+    ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                    help="torch.compile the CUDA paths (default: on for CUDA, off for --smoke)")
+    ap.add_argument("--peak-flops", type=float, default=989e12, help="peak bf16 FLOP/s if unknown GPU")
+    ap.add_argument("--hbm-bandwidth", type=float, default=3.35e12, help="bytes/s if unknown GPU")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads()))))
+    cuda = torch.cuda.is_available() and not args.no_cuda
+    if args.compile is None:
+        args.compile = cuda and not args.smoke
+    results: dict[str, Any] = {
+        "env": {"torch": torch.__version__, "python": platform.python_version(),
+                "threads": torch.get_num_threads(), "cuda": cuda,
+                "device": torch.cuda.get_device_name(0) if cuda else platform.processor() or "cpu"}}
+    s = args.smoke
+    shapes = Config.from_name("shapes-small")
+    tiny = Config.from_name("tiny")
+    results["cpu_decode"] = bench_cpu_decode(tiny if s else shapes, 8 if s else 32, 8 if s else 128)
+    results["cpu_train"] = bench_cpu_train(tiny if s else shapes, 2 if s else 4, 16 if s else 256,
+                                           1 if s else 3)
+    dev = torch.device("cuda" if cuda else "cpu")
+    if cuda or s:
+        one_b = tiny if s else Config.from_name("llama-1b", max_seq_len=2048)
+        seven_b = tiny if s else Config.from_name("qwen2.5-7b", max_seq_len=4096)
+        img = tiny if s else Config.from_name("arm-7b", n_layer=16, n_embd=2048, n_head=32,
+                                               n_query_groups=8, head_size=64,
+                                               intermediate_size=8192, max_seq_len=4096,
+                                               name="arm-1b")
+        sections = {
+            "cuda_mfu": lambda: bench_cuda_mfu(one_b, 2 if s else 8, 16 if s else 2048, 1 if s else 10, dev, args),
+            "cuda_decode_roofline": lambda: bench_cuda_decode(seven_b, 8 if s else 128, 8 if s else 256, dev, args),
+            "cuda_cfg_image_gen": lambda: bench_cfg_image_gen(img, 2 if s else 32, (2, 3) if s else (16, 16),
+                                                              6 if s else 32, dev, args),
+        }
+        for name, fn in sections.items():
+            try:
+                results[name] = fn()
+            except torch.cuda.OutOfMemoryError as e:
+                results[name] = {"error": f"out of memory: {e}"[:300]}
+    text = json.dumps(results, indent=2)
+    print(text)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

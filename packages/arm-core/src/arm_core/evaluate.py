@@ -1,0 +1,294 @@
+"""ShapesWorld evaluation of an ARM LM + visual tokenizer: T2I, VQA and editing.
+
+The benchmark is arm-data's rule-based evaluator (``arm_data.shapes``), GenEval-style:
+
+* **Text-to-image**: for ``n`` scenes of a split, generate an image from the caption and
+  score it clause by clause against the scene spec, checking only what the caption states
+  (``sample.caption_attributes``). Reported: ``overall`` (mean clause pass rate per image,
+  averaged), ``strict`` (all clauses pass), ``by_clause`` (count / presence / color / size /
+  region / relation pass rates) and the same split by object count (single-object and
+  two-object prompts separately, 3+ beside them). Run on the held-out-composition split
+  (attribute combinations never seen in training) and on a seen-composition split
+  (``val``: same distribution as training, other scenes).
+* **VQA**: the first ``questions_per_image`` questions of each scene, greedy answers,
+  exact match after normalisation (case, punctuation, articles), per question kind.
+* **Editing**: source image + instruction -> edited image, scored for instruction
+  ``adherence`` and ``consistency`` (everything else unchanged), per edit kind.
+
+Every generation setting is run at each guidance scale in ``cfg_scales`` (1 = no
+guidance; ARM claims semantic tokens need little), and ``best`` picks the best scale per
+task (T2I: overall on the main split; editing: adherence + consistency). Output is a JSON
+dict (:func:`evaluate_lm`), written by ``arm-lm evaluate``::
+
+    arm-lm evaluate --lm runs/lm --tokenizer runs/tokenizer --split heldout --n 200 \\
+        --cfg 1.0 1.5 3.0 --out metrics.json
+
+Used by the demo report and by arm-rl (before/after RL).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from arm_core.pipelines import Edit, TextToImage, Understand, load_pipelines
+
+__all__ = ["evaluate_lm", "evaluate_pipelines", "evaluate_t2i_split", "evaluate_vqa_split",
+           "evaluate_edit_split", "normalize_answer", "write_metrics", "TASKS"]
+
+TASKS = ("t2i", "vqa", "edit")
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCT = re.compile(r"[^\w\s]")
+
+
+def normalize_answer(text: str) -> str:
+    """Lower-case, drop punctuation and articles, squeeze spaces (VQA-style matching)."""
+    t = _PUNCT.sub(" ", text.lower())
+    t = _ARTICLES.sub(" ", t)
+    return " ".join(t.split())
+
+
+def _mean(xs: Sequence[float]) -> float | None:
+    return float(sum(xs) / len(xs)) if xs else None
+
+
+def _count_group(n_objects: int) -> str:
+    return {1: "single", 2: "two"}.get(n_objects, "three_plus")
+
+
+def _world(split: str, seed: int, size: tuple[int, int], n: int) -> Any:
+    from arm_data.shapes import ShapesWorld
+
+    h, w = size
+    return ShapesWorld(split=split, seed=seed, width=w, height=h, length=max(1, n))
+
+
+def _image_size(pipe: Any) -> tuple[int, int]:
+    size = getattr(pipe.visual_tokenizer, "image_size", 64)
+    return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def evaluate_t2i_split(pipe: TextToImage, split: str, n: int, scale: float, *, seed: int = 0,
+                       data_seed: int = 0, temperature: float = 1.0, top_k: int | None = None,
+                       batch_size: int = 32, progress: bool = False,
+                       keep_images: int = 0) -> dict[str, Any]:
+    """Generate ``n`` images for the split's captions at guidance ``scale`` and score them."""
+    from arm_data.shapes import evaluate_t2i
+
+    world = _world(split, data_seed, _image_size(pipe), n)
+    samples = [world[i] for i in range(n)]
+    images = pipe([s.caption for s in samples], guidance_scale=scale, temperature=temperature,
+                  top_k=top_k, seed=seed, batch_size=batch_size, progress=progress)
+    scores, strict = [], []
+    kinds: dict[str, list[float]] = defaultdict(list)
+    groups: dict[str, list[float]] = defaultdict(list)
+    for s, im in zip(samples, images):
+        r = evaluate_t2i(im, s.spec, check=s.caption_attributes)
+        scores.append(r.score)
+        strict.append(float(r.strict))
+        for c in r.clauses:
+            kinds[c.kind].append(float(c.passed))
+        groups[_count_group(s.spec.count)].append(r.score)
+    out: dict[str, Any] = {
+        "n": n, "overall": _mean(scores), "strict": _mean(strict),
+        "by_clause": {k: _mean(v) for k, v in sorted(kinds.items())},
+        "by_objects": {g: {"n": len(v), "overall": _mean(v)} for g, v in sorted(groups.items())},
+    }
+    if keep_images:
+        out["_samples"] = [(s.caption, im) for s, im in zip(samples[:keep_images], images)]
+    return out
+
+
+def evaluate_vqa_split(pipe: Understand, split: str, n: int, *, data_seed: int = 0,
+                       questions_per_image: int = 1, max_new_tokens: int = 16,
+                       batch_size: int = 32, progress: bool = False,
+                       keep_examples: int = 0) -> dict[str, Any]:
+    """Greedy answers to the split's questions, exact match after normalisation."""
+    world = _world(split, data_seed, _image_size(pipe), n)
+    images, questions, answers, kinds = [], [], [], []
+    for i in range(n):
+        s = world[i]
+        for qa in s.qa[:questions_per_image]:
+            images.append(s.image)
+            questions.append(qa.question)
+            answers.append(qa.answer)
+            kinds.append(qa.kind)
+    preds = pipe(images, questions, max_new_tokens=max_new_tokens, temperature=0.0,
+                 batch_size=batch_size, progress=progress)
+    correct = [float(normalize_answer(p) == normalize_answer(a)) for p, a in zip(preds, answers)]
+    by_kind: dict[str, list[float]] = defaultdict(list)
+    for k, c in zip(kinds, correct):
+        by_kind[k].append(c)
+    out: dict[str, Any] = {"n": len(correct), "accuracy": _mean(correct),
+                           "by_kind": {k: _mean(v) for k, v in sorted(by_kind.items())}}
+    if keep_examples:
+        out["examples"] = [{"question": q, "answer": a, "prediction": p}
+                           for q, a, p in list(zip(questions, answers, preds))[:keep_examples]]
+    return out
+
+
+def evaluate_edit_split(pipe: Edit, split: str, n: int, text_scale: float, image_scale: float, *,
+                        seed: int = 0, data_seed: int = 0, temperature: float = 1.0,
+                        top_k: int | None = None, batch_size: int = 32,
+                        progress: bool = False, keep_images: int = 0) -> dict[str, Any]:
+    """Edit ``n`` source images by their instructions and score adherence / consistency."""
+    from arm_data.shapes import evaluate_edit
+
+    world = _world(split, data_seed, _image_size(pipe), n)
+    trips = [world[i].edit for i in range(n)]
+    sources = [t.source_image for t in trips]
+    outs = pipe(sources, [t.instruction for t in trips], text_guidance_scale=text_scale,
+                image_guidance_scale=image_scale, temperature=temperature, top_k=top_k,
+                seed=seed, batch_size=batch_size, progress=progress)
+    adh, con = [], []
+    by_kind: dict[str, dict[str, list[float]]] = defaultdict(lambda: {"adherence": [], "consistency": []})
+    for t, src, im in zip(trips, sources, outs):
+        r = evaluate_edit(im, t.source, t.target, edit=t.edit, source_image=src)
+        adh.append(r.adherence)
+        con.append(r.consistency)
+        kind = getattr(t.edit, "kind", "edit")
+        by_kind[kind]["adherence"].append(r.adherence)
+        by_kind[kind]["consistency"].append(r.consistency)
+    out: dict[str, Any] = {
+        "n": n, "text_scale": text_scale, "image_scale": image_scale,
+        "adherence": _mean(adh), "consistency": _mean(con),
+        "by_kind": {k: {m: _mean(v) for m, v in d.items()} | {"n": len(d["adherence"])}
+                    for k, d in sorted(by_kind.items())},
+    }
+    if keep_images:
+        out["_samples"] = [(t.instruction, s, im) for t, s, im in
+                           zip(trips[:keep_images], sources, outs)]
+    return out
+
+
+def evaluate_pipelines(t2i: TextToImage, edit: Edit, und: Understand, *, split: str = "heldout",
+                       seen_split: str | None = "val", n: int = 200,
+                       cfg_scales: Sequence[float] = (1.0, 1.5, 3.0),
+                       edit_image_scale: float = 1.25, tasks: Sequence[str] = TASKS,
+                       temperature: float = 1.0, top_k: int | None = None, seed: int = 0,
+                       data_seed: int = 0, questions_per_image: int = 1, batch_size: int = 32,
+                       progress: bool = True) -> dict[str, Any]:
+    """All metrics for loaded pipelines (see the module docstring for the JSON layout)."""
+    bad = [t for t in tasks if t not in TASKS]
+    if bad:
+        raise ValueError(f"unknown evaluation task(s) {bad}; choose from {list(TASKS)}")
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    scales = [float(s) for s in cfg_scales] or [1.0]
+    if any(s <= 0 for s in scales):
+        raise ValueError(f"guidance scales must be > 0, got {scales}")
+    splits = [split] + ([seen_split] if seen_split and seen_split != split else [])
+    t0 = time.perf_counter()
+    res: dict[str, Any] = {
+        "settings": {"split": split, "seen_split": seen_split, "n": n, "cfg_scales": scales,
+                     "edit_image_scale": edit_image_scale, "temperature": temperature,
+                     "top_k": top_k, "seed": seed, "data_seed": data_seed,
+                     "questions_per_image": questions_per_image, "tasks": list(tasks),
+                     "lm": str(t2i.lm.directory)},
+    }
+    gen = dict(seed=seed, data_seed=data_seed, temperature=temperature, top_k=top_k,
+               batch_size=batch_size, progress=progress)
+    if "t2i" in tasks:
+        res["t2i"] = {sp: {f"cfg={s:g}": evaluate_t2i_split(t2i, sp, n, s, **gen) for s in scales}
+                      for sp in splits}
+    if "vqa" in tasks:
+        res["vqa"] = {sp: evaluate_vqa_split(und, sp, n, data_seed=data_seed,
+                                             questions_per_image=questions_per_image,
+                                             batch_size=batch_size, progress=progress)
+                      for sp in splits}
+    if "edit" in tasks:
+        res["edit"] = {sp: {f"cfg={s:g}": evaluate_edit_split(
+            edit, sp, n, s, 1.0 if s == 1.0 else edit_image_scale, **gen) for s in scales}
+            for sp in splits}
+    res["summary"] = _summary(res, split)
+    res["seconds"] = round(time.perf_counter() - t0, 1)
+    return res
+
+
+def _summary(res: dict[str, Any], split: str) -> dict[str, Any]:
+    """Headline numbers: at guidance 1 and at the best scale of the main split."""
+    out: dict[str, Any] = {}
+    if "t2i" in res:
+        runs = res["t2i"][split]
+        best = max(runs, key=lambda k: runs[k]["overall"] or 0.0)
+        out["t2i"] = {"cfg1": runs.get("cfg=1", {}).get("overall"), "best_scale": best,
+                      "best": runs[best]["overall"]}
+        for sp, r in res["t2i"].items():
+            out["t2i"][f"{sp}@best"] = {"overall": r[best]["overall"],
+                                        "by_objects": r[best]["by_objects"]}
+    if "vqa" in res:
+        out["vqa"] = {sp: r["accuracy"] for sp, r in res["vqa"].items()}
+    if "edit" in res:
+        runs = res["edit"][split]
+        best = max(runs, key=lambda k: (runs[k]["adherence"] or 0.0) + (runs[k]["consistency"] or 0.0))
+        out["edit"] = {"cfg1": {m: runs.get("cfg=1", {}).get(m) for m in ("adherence", "consistency")},
+                       "best_scale": best,
+                       "best": {m: runs[best][m] for m in ("adherence", "consistency")}}
+    return out
+
+
+def evaluate_lm(lm_dir: str | os.PathLike, tokenizer_dir: str | os.PathLike | None = None,
+                device: str = "cpu", **kwargs: Any) -> dict[str, Any]:
+    """Load an exported LM (+ tokenizer) and run :func:`evaluate_pipelines` on it."""
+    t2i, edit, und = load_pipelines(lm_dir, tokenizer_dir, device=device)
+    return evaluate_pipelines(t2i, edit, und, **kwargs)
+
+
+def _strip_private(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _strip_private(v) for k, v in obj.items() if not str(k).startswith("_")}
+    if isinstance(obj, list):
+        return [_strip_private(v) for v in obj]
+    return obj
+
+
+def write_metrics(metrics: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write metrics JSON atomically (private ``_samples`` keys, holding images, left out)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(_strip_private(metrics), indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def cli_evaluate(argv: list[str]) -> int:
+    """Evaluate an LM on ShapesWorld (T2I, VQA, editing) and write metrics JSON."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="arm-lm evaluate", description=cli_evaluate.__doc__)
+    p.add_argument("--lm", required=True, help="exported LM directory")
+    p.add_argument("--tokenizer", default=None, help="visual tokenizer dir (default: the LM's)")
+    p.add_argument("--split", default="heldout", help="main split (held-out compositions)")
+    p.add_argument("--seen-split", default="val", help="seen-composition split ('' to skip)")
+    p.add_argument("--n", type=int, default=200, help="scenes per split")
+    p.add_argument("--cfg", type=float, nargs="+", default=[1.0, 1.5, 3.0], help="guidance scales")
+    p.add_argument("--edit-image-scale", type=float, default=1.25)
+    p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-seed", type=int, default=0)
+    p.add_argument("--questions-per-image", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--out", default="metrics.json")
+    a = p.parse_args(argv)
+    m = evaluate_lm(a.lm, a.tokenizer, device=a.device, split=a.split,
+                    seen_split=a.seen_split or None, n=a.n, cfg_scales=a.cfg,
+                    edit_image_scale=a.edit_image_scale, tasks=a.tasks,
+                    temperature=a.temperature, top_k=a.top_k, seed=a.seed,
+                    data_seed=a.data_seed, questions_per_image=a.questions_per_image,
+                    batch_size=a.batch_size)
+    write_metrics(m, a.out)
+    print(json.dumps(m["summary"], indent=2))
+    print(f"wrote {a.out} ({m['seconds']} s)")
+    return 0

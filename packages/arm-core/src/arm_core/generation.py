@@ -1,0 +1,409 @@
+"""Generation engine: KV-cached prefill + decode with constraints, CFG and log-probs.
+
+gpt-fast-style: the cache is allocated once per (batch, length); prompts of different
+lengths are left-padded so all rows share cache slots, while each row keeps its own RoPE
+positions (``0`` at its first real token) and padding slots are masked out. The decode
+step (:meth:`GPT.decode_step` + :func:`sample_step`) has static shapes and no host syncs;
+with ``compile=True`` both are compiled with ``fullgraph=True``. Output buffers are
+preallocated. Stopping early (every row finished) is checked every ``sync_every`` steps,
+the only host sync in the loop.
+
+Guidance (see :mod:`arm_core.sampling` for the formulas) runs the branches as one stacked
+batch: ``[cond; uncond]`` for text-to-image, ``[full; image; uncond]`` for editing; every
+branch receives the same sampled token.
+
+Log-probabilities (for RL):
+
+- ``logprobs``: of each sampled token under the distribution it was sampled from (guided,
+  constrained, temperature, top-k/top-p);
+- ``unguided_logprobs`` (``return_unguided_logprobs=True``): of the same tokens under the
+  conditional branch alone, constrained and temperature-scaled but not truncated —
+  exactly what :func:`score` computes for the finished sequences (tested), so
+  "unguided policy scored on guided samples" is consistent between rollout and training;
+- :func:`score_guided` recomputes ``logprobs`` (guided, truncated) for given completions
+  by teacher forcing all branches at once (differentiable; tested equal to generation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from arm_core.constraints import ImageSpanConstraint, SpanState, SpanTables
+from arm_core.model import GPT
+from arm_core.sampling import (
+    SamplingParams,
+    combine_guidance,
+    gumbel_noise,
+    sample_with_logprobs,
+    sampling_logprobs,
+)
+
+__all__ = ["Guidance", "GenerationOutput", "Engine", "generate", "score", "score_guided",
+           "sample_step", "left_pad"]
+
+
+@dataclass
+class Guidance:
+    """Classifier-free guidance.
+
+    Args:
+        uncond_prompts: One unconditional prompt per row (the conditional prompt with the
+            text dropped, e.g. ``[shape, boi]`` for T2I; the same as what training with
+            condition dropout saw).
+        scale: Text (instruction) guidance scale ``s`` / ``s_txt`` (ARM: 1.5).
+        image_prompts: Editing only: the source image without the instruction, one per row.
+            Given: three-branch editing guidance; ``None``: two-branch T2I guidance.
+        image_scale: Editing image guidance scale ``s_img`` (ARM: 1.25).
+    """
+
+    uncond_prompts: Sequence[Sequence[int]]
+    scale: float = 1.5
+    image_prompts: Sequence[Sequence[int]] | None = None
+    image_scale: float = 1.25
+
+    @property
+    def n_branches(self) -> int:
+        return 2 if self.image_prompts is None else 3
+
+
+@dataclass
+class GenerationOutput:
+    """Result of :meth:`Engine.generate` for ``B`` prompts and ``N = max_new_tokens``.
+
+    Attributes:
+        tokens: ``(B, N)`` generated ids; ``pad_id`` after a row stopped.
+        logprobs: ``(B, N)`` log-prob of each token under its sampling distribution; 0 on padding.
+        mask: ``(B, N)`` bool, True on generated (non-padding) positions.
+        lengths: ``(B,)`` generated tokens per row (including the stop token).
+        finished: ``(B,)`` bool, True where a stop id was produced.
+        unguided_logprobs: ``(B, N)`` conditional-branch log-probs, when asked for.
+    """
+
+    tokens: Tensor
+    logprobs: Tensor
+    mask: Tensor
+    lengths: Tensor
+    finished: Tensor
+    unguided_logprobs: Tensor | None = None
+
+    def to_lists(self) -> list[list[int]]:
+        """Generated ids per row, without padding."""
+        return [row[:n].tolist() for row, n in zip(self.tokens.cpu(), self.lengths.cpu().tolist(), strict=True)]
+
+
+def left_pad(prompts: Sequence[Sequence[int]], pad_id: int = 0,
+             device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
+    """Stack prompts right-aligned: ``ids`` ``(B, P)`` and ``valid`` ``(B, P)`` bool."""
+    if len(prompts) == 0:
+        raise ValueError("no prompts given")
+    lens = [len(p) for p in prompts]
+    if min(lens) == 0:
+        raise ValueError(f"prompt {lens.index(0)} is empty; every prompt needs >= 1 token")
+    P = max(lens)
+    ids = torch.full((len(prompts), P), pad_id, dtype=torch.long)
+    valid = torch.zeros(len(prompts), P, dtype=torch.bool)
+    for i, p in enumerate(prompts):
+        ids[i, P - len(p):] = torch.as_tensor(list(p), dtype=torch.long)
+        valid[i, P - len(p):] = True
+    return ids.to(device), valid.to(device)
+
+
+def sample_step(logits: Tensor, state: SpanState | None, tables: SpanTables | None,
+                uniform: Tensor | None, params: SamplingParams, n_branches: int, scale: float,
+                image_scale: float, want_unguided: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """Guidance -> constraint mask -> sampling for one step (no host syncs).
+
+    ``logits`` ``(n_branches·B, V)``; returns ``tokens``, ``logprobs``, ``unguided_logprobs``
+    (zeros when not wanted), each ``(B,)``.
+    """
+    logits = logits.float()
+    guided = combine_guidance(logits, n_branches, scale, image_scale)
+    if tables is not None:
+        guided = tables.mask_logits(guided, state)
+    tokens, logp = sample_with_logprobs(guided, params, uniform)
+    if want_unguided:
+        cond = logits[: guided.shape[0]]
+        if tables is not None:
+            cond = tables.mask_logits(cond, state)
+        t = params.temperature if params.temperature > 0 else 1.0
+        unguided = (cond / t).log_softmax(-1).gather(-1, tokens[:, None]).squeeze(-1)
+    else:
+        unguided = torch.zeros_like(logp)
+    return tokens, logp, unguided
+
+
+class Engine:
+    """Batched KV-cached generation with a fixed-size cache.
+
+    Args:
+        model: The LM (run in eval mode during ``generate``; its mode is restored after).
+        max_seq_len: Cache slots (prompt + new tokens); default ``model.config.max_seq_len``.
+        compile: Compile the decode step and the sampler with ``fullgraph=True``.
+        compile_mode: ``torch.compile`` mode (e.g. ``"reduce-overhead"`` for CUDA graphs).
+        compile_backend: ``torch.compile`` backend (``"eager"`` only captures graphs: a
+            cheap check that the step is graph-break free).
+        sync_every: Check for "every row finished" every this many steps (a host sync).
+    """
+
+    def __init__(self, model: GPT, max_seq_len: int | None = None, compile: bool = False,
+                 compile_mode: str | None = None, compile_backend: str = "inductor",
+                 sync_every: int = 16) -> None:
+        self.model = model
+        self.max_seq_len = max_seq_len or model.config.max_seq_len
+        if self.max_seq_len > model.config.max_seq_len:
+            raise ValueError(f"max_seq_len={self.max_seq_len} exceeds the model's "
+                             f"{model.config.max_seq_len}")
+        self.sync_every = max(1, sync_every)
+        self._decode = model.decode_step
+        self._sample = sample_step
+        self._compiled = compile
+        self._cudagraphs = compile and compile_mode is not None and "reduce-overhead" in compile_mode
+        if compile:
+            kw = dict(fullgraph=True, backend=compile_backend, dynamic=False)
+            if compile_mode is not None:
+                kw["mode"] = compile_mode
+            self._decode = torch.compile(model.decode_step, **kw)
+            self._sample = torch.compile(sample_step, **kw)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.embed_tokens.weight.device
+
+    def release(self) -> None:
+        """Free the model's KV cache (e.g. before a training step)."""
+        self.model.release_kv_cache()
+
+    def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int, *,
+                 temperature: float = 1.0, top_k: int | None = None, top_p: float = 1.0,
+                 eos_ids: Sequence[int] = (), constraint: ImageSpanConstraint | None = None,
+                 guidance: Guidance | None = None, seed: int | None = None,
+                 generator: torch.Generator | None = None,
+                 return_unguided_logprobs: bool = False, pad_id: int = 0) -> GenerationOutput:
+        """Generate up to ``max_new_tokens`` per prompt (in eval mode, without autograd; the
+        model's train/eval mode is restored afterwards).
+
+        Args:
+            prompts: ``B`` token-id lists (any lengths).
+            max_new_tokens: Tokens to generate per row at most.
+            temperature, top_k, top_p: Sampling (see :class:`SamplingParams`; 0 = greedy).
+            eos_ids: A row stops after producing any of these.
+            constraint: Image-span grammar; ``None`` = unconstrained.
+            guidance: Classifier-free guidance; ``None`` = none.
+            seed: Seed for a fresh generator (ignored when ``generator`` is given); ``None``
+                draws one from torch's global RNG (differs per call, follows ``manual_seed``).
+            generator: RNG for sampling noise.
+            return_unguided_logprobs: Also return conditional-branch log-probs.
+            pad_id: Id written after a row stops (and used for left padding).
+        """
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            # no_grad, not inference_mode: the outputs feed training code (RL), and
+            # inference tensors cannot be saved for backward
+            with torch.no_grad():
+                return self._generate(prompts, max_new_tokens, SamplingParams(temperature, top_k, top_p),
+                                      eos_ids, constraint, guidance, seed, generator,
+                                      return_unguided_logprobs, pad_id)
+        finally:
+            self.model.train(was_training)
+
+    def _generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int,
+                  params: SamplingParams, eos_ids: Sequence[int],
+                  constraint: ImageSpanConstraint | None, guidance: Guidance | None,
+                  seed: int | None, generator: torch.Generator | None,
+                  return_unguided_logprobs: bool, pad_id: int) -> GenerationOutput:
+        cfg = self.model.config
+        B = len(prompts)
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        branches = [list(prompts)]
+        if guidance is not None:
+            extra = ([guidance.image_prompts] if guidance.image_prompts is not None else [])
+            extra.append(guidance.uncond_prompts)
+            for name, group in zip(("image_prompts", "uncond_prompts")[-len(extra):], extra,
+                                       strict=True):
+                if len(group) != B:
+                    raise ValueError(f"guidance.{name} has {len(group)} prompts for {B} prompts")
+            branches[1:] = [list(g) for g in extra]
+        n_br = len(branches)
+        for name, group in zip(("prompt", "guidance prompt", "guidance prompt"), branches,
+                               strict=False):
+            for i, p in enumerate(group):
+                bad = [int(t) for t in p if not 0 <= int(t) < cfg.vocab_size]
+                if bad:
+                    raise ValueError(f"{name} {i} has ids {bad[:5]} outside [0, {cfg.vocab_size}) "
+                                     "(a tokenizer/vocabulary that does not match this model?)")
+        all_prompts = [p for g in branches for p in g]
+        ids, valid = left_pad(all_prompts, pad_id, self.device)
+        P = ids.shape[1]
+        if P + max_new_tokens > self.max_seq_len:
+            raise ValueError(f"longest prompt ({P} tokens) + max_new_tokens ({max_new_tokens}) "
+                             f"exceeds the context of {self.max_seq_len}; shorten the prompt or "
+                             "lower max_new_tokens")
+        dev = self.device
+        tables = state = None
+        if constraint is not None:
+            tables = constraint.tables(cfg.vocab_size, dev)
+            state, _ = tables.scan(ids[:B], valid[:B])
+            blind = (ids[:B, -1] == constraint.boi_id) & (state.remaining == 0)
+            if bool(blind.any()):
+                raise ValueError(f"prompt {int(blind.nonzero()[0, 0])} ends with boi but no height "
+                                 "and width shape tokens precede it: the image grid is unknown")
+            need = torch.where(state.in_image, state.remaining + 1, torch.zeros_like(state.remaining))
+            if int(need.max()) > max_new_tokens:
+                raise ValueError(f"a prompt opens an image of {int(need.max()) - 1} codes but "
+                                 f"max_new_tokens={max_new_tokens} cannot hold it and its eoi")
+        if generator is None and not params.greedy:
+            generator = torch.Generator(device=dev if dev.type != "mps" else "cpu")
+            # seed=None: draw one from torch's global RNG, so repeated calls differ (RL
+            # rollouts) yet a run seeded with torch.manual_seed stays reproducible
+            generator.manual_seed(int(torch.randint(0, 2**62, (1,))) if seed is None else seed)
+
+        # prefill: one stacked batch for all guidance branches
+        # compiled: always max_seq_len slots, so shapes (and the compiled graphs) stay fixed
+        # across calls; eager: just what this call needs (less attention work per step)
+        slots = self.max_seq_len if self._compiled else P + max_new_tokens
+        self.model.setup_kv_cache(n_br * B, slots, dev)
+        pos = (valid.long().cumsum(1) - 1).clamp(min=0)
+        logits = self.model.prefill(ids, pos, valid)                       # (n_br·B, V)
+        next_pos = pos[:, -1:] + 1                                          # (n_br·B, 1)
+        cache_pos = torch.tensor([P], device=dev)
+
+        out = torch.full((B, max_new_tokens), pad_id, dtype=torch.long, device=dev)
+        out_lp = torch.zeros(B, max_new_tokens, device=dev)
+        out_ulp = torch.zeros(B, max_new_tokens, device=dev) if return_unguided_logprobs else None
+        finished = torch.zeros(B, dtype=torch.bool, device=dev)
+        lengths = torch.zeros(B, dtype=torch.long, device=dev)
+        eos = torch.tensor(sorted(set(int(e) for e in eos_ids)) or [-1], device=dev)
+        scale = guidance.scale if guidance is not None else 1.0
+        image_scale = guidance.image_scale if guidance is not None else 1.0
+        V = cfg.vocab_size
+        for step in range(max_new_tokens):
+            u = None if params.greedy else gumbel_noise((B, V), generator, dev)
+            tok, lp, ulp = self._sample(logits, state, tables, u, params, n_br, scale,
+                                        image_scale, return_unguided_logprobs)
+            alive = ~finished
+            out[:, step] = torch.where(alive, tok, torch.full_like(tok, pad_id))
+            out_lp[:, step] = torch.where(alive, lp, torch.zeros_like(lp))
+            if out_ulp is not None:
+                out_ulp[:, step] = torch.where(alive, ulp, torch.zeros_like(ulp))
+            lengths += alive.long()
+            finished |= alive & torch.isin(tok, eos)
+            if tables is not None:
+                state = tables.advance(state, tok)
+            if step == max_new_tokens - 1 or (step % self.sync_every == self.sync_every - 1
+                                              and bool(finished.all())):
+                break
+            if self._cudagraphs:          # outputs of the previous replay are consumed
+                torch.compiler.cudagraph_mark_step_begin()
+            logits = self._decode(tok.repeat(n_br)[:, None], next_pos, cache_pos)
+            next_pos = next_pos + 1
+            cache_pos = cache_pos + 1
+        mask = torch.arange(max_new_tokens, device=dev)[None] < lengths[:, None]
+        return GenerationOutput(out, out_lp, mask, lengths, finished, out_ulp)
+
+
+    def score(self, input_ids: Tensor, attention_mask: Tensor | None = None, **kwargs) -> Tensor:
+        """:func:`score` with this engine's model."""
+        return score(self.model, input_ids, attention_mask, **kwargs)
+
+
+def generate(model: GPT, prompts: Sequence[Sequence[int]], max_new_tokens: int,
+             **kwargs) -> GenerationOutput:
+    """One-shot :meth:`Engine.generate` (allocates a cache sized for this call)."""
+    longest = max(len(p) for p in prompts)
+    if kwargs.get("guidance") is not None:
+        g = kwargs["guidance"]
+        longest = max([longest, *map(len, g.uncond_prompts), *map(len, g.image_prompts or [])])
+    return Engine(model, max_seq_len=min(model.config.max_seq_len, longest + max_new_tokens)
+                  ).generate(prompts, max_new_tokens, **kwargs)
+
+
+def score(model: GPT, input_ids: Tensor, attention_mask: Tensor | None = None, *,
+          temperature: float = 1.0, constraint: ImageSpanConstraint | None = None) -> Tensor:
+    """Log-probabilities of given sequences in one forward pass (differentiable; for RL).
+
+    ``out[b, t] = log p(input_ids[b, t] | input_ids[b, :t])`` with logits masked by the
+    image-span ``constraint`` (state from the sequence itself) and divided by
+    ``temperature``; each row's first real token and padded positions get 0. Equals the
+    ``unguided_logprobs`` that :meth:`Engine.generate` reports for its samples.
+
+    Args:
+        model: The LM.
+        input_ids: ``(B, T)`` prompt + completion ids.
+        attention_mask: ``(B, T)`` bool, False on padding (left or right); ``None``: no padding.
+        temperature: Divide logits by this (> 0).
+        constraint: Image-span grammar applied to the logits, as in generation.
+    """
+    if temperature <= 0:
+        raise ValueError(f"score needs temperature > 0, got {temperature}")
+    B, T = input_ids.shape
+    if attention_mask is None:
+        logits = model(input_ids)
+        valid = torch.ones_like(input_ids, dtype=torch.bool)
+    else:
+        valid = attention_mask.bool()
+        pos = (valid.long().cumsum(1) - 1).clamp(min=0)
+        doc = torch.where(valid, torch.zeros_like(input_ids), torch.full_like(input_ids, -1))
+        logits = model(input_ids, position_ids=pos, doc_ids=doc)
+    logits = logits[:, :-1].float()                                           # predicts t = 1..T-1
+    if constraint is not None:
+        tables = constraint.tables(model.config.vocab_size, input_ids.device)
+        _, before = tables.scan(input_ids, valid)
+        allowed = torch.stack([tables.allowed(s) for s in before[1:]], dim=1)  # (B, T-1, V)
+        logits = logits.masked_fill(~allowed, float("-inf"))
+    logp = (logits / temperature).log_softmax(-1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+    has_context = valid[:, 1:] & valid[:, :-1]          # a row's first real token has none
+    logp = torch.where(has_context, logp, torch.zeros_like(logp))
+    return torch.cat([torch.zeros_like(logp[:, :1]), logp], dim=1)
+
+
+def score_guided(model: GPT, prompts: Sequence[Sequence[int]], completions: Tensor,
+                 completion_mask: Tensor | None = None, *, guidance: Guidance | None = None,
+                 temperature: float = 1.0, top_k: int | None = None, top_p: float = 1.0,
+                 constraint: ImageSpanConstraint | None = None) -> Tensor:
+    """Log-probs ``(B, N)`` of ``completions`` under the distribution :meth:`Engine.generate`
+    samples from (guidance, constraint, temperature, top-k/top-p), in one batched forward of
+    all guidance branches (teacher forcing; differentiable). With the generation's own
+    arguments it reproduces ``GenerationOutput.logprobs``.
+
+    Args:
+        model: The LM.
+        prompts: ``B`` conditional prompts.
+        completions: ``(B, N)`` generated ids (e.g. ``GenerationOutput.tokens``).
+        completion_mask: ``(B, N)`` bool, False after a row stopped (log-prob 0 there).
+        guidance: The same :class:`Guidance` used for sampling, or ``None``.
+        temperature, top_k, top_p: The sampling parameters used.
+        constraint: The image-span constraint used.
+    """
+    params = SamplingParams(temperature, top_k, top_p)
+    B, N = completions.shape
+    branches = [list(prompts)]
+    if guidance is not None:
+        if guidance.image_prompts is not None:
+            branches.append(list(guidance.image_prompts))
+        branches.append(list(guidance.uncond_prompts))
+    n_br = len(branches)
+    comp = completions.tolist()
+    rows = [list(p) + c for group in branches for p, c in zip(group, comp, strict=True)]
+    ids, valid = left_pad(rows, 0, completions.device)
+    pos = (valid.long().cumsum(1) - 1).clamp(min=0)
+    doc = torch.where(valid, torch.zeros_like(ids), torch.full_like(ids, -1))
+    logits = model(ids, position_ids=pos, doc_ids=doc)[:, -N - 1:-1].float()   # (n_br·B, N, V)
+    guided = combine_guidance(logits, n_br, guidance.scale if guidance else 1.0,
+                              guidance.image_scale if guidance else 1.0)
+    if constraint is not None:
+        tables = constraint.tables(model.config.vocab_size, completions.device)
+        P = ids.shape[1] - N
+        state, _ = tables.scan(ids[:B, :P], valid[:B, :P])
+        _, before = tables.scan(completions, None, state)
+        allowed = torch.stack([tables.allowed(s_) for s_ in before], dim=1)       # (B, N, V)
+        guided = guided.masked_fill(~allowed, float("-inf"))
+    logp = sampling_logprobs(guided, params).gather(-1, completions[..., None]).squeeze(-1)
+    if completion_mask is not None:
+        logp = torch.where(completion_mask, logp, torch.zeros_like(logp))
+    return logp

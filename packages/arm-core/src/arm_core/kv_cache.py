@@ -1,0 +1,96 @@
+"""A fixed-size key/value cache for incremental decoding (gpt-fast style).
+
+Allocated once for ``(batch_size, max_seq_len)``; every write is an in-place
+``index_copy_`` at *slot* indices given as a tensor, so the decode step has static shapes,
+no ``.item()`` and no data-dependent Python branches, and compiles with
+``torch.compile(fullgraph=True)`` (and CUDA graphs with ``mode="reduce-overhead"``).
+
+Slots vs positions: all rows of a batch write the same slot at each step (slot = step
+index, shared), while their RoPE *positions* differ when prompts were left-padded. A
+boolean ``valid`` mask ``(B, S)`` says which slots hold a real token for each row; padded
+slots are never attended to (see :meth:`KVCache.attention_mask`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["LayerKVCache", "KVCache"]
+
+
+class LayerKVCache(nn.Module):
+    """Keys and values of one attention layer.
+
+    Args:
+        batch_size: Rows ``B``.
+        n_query_groups: Key/value heads ``G``.
+        max_seq_len: Slots ``S``.
+        head_size: Per-head width ``hs``.
+        device: Where to allocate.
+        dtype: Cache dtype (the model's compute dtype).
+    """
+
+    def __init__(self, batch_size: int, n_query_groups: int, max_seq_len: int, head_size: int,
+                 device: torch.device | str | None = None,
+                 dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        shape = (batch_size, n_query_groups, max_seq_len, head_size)
+        self.register_buffer("k", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
+        self.register_buffer("v", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
+
+    def update(self, cache_pos: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Write ``k, v`` ``(B, G, T, hs)`` at slots ``cache_pos`` ``(T,)``; return the full
+        cache ``(B, G, S, hs)`` each."""
+        self.k.index_copy_(2, cache_pos, k.to(self.k.dtype))
+        self.v.index_copy_(2, cache_pos, v.to(self.v.dtype))
+        return self.k, self.v
+
+
+class KVCache(nn.Module):
+    """All layers' caches plus the per-row slot validity mask shared by the layers.
+
+    Args:
+        n_layer: Number of layers.
+        batch_size: Rows ``B``.
+        n_query_groups: Key/value heads per layer.
+        max_seq_len: Slots ``S`` (prompt + generated tokens).
+        head_size: Per-head width.
+        device: Where to allocate.
+        dtype: Cache dtype.
+    """
+
+    def __init__(self, n_layer: int, batch_size: int, n_query_groups: int, max_seq_len: int,
+                 head_size: int, device: torch.device | str | None = None,
+                 dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+        self.max_seq_len = max_seq_len
+        self.layers = nn.ModuleList(
+            LayerKVCache(batch_size, n_query_groups, max_seq_len, head_size, device, dtype)
+            for _ in range(n_layer))
+        self.register_buffer("valid", torch.zeros(batch_size, max_seq_len, dtype=torch.bool,
+                                                  device=device), persistent=False)
+        self.register_buffer("slots", torch.arange(max_seq_len, device=device), persistent=False)
+
+    def reset(self) -> None:
+        """Forget every cached token (the k/v values need not be cleared: they are masked)."""
+        self.valid.zero_()
+
+    def mark(self, cache_pos: Tensor, valid: Tensor) -> None:
+        """Record which of the newly written slots ``cache_pos`` ``(T,)`` are real tokens per
+        row: ``valid`` ``(B, T)`` bool."""
+        self.valid.index_copy_(1, cache_pos, valid)
+
+    def attention_mask(self, cache_pos: Tensor) -> Tensor:
+        """Boolean SDPA mask ``(B, 1, T, S)`` for queries written at slots ``cache_pos``.
+
+        A query at slot ``p`` sees slot ``s`` iff ``s <= p`` and slot ``s`` is valid for
+        its row. It always sees itself, so a padded query row is never fully masked (a
+        fully masked row would give NaN, which would then leak into the cached values of
+        the next layer and poison real rows through ``0 * NaN``).
+        """
+        causal = self.slots[None, :] <= cache_pos[:, None]            # (T, S)
+        own = self.slots[None, :] == cache_pos[:, None]                # (T, S)
+        mask = (causal[None] & self.valid[:, None, :]) | own[None]     # (B, T, S)
+        return mask[:, None]

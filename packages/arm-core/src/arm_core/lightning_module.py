@@ -1,0 +1,410 @@
+"""Lightning training of the ARM LM: next-token prediction over packed mixed-task sequences.
+
+ARM trains one decoder on understanding (image -> text), text-to-image and editing
+sequences with plain next-token cross-entropy (DESIGN.md, "LM"). The batches come from
+arm-data's mixed-task token data module, packed to a fixed length::
+
+    input_ids    (B, T) long   token ids of the unified vocabulary
+    targets      (B, T) long   next-token targets; -100 = no loss (prompt, padding, doc edge)
+    position_ids (B, T) long   restart at 0 in every packed document
+    doc_ids      (B, T) long   which document a token belongs to (attention stays inside it)
+    task_ids     (B, T) or (B,) long   task of each token / row, for per-task loss logging
+
+What this module adds around :class:`arm_core.model.GPT`:
+
+* the model is built in :meth:`LMTrainer.configure_model` (so FSDP can shard it as it is
+  built) from a preset name + overrides, with the vocabulary taken from a ``VocabLayout``
+  (argument ``vocab`` or the data module's ``layout``), optionally initialised from a
+  Hugging Face directory with the vocabulary extended (``arm_core.hf``);
+* loss: token-mean CE over non-ignored targets, optional z-loss (PaLM's
+  ``1e-4 * logsumexp^2``, off by default), per-task losses logged by name;
+* AdamW with ARM's SFT betas (0.9, 0.95) and weight decay 0, linear warm-up then cosine
+  decay to ``min_lr_ratio * lr``, stepped every optimizer step;
+* activation checkpointing of the transformer blocks and ``torch.compile`` as flags;
+* at fit end, :func:`arm_core.checkpoint.save_lm` exports the weights, config, layout and
+  text tokenizer to ``export_dir`` so pipelines load them without Lightning.
+
+Strategy (YAML ``trainer.strategy``): ``ddp`` works as is; for FSDP use
+:class:`BlockFSDPStrategy`, which wraps each transformer block (the auto-wrap policy the
+issue asks for) and can checkpoint activations per block::
+
+    trainer:
+      precision: bf16-mixed
+      strategy:
+        class_path: arm_core.lightning_module.BlockFSDPStrategy
+        init_args: {sharding_strategy: FULL_SHARD, activation_checkpointing: true}
+
+Exact resume: Lightning restores model, optimizer, LR scheduler, loop progress and (for a
+data module whose loader has ``state_dict``) the data position; this module also saves and
+restores the torch/numpy/python RNG states so dropout-free training is bit-reproducible.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.strategies import FSDPStrategy
+
+from arm_core.config import Config
+
+__all__ = ["LMTrainer", "BlockFSDPStrategy", "lm_loss", "warmup_cosine"]
+
+IGNORE_INDEX = -100
+
+
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
+    """LR multiplier: linear warm-up from ~0 to 1 over ``warmup_steps``, then cosine to ``min_ratio``."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if total_steps <= warmup_steps:
+        return 1.0
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def lm_loss(logits: torch.Tensor, targets: torch.Tensor, z_loss: float = 0.0,
+            task_ids: torch.Tensor | None = None, num_tasks: int = 0,
+            ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Token-mean next-token CE over ``targets != -100`` (+ optional z-loss).
+
+    Args:
+        logits: ``(B, T, V)``, any float dtype (computed in fp32).
+        targets: ``(B, T)`` long, ``-100`` where there is no loss.
+        z_loss: coefficient of ``logsumexp(logits)^2`` (0 disables).
+        task_ids: ``(B, T)`` long task index per token, for per-task sums.
+        num_tasks: number of task indices to report.
+
+    Returns ``(loss, stats)``; stats has ``ce``, ``z`` (if used), ``n_tokens`` and, with
+    task_ids, ``task_ce_sum`` / ``task_count`` of shape ``(num_tasks,)``.
+    """
+    V = logits.shape[-1]
+    flat = logits.reshape(-1, V).float()
+    tgt = targets.reshape(-1)
+    valid = tgt != IGNORE_INDEX
+    n = valid.sum()
+    ce_tok = F.cross_entropy(flat, tgt.clamp_min(0), reduction="none") * valid
+    denom = n.clamp_min(1)
+    ce = ce_tok.sum() / denom
+    stats: dict[str, torch.Tensor] = {"ce": ce.detach(), "n_tokens": n.detach()}
+    loss = ce
+    if z_loss > 0:
+        lse = torch.logsumexp(flat, dim=-1)
+        z = (lse.pow(2) * valid).sum() / denom
+        loss = loss + z_loss * z
+        stats["z"] = z.detach()
+    if task_ids is not None and num_tasks > 0:
+        tid = task_ids.reshape(-1).clamp(0, num_tasks - 1)
+        sums = torch.zeros(num_tasks, device=flat.device).index_add_(0, tid, ce_tok.detach())
+        counts = torch.zeros(num_tasks, device=flat.device).index_add_(0, tid, valid.float())
+        stats["task_ce_sum"], stats["task_count"] = sums, counts
+    return loss, stats
+
+
+class BlockFSDPStrategy(FSDPStrategy):
+    """FSDP that wraps every transformer block of the ARM LM (YAML-friendly arguments).
+
+    Args:
+        block_class: dotted path of the block class to wrap (the auto-wrap policy).
+        sharding_strategy: ``FULL_SHARD``, ``SHARD_GRAD_OP``, ``NO_SHARD`` or ``HYBRID_SHARD``.
+        activation_checkpointing: recompute each block's activations in backward.
+        cpu_offload: keep sharded parameters on CPU between uses.
+        state_dict_type: ``full`` (one file, gathered on rank 0) or ``sharded`` checkpoints.
+        use_orig_params: FSDP's flag; needed for ``torch.compile`` and per-param optimizer groups.
+    """
+
+    def __init__(
+        self,
+        block_class: str = "arm_core.model.Block",
+        sharding_strategy: str = "FULL_SHARD",
+        activation_checkpointing: bool = False,
+        cpu_offload: bool = False,
+        state_dict_type: str = "full",
+        use_orig_params: bool = True,
+    ) -> None:
+        from arm_tokenizer.configurable import import_class
+
+        block = import_class(block_class)
+        super().__init__(
+            auto_wrap_policy={block},
+            activation_checkpointing_policy={block} if activation_checkpointing else None,
+            sharding_strategy=sharding_strategy,
+            cpu_offload=cpu_offload,
+            state_dict_type=state_dict_type,  # type: ignore[arg-type]
+            use_orig_params=use_orig_params,
+        )
+
+
+class LMTrainer(pl.LightningModule):
+    """Next-token training of the ARM LM over packed mixed-task sequences (see module doc).
+
+    Args:
+        preset: ``arm_core.config`` preset name (``tiny``, ``shapes-small``, ``arm-7b``, ...).
+        model_overrides: Config fields to override on the preset (e.g. ``n_layer: 4``).
+        vocab: a ``VocabLayout`` JSON file (or a directory with ``vocab.json``) fixing the
+            vocabulary; None: the data module's ``layout`` attribute, else the preset's numbers.
+        hf_dir: initialise from a local Hugging Face Qwen2/Llama directory; the text
+            vocabulary is kept and extended with specials, shape tokens and image codes.
+        lr: peak learning rate (ARM SFT: 2e-4).
+        min_lr_ratio: cosine floor as a fraction of ``lr``.
+        betas: AdamW betas (ARM: 0.9, 0.95).
+        weight_decay: AdamW weight decay (ARM SFT: 0).
+        eps: AdamW epsilon.
+        warmup_steps: linear warm-up length in optimizer steps.
+        max_steps: length of the cosine schedule; None: ``trainer.estimated_stepping_batches``.
+        z_loss: coefficient of the z-loss (0 = off).
+        task_names: names of the task ids for logging; None: ``arm_data.formats.TASKS`` or
+            the data module's ``task_names``.
+        activation_checkpointing: recompute block activations in backward (non-FSDP
+            strategies; with FSDP use the strategy's flag).
+        compile: ``torch.compile`` the model's forward.
+        text_tokenizer: sentencepiece model to ship with the export; None: the data
+            module's ``text_tokenizer_path`` (or the file its ``text`` tokenizer came from).
+        visual_tokenizer: visual tokenizer directory the export references; None: the
+            data module's ``tokenizer_dir``.
+        export_dir: where :meth:`on_fit_end` writes the self-contained LM; None:
+            ``<trainer.default_root_dir>/lm``; empty string: no export.
+        seed_init: seed for the weight initialisation (independent of the global seed).
+    """
+
+    def __init__(
+        self,
+        preset: str = "tiny",
+        model_overrides: dict[str, Any] | None = None,
+        vocab: str | None = None,
+        hf_dir: str | None = None,
+        lr: float = 3e-4,
+        min_lr_ratio: float = 0.1,
+        betas: tuple[float, float] = (0.9, 0.95),
+        weight_decay: float = 0.0,
+        eps: float = 1e-8,
+        warmup_steps: int = 100,
+        max_steps: int | None = None,
+        z_loss: float = 0.0,
+        task_names: list[str] | None = None,
+        activation_checkpointing: bool = False,
+        compile: bool = False,
+        text_tokenizer: str | None = None,
+        visual_tokenizer: str | None = None,
+        export_dir: str | None = None,
+        seed_init: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        Config.from_name(preset, **(model_overrides or {}))  # fail fast on a bad preset/field
+        if hf_dir is not None and not Path(hf_dir).is_dir():
+            raise FileNotFoundError(f"LMTrainer.hf_dir: directory not found: {hf_dir}")
+        self.model: torch.nn.Module | None = None
+        self.config: Config | None = None
+        self.layout: Any | None = None
+        # The callable used in forward (the model, or its compiled wrapper); kept out of
+        # nn.Module's registry so the weights are not listed twice in state_dict.
+        self.__dict__["_forward"] = None
+
+    # ------------------------------------------------------------------ building
+    def _datamodule_attr(self, name: str) -> Any:
+        trainer = self._trainer
+        dm = getattr(trainer, "datamodule", None) if trainer is not None else None
+        return getattr(dm, name, None) if dm is not None else None
+
+    def _resolve_layout(self) -> Any | None:
+        if self.hparams.vocab:
+            from arm_data.vocab import VocabLayout
+
+            p = Path(self.hparams.vocab)
+            return VocabLayout.load(p / "vocab.json" if p.is_dir() else p)
+        return self._datamodule_attr("layout")
+
+    def build_config(self, layout: Any | None = None) -> Config:
+        """The model Config: preset + overrides, with the layout's vocabulary if given."""
+        cfg = Config.from_name(self.hparams.preset, **(self.hparams.model_overrides or {}))
+        if layout is not None:
+            cfg = cfg.with_vocab(layout.total_size, layout.image_offset, layout.codebook_size,
+                                 separate_visual_head=cfg.separate_visual_head or None,
+                                 text_vocab_size=layout.text_vocab_size)
+        return cfg
+
+    def configure_model(self) -> None:
+        """Build (or HF-initialise) the GPT once; FSDP shards it after this returns."""
+        if self.model is not None:
+            return
+        from arm_core.model import GPT
+
+        self.layout = self._resolve_layout()
+        if self.hparams.hf_dir:
+            self.model, self.config = self._from_hf(self.hparams.hf_dir, self.layout)
+        else:
+            self.config = self.build_config(self.layout)
+            gen = torch.random.fork_rng(devices=[])
+            with gen:
+                torch.manual_seed(self.hparams.seed_init)
+                self.model = GPT(self.config)
+        if self.hparams.activation_checkpointing:
+            self._apply_activation_checkpointing()
+        self.__dict__["_forward"] = torch.compile(self.model) if self.hparams.compile else self.model
+
+    def _from_hf(self, hf_dir: str, layout: Any | None) -> tuple[torch.nn.Module, Config]:
+        """Load a HF Qwen2/Llama text LM and extend its vocabulary to the layout's."""
+        from arm_core import hf
+        from arm_core.model import extend_vocab
+
+        overrides = dict(self.hparams.model_overrides or {})
+        max_seq_len = overrides.pop("max_seq_len", None)
+        if overrides:
+            raise ValueError(f"LMTrainer: with hf_dir the architecture comes from {hf_dir}; only "
+                             f"max_seq_len may be overridden, got {sorted(overrides)}")
+        model = hf.load_hf(hf_dir, max_seq_len=max_seq_len)
+        if layout is None or model.config.image_codebook_size:
+            return model, model.config
+        target = model.config.with_vocab(layout.total_size, layout.image_offset,
+                                         layout.codebook_size, separate_visual_head=True,
+                                         text_vocab_size=layout.text_vocab_size)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.hparams.seed_init)
+            model = extend_vocab(model, target)
+        return model, model.config
+
+    def _apply_activation_checkpointing(self) -> None:
+        self.model.set_activation_checkpointing(True)
+
+    # ------------------------------------------------------------------ training
+    @property
+    def task_names(self) -> list[str]:
+        names = self.hparams.task_names or self._datamodule_attr("task_names")
+        if names:
+            return list(names)
+        try:
+            from arm_data.formats import TASKS
+
+            return list(TASKS)
+        except ImportError:
+            return []
+
+    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None,
+                doc_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits ``(B, T, V)`` over the unified vocabulary."""
+        if self.model is None:
+            self.configure_model()
+        return self._forward(input_ids, position_ids=position_ids, doc_ids=doc_ids)
+
+    def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+        missing = [k for k in ("input_ids", "targets") if k not in batch]
+        if missing:
+            raise KeyError(f"LMTrainer batch lacks {missing}; got keys {sorted(batch)} (expected "
+                           "input_ids, targets, position_ids, doc_ids, task_ids)")
+        ids, targets = batch["input_ids"], batch["targets"]
+        logits = self(ids, batch.get("position_ids"), batch.get("doc_ids"))
+        task_ids = batch.get("task_ids")
+        if task_ids is not None and task_ids.dim() == 1:
+            task_ids = task_ids[:, None].expand_as(targets)
+        names = self.task_names
+        loss, stats = lm_loss(logits, targets, self.hparams.z_loss, task_ids, len(names))
+        bs = ids.shape[0]
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=bs, on_step=on_step,
+                 on_epoch=not on_step, sync_dist=not on_step)
+        if "z" in stats:
+            self.log(f"{stage}/z_loss", stats["z"], batch_size=bs, on_step=on_step,
+                     on_epoch=not on_step, sync_dist=not on_step)
+        if "task_ce_sum" in stats:
+            for i, name in enumerate(names):
+                cnt = stats["task_count"][i]
+                if cnt > 0:
+                    self.log(f"{stage}/loss_{name}", stats["task_ce_sum"][i] / cnt, batch_size=bs,
+                             on_step=on_step, on_epoch=not on_step, sync_dist=not on_step)
+        if stage == "train":
+            self.log("train/tokens", stats["n_tokens"].float(), batch_size=bs, reduce_fx="sum",
+                     on_step=True, on_epoch=False)
+        return loss
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "test")
+
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        params = [p for p in self.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps,
+                                weight_decay=hp.weight_decay)
+        total = hp.max_steps
+        if total is None:
+            est = self.trainer.estimated_stepping_batches
+            total = int(est) if est is not None and math.isfinite(est) else hp.warmup_steps
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: warmup_cosine(s, hp.warmup_steps, total, hp.min_lr_ratio))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # ------------------------------------------------------------------ resume + export
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Plain types and tensors only, so the checkpoint loads with weights_only=True.
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        version, pystate, gauss = random.getstate()
+        checkpoint["arm_rng"] = {
+            "torch": torch.get_rng_state(),
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss),
+                      float(cached)],
+            "python": [version, torch.tensor(pystate, dtype=torch.int64), gauss],
+        }
+        if self.config is not None:
+            checkpoint["arm_lm_config"] = self.config.to_dict()
+        if self.layout is not None:
+            checkpoint["arm_vocab"] = self.layout.to_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        rng = checkpoint.get("arm_rng")
+        if rng is not None:
+            torch.set_rng_state(rng["torch"])
+            kind, keys, pos, has_gauss, cached = rng["numpy"]
+            np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+            version, pystate, gauss = rng["python"]
+            random.setstate((version, tuple(int(x) for x in pystate.tolist()), gauss))
+
+    def export(self, directory: str | os.PathLike, metadata: dict[str, Any] | None = None,
+               state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+        """Write the self-contained LM checkpoint (:func:`arm_core.checkpoint.save_lm`)."""
+        from arm_core.checkpoint import save_lm
+
+        if self.model is None or self.config is None:
+            raise RuntimeError("LMTrainer.export: the model is not built yet (call configure_model)")
+        tok = self.hparams.text_tokenizer or self._datamodule_attr("text_tokenizer_path")
+        if tok is None:  # arm_data.TokenDataModule keeps the loaded TextTokenizer as `.text`
+            tok = getattr(self._datamodule_attr("text"), "source", None)
+        vis = self.hparams.visual_tokenizer or self._datamodule_attr("tokenizer_dir")
+        if state_dict is None:
+            state_dict = self.model.state_dict()
+        state_dict = {_strip_wrappers(k): v for k, v in state_dict.items()}
+        return save_lm(directory, state_dict, self.config, layout=self.layout,
+                       text_tokenizer=tok, visual_tokenizer_dir=vis, metadata=metadata)
+
+    def on_fit_end(self) -> None:
+        if self.hparams.export_dir == "":
+            return
+        target = self.hparams.export_dir or os.path.join(self.trainer.default_root_dir, "lm")
+        # FSDP: gather a full state dict (a collective: every rank must call it).
+        full = self.trainer.strategy.lightning_module_state_dict()
+        if self.trainer.is_global_zero:
+            state = {k.removeprefix("model."): v for k, v in full.items() if k.startswith("model.")}
+            meta = {"global_step": int(self.trainer.global_step),
+                    "hparams": json.loads(json.dumps(dict(self.hparams), default=str))}
+            self.export(target, metadata=meta, state_dict=state)
+        self.trainer.strategy.barrier("arm_lm_export")
+
+
+def _strip_wrappers(key: str) -> str:
+    """Parameter names without activation-checkpoint / compile wrapper prefixes."""
+    for junk in ("_checkpoint_wrapped_module.", "_orig_mod.", "_fsdp_wrapped_module."):
+        key = key.replace(junk, "")
+    return key

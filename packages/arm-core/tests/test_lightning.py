@@ -1,0 +1,280 @@
+"""LMTrainer: loss masking, per-task losses, schedule, export at fit end, exact resume."""
+
+from __future__ import annotations
+
+import math
+
+import lightning.pytorch as pl
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from arm_core.checkpoint import load_lm
+from arm_core.lightning_module import BlockFSDPStrategy, LMTrainer, lm_loss, warmup_cosine
+from arm_data.vocab import VocabLayout
+
+LAYOUT = VocabLayout(text_vocab_size=20, codebook_size=16, max_grid_h=4, max_grid_w=4)
+
+
+class PackedRows(Dataset):
+    """Deterministic packed rows: two documents per row with a learnable pattern."""
+
+    def __init__(self, n: int = 64, T: int = 24, seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.rows = []
+        for _ in range(n):
+            start = torch.randint(0, LAYOUT.text_vocab_size, (1,), generator=g).item()
+            a = [(start + k) % LAYOUT.text_vocab_size for k in range(T // 2)]
+            codes = torch.randint(0, LAYOUT.codebook_size, (T // 2,), generator=g).tolist()
+            b = [LAYOUT.image_offset + c for c in codes]
+            ids = torch.tensor(a + b)
+            doc = torch.tensor([0] * (T // 2) + [1] * (T // 2))
+            pos = torch.cat([torch.arange(T // 2), torch.arange(T // 2)])
+            tgt = torch.cat([ids[1:], torch.tensor([-100])])
+            tgt[T // 2 - 1] = -100  # no loss across the document boundary
+            tgt[: 2] = -100          # a "prompt" without loss
+            task = torch.tensor([3] * (T // 2) + [0] * (T // 2))
+            self.rows.append(dict(input_ids=ids, targets=tgt, position_ids=pos, doc_ids=doc,
+                                  task_ids=task))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return self.rows[i]
+
+
+class StatefulLoader(DataLoader):
+    """A shuffling loader that resumes mid-epoch (what arm-data's token module provides)."""
+
+    def __init__(self, ds: Dataset, batch_size: int, seed: int = 0) -> None:
+        super().__init__(ds, batch_size=batch_size)
+        self.seed, self.epoch, self.consumed = seed, 0, 0
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(len(self.dataset), generator=g).tolist()
+        bs = self.batch_size
+        start = self.consumed
+        for i in range(start, len(order) // bs):
+            idx = order[i * bs:(i + 1) * bs]
+            self.consumed = i + 1
+            yield self.collate_fn([self.dataset[j] for j in idx])
+        self.epoch, self.consumed = self.epoch + 1, 0
+
+    def __len__(self) -> int:
+        return len(self.dataset) // self.batch_size
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "consumed": self.consumed}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.consumed = state["epoch"], state["consumed"]
+
+
+class DM(pl.LightningDataModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layout = LAYOUT
+        self.task_names = ["t2i", "und", "edit", "text"]
+
+    def train_dataloader(self) -> DataLoader:
+        return StatefulLoader(PackedRows(), batch_size=4)
+
+
+def _trainer(tmp_path, **kw) -> pl.Trainer:
+    base = dict(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                enable_model_summary=False, enable_checkpointing=False,
+                default_root_dir=str(tmp_path), num_sanity_val_steps=0)
+    base.update(kw)
+    return pl.Trainer(**base)
+
+
+def _fit_interrupted(root, module, datamodule, steps: int):
+    """Train ``steps`` steps with a mid-training checkpoint (as a crashed run leaves behind)."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    cb = ModelCheckpoint(dirpath=str(root / "ckpt"), every_n_train_steps=steps, save_top_k=-1)
+    _trainer(root, max_steps=steps, enable_checkpointing=True, callbacks=[cb]).fit(
+        module, datamodule=datamodule)
+    return cb.best_model_path or cb.last_model_path or next((root / "ckpt").glob("*.ckpt"))
+
+
+def _module(**kw) -> LMTrainer:
+    args = dict(preset="tiny", lr=3e-3, warmup_steps=2, max_steps=12, export_dir="")
+    args.update(kw)
+    return LMTrainer(**args)
+
+
+def test_lm_loss_masks_and_per_task() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 7)
+    targets = torch.tensor([[1, 2, -100, 3, -100], [-100, 0, 6, 6, 1]])
+    tasks = torch.tensor([[0, 0, 0, 1, 1], [1, 1, 1, 1, 1]])
+    loss, st = lm_loss(logits, targets, task_ids=tasks, num_tasks=2)
+    ref = F.cross_entropy(logits.reshape(-1, 7), targets.reshape(-1), ignore_index=-100)
+    assert torch.allclose(loss, ref)
+    assert int(st["n_tokens"]) == 7
+    tok = F.cross_entropy(logits.reshape(-1, 7), targets.reshape(-1).clamp_min(0), reduction="none")
+    valid = targets.reshape(-1) != -100
+    t0 = (tasks.reshape(-1) == 0) & valid
+    assert torch.allclose(st["task_ce_sum"][0], tok[t0].sum())
+    assert st["task_count"].tolist() == [2.0, 5.0]
+    zl, st2 = lm_loss(logits, targets, z_loss=1e-2)
+    lse = torch.logsumexp(logits.reshape(-1, 7), -1)[valid]
+    assert torch.allclose(zl, ref + 1e-2 * (lse ** 2).mean(), atol=1e-6)
+
+
+def test_warmup_cosine() -> None:
+    vals = [warmup_cosine(s, 4, 20, 0.1) for s in range(21)]
+    assert vals[0] == pytest.approx(0.25) and vals[3] == pytest.approx(1.0)
+    assert vals[4] == pytest.approx(1.0)
+    assert vals[20] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(vals[4:], vals[5:]))
+    mid = warmup_cosine(12, 4, 20, 0.0)
+    assert mid == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
+
+
+def test_bad_preset_and_batch() -> None:
+    with pytest.raises(ValueError, match="unknown model preset"):
+        LMTrainer(preset="tiyn")
+    m = _module()
+    m.configure_model()
+    with pytest.raises(KeyError, match="targets"):
+        m.training_step({"input_ids": torch.zeros(1, 4, dtype=torch.long)}, 0)
+
+
+def test_fit_learns_logs_tasks_and_exports(tmp_path) -> None:
+    torch.manual_seed(0)
+    m = _module(export_dir=str(tmp_path / "lm"), max_steps=30, lr=1e-2)
+    losses = []
+
+    class Rec(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            losses.append(float(outputs["loss"]))
+
+    tr = _trainer(tmp_path, max_steps=30, callbacks=[Rec()], log_every_n_steps=1)
+    tr.fit(m, datamodule=DM())
+    assert m.config.vocab_size == LAYOUT.total_size          # vocab from the data module
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
+    logged = tr.logged_metrics
+    assert "train/loss_text" in logged and "train/loss_t2i" in logged
+    assert "train/loss_und" not in logged                     # no und tokens in this data
+
+    ck = load_lm(tmp_path / "lm")
+    assert ck.layout == LAYOUT and ck.metadata["global_step"] == 30
+    batch = next(iter(DataLoader(PackedRows(4), batch_size=4)))
+    m.eval()
+    with torch.no_grad():
+        a = m(batch["input_ids"], batch["position_ids"], batch["doc_ids"])
+        b = ck.model(batch["input_ids"], batch["position_ids"], batch["doc_ids"])
+    assert torch.equal(a, b)
+
+
+def test_exact_resume(tmp_path) -> None:
+    """N steps straight == N/2 steps, checkpoint, resume N/2 more (weights bit-identical)."""
+    N = 8
+    pl.seed_everything(1)
+    straight = _module(max_steps=N)
+    _trainer(tmp_path / "a", max_steps=N).fit(straight, datamodule=DM())
+
+    pl.seed_everything(1)
+    first = _module(max_steps=N)
+    ckpt = _fit_interrupted(tmp_path / "b", first, DM(), N // 2)
+
+    pl.seed_everything(123)  # a different global state: resume must restore it
+    resumed = _module(max_steps=N)
+    t2 = _trainer(tmp_path / "c", max_steps=N)
+    t2.fit(resumed, datamodule=DM(), ckpt_path=str(ckpt))
+    assert t2.global_step == N
+    sa, sb = straight.model.state_dict(), resumed.model.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+    # and training actually moved the weights
+    fresh = _module()
+    fresh.configure_model()
+    assert not torch.equal(fresh.model.embed_tokens.weight, sa["embed_tokens.weight"])
+
+
+def test_activation_checkpointing_same_gradients() -> None:
+    batch = next(iter(DataLoader(PackedRows(4), batch_size=4)))
+    grads = []
+    for flag in (False, True):
+        m = _module(activation_checkpointing=flag)
+        m.configure_model()
+        m.train()
+        logits = m(batch["input_ids"], batch["position_ids"], batch["doc_ids"])
+        loss = lm_loss(logits, batch["targets"])[0]
+        loss.backward()
+        grads.append(torch.cat([p.grad.reshape(-1) for p in m.model.parameters()]))
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)
+
+
+def test_fsdp_strategy_wraps_blocks() -> None:
+    from arm_core.model import Block
+
+    s = BlockFSDPStrategy(activation_checkpointing=True)
+    assert s.kwargs["auto_wrap_policy"]._module_classes == {Block}
+    assert s._activation_checkpointing_kwargs["auto_wrap_policy"]._module_classes == {Block}
+    with pytest.raises(Exception, match="no attribute|cannot import"):
+        BlockFSDPStrategy(block_class="arm_core.model.NoSuchBlock")
+
+
+def test_init_from_hf_extends_vocab(tmp_path) -> None:
+    from arm_core import hf
+    from arm_core.config import Config
+    from arm_core.model import GPT
+
+    text_cfg = Config.from_name("tiny", vocab_size=LAYOUT.text_vocab_size, text_vocab_size=None,
+                                image_offset=0, image_codebook_size=0, separate_visual_head=False)
+    torch.manual_seed(0)
+    text_lm = GPT(text_cfg).eval()
+    hf.save_hf(text_lm, tmp_path / "hf")
+    LAYOUT.save(tmp_path / "vocab.json")
+    m = LMTrainer(hf_dir=str(tmp_path / "hf"), vocab=str(tmp_path / "vocab.json"),
+                  model_overrides={"max_seq_len": 64}, export_dir="")
+    m.configure_model()
+    cfg = m.model.config
+    assert (cfg.vocab_size, cfg.image_offset, cfg.image_codebook_size) == (
+        LAYOUT.total_size, LAYOUT.image_offset, LAYOUT.codebook_size)
+    assert cfg.separate_visual_head and cfg.max_seq_len == 64
+    ids = torch.randint(0, LAYOUT.text_vocab_size, (2, 12))
+    with torch.no_grad():
+        old, new = text_lm(ids), m.model.eval()(ids)
+    assert torch.allclose(old, new[..., : LAYOUT.text_vocab_size], atol=1e-5)
+    with pytest.raises(ValueError, match="only max_seq_len"):
+        LMTrainer(hf_dir=str(tmp_path / "hf"), model_overrides={"n_layer": 3}).configure_model()
+    with pytest.raises(FileNotFoundError, match="hf_dir"):
+        LMTrainer(hf_dir=str(tmp_path / "missing"))
+
+
+def test_resume_with_arm_data_token_module(tmp_path) -> None:
+    """The real mixed-task TokenDataModule resumes exactly too (its state is in the ckpt)."""
+    from arm_data.datamodules.tokens import TokenDataModule
+    from arm_data.pretokenize import PatchColorTokenizer, make_source, pretokenize
+    from arm_data.shards import iter_records
+    from arm_data.text_tokenizer import TextTokenizer
+
+    d = tmp_path / "tokens"
+    pretokenize(PatchColorTokenizer(32, 8, 2), make_source("shapes:train", ["pair", "vqa", "edit"], 12),
+                d, shard_size=12, num_workers=0, progress=False)
+    TextTokenizer.train([v for r in iter_records(d) for v in r.texts.values()], vocab_size=300,
+                        save_to=d)
+
+    def dm():
+        return TokenDataModule(str(d), seq_len=128, batch_size=2, val_fraction=0.0, max_grid_h=4,
+                               max_grid_w=4)
+
+    def mod():
+        return _module(max_steps=6, model_overrides={"max_seq_len": 128})
+
+    pl.seed_everything(0)
+    straight = mod()
+    _trainer(tmp_path / "a", max_steps=6).fit(straight, datamodule=dm())
+    ckpt = _fit_interrupted(tmp_path / "b", mod(), dm(), 3)
+    resumed = mod()
+    _trainer(tmp_path / "c", max_steps=6).fit(resumed, datamodule=dm(), ckpt_path=str(ckpt))
+    for k, v in straight.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k

@@ -1,0 +1,205 @@
+"""``ImageTextDataModule``: real image–caption data for tokenizer training, in any of the three formats.
+
+Registered as datamodule ``image_text``. It yields the same batches as
+``ShapesWorldDataModule`` — ``{"images": float (B, 3, H, W) in [-1, 1], "captions":
+list[str], "keys": list[str]}`` — so the tokenizer trainer takes either::
+
+    data:
+      class_path: image_text
+      init_args:
+        train_path: /data/cc3m-wds          # folder, JSONL manifest or tar shards
+        val_path: /data/cc3m-val.jsonl
+        image_size: 256
+        train_crop: random
+
+Folder and JSONL data are map-style datasets (Lightning's sampler shuffles them and
+splits them across ranks); WebDataset shards stream and split themselves across
+workers and ranks by shard (see :mod:`arm_data.datasets.wds`). For shards the
+DataLoader advances the shard-shuffle epoch each time it is iterated, which reaches
+the workers because they are re-created every epoch (``persistent_workers`` stays off).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import torch
+from arm_tokenizer.images import DEFAULT_MAX_PIXELS
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from arm_data.datasets.common import detect_format
+from arm_data.datasets.tasks import PairDataset, WdsDataset
+
+__all__ = ["ImageTextDataModule", "collate_image_text"]
+
+Crop = Literal["center", "random", "none"]
+
+
+def collate_image_text(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Pair items -> ``{"images": (B, 3, H, W), "captions": [...], "keys": [...]}``."""
+    return {
+        "images": torch.stack([it["image"] for it in items]),
+        "captions": [it["text"] for it in items],
+        "keys": [it["key"] for it in items],
+    }
+
+
+class _EpochLoader(DataLoader):
+    """A DataLoader that tells its (streamed) dataset the epoch each time it is iterated."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._epoch = 0
+
+    def __iter__(self):
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(self._epoch)
+        self._epoch += 1
+        return super().__iter__()
+
+
+class ImageTextDataModule(pl.LightningDataModule):
+    """Image–caption pairs from a folder with sidecars, a JSONL manifest or WebDataset shards."""
+
+    def __init__(
+        self,
+        train_path: str,
+        val_path: str | None = None,
+        format: Literal["auto", "folder", "jsonl", "wds"] = "auto",
+        image_size: int = 256,
+        width: int | None = None,
+        height: int | None = None,
+        train_crop: Crop = "random",
+        val_crop: Crop = "center",
+        batch_size: int = 32,
+        val_batch_size: int | None = None,
+        num_workers: int = 0,
+        val_fraction: float = 0.0,
+        shuffle: bool = True,
+        shuffle_buffer: int = 1000,
+        seed: int = 0,
+        drop_last: bool = True,
+        on_error: Literal["raise", "skip"] = "skip",
+        max_skip_fraction: float = 0.1,
+        min_samples: int = 100,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        """
+        Args:
+            train_path: training data: a folder (``<key>.png`` + ``<key>.txt``), a JSONL
+                manifest (or its folder), or tar shards (folder of ``*.tar``, glob or
+                brace pattern).
+            val_path: validation data in any format; ``None`` for none (or see ``val_fraction``).
+            format: ``"folder"``, ``"jsonl"``, ``"wds"``, or ``"auto"`` to detect it from each path.
+            image_size: side of square output images in pixels.
+            width: output width for non-square images (overrides ``image_size``).
+            height: output height for non-square images (overrides ``image_size``).
+            train_crop: crop policy for training (``"random"``, ``"center"`` or ``"none"`` = squash).
+            val_crop: crop policy for validation.
+            batch_size: training batch size.
+            val_batch_size: validation batch size (default: ``batch_size``).
+            num_workers: DataLoader worker processes.
+            val_fraction: without ``val_path``, hold out this fraction of a folder/JSONL
+                training set for validation (a fixed split from ``seed``).
+            shuffle: shuffle training data (samples for folder/JSONL; shard order and a
+                ``shuffle_buffer`` for shards).
+            shuffle_buffer: in-memory sample shuffle buffer for shards (0 = off).
+            seed: seed of the validation split and of the shard shuffle.
+            drop_last: drop the last incomplete training batch.
+            on_error: ``"skip"`` bad samples with a counted, rate-limited warning, or ``"raise"``.
+            max_skip_fraction: fail once more than this fraction of samples was bad.
+            min_samples: samples seen before ``max_skip_fraction`` is checked.
+            max_pixels: decompression-bomb limit (width * height) for every image.
+        """
+        super().__init__()
+        if format not in ("auto", "folder", "jsonl", "wds"):
+            raise ValueError(f"format must be one of 'auto', 'folder', 'jsonl', 'wds'; got {format!r}")
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be within [0, 1); got {val_fraction}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+        self.train_path, self.val_path, self.format = train_path, val_path, format
+        self.width = int(width if width is not None else image_size)
+        self.height = int(height if height is not None else image_size)
+        if min(self.width, self.height) < 1:
+            raise ValueError(f"image size must be positive; got width={self.width}, height={self.height}")
+        self.size = (self.height, self.width)
+        self.train_crop, self.val_crop = train_crop, val_crop
+        self.batch_size = batch_size
+        self.val_batch_size = val_batch_size or batch_size
+        self.num_workers = num_workers
+        self.val_fraction = val_fraction
+        self.shuffle, self.shuffle_buffer, self.seed = shuffle, shuffle_buffer, seed
+        self.drop_last = drop_last
+        self.error_kw: dict[str, Any] = dict(on_error=on_error, max_skip_fraction=max_skip_fraction,
+                                             min_samples=min_samples, max_pixels=max_pixels)
+        self.save_hyperparameters()
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of the images."""
+        return (3, self.height, self.width)
+
+    def _format_of(self, path: str) -> str:
+        return detect_format(path) if self.format == "auto" else self.format
+
+    def _build(self, path: str, crop: Crop, train: bool) -> Dataset:
+        fmt = self._format_of(path)
+        if fmt == "wds":
+            return WdsDataset(path, task="pair", size=self.size, crop=crop, shuffle_shards=train and self.shuffle,
+                              shuffle_buffer=self.shuffle_buffer if train and self.shuffle else 0, seed=self.seed,
+                              **self.error_kw)
+        return PairDataset(path, format=fmt, size=self.size, crop=crop, **self.error_kw)  # type: ignore[arg-type]
+
+    def setup(self, stage: str | None = None) -> None:
+        """Index the datasets (folder listing / manifest parse; shards are only listed)."""
+        if self.train_set is not None:
+            return
+        train = self._build(self.train_path, self.train_crop, train=True)
+        if self.val_path is not None:
+            self.val_set = self._build(self.val_path, self.val_crop, train=False)
+        elif self.val_fraction > 0:
+            if isinstance(train, WdsDataset):
+                raise ValueError("val_fraction needs a folder or JSONL training set; give tar shards a val_path")
+            n = len(train)
+            n_val = max(1, int(round(n * self.val_fraction)))
+            perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed)).tolist()
+            val = PairDataset(self.train_path, format=self._format_of(self.train_path), size=self.size,  # type: ignore[arg-type]
+                              crop=self.val_crop, **self.error_kw)
+            self.val_set = Subset(val, sorted(perm[:n_val]))
+            train = Subset(train, sorted(perm[n_val:]))
+        self.train_set = train
+
+    def _loader(self, ds: Dataset, batch_size: int, train: bool) -> DataLoader:
+        streamed = isinstance(ds, WdsDataset)
+        return _EpochLoader(
+            ds,
+            batch_size=batch_size,
+            shuffle=(train and self.shuffle) if not streamed else None,
+            num_workers=self.num_workers,
+            collate_fn=collate_image_text,
+            drop_last=self.drop_last if train else False,
+            persistent_workers=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled training batches ``{"images", "captions", "keys"}``."""
+        if self.train_set is None:
+            self.setup("fit")
+        assert self.train_set is not None
+        return self._loader(self.train_set, self.batch_size, train=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        """Validation batches in a fixed order (an empty list when there is no validation data)."""
+        if self.train_set is None:
+            self.setup("validate")
+        if self.val_set is None:
+            return []
+        return self._loader(self.val_set, self.val_batch_size, train=False)
+
+    def __repr__(self) -> str:
+        return (f"ImageTextDataModule(train_path={self.train_path!r}, val_path={self.val_path!r}, "
+                f"format={self.format!r}, size={self.size})")

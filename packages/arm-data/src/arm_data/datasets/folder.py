@@ -1,0 +1,192 @@
+"""Format (a): a folder of images with sidecar files, read as a map-style record source.
+
+Layout per task (``<key>`` may contain dots and, with ``recursive=True``, sub-folders)::
+
+    pair:  <key>.<png|jpg|...>   <key>.txt (caption)       [<key>.json (extra fields)]
+    vqa:   <key>.<png|jpg|...>   <key>.json ("question" + "answer", or "conversation")
+    edit:  <key>.source.<ext>    <key>.target.<ext>   <key>.txt (instruction)   [<key>.json]
+
+Indexing lists the directory only; sidecars are read and images decoded when a record is
+asked for, so a folder of a million samples indexes in seconds. Structural problems found
+while indexing (an image without its caption, a caption without its image, two images
+for one key, an edit without its target) go to the :class:`ErrorPolicy` as
+``missing_sidecar`` / ``invalid_record`` and the sample is left out of the index. Problems
+found when reading a record (non-UTF-8 caption, broken JSON) raise
+:class:`BadSampleError` from :meth:`FolderRecords.__getitem__`; the torch datasets in
+:mod:`arm_data.datasets.tasks` hand those to the policy.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from arm_tokenizer.images import DEFAULT_MAX_PIXELS
+
+from arm_data.datasets.common import IMAGE_EXTENSIONS, read_json_object, read_text
+from arm_data.errors import BadSampleError, ErrorPolicy
+from arm_data.records import TASKS, ImageRef, Record, record_from_fields
+
+__all__ = ["FolderRecords"]
+
+_NONE = 255  # "no such file" in the per-sample extension table
+
+
+def _split_name(rel: str) -> tuple[str, str]:
+    """``"a/b.source.png"`` -> (``"a/b.source"``, ``"png"``)."""
+    base, _, ext = rel.rpartition(".")
+    return (base, ext.lower()) if base else (rel, "")
+
+
+class FolderRecords:
+    """Records of one task read from a folder with sidecars (map-style: ``len`` + index).
+
+    Example::
+
+        recs = FolderRecords("data/pairs", task="pair")
+        rec = recs[0]              # PairRecord(image=ImageRef(...), text="a red circle", ...)
+        img = rec.load_image()     # decoded now
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        task: Literal["pair", "vqa", "edit"] = "pair",
+        policy: ErrorPolicy | None = None,
+        recursive: bool = False,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        """
+        Args:
+            root: the folder.
+            task: which sidecar layout to read.
+            policy: receives index-time problems (default: a fresh ``ErrorPolicy()``).
+            recursive: also index sub-folders (keys then contain ``/``).
+            max_pixels: decompression-bomb limit for the images.
+        """
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r}; choose from {TASKS}")
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"dataset folder {str(self.root)!r} does not exist")
+        self.task = task
+        self.policy = policy if policy is not None else ErrorPolicy()
+        self.recursive = recursive
+        self.max_pixels = max_pixels
+        # The index is numpy arrays, not Python objects: a million samples cost their key
+        # bytes plus 4 bytes, and forked DataLoader workers share them instead of copying
+        # every object they touch (reference counts write to the object's memory).
+        self._cols = ("source", "target", "txt", "json") if task == "edit" else ("image", "txt", "json")
+        self.exts: list[str] = []
+        self._ext_ids: dict[str, int] = {}
+        keys, layout = self._index()
+        self._keys = np.array([k.encode("utf-8") for k in keys], dtype=bytes) if keys else np.zeros(0, "S1")
+        self._layout = np.array(layout, dtype=np.uint8).reshape(len(keys), len(self._cols))
+
+    def _list(self) -> list[str]:
+        """Relative file names, sorted. Hidden files and folders (``.DS_Store``, macOS
+        ``._x.png`` resource forks, writers' ``.x.tmp`` temp files) are not samples."""
+        if not self.recursive:
+            return sorted(e.name for e in os.scandir(self.root) if e.is_file() and not e.name.startswith("."))
+        out = []
+        for dirpath, dirs, files in os.walk(self.root):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            rel = os.path.relpath(dirpath, self.root)
+            out.extend(f if rel == "." else f"{rel}/{f}".replace(os.sep, "/") for f in files if not f.startswith("."))
+        return sorted(out)
+
+    def _index(self) -> tuple[list[str], list[tuple[int, ...]]]:
+        """Group file names by key; report incomplete groups; return the complete ones as
+        keys and, per key, the extension id of each column of ``self._cols`` (``_NONE`` if absent)."""
+        groups: dict[str, dict[str, list[str]]] = {}
+        for rel in self._list():
+            base, ext = _split_name(rel)
+            if ext in IMAGE_EXTENSIONS:
+                if self.task == "edit":
+                    key, _, role = base.rpartition(".")
+                    if not key or role not in ("source", "target"):
+                        continue  # not part of an edit triplet; ignored, like any unrelated file
+                else:
+                    key, role = base, "image"
+            elif ext in ("txt", "json"):
+                key, role = base, ext
+            else:
+                continue
+            groups.setdefault(key, {}).setdefault(role, []).append(rel)
+
+        needed = {"pair": ("image", "txt"), "vqa": ("image", "json"), "edit": ("source", "target")}[self.task]
+        keys: list[str] = []
+        layout: list[tuple[int, int, int, int]] = []
+        for key in sorted(groups):
+            g = groups[key]
+            where = str(self.root / key)
+            dup = [r for r, files in g.items() if len(files) > 1]
+            if dup:
+                self.policy.skip(BadSampleError(where, "invalid_record", f"several {dup[0]} files for one key: {g[dup[0]]}"))
+                continue
+            missing = [r for r in needed if r not in g]
+            if self.task == "edit" and "txt" not in g and "json" not in g:
+                missing.append("txt")  # the instruction lives in <key>.txt (or "instruction" in <key>.json)
+            if missing:
+                have = ", ".join(f[0] for f in g.values())
+                self.policy.skip(BadSampleError(where, "missing_sidecar", f"missing {' and '.join(missing)} (found {have})"))
+                continue
+            keys.append(key)
+            layout.append(tuple(self._ext_id(g[r][0]) if r in g else _NONE for r in self._cols))  # type: ignore[misc]
+            self.policy.ok()
+        return keys, layout
+
+    def _ext_id(self, rel: str) -> int:
+        ext = rel.rpartition(".")[2]  # as spelled on disk (".JPG" stays "JPG")
+        if ext not in self._ext_ids:
+            if len(self.exts) >= _NONE:
+                raise ValueError(f"more than {_NONE} distinct file extensions in {str(self.root)!r}")
+            self._ext_ids[ext] = len(self.exts)
+            self.exts.append(ext)
+        return self._ext_ids[ext]
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def keys(self) -> list[str]:
+        """The sample keys, in index order."""
+        return [k.decode("utf-8") for k in self._keys.tolist()]
+
+    def files(self, i: int) -> dict[str, str]:
+        """Sample ``i``'s files: ``{"image"|"source"|"target"|"txt"|"json": path}``."""
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"sample {i} out of range for {self!r}")
+        key = self._keys[i].decode("utf-8")
+        out = {}
+        for role, ext_id in zip(self._cols, self._layout[i].tolist()):
+            if ext_id != _NONE:
+                infix = f".{role}" if role in ("source", "target") else ""
+                out[role] = str(self.root / f"{key}{infix}.{self.exts[ext_id]}")
+        return out
+
+    def __getitem__(self, i: int) -> Record:
+        """Read record ``i``'s sidecars (images stay lazy).
+
+        Raises:
+            IndexError: past the end.
+            BadSampleError: unreadable sidecar (``bad_utf8``, ``invalid_json``,
+                ``missing_file``) or missing fields (``invalid_record``).
+        """
+        path = self.files(i)
+        key = self._keys[i].decode("utf-8")
+        fields = read_json_object(path["json"]) if "json" in path else {}
+        if self.task == "pair":
+            fields["text"] = read_text(path["txt"])
+            images = {"image": ImageRef(path["image"], max_pixels=self.max_pixels)}
+        elif self.task == "vqa":
+            images = {"image": ImageRef(path["image"], max_pixels=self.max_pixels)}
+        else:
+            if "txt" in path:
+                fields["instruction"] = read_text(path["txt"])
+            images = {r: ImageRef(path[r], max_pixels=self.max_pixels) for r in ("source", "target")}
+        return record_from_fields(self.task, fields, images, key=key, where=str(self.root / key))
+
+    def __repr__(self) -> str:
+        return f"FolderRecords({str(self.root)!r}, task={self.task!r}, n={len(self)})"

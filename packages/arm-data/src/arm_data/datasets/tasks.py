@@ -1,0 +1,342 @@
+"""Torch datasets over real-data records: image–text pairs, VQA and edit triplets.
+
+Two shapes, one per access pattern:
+
+* :class:`RecordDataset` (map-style) reads a folder with sidecars or a JSONL manifest;
+  :class:`PairDataset`, :class:`VQADataset` and :class:`EditDataset` fix its ``task``.
+  Shuffling and distributed splitting come from the DataLoader's sampler.
+* :class:`WdsDataset` (iterable) streams WebDataset shards; it splits itself across
+  DataLoader workers and distributed ranks (see :mod:`arm_data.datasets.wds`).
+
+Each item is a dict of tensors and strings (``collate_samples`` batches them):
+
+* pair: ``{"image": (3, H, W) in [-1, 1], "text": str, "key": str, "extra": dict}``
+* vqa: ``{"image", "question": str, "answer": str, "conversation": list[dict], "key", "extra"}``
+  (``question``/``answer`` are the first user/assistant turns for a conversation)
+* edit: ``{"source", "target", "instruction": str, "key", "extra"}``; a random crop cuts
+  source and target at the same place.
+
+Bad samples go to the dataset's :class:`ErrorPolicy`. In ``skip`` mode a map-style
+dataset answers a bad index with the next good one (``i + 1``, ``i + 2``, ... wrapping),
+so batches keep their size, and remembers the bad index (it is not decoded again); an
+iterable one simply moves on. Either way the skip is counted and warned about, and the
+``max_skip_fraction`` check applies.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any, Literal
+
+import torch
+from arm_tokenizer.images import DEFAULT_MAX_PIXELS, ImageTransform, pil_to_tensor
+from PIL import Image
+from torch.utils.data import Dataset, IterableDataset
+
+from arm_data.datasets.common import detect_format
+from arm_data.datasets.folder import FolderRecords
+from arm_data.datasets.jsonl import JsonlRecords
+from arm_data.datasets.wds import SplitMode, WdsRecords
+from arm_data.errors import BadSampleError, ErrorPolicy, TooManyBadSamplesError
+from arm_data.records import EditRecord, PairRecord, Record, VQARecord
+
+__all__ = [
+    "encode_record",
+    "collate_samples",
+    "RecordDataset",
+    "PairDataset",
+    "VQADataset",
+    "EditDataset",
+    "WdsDataset",
+    "open_records",
+]
+
+Task = Literal["pair", "vqa", "edit"]
+Crop = Literal["center", "random", "none"]
+
+
+def _pixels(img: Image.Image, transform: ImageTransform | None, generator: torch.Generator | None) -> torch.Tensor:
+    return pil_to_tensor(img if transform is None else transform(img, generator))
+
+
+def encode_record(record: Record, transform: ImageTransform | None = None) -> dict[str, Any]:
+    """Decode a record's images and apply ``transform``: the dict documented in the module.
+
+    Raises:
+        BadSampleError: when an image cannot be decoded.
+    """
+    if isinstance(record, PairRecord):
+        return {"image": _pixels(record.load_image(), transform, None), "text": record.text,
+                "key": record.key, "extra": record.extra}
+    if isinstance(record, VQARecord):
+        turns = record.turns()
+        q = record.question if record.question is not None else next((t["text"] for t in turns if t["role"] == "user"), "")
+        a = record.answer if record.answer is not None else next(
+            (t["text"] for t in turns if t["role"] == "assistant"), "")
+        return {"image": _pixels(record.load_image(), transform, None), "question": q, "answer": a,
+                "conversation": turns, "key": record.key, "extra": record.extra}
+    if isinstance(record, EditRecord):
+        src, tgt = record.load_source(), record.load_target()
+        # one random draw seeds both crops, so source and target stay aligned
+        seed = int(torch.randint(0, 2**62, (1,)))
+        g_src, g_tgt = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+        return {"source": _pixels(src, transform, g_src), "target": _pixels(tgt, transform, g_tgt),
+                "instruction": record.instruction, "key": record.key, "extra": record.extra}
+    raise TypeError(f"not a record: {type(record).__name__}")
+
+
+def collate_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Batch item dicts: tensors are stacked, everything else becomes a list.
+
+    Raises:
+        ValueError: on an empty batch or tensors of different shapes (set ``size`` so
+            every image is resized to one shape).
+    """
+    if not samples:
+        raise ValueError("collate_samples got an empty batch")
+    out: dict[str, Any] = {}
+    for k in samples[0]:
+        values = [s[k] for s in samples]
+        if isinstance(values[0], torch.Tensor):
+            shapes = {tuple(v.shape) for v in values}
+            if len(shapes) > 1:
+                raise ValueError(f"cannot batch {k!r}: shapes differ {sorted(shapes)}; give the dataset a size")
+            out[k] = torch.stack(values)
+        else:
+            out[k] = values
+    return out
+
+
+def open_records(
+    path: str | os.PathLike,
+    task: Task,
+    format: Literal["auto", "folder", "jsonl"] = "auto",
+    policy: ErrorPolicy | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    recursive: bool = False,
+) -> FolderRecords | JsonlRecords:
+    """Open a map-style record source (folder or JSONL); ``format="auto"`` detects it.
+
+    Raises:
+        ValueError: if ``path`` holds WebDataset shards (use :class:`WdsDataset`).
+    """
+    fmt = detect_format(path) if format == "auto" else format
+    if fmt == "folder":
+        return FolderRecords(path, task=task, policy=policy, recursive=recursive, max_pixels=max_pixels)
+    if fmt == "jsonl":
+        return JsonlRecords(path, task=task, policy=policy, max_pixels=max_pixels)
+    raise ValueError(f"{os.fspath(path)!r} is in format {fmt!r}; map-style datasets read 'folder' or 'jsonl' "
+                     "(use WdsDataset for tar shards)")
+
+
+def _make_transform(size: int | tuple[int, int] | None, crop: Crop) -> ImageTransform | None:
+    return None if size is None else ImageTransform(size, crop=crop)
+
+
+class RecordDataset(Dataset):
+    """Map-style dataset of one task over a folder with sidecars or a JSONL manifest."""
+
+    def __init__(
+        self,
+        path: str,
+        task: Task = "pair",
+        format: Literal["auto", "folder", "jsonl"] = "auto",
+        size: int | tuple[int, int] | None = 256,
+        crop: Crop = "center",
+        on_error: Literal["raise", "skip"] = "skip",
+        max_skip_fraction: float = 0.1,
+        min_samples: int = 100,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        recursive: bool = False,
+    ) -> None:
+        """
+        Args:
+            path: the folder, or the JSONL manifest (or its directory).
+            task: ``"pair"``, ``"vqa"`` or ``"edit"``.
+            format: ``"folder"``, ``"jsonl"`` or ``"auto"`` (detected from ``path``).
+            size: output image size, an int (square) or ``(height, width)``; ``None``
+                keeps each image's own size (then only batch size 1 collates).
+            crop: ``"center"``/``"random"`` crop after an aspect-preserving resize, or
+                ``"none"`` to squash to ``size``.
+            on_error: ``"skip"`` bad samples with a counted warning, or ``"raise"``.
+            max_skip_fraction: fail once more than this fraction of samples was bad.
+            min_samples: samples seen before ``max_skip_fraction`` is checked.
+            max_pixels: decompression-bomb limit (width * height) for every image.
+            recursive: (folder) also read sub-folders.
+        """
+        self.policy = ErrorPolicy(on_error=on_error, max_skip_fraction=max_skip_fraction, min_samples=min_samples)
+        self.task = task
+        self.records = open_records(path, task, format, self.policy, max_pixels, recursive)
+        self.transform = _make_transform(size, crop)
+        self._bad: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def get_record(self, i: int) -> Record:
+        """Record ``i`` with its images still lazy (raises :class:`BadSampleError`)."""
+        return self.records[i]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        n = len(self.records)
+        if n == 0:
+            raise IndexError(f"{self!r} is empty. {self.policy.summary()}")
+        for attempt in range(n):
+            j = (i + attempt) % n
+            if j in self._bad:  # reported and counted when it first failed
+                continue
+            try:
+                return encode_record(self.records[j], self.transform)
+            except BadSampleError as e:
+                self._bad.add(j)
+                self.policy.skip(e, was_ok=True)  # counted good at indexing; raises in "raise" mode
+        raise TooManyBadSamplesError(f"every sample of {self!r} is bad. {self.policy.summary()}")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.records!r}, transform={self.transform!r})"
+
+
+class PairDataset(RecordDataset):
+    """Image–text pairs from a folder (``<key>.png`` + ``<key>.txt``) or a JSONL manifest."""
+
+    def __init__(
+        self,
+        path: str,
+        format: Literal["auto", "folder", "jsonl"] = "auto",
+        size: int | tuple[int, int] | None = 256,
+        crop: Crop = "center",
+        on_error: Literal["raise", "skip"] = "skip",
+        max_skip_fraction: float = 0.1,
+        min_samples: int = 100,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        recursive: bool = False,
+    ) -> None:
+        """Arguments as :class:`RecordDataset`, with ``task="pair"``."""
+        super().__init__(path, "pair", format, size, crop, on_error, max_skip_fraction, min_samples, max_pixels,
+                         recursive)
+
+
+class VQADataset(RecordDataset):
+    """VQA / conversation samples from a folder (``<key>.png`` + ``<key>.json``) or a JSONL manifest."""
+
+    def __init__(
+        self,
+        path: str,
+        format: Literal["auto", "folder", "jsonl"] = "auto",
+        size: int | tuple[int, int] | None = 256,
+        crop: Crop = "center",
+        on_error: Literal["raise", "skip"] = "skip",
+        max_skip_fraction: float = 0.1,
+        min_samples: int = 100,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        recursive: bool = False,
+    ) -> None:
+        """Arguments as :class:`RecordDataset`, with ``task="vqa"``."""
+        super().__init__(path, "vqa", format, size, crop, on_error, max_skip_fraction, min_samples, max_pixels,
+                         recursive)
+
+
+class EditDataset(RecordDataset):
+    """Edit triplets from a folder (``<key>.source.png``, ``<key>.target.png``, ``<key>.txt``) or JSONL."""
+
+    def __init__(
+        self,
+        path: str,
+        format: Literal["auto", "folder", "jsonl"] = "auto",
+        size: int | tuple[int, int] | None = 256,
+        crop: Crop = "center",
+        on_error: Literal["raise", "skip"] = "skip",
+        max_skip_fraction: float = 0.1,
+        min_samples: int = 100,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        recursive: bool = False,
+    ) -> None:
+        """Arguments as :class:`RecordDataset`, with ``task="edit"``."""
+        super().__init__(path, "edit", format, size, crop, on_error, max_skip_fraction, min_samples, max_pixels,
+                         recursive)
+
+
+class WdsDataset(IterableDataset):
+    """Samples of one task streamed from WebDataset tar shards, split over workers and ranks."""
+
+    def __init__(
+        self,
+        path: str,
+        task: Task = "pair",
+        size: int | tuple[int, int] | None = 256,
+        crop: Crop = "center",
+        split: SplitMode = "auto",
+        shuffle_shards: bool = False,
+        shuffle_buffer: int = 0,
+        seed: int = 0,
+        on_error: Literal["raise", "skip"] = "skip",
+        max_skip_fraction: float = 0.1,
+        min_samples: int = 100,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        """
+        Args:
+            path: a directory of ``*.tar`` shards, one ``.tar``, a glob or a brace pattern.
+            task: ``"pair"``, ``"vqa"`` or ``"edit"``.
+            size: output image size, an int (square) or ``(height, width)``; ``None``
+                keeps each image's own size.
+            crop: ``"center"``/``"random"`` crop after an aspect-preserving resize, or ``"none"``.
+            split: ``"shard"``, ``"sample"`` or ``"auto"`` (see :mod:`arm_data.datasets.wds`).
+            shuffle_shards: reshuffle the shard order each epoch (:meth:`set_epoch`).
+            shuffle_buffer: if > 0, shuffle samples within a buffer of this many.
+            seed: seed of the shard order and of the buffer shuffle.
+            on_error: ``"skip"`` bad samples with a counted warning, or ``"raise"``.
+            max_skip_fraction: fail once more than this fraction of samples was bad.
+            min_samples: samples seen before ``max_skip_fraction`` is checked.
+            max_pixels: decompression-bomb limit (width * height) for every image.
+        """
+        super().__init__()
+        if shuffle_buffer < 0:
+            raise ValueError(f"shuffle_buffer must be >= 0; got {shuffle_buffer}")
+        self.policy = ErrorPolicy(on_error=on_error, max_skip_fraction=max_skip_fraction, min_samples=min_samples)
+        self.task = task
+        self.records = WdsRecords(path, task=task, policy=self.policy, split=split, shuffle_shards=shuffle_shards,
+                                  seed=seed, max_pixels=max_pixels)
+        self.transform = _make_transform(size, crop)
+        self.shuffle_buffer = shuffle_buffer
+        self.seed = seed
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch's shard order and buffer shuffle."""
+        self.records.set_epoch(epoch)
+
+    def _encoded(self, records: Iterator[Record]) -> Iterator[dict[str, Any]]:
+        for rec in records:
+            try:
+                item = encode_record(rec, self.transform)
+            except BadSampleError as e:
+                self.policy.skip(e, was_ok=True)  # WdsRecords counted it good when grouped
+                continue
+            yield item
+
+    def _shuffled(self, items: Iterator[dict[str, Any]], part: int) -> Iterator[dict[str, Any]]:
+        if self.shuffle_buffer <= 0:
+            yield from items
+            return
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.records.epoch * 1009 + part)
+        buf: list[dict[str, Any]] = []
+        for item in items:
+            buf.append(item)
+            if len(buf) >= self.shuffle_buffer:
+                yield buf.pop(int(torch.randint(len(buf), (1,), generator=g)))
+        while buf:
+            yield buf.pop(int(torch.randint(len(buf), (1,), generator=g)))
+
+    def iter_partition(self, rank: int, world_size: int, worker: int, num_workers: int) -> Iterator[dict[str, Any]]:
+        """Items of one explicit partition (what ``__iter__`` does for the calling process)."""
+        part = rank * num_workers + worker
+        return self._shuffled(self._encoded(self.records.iter_partition(rank, world_size, worker, num_workers)), part)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        from arm_data.datasets.wds import partition_info
+
+        return self.iter_partition(*partition_info())
+
+    def __repr__(self) -> str:
+        return f"WdsDataset({self.records!r}, transform={self.transform!r})"

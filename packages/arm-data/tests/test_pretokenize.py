@@ -1,0 +1,156 @@
+"""Pre-tokenization: shard contents, atomic + resumable writes, byte-identical after interruption."""
+
+import json
+
+import pytest
+import torch
+
+from arm_data.errors import BadSampleError, ErrorPolicy
+from arm_data.pretokenize import PatchColorTokenizer, RawRecord, pretokenize
+from arm_data.shards import Manifest, ShardError, iter_records, open_shards, read_shard, shard_name
+
+
+class ToySource:
+    """Deterministic items: a colored-quadrant image; each item gives pair, vqa and edit records."""
+
+    tasks = ("pair", "vqa", "edit")
+
+    def __init__(self, n: int, bad: frozenset = frozenset()) -> None:
+        self.n, self.bad = n, bad
+
+    def __len__(self):
+        return self.n
+
+    def describe(self):
+        return {"kind": "toy", "n": self.n}
+
+    @staticmethod
+    def image(i: int, size) -> torch.Tensor:
+        g = torch.Generator().manual_seed(i)
+        h, w = size
+        img = torch.zeros(3, h, w, dtype=torch.uint8)
+        for qy in range(2):
+            for qx in range(2):
+                img[:, qy * h // 2:(qy + 1) * h // 2, qx * w // 2:(qx + 1) * w // 2] = \
+                    torch.randint(0, 256, (3, 1, 1), generator=g, dtype=torch.uint8)
+        return img
+
+    def load(self, i, image_size):
+        if i in self.bad:
+            raise BadSampleError(f"toy:{i}", "corrupt_image", "synthetic failure")
+        a, b = self.image(i, image_size), self.image(i + 10_000, image_size)
+        return [RawRecord("pair", {"text": f"scene {i}"}, [a], f"k{i}", i, {"n": i}),
+                RawRecord("vqa", {"question": f"q{i}?", "answer": f"a{i}"}, [a], f"k{i}-qa", i),
+                RawRecord("edit", {"instruction": f"make {i}"}, [a, b], f"k{i}-edit", i)]
+
+
+TOK = PatchColorTokenizer(image_size=16, patch=4, levels=4)
+
+
+def run(out, **kw):
+    kw.setdefault("num_workers", 0)
+    kw.setdefault("progress", False)
+    return pretokenize(TOK, kw.pop("source", ToySource(10)), out, shard_size=3, batch_size=4, **kw)
+
+
+def shard_bytes(d):
+    return {p.name: p.read_bytes() for p in sorted(d.glob("shard-*.safetensors"))}
+
+
+def test_shards_hold_the_encoded_images_and_texts(tmp_path):
+    m = run(tmp_path)
+    assert m.complete and m.num_shards == 4 and m.grid == (4, 4) and m.codebook_size == 64
+    records = list(iter_records(tmp_path))
+    assert [r.task for r in records[:3]] == ["pair", "vqa", "edit"] and len(records) == 30
+    for r in records:
+        i = r.index
+        want = TOK.encode(ToySource.image(i, (16, 16)).float().div(127.5).sub(1).unsqueeze(0))[0].tolist()
+        assert r.images[0].codes == want and (r.images[0].h, r.images[0].w) == (4, 4)
+        if r.task == "edit":
+            tgt = TOK.encode(ToySource.image(i + 10_000, (16, 16)).float().div(127.5).sub(1).unsqueeze(0))[0]
+            assert r.target.codes == tgt.tolist() and r.texts == {"instruction": f"make {i}"}
+    assert records[0].texts == {"text": "scene 0"} and records[0].extra == {"n": 0}
+    # the codes are not trivial: images differ, so do their tokens
+    assert len({tuple(r.image.codes) for r in records if r.task == "pair"}) == 10
+    # an image shared by several records is encoded and stored once (pair, vqa, edit source)
+    from safetensors.numpy import load_file
+
+    assert load_file(str(tmp_path / shard_name(0)))["image_grid"].shape == (3 * 2, 2)
+    # no temp files left behind
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_interrupted_run_resumes_to_byte_identical_shards(tmp_path):
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    run(ref)
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_1(k):
+        if k == 1:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        run(out, after_shard=stop_after_1)
+    partial = Manifest.load(out)
+    assert sorted(partial.shards) == [shard_name(0), shard_name(1)] and not partial.complete
+    with pytest.raises(ShardError, match="only 2 of 4 shards"):
+        open_shards(out)
+    # a half-written shard left by a crash (not in the manifest) is redone, not trusted
+    (out / shard_name(2)).write_bytes(b"garbage from a killed process")
+    redone = []
+    run(out, after_shard=redone.append)
+    assert redone == [2, 3]  # finished shards were skipped
+    assert shard_bytes(out) == shard_bytes(ref)
+    assert json.loads((out / "manifest.json").read_text()) == json.loads((ref / "manifest.json").read_text())
+
+
+def test_corrupted_finished_shard_is_redone(tmp_path):
+    run(tmp_path)
+    good = shard_bytes(tmp_path)
+    (tmp_path / shard_name(1)).write_bytes(good[shard_name(1)][:-5])  # truncated on disk
+    redone = []
+    run(tmp_path, after_shard=redone.append)
+    assert redone == [1] and shard_bytes(tmp_path) == good
+
+
+def test_workers_give_identical_shards(tmp_path):
+    run(tmp_path / "a", num_workers=0)
+    run(tmp_path / "b", num_workers=2)
+    assert shard_bytes(tmp_path / "a") == shard_bytes(tmp_path / "b")
+
+
+def test_other_settings_are_refused(tmp_path):
+    run(tmp_path)
+    with pytest.raises(ShardError, match=r"other settings \(differing: \['codebook_size', 'tokenizer'\]\)"):
+        pretokenize(PatchColorTokenizer(16, 4, levels=3), ToySource(10), tmp_path, shard_size=3, batch_size=4,
+                    num_workers=0, progress=False)
+
+
+def test_bad_samples_are_counted_or_raised(tmp_path):
+    policy = ErrorPolicy(min_samples=0, max_skip_fraction=0.5)
+    with pytest.warns(UserWarning, match="toy:4"):
+        run(tmp_path / "skip", source=ToySource(10, bad=frozenset({4})), policy=policy)
+    assert policy.num_skipped == 1 and policy.num_ok == 9
+    assert {r.index for r in iter_records(tmp_path / "skip")} == set(range(10)) - {4}
+    with pytest.raises(BadSampleError, match="toy:4"):
+        run(tmp_path / "raise", source=ToySource(10, bad=frozenset({4})), policy=ErrorPolicy(on_error="raise"))
+
+
+def test_read_shard_errors(tmp_path):
+    p = tmp_path / "x.safetensors"
+    p.write_bytes(b"\x00" * 20)
+    with pytest.raises(ShardError, match="not a readable safetensors shard"):
+        read_shard(p)
+    with pytest.raises(ShardError, match="no manifest.json"):
+        Manifest.load(tmp_path)
+
+
+def test_patch_color_tokenizer_round_trip():
+    x = ToySource.image(3, (16, 16)).float().div(127.5).sub(1).unsqueeze(0)
+    codes = TOK.encode(x)
+    assert codes.shape == (1, 16) and int(codes.max()) < 64
+    rec = TOK.decode(codes)
+    assert rec.shape == x.shape and (rec - x).abs().max() <= 2 / 4 / 2 + 1e-6  # within half a bin
+    assert torch.equal(TOK.encode(rec), codes)

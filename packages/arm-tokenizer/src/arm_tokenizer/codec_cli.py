@@ -1,0 +1,167 @@
+"""``arm-tokenizer encode`` / ``arm-tokenizer decode``: image folders <-> token files.
+
+::
+
+    arm-tokenizer encode --checkpoint DIR --images FOLDER --out tokens.safetensors
+    arm-tokenizer decode --checkpoint DIR --tokens tokens.safetensors --out FOLDER
+
+The token file is a safetensors file (no pickle) holding ``tokens``: int32 ``(B, N)`` (or
+``(B, N, Q)`` for residual quantizers), with metadata ``files`` (JSON list of the source
+paths relative to the folder, in row order), ``grid``, ``codebook_size``, ``image_size`` and
+the ``checkpoint`` it was encoded with. ``decode`` writes one PNG per row, named after the
+source file (``cat.jpg`` -> ``cat.png``; subfolders are kept), or ``000000.png``... when the
+file has no names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+class CodecError(Exception):
+    """Bad command-line input (printed as one line, exit status 2)."""
+
+
+def _find_images(folder: Path, recursive: bool) -> list[Path]:
+    if not folder.is_dir():
+        raise CodecError(f"--images {folder}: not a directory")
+    pattern = "**/*" if recursive else "*"
+    files = sorted(p for p in folder.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise CodecError(
+            f"--images {folder}: no images found (suffixes {', '.join(IMAGE_SUFFIXES)}"
+            f"{'' if recursive else '; use --recursive for subfolders'})"
+        )
+    return files
+
+
+def _load_tokenizer(path: str, device: str):
+    from arm_tokenizer.tokenizer import VisualTokenizer
+
+    if not Path(path).is_dir():
+        raise CodecError(f"--checkpoint {path}: not a directory (expected config.json + model.safetensors)")
+    return VisualTokenizer.from_pretrained(path, map_location=device)
+
+
+def encode_command(argv: list[str]) -> int:
+    """Encode a folder of images to a safetensors token file."""
+    p = argparse.ArgumentParser(prog="arm-tokenizer encode", description=encode_command.__doc__)
+    p.add_argument("--checkpoint", required=True, help="tokenizer directory written by save_pretrained")
+    p.add_argument("--images", required=True, help="folder of images")
+    p.add_argument("--out", required=True, help="output .safetensors file")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--recursive", action="store_true", help="also encode images in subfolders")
+    args = p.parse_args(argv)
+    try:
+        return _encode(args)
+    except CodecError as e:
+        print(f"arm-tokenizer encode: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _encode(args: argparse.Namespace) -> int:
+    import torch
+    from safetensors.torch import save
+
+    from arm_tokenizer.checkpoint import atomic_write_bytes
+    from arm_tokenizer.images import ImageLoadError, load_image
+
+    if args.batch_size < 1:
+        raise CodecError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if not args.out.endswith(".safetensors"):
+        raise CodecError(f"--out {args.out}: the token file must end in .safetensors")
+    folder = Path(args.images)
+    files = _find_images(folder, args.recursive)
+    tok = _load_tokenizer(args.checkpoint, args.device)
+    chunks = []
+    for i in range(0, len(files), args.batch_size):
+        batch = files[i:i + args.batch_size]
+        try:
+            pil = [load_image(f) for f in batch]
+        except ImageLoadError as e:
+            raise CodecError(str(e)) from None
+        chunks.append(tok.encode(pil).to("cpu", torch.int32))
+    tokens = torch.cat(chunks)
+    meta = {
+        "files": json.dumps([f.relative_to(folder).as_posix() for f in files]),
+        "grid": json.dumps(list(tok.grid)),
+        "codebook_size": str(tok.codebook_size),
+        "image_size": json.dumps(list(tok.image_size)),
+        "checkpoint": os.fspath(Path(args.checkpoint).resolve()),
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(args.out, save({"tokens": tokens.contiguous()}, metadata=meta))
+    print(f"encoded {len(files)} images -> {args.out} (tokens {tuple(tokens.shape)}, "
+          f"{tok.tokens_per_image} per image, codebook {tok.codebook_size})")
+    return 0
+
+
+def decode_command(argv: list[str]) -> int:
+    """Decode a safetensors token file to PNG images."""
+    p = argparse.ArgumentParser(prog="arm-tokenizer decode", description=decode_command.__doc__)
+    p.add_argument("--checkpoint", required=True, help="tokenizer directory written by save_pretrained")
+    p.add_argument("--tokens", required=True, help="token file written by `arm-tokenizer encode`")
+    p.add_argument("--out", required=True, help="output folder for PNGs")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps for generative (DiT) decoders")
+    p.add_argument("--seed", type=int, default=0, help="noise seed for generative decoders")
+    args = p.parse_args(argv)
+    try:
+        return _decode(args)
+    except CodecError as e:
+        print(f"arm-tokenizer decode: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _decode(args: argparse.Namespace) -> int:
+    import torch
+    from safetensors import SafetensorError, safe_open
+
+    from arm_tokenizer.checkpoint import atomic_write_bytes
+
+    if not Path(args.tokens).is_file():
+        raise CodecError(f"--tokens {args.tokens}: no such file")
+    try:
+        with safe_open(args.tokens, framework="pt") as f:
+            if "tokens" not in f.keys():
+                raise CodecError(f"--tokens {args.tokens}: no 'tokens' tensor (keys {list(f.keys())})")
+            tokens = f.get_tensor("tokens")
+            meta = f.metadata() or {}
+    except SafetensorError as e:
+        raise CodecError(f"--tokens {args.tokens}: not a safetensors file ({e})") from None
+    tok = _load_tokenizer(args.checkpoint, args.device)
+    grid = tuple(json.loads(meta["grid"])) if "grid" in meta else None
+    if "codebook_size" in meta and int(meta["codebook_size"]) != tok.codebook_size:
+        raise CodecError(
+            f"--tokens were encoded with a codebook of {meta['codebook_size']} codes but --checkpoint has "
+            f"{tok.codebook_size}: decode with the tokenizer that encoded them ({meta.get('checkpoint')})"
+        )
+    names = json.loads(meta["files"]) if "files" in meta else [f"{i:06d}" for i in range(len(tokens))]
+    if len(names) != len(tokens):
+        raise CodecError(f"--tokens metadata lists {len(names)} files for {len(tokens)} token rows")
+    kwargs = {"steps": args.steps} if args.steps is not None else {}
+    out = Path(args.out)
+    torch.manual_seed(args.seed)
+    try:
+        for i in range(0, len(tokens), args.batch_size):
+            images = tok.decode_to_pil(tokens[i:i + args.batch_size].long(), grid=grid, **kwargs)
+            for name, img in zip(names[i:i + args.batch_size], images, strict=True):
+                target = out / Path(name).with_suffix(".png")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                import io
+
+                buf = io.BytesIO()
+                img.save(buf, format="PNG")
+                atomic_write_bytes(target, buf.getvalue())
+    except (ValueError, TypeError) as e:
+        raise CodecError(f"--tokens {args.tokens}: {e}") from None
+    print(f"decoded {len(tokens)} images -> {out}")
+    return 0

@@ -1,0 +1,382 @@
+"""Image loading and pixel conversion shared by every ARM package.
+
+One place decides how a file on disk becomes the ``float (3, H, W)`` tensor in ``[-1, 1]``
+that tokenizer components take (see ``DESIGN.md``: pixels are always in ``[-1, 1]``):
+
+* :func:`load_image` decodes a path, raw bytes or a binary stream into an **8-bit RGB**
+  :class:`PIL.Image.Image`: it applies the EXIF orientation tag
+  (:func:`PIL.ImageOps.exif_transpose`), composites any alpha (RGBA, LA, palette with a
+  transparency entry, ...) onto a background (white by default), converts palette,
+  grayscale, 1-bit, CMYK, YCbCr, LAB, HSV and 16/32-bit integer or float images to RGB,
+  and refuses decompression bombs: the header's ``width * height`` is checked against
+  ``max_pixels`` *before* any pixel is decoded, and Pillow's own
+  :data:`PIL.Image.MAX_IMAGE_PIXELS` guard is translated into the same error.
+  Every failure is an :class:`ImageLoadError` naming the file and a machine-readable
+  ``reason`` (``"missing"``, ``"empty"``, ``"too_large"``, ``"corrupt"``), which is what
+  ``arm_data``'s skip/raise policy counts.
+* :func:`pil_to_tensor` / :func:`tensor_to_pil` convert between RGB images and
+  ``[-1, 1]`` tensors (``x = 2 * (u8 / 255) - 1``; the inverse rounds and clamps).
+* :func:`to_tensor_batch` turns a PIL image, a list of them or a tensor into a
+  ``(B, 3, H, W)`` batch.
+* :class:`ImageTransform` is the resize + crop policy: resize so the target is covered
+  (aspect ratio kept), then a center or random crop; or ``crop="none"`` to resize straight
+  to the target (aspect ratio not kept). Sizes may be non-square.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import BinaryIO, Literal, Union
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "ImageLoadError",
+    "ImageSource",
+    "ImageTransform",
+    "load_image",
+    "to_rgb",
+    "pil_to_tensor",
+    "tensor_to_pil",
+    "to_tensor_batch",
+]
+
+# 8192 x 8192: far above any training resolution, far below what exhausts memory
+# (an RGB image of this size is 200 MB decoded).
+DEFAULT_MAX_PIXELS = 8192 * 8192
+
+ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO]
+
+_RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+}
+
+
+class ImageLoadError(ValueError):
+    """An image could not be loaded.
+
+    Attributes:
+        source: what was being loaded (a path, or the ``name`` given for bytes/streams).
+        reason: ``"missing"`` (no such file), ``"empty"`` (zero bytes), ``"too_large"``
+            (over the pixel limit: a possible decompression bomb) or ``"corrupt"``
+            (not an image, truncated or undecodable).
+    """
+
+    REASONS = ("missing", "empty", "too_large", "corrupt")
+
+    def __init__(self, source: str, reason: str, detail: str) -> None:
+        if reason not in self.REASONS:
+            raise ValueError(f"unknown ImageLoadError reason {reason!r}; choose from {self.REASONS}")
+        self.source = source
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"cannot load image {source!r} ({reason}): {detail}")
+
+
+def _source_name(source: ImageSource, name: str | None) -> str:
+    if name is not None:
+        return name
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return f"<{len(source)} bytes>"
+    return str(getattr(source, "name", "<stream>"))
+
+
+def _open(source: ImageSource, label: str) -> Image.Image:
+    """Open lazily (header only) and check for empty input; no pixels are decoded here."""
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise ImageLoadError(label, "missing", "no such file")
+        if path.stat().st_size == 0:
+            raise ImageLoadError(label, "empty", "file has zero bytes")
+        fp: BinaryIO | str = os.fspath(path)
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise ImageLoadError(label, "empty", "zero bytes")
+        fp = io.BytesIO(bytes(source))
+    else:
+        fp = source
+    try:
+        with warnings.catch_warnings():
+            # Image.open already checks the header size: above MAX_IMAGE_PIXELS it only warns
+            # (up to 2x), which we turn into the same error as the 2x case
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(fp)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageLoadError(label, "too_large", str(e)) from e
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ImageLoadError(label, "corrupt", f"{type(e).__name__}: {e}") from e
+
+
+def _high_bit_depth_to_l(img: Image.Image) -> Image.Image:
+    """Map a 16/32-bit integer or float single-channel image to 8-bit ``L``.
+
+    Pillow's own ``convert("L")`` clips these modes at 255 instead of rescaling, which
+    turns a 16-bit photo white, so the scaling is done here: ``I;16*`` by 1/257;
+    ``I`` by 1/257 when values exceed 255 (16-bit data stored as 32-bit, as PNG decoders
+    do) else unchanged; ``F`` by 255 when values lie within [0, 1] else clipped.
+    """
+    arr = np.asarray(img)
+    if img.mode.startswith("I;16"):
+        out = arr.astype(np.float64) / 257.0
+    elif img.mode == "I":
+        out = arr.astype(np.float64)
+        if out.size and out.max() > 255:
+            out = out / 257.0
+    else:  # "F"
+        out = arr.astype(np.float64)
+        if out.size and out.min() >= 0.0 and out.max() <= 1.0:
+            out = out * 255.0
+    return Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8))  # uint8 2-D -> "L"
+
+
+def to_rgb(img: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """Convert a decoded image of any Pillow mode to 8-bit RGB.
+
+    Args:
+        img: a decoded image (any mode).
+        background: RGB colour that transparent pixels are composited onto.
+
+    Returns:
+        An ``RGB`` image of the same size (the input itself if it already is RGB).
+    """
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("I", "F") or mode.startswith("I;16"):
+        return _high_bit_depth_to_l(img).convert("RGB")
+    has_alpha = mode in ("RGBA", "RGBa", "LA", "La", "PA") or (
+        mode in ("P", "L", "RGB", "1") and "transparency" in img.info
+    )
+    if has_alpha:
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (*background, 255))
+        return Image.alpha_composite(canvas, rgba).convert("RGB")
+    # P, L, 1, CMYK, YCbCr, LAB, HSV, RGBX: Pillow's converters are exact enough here.
+    return img.convert("RGB")
+
+
+def load_image(
+    source: ImageSource,
+    *,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    name: str | None = None,
+    background: tuple[int, int, int] = (255, 255, 255),
+    exif_orientation: bool = True,
+) -> Image.Image:
+    """Decode an image file into an 8-bit RGB PIL image.
+
+    Args:
+        source: a path, raw encoded bytes, or a binary stream positioned at the image.
+        max_pixels: refuse images whose header declares more than this many pixels
+            (``width * height``) before decoding them; ``None`` disables our check
+            (Pillow's global :data:`PIL.Image.MAX_IMAGE_PIXELS` guard still applies).
+        name: how to name the image in errors and warnings (defaults to the path, or
+            ``<N bytes>``); pass e.g. ``"shard-000003.tar:000042.png"`` for tar members.
+        background: RGB colour transparent pixels are composited onto.
+        exif_orientation: apply the EXIF orientation tag (rotate/flip as a viewer would).
+
+    Returns:
+        A fully loaded ``RGB`` image (the file handle is closed).
+
+    Raises:
+        ImageLoadError: with ``reason`` ``"missing"``, ``"empty"``, ``"too_large"`` or
+            ``"corrupt"`` and the file named.
+    """
+    label = _source_name(source, name)
+    img = _open(source, label)
+    try:
+        w, h = img.size
+        if max_pixels is not None and w * h > max_pixels:
+            raise ImageLoadError(
+                label, "too_large",
+                f"{w}x{h} = {w * h} pixels exceeds max_pixels={max_pixels} (possible decompression bomb)",
+            )
+        try:
+            with warnings.catch_warnings():
+                # Pillow warns (not raises) between 1x and 2x MAX_IMAGE_PIXELS; make it an error.
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                img.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise ImageLoadError(label, "too_large", str(e)) from e
+        except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as e:
+            # Truncated files raise OSError("image file is truncated ...") unless the global
+            # ImageFile.LOAD_TRUNCATED_IMAGES is set; we never set it.
+            raise ImageLoadError(label, "corrupt", f"{type(e).__name__}: {e}") from e
+        if exif_orientation:
+            try:
+                img = ImageOps.exif_transpose(img)
+            except Exception as e:  # malformed EXIF must not cost the sample its pixels
+                warnings.warn(f"ignoring unreadable EXIF orientation of {label!r}: {e}", stacklevel=2)
+        try:
+            out = to_rgb(img, background)
+        except (OSError, ValueError) as e:
+            raise ImageLoadError(label, "corrupt", f"cannot convert mode {img.mode!r} to RGB: {e}") from e
+        if out is img:
+            out = img.copy()  # detach from the file object so the handle can be closed
+        return out
+    finally:
+        img.close()
+
+
+def pil_to_tensor(img: Image.Image) -> torch.Tensor:
+    """An image (converted to RGB if needed) as ``float32 (3, H, W)`` in ``[-1, 1]``."""
+    if img.mode != "RGB":
+        img = to_rgb(img)
+    arr = np.asarray(img, dtype=np.uint8)
+    t = torch.from_numpy(arr.copy()).permute(2, 0, 1).to(torch.float32)
+    return t.div_(127.5).sub_(1.0)
+
+
+def tensor_to_pil(x: torch.Tensor) -> Image.Image:
+    """A ``(3, H, W)`` or ``(1, 3, H, W)`` tensor in ``[-1, 1]`` as an RGB image.
+
+    Values are clamped to ``[-1, 1]`` and rounded to the nearest 8-bit level, so
+    ``tensor_to_pil(pil_to_tensor(img))`` reproduces ``img`` exactly.
+    """
+    if x.dim() == 4:
+        if x.shape[0] != 1:
+            raise ValueError(f"tensor_to_pil takes one image; got a batch of shape {tuple(x.shape)}")
+        x = x[0]
+    if x.dim() != 3 or x.shape[0] != 3:
+        raise ValueError(f"expected a (3, H, W) tensor in [-1, 1]; got shape {tuple(x.shape)}")
+    u8 = ((x.detach().to(torch.float32).cpu().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
+    return Image.fromarray(u8.permute(1, 2, 0).contiguous().numpy())  # uint8 (H, W, 3) -> "RGB"
+
+
+def to_tensor_batch(
+    images: Image.Image | Sequence[Image.Image] | torch.Tensor,
+    transform: ImageTransform | None = None,
+) -> torch.Tensor:
+    """Turn one image, a list of images or a tensor into a ``(B, 3, H, W)`` batch in ``[-1, 1]``.
+
+    Args:
+        images: a PIL image, a sequence of PIL images, or a tensor of shape ``(3, H, W)``
+            or ``(B, 3, H, W)`` already in ``[-1, 1]`` (returned as is, batched).
+        transform: optional resize/crop applied to each PIL image first; needed when the
+            images differ in size.
+
+    Raises:
+        ValueError: for an empty list, a wrong tensor shape, or differing image sizes.
+    """
+    if isinstance(images, torch.Tensor):
+        if images.dim() == 3:
+            images = images.unsqueeze(0)
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected a (B, 3, H, W) or (3, H, W) tensor; got shape {tuple(images.shape)}")
+        return images
+    if isinstance(images, Image.Image):
+        images = [images]
+    if len(images) == 0:
+        raise ValueError("to_tensor_batch got an empty list of images")
+    if transform is not None:
+        images = [transform(im) for im in images]
+    sizes = {im.size for im in images}
+    if len(sizes) > 1:
+        raise ValueError(
+            f"images differ in size {sorted(sizes)}; pass transform=ImageTransform(size) to resize them"
+        )
+    return torch.stack([pil_to_tensor(im) for im in images])
+
+
+class ImageTransform:
+    """Resize + crop policy taking any image to a fixed ``(height, width)``.
+
+    ``crop="center"`` / ``"random"``: scale the image (aspect ratio kept) by the smallest
+    factor that covers the target, then cut the target out of its center / at a uniformly
+    random offset. ``crop="none"``: resize straight to the target, distorting the aspect
+    ratio; nothing is cut off. An image already at the target size is returned unchanged.
+
+    Example::
+
+        t = ImageTransform((64, 96), crop="random")   # 64 high, 96 wide
+        x = t.to_tensor(load_image("cat.jpg"))         # (3, 64, 96) in [-1, 1]
+    """
+
+    def __init__(
+        self,
+        size: int | tuple[int, int] = 256,
+        crop: Literal["center", "random", "none"] = "center",
+        resample: Literal["nearest", "bilinear", "bicubic", "lanczos", "box"] = "bicubic",
+        antialias_reduce: bool = True,
+    ) -> None:
+        """
+        Args:
+            size: output size; an int for square images or ``(height, width)``.
+            crop: ``"center"`` or ``"random"`` (cover, then crop) or ``"none"`` (squash
+                to the size).
+            resample: Pillow resampling filter used for the resize.
+            antialias_reduce: when shrinking by 2x or more, first reduce with a box filter
+                (``Image.reduce``); faster on large photos and as alias-free.
+        """
+        if isinstance(size, int):
+            size = (size, size)
+        size = tuple(int(s) for s in size)  # type: ignore[assignment]
+        if len(size) != 2 or min(size) < 1:
+            raise ValueError(f"size must be a positive int or (height, width); got {size!r}")
+        if crop not in ("center", "random", "none"):
+            raise ValueError(f"crop must be one of 'center', 'random', 'none'; got {crop!r}")
+        if resample not in _RESAMPLE:
+            raise ValueError(f"resample must be one of {sorted(_RESAMPLE)}; got {resample!r}")
+        self.height, self.width = size
+        self.crop = crop
+        self.resample = resample
+        self.antialias_reduce = antialias_reduce
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """The output ``(height, width)``."""
+        return (self.height, self.width)
+
+    def __repr__(self) -> str:
+        return f"ImageTransform(size={self.size}, crop={self.crop!r}, resample={self.resample!r})"
+
+    def _resize(self, img: Image.Image, w: int, h: int) -> Image.Image:
+        if (w, h) == img.size:
+            return img
+        reducing_gap = 2.0 if self.antialias_reduce else None
+        return img.resize((w, h), _RESAMPLE[self.resample], reducing_gap=reducing_gap)
+
+    def __call__(self, img: Image.Image, generator: torch.Generator | None = None) -> Image.Image:
+        """Apply the policy to one image.
+
+        Args:
+            img: any PIL image (converted to RGB first).
+            generator: random source for ``crop="random"`` (the global torch RNG if None,
+                which DataLoader seeds per worker).
+        """
+        img = to_rgb(img)
+        tw, th = self.width, self.height
+        if img.size == (tw, th):
+            return img
+        if self.crop == "none":
+            return self._resize(img, tw, th)
+        w, h = img.size
+        scale = max(tw / w, th / h)
+        # ceil-ish rounding so the resized image always covers the target
+        rw, rh = max(tw, round(w * scale)), max(th, round(h * scale))
+        img = self._resize(img, rw, rh)
+        if self.crop == "center":
+            left, top = (rw - tw) // 2, (rh - th) // 2
+        else:
+            left = int(torch.randint(0, rw - tw + 1, (1,), generator=generator))
+            top = int(torch.randint(0, rh - th + 1, (1,), generator=generator))
+        return img.crop((left, top, left + tw, top + th))
+
+    def to_tensor(self, img: Image.Image, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Apply the policy and return ``float32 (3, height, width)`` in ``[-1, 1]``."""
+        return pil_to_tensor(self(img, generator))
+

@@ -1,0 +1,34 @@
+"""Interfaces of the frozen teachers the semantic losses use.
+
+ARM trains its tokenizer against a frozen SigLIP2 text encoder (L_sig) and a frozen LLM
+that captions the image from the quantized tokens (L_cap). These interfaces let any model
+serve: the small teachers arm-tokenizer trains on ShapesWorld, a real SigLIP2/Qwen where
+the weights exist, or arm-core's LM (registered by arm-core as a ``caption_lm``;
+arm-tokenizer never imports arm-core).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from arm_tokenizer.configurable import Configurable
+
+
+class TextEncoder(Configurable, nn.Module):
+    """Base class of ``arm.text_encoders``: texts -> L2-normalized embeddings ``(B, embed_dim)``."""
+
+    embed_dim: int
+
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class CaptionLM(Configurable, nn.Module):
+    """Base class of ``arm.caption_lms``: a language model that takes a prefix of visual
+    embeddings ``(B, N, hidden_size)`` and returns the mean token NLL of the captions."""
+
+    hidden_size: int
+
+    def caption_loss(self, prefix: torch.Tensor, texts: list[str]) -> torch.Tensor:
+        raise NotImplementedError

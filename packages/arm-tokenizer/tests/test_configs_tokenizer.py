@@ -1,0 +1,120 @@
+"""The tokenizer YAMLs: each parses as shipped, runs one step under fast_dev_run when scaled
+down (tiny toy teacher, 32 px), and the full-scale recipe carries the paper's values."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[3]
+CONFIGS = REPO / "configs" / "tokenizer"
+NAMES = ["shapes-recon-only.yaml", "shapes-quickstart.yaml", "arm-siglip2-fsq.yaml"]
+
+pytestmark = pytest.mark.skipif(not CONFIGS.is_dir(), reason="configs/ ships with the repository, not the wheel")
+
+
+def _run(argv: list[str]):
+    from arm_tokenizer.lightning_cli import run_lightning
+
+    return run_lightning(argv)
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory):
+    from arm_tokenizer.teachers.toy import build_toy_teacher
+
+    return build_toy_teacher(tmp_path_factory.mktemp("teacher") / "t", steps=1)
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory):
+    """A folder of toy images with caption sidecars (the image_folder datamodule's input)."""
+    from arm_tokenizer.images import tensor_to_pil
+    from arm_tokenizer.teachers.toy import toy_batch
+
+    root = tmp_path_factory.mktemp("images")
+    batch = toy_batch(6, size=32)
+    for i, (img, cap) in enumerate(zip(batch["images"], batch["captions"])):
+        tensor_to_pil(img).save(root / f"{i}.png")
+        (root / f"{i}.txt").write_text(cap)
+    return root
+
+
+def _scale_down(cfg: dict, teacher: Path, images: Path, tmp: Path) -> dict:
+    """Same components, tiny sizes: the toy teacher's tower (32 px), one block everywhere."""
+    cfg = copy.deepcopy(cfg)
+    tower = json.loads((teacher / "image_tower.json").read_text())
+    width, patch = int(tower["feature_dim"]), int(tower["patch_size"])
+    m = cfg["model"]["init_args"]
+    m.update(image_size=32, export_dir=str(tmp / "export"), val_decode_steps=2, ema_decay=None)
+    enc = m["encoder"]["init_args"]
+    enc.update(model_name=tower["model_name"], model_kwargs=tower["model_kwargs"], pretrained=False,
+               checkpoint_path=str(teacher / "image_tower.safetensors"), img_size=None)
+    m["proj_in"]["init_args"].update(in_dim=width, width=16, depth=1, heads=2)
+    m["proj_out"]["init_args"].update(out_dim=width, width=16, depth=1, heads=2)
+    dec = m["decoder"]["init_args"]
+    dec.update(in_dim=width, patch_size=patch)
+    if m["decoder"]["class_path"] == "pixel_dit":
+        dec.update(hidden_dim=16, depth=1, num_heads=2, sample_steps=2)
+    else:
+        dec.update(channels=16)
+    for loss in m["losses"]:
+        args = loss.setdefault("init_args", {})
+        if "in_dim" in args:
+            args["in_dim"] = width
+        for key in ("caption_lm", "text_encoder"):
+            if key in args:
+                args[key]["init_args"]["checkpoint"] = str(teacher)
+    cfg["trainer"] = {"accelerator": "cpu", "devices": 1, "default_root_dir": str(tmp / "logs"),
+                      "enable_progress_bar": False, "enable_model_summary": False}
+    cfg["data"] = {"class_path": "image_folder",
+                   "init_args": {"root": str(images), "image_size": 32, "batch_size": 2, "val_fraction": 0.34}}
+    return cfg
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_config_parses_as_shipped(name, capsys):
+    _run(["fit", "--config", str(CONFIGS / name), "--print_config"])
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["class_path"].endswith("TokenizerTrainer")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_config_fast_dev_run_scaled_down(name, teacher_dir, image_dir, tmp_path):
+    cfg = _scale_down(yaml.safe_load((CONFIGS / name).read_text()), teacher_dir, image_dir, tmp_path)
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(cfg))
+    cli = _run(["fit", "--config", str(path), "--trainer.fast_dev_run=1"])
+    metrics = cli.trainer.logged_metrics
+    assert "train/loss_total" in metrics and "val/psnr" in metrics
+    expected = {"pix"} | ({"cap", "sig", "feat"} if "quickstart" in name or "arm-" in name else set())
+    assert {loss.name for loss in cli.model.losses} >= expected
+    assert not (tmp_path / "export").exists()  # fast_dev_run writes no export
+
+
+def test_recon_only_is_the_quickstart_without_semantic_losses():
+    quick = yaml.safe_load((CONFIGS / "shapes-quickstart.yaml").read_text())["model"]["init_args"]
+    recon = yaml.safe_load((CONFIGS / "shapes-recon-only.yaml").read_text())["model"]["init_args"]
+    for key in ("encoder", "proj_in", "quantizer", "proj_out", "decoder", "image_size", "lr", "betas"):
+        assert quick[key] == recon[key], key
+    assert [loss["class_path"] for loss in recon["losses"]] == ["pixel_loss"]
+
+
+def test_full_scale_recipe_has_the_papers_values():
+    m = yaml.safe_load((CONFIGS / "arm-siglip2-fsq.yaml").read_text())["model"]["init_args"]
+    assert m["encoder"]["init_args"]["model_name"].startswith("vit_so400m_patch16_siglip_512")
+    assert m["encoder"]["init_args"]["frozen"] is True and m["image_size"] == 512
+    assert m["quantizer"]["init_args"]["levels"] == [2] * 16
+    assert m["proj_in"]["init_args"]["depth"] == m["proj_out"]["init_args"]["depth"] == 6
+    assert m["proj_in"]["init_args"]["out_dim"] == 16 and m["proj_out"]["init_args"]["out_dim"] == 1152
+    assert m["decoder"]["class_path"] == "pixel_dit" and m["decoder"]["init_args"]["depth"] == 24
+    weights = {loss["class_path"]: loss["init_args"]["weight"] for loss in m["losses"]}
+    assert weights == {"caption_loss": 1.0, "flow_matching": 5.0, "siglip_loss": 5.0, "feature_loss": 1.0}
+    assert m["lr"] == 3e-4 and m["betas"] == [0.9, 0.95]
+    import timm
+
+    assert m["encoder"]["init_args"]["model_name"] in timm.list_models(pretrained=True)

@@ -1,0 +1,178 @@
+"""The ShapesWorld teachers: training, export, frozen loading, determinism, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch.utils.data import DataLoader
+
+from arm_tokenizer import registry
+from arm_tokenizer.teachers.frozen import (
+    TEACHER_FILES,
+    TeacherCaptionLM,
+    TeacherTextEncoder,
+    load_image_tower,
+    read_teacher_config,
+)
+from arm_tokenizer.teachers.modules import build_image_tower
+from arm_tokenizer.teachers.spm import BOS_ID, EOS_ID, PAD_ID, SpmText, train_spm
+from arm_tokenizer.teachers.toy import TINY_TOWER_KWARGS, build_toy_teacher, toy_batch
+from arm_tokenizer.teachers.trainer import TeacherTrainer
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory):
+    return build_toy_teacher(tmp_path_factory.mktemp("teacher") / "t", steps=4)
+
+
+def _tiny_trainer(**kw) -> TeacherTrainer:
+    torch.manual_seed(0)
+    return TeacherTrainer(image_tower_kwargs=dict(TINY_TOWER_KWARGS), embed_dim=32, vocab_size=64, text_dim=32,
+                          text_depth=1, text_heads=2, max_text_len=16, caption_dim=32, caption_depth=1,
+                          caption_heads=2, **kw)
+
+
+def test_spm_is_deterministic_and_order_free():
+    caps = toy_batch(48)["captions"]
+    a, b = train_spm(caps, 64), train_spm(list(reversed(caps)) + caps[:5], 64)
+    assert a == b
+    sp = SpmText(a)
+    ids = sp.batch(["a red circle", "a blue square on the left"], max_len=40, bos=True, eos=True)
+    assert ids[0, 0] == BOS_ID and ids[1, 0] == BOS_ID
+    assert (ids == EOS_ID).sum() == 2 and ids[0, -1] == PAD_ID  # shorter row is padded
+    assert sp.decode(sp.encode(["a red circle"])[0]) == "a red circle"
+    with pytest.raises(ValueError, match="at least 2 distinct"):
+        train_spm(["same", "same"], 64)
+
+
+def test_teacher_learns_on_toy_world():
+    model = _tiny_trainer(lr=3e-3)
+    model.fit_spm(toy_batch(64)["captions"])
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    fixed = toy_batch(32, start=10_000)
+    with torch.no_grad():
+        before = model.losses(fixed)
+    for step in range(25):
+        out = model.losses(toy_batch(32, start=step * 32))
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+    with torch.no_grad():
+        after = model.losses(fixed)
+    assert after["loss_sig"] < before["loss_sig"]
+    assert after["loss_cap"] < before["loss_cap"] - 0.5
+
+
+def test_export_files_and_round_trip(teacher_dir):
+    for name in TEACHER_FILES:
+        assert (teacher_dir / name).is_file(), name
+    assert not list(teacher_dir.glob(".*tmp"))  # atomic writes leave no temp files
+    cfg = read_teacher_config(teacher_dir)
+    assert cfg["format"] == "arm-teacher" and cfg["embed_dim"] == 32
+    tower_cfg = json.loads((teacher_dir / "image_tower.json").read_text())
+    # image_tower.safetensors is a plain timm state dict
+    plain = build_image_tower(tower_cfg["model_name"], tower_cfg["model_kwargs"])
+    plain.load_state_dict(load_file(str(teacher_dir / "image_tower.safetensors")))
+    assert tower_cfg["feature_dim"] == 32 and tower_cfg["num_tokens"] == 16 and tower_cfg["patch_size"] == 8
+
+
+def test_reload_gives_identical_embeddings(tmp_path):
+    model = _tiny_trainer()
+    batch = toy_batch(6)
+    model.fit_spm(toy_batch(64)["captions"])
+    model.eval()
+    d = model.export(tmp_path / "teacher")
+    text = TeacherTextEncoder(d)
+    lm = TeacherCaptionLM(d)
+    tower = load_image_tower(d)
+    with torch.no_grad():
+        torch.testing.assert_close(text.encode_text(batch["captions"]), model.embed_texts(batch["captions"]),
+                                   rtol=0, atol=1e-6)
+        tokens = model.image_tokens(batch["images"])
+        torch.testing.assert_close(tower(batch["images"]), tokens, rtol=0, atol=1e-6)
+        torch.testing.assert_close(text.embed_image_tokens(tokens), model.embed_images(batch["images"]),
+                                   rtol=0, atol=1e-6)
+        ids = model.spm.batch(batch["captions"], model.hparams.max_text_len)
+        expect = model.caption_decoder.nll(model.prefix_adapter(tokens), ids)
+        torch.testing.assert_close(lm.caption_loss(lm.prefix_adapter(tokens), batch["captions"]), expect)
+        assert float(text.log_temperature) == pytest.approx(float(model.log_temperature.detach()))
+        captions = lm.generate(lm.prefix_adapter(tokens[:2]), max_new_tokens=4)
+    assert len(captions) == 2 and all(isinstance(c, str) for c in captions)
+
+
+def test_frozen_loaders_stay_frozen(teacher_dir):
+    for mod in (TeacherTextEncoder(str(teacher_dir)), TeacherCaptionLM(str(teacher_dir))):
+        assert not any(p.requires_grad for p in mod.parameters())
+        mod.train()
+        assert not mod.training and not any(m.training for m in mod.modules())
+
+
+def test_registry_names(teacher_dir):
+    text = registry.create("text_encoder", "teacher_text", checkpoint=str(teacher_dir))
+    lm = registry.create("caption_lm", "teacher_caption_lm", checkpoint=str(teacher_dir))
+    assert text.encode_text(["a red circle"]).shape == (1, 32)
+    assert lm.hidden_size == 32
+    assert registry.get("model", "teacher_trainer") is TeacherTrainer
+
+
+def test_bad_teacher_dirs_name_the_problem(tmp_path, teacher_dir):
+    with pytest.raises(FileNotFoundError, match="not a directory"):
+        TeacherTextEncoder(str(tmp_path / "nope"))
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in TEACHER_FILES:
+        if name != "caption_lm.safetensors":
+            (broken / name).write_bytes((teacher_dir / name).read_bytes())
+    with pytest.raises(FileNotFoundError, match="caption_lm.safetensors"):
+        TeacherCaptionLM(str(broken))
+    cfg = json.loads((teacher_dir / "teacher.json").read_text())
+    cfg["format_version"] = 99
+    (broken / "caption_lm.safetensors").write_bytes((teacher_dir / "caption_lm.safetensors").read_bytes())
+    (broken / "teacher.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="newer"):
+        TeacherTextEncoder(str(broken))
+
+
+def test_lightning_fit_and_checkpoint_keeps_vocabulary(tmp_path):
+    import lightning.pytorch as pl
+
+    class Toy(pl.LightningDataModule):
+        def train_dataloader(self):
+            return DataLoader([toy_batch(8, start=8 * i) for i in range(3)], batch_size=None)
+
+        def val_dataloader(self):
+            return DataLoader([toy_batch(8, start=1000)], batch_size=None)
+
+    model = _tiny_trainer(output_dir=str(tmp_path / "teacher"), spm_corpus_batches=3)
+    trainer = pl.Trainer(max_steps=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu", num_sanity_val_steps=0)
+    trainer.fit(model, datamodule=Toy())
+    assert model.spm is not None  # trained in setup() from the datamodule's captions
+    assert (tmp_path / "teacher" / "teacher.json").is_file()  # exported at the end of fit
+    assert "val/loss_sig" in json.loads((tmp_path / "teacher" / "teacher.json").read_text())["metrics"]
+    ckpt = {}
+    model.on_save_checkpoint(ckpt)
+    fresh = _tiny_trainer()
+    fresh.on_load_checkpoint(ckpt)
+    assert fresh.spm.proto == model.spm.proto
+
+
+def test_teacher_without_vocabulary_says_how_to_get_one():
+    model = _tiny_trainer()
+    with pytest.raises(RuntimeError, match="sentencepiece"):
+        model.losses(toy_batch(2))
+
+
+def test_image_tower_loads_as_the_tokenizers_frozen_timm_encoder(teacher_dir):
+    from arm_tokenizer.encoders.timm_encoder import TimmEncoder
+
+    tower_cfg = json.loads((teacher_dir / "image_tower.json").read_text())
+    enc = TimmEncoder(model_name=tower_cfg["model_name"], model_kwargs=tower_cfg["model_kwargs"],
+                      checkpoint_path=str(teacher_dir / "image_tower.safetensors"), frozen=True)
+    images = toy_batch(3)["images"]
+    with torch.no_grad():
+        torch.testing.assert_close(enc(images), load_image_tower(teacher_dir)(images), rtol=1e-5, atol=1e-5)
+    assert enc.out_dim == tower_cfg["feature_dim"] and enc.patch_size == tower_cfg["patch_size"]

@@ -1,0 +1,319 @@
+#!/usr/bin/env python
+"""The whole ARM pipeline on ShapesWorld from one command (``make demo``).
+
+Stages, each through the real console scripts and the YAML configs in ``configs/``:
+
+1. ``teacher``    arm-tokenizer fit  configs/tokenizer/shapes-teacher.yaml   (SigLIP-style dual encoder + caption LM)
+2. ``tokenizer``  arm-tokenizer fit  configs/tokenizer/shapes-quickstart.yaml (semantic tokenizer, all four losses)
+3. ``tokens``     arm-data pretokenize                                        (T2I, VQA and edit samples -> shards)
+4. ``lm``         arm-lm fit         configs/lm/shapes-quickstart.yaml
+5. ``eval_sft``   arm-lm evaluate                                             (held-out T2I, VQA, editing)
+6. ``rl``         arm-rl fit         configs/rl/shapes-multitask-grpo.yaml
+7. ``eval_rl``    arm-lm evaluate on the RL policy
+8. ``report``     runs/demo/report.html + runs/demo/metrics.json
+
+The configs are used as they are, except that (a) their output paths ``runs/<x>`` and
+``data/shapes-tokens`` are moved under the demo's output directory, (b) the profile sets
+the step counts and data sizes, and (c) every training stage gets a ``last.ckpt``
+checkpoint and CSV + TensorBoard logs. The derived configs are written to
+``<out>/configs/`` so every stage can be re-run by hand.
+
+Re-running skips stages whose outputs are complete (``<out>/stages/<stage>.json``); an
+interrupted training stage resumes from its ``last.ckpt``. ``--fast`` is the tiny
+profile the test suite runs end to end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+# Step counts and sizes per profile. "small" is `make demo` (<= 20 min on 2 CPU cores);
+# "full" is `make reproduce` (the quality bars); "fast" is the end-to-end test.
+PROFILES: dict[str, dict] = {
+    "fast": dict(teacher_steps=3, tokenizer_steps=4, batch=8, pretok_count=48, shard_size=16,
+                 lm_steps=6, lm_batch=2, rl_steps=1, rl_group=2, rl_prompts=2,
+                 eval_n=4, eval_cfg=[1.0, 3.0], val_batches=1),
+    "small": dict(teacher_steps=300, tokenizer_steps=700, batch=32, pretok_count=6000, shard_size=1000,
+                  lm_steps=1800, lm_batch=8, rl_steps=20, rl_group=8, rl_prompts=4,
+                  eval_n=64, eval_cfg=[1.0, 3.0], val_batches=2),
+    "full": dict(teacher_steps=1500, tokenizer_steps=4000, batch=32, pretok_count=30000, shard_size=2000,
+                 lm_steps=12000, lm_batch=16, rl_steps=200, rl_group=16, rl_prompts=8,
+                 eval_n=300, eval_cfg=[1.0, 1.5, 3.0, 5.0], val_batches=4),
+}
+
+
+@dataclass
+class Ctx:
+    out: Path
+    profile: dict
+    name: str
+    threads: int
+
+    def p(self, *parts: str) -> Path:
+        return self.out.joinpath(*parts)
+
+
+# -- helpers ----------------------------------------------------------------------------------
+def atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def run(cmd: list[str], log: Path, threads: int) -> None:
+    """Run a console script, streaming its output to the terminal and to ``log``."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+    print(f"   $ {' '.join(cmd)}", flush=True)
+    with open(log, "ab") as fh:
+        fh.write(f"\n$ {' '.join(cmd)}\n".encode())
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        assert proc.stdout is not None
+
+        def pump() -> None:
+            for chunk in iter(lambda: proc.stdout.read1(4096), b""):  # type: ignore[union-attr]
+                fh.write(chunk)
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
+
+        t = threading.Thread(target=pump)
+        t.start()
+        rc = proc.wait()
+        t.join()
+    if rc != 0:
+        raise SystemExit(f"stage command failed (exit {rc}); see {log}")
+
+
+def rewrite_paths(node, out: Path):
+    """Move the configs' output paths under the demo's output directory."""
+    if isinstance(node, dict):
+        return {k: rewrite_paths(v, out) for k, v in node.items()}
+    if isinstance(node, list):
+        return [rewrite_paths(v, out) for v in node]
+    if isinstance(node, str):
+        if node.startswith("data/shapes-tokens"):
+            return str(out / "tokens") + node[len("data/shapes-tokens"):]
+        if node.startswith("runs/"):
+            return str(out / node[len("runs/"):])
+    return node
+
+
+def set_key(cfg: dict, dotted: str, value) -> None:
+    keys = dotted.split(".")
+    node = cfg
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+    node[keys[-1]] = value
+
+
+def derived_config(ctx: Ctx, source: str, stage: str, overrides: dict, ckpt_every: int) -> Path:
+    """Write ``<out>/configs/<stage>.yaml``: the shipped config with demo paths/profile."""
+    cfg = rewrite_paths(yaml.safe_load((ROOT / source).read_text()), ctx.out)
+    logs = ctx.p(f"{stage}-logs")
+    trainer = cfg.setdefault("trainer", {})
+    trainer["default_root_dir"] = str(logs)
+    trainer["enable_checkpointing"] = True
+    trainer["logger"] = [
+        {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(logs), "name": "csv"}},
+        {"class_path": "lightning.pytorch.loggers.TensorBoardLogger", "init_args": {"save_dir": str(logs), "name": "tb"}},
+    ]
+    callbacks = [c for c in trainer.get("callbacks") or []
+                 if "ModelCheckpoint" not in str(c.get("class_path", ""))]
+    callbacks.append({"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                      "init_args": {"dirpath": str(ctx.p(f"{stage}-ckpt")), "save_last": True,
+                                    "every_n_train_steps": ckpt_every, "save_top_k": 0}})
+    trainer["callbacks"] = callbacks
+    for key, value in overrides.items():
+        set_key(cfg, key, value)
+    path = ctx.p("configs", f"{stage}.yaml")
+    atomic_write(path, yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def fit(ctx: Ctx, script: str, source: str, stage: str, overrides: dict, steps: int) -> None:
+    config = derived_config(ctx, source, stage, overrides, ckpt_every=max(1, min(200, steps // 4)))
+    cmd = [str(BIN / script), "fit", "--config", str(config)]
+    last = ctx.p(f"{stage}-ckpt", "last.ckpt")
+    if last.exists():
+        print(f"   resuming from {last}")
+        cmd += ["--ckpt_path", str(last)]
+    run(cmd, ctx.p("logs", f"{stage}.log"), ctx.threads)
+
+
+def metrics_csv(ctx: Ctx, stage: str) -> list[dict]:
+    rows: list[dict] = []
+    for f in sorted(ctx.p(f"{stage}-logs", "csv").glob("version_*/metrics.csv")):
+        import csv
+
+        with open(f) as fh:
+            rows += list(csv.DictReader(fh))
+    return rows
+
+
+def last_metric(ctx: Ctx, stage: str, *names: str) -> float | None:
+    for row in reversed(metrics_csv(ctx, stage)):
+        for n in names:
+            if row.get(n) not in (None, ""):
+                return float(row[n])
+    return None
+
+
+# -- stages -------------------------------------------------------------------------------------
+def stage_teacher(ctx: Ctx) -> str:
+    pr = ctx.profile
+    fit(ctx, "arm-tokenizer", "configs/tokenizer/shapes-teacher.yaml", "teacher", {
+        "trainer.max_steps": pr["teacher_steps"], "trainer.limit_val_batches": pr["val_batches"],
+        "trainer.val_check_interval": None, "trainer.check_val_every_n_epoch": None,
+        "data.init_args.batch_size": pr["batch"],
+    }, pr["teacher_steps"])
+    loss = last_metric(ctx, "teacher", "train/loss", "train/loss_step")
+    return f"teacher trained ({pr['teacher_steps']} steps, final loss {loss if loss is None else round(loss, 3)})"
+
+
+def stage_tokenizer(ctx: Ctx) -> str:
+    pr = ctx.profile
+    fit(ctx, "arm-tokenizer", "configs/tokenizer/shapes-quickstart.yaml", "tokenizer", {
+        "trainer.max_steps": pr["tokenizer_steps"], "trainer.limit_val_batches": pr["val_batches"],
+        "trainer.val_check_interval": None, "data.init_args.batch_size": pr["batch"],
+    }, pr["tokenizer_steps"])
+    psnr = last_metric(ctx, "tokenizer", "val/psnr")
+    usage = last_metric(ctx, "tokenizer", "val/codebook_usage", "train/codebook_usage")
+    return f"tokenizer exported to {ctx.p('tokenizer')} (val PSNR {psnr}, codebook usage {usage})"
+
+
+def stage_tokens(ctx: Ctx) -> str:
+    pr = ctx.profile
+    cmd = [str(BIN / "arm-data"), "pretokenize", "--tokenizer", str(ctx.p("tokenizer")),
+           "--source", "shapes:train", "--out", str(ctx.p("tokens")), "--count", str(pr["pretok_count"]),
+           "--shard-size", str(pr["shard_size"])]
+    run(cmd, ctx.p("logs", "tokens.log"), ctx.threads)
+    manifest = json.loads(ctx.p("tokens", "manifest.json").read_text())
+    return f"pre-tokenized {pr['pretok_count']} scenes into {len(manifest.get('shards', []))} shards"
+
+
+def stage_lm(ctx: Ctx) -> str:
+    pr = ctx.profile
+    fit(ctx, "arm-lm", "configs/lm/shapes-quickstart.yaml", "lm", {
+        "trainer.max_steps": pr["lm_steps"], "trainer.limit_val_batches": pr["val_batches"],
+        "trainer.val_check_interval": None, "data.init_args.batch_size": pr["lm_batch"],
+    }, pr["lm_steps"])
+    loss = last_metric(ctx, "lm", "train/loss", "train/loss_step")
+    return f"LM exported to {ctx.p('lm')} ({pr['lm_steps']} steps, final train loss {loss})"
+
+
+def evaluate(ctx: Ctx, lm_dir: Path, out: Path, log: str) -> dict:
+    pr = ctx.profile
+    cmd = [str(BIN / "arm-lm"), "evaluate", "--lm", str(lm_dir), "--tokenizer", str(ctx.p("tokenizer")),
+           "--split", "heldout", "--n", str(pr["eval_n"]), "--cfg", *map(str, pr["eval_cfg"]),
+           "--out", str(out)]
+    run(cmd, ctx.p("logs", log), ctx.threads)
+    return json.loads(out.read_text())
+
+
+def stage_eval_sft(ctx: Ctx) -> str:
+    m = evaluate(ctx, ctx.p("lm"), ctx.p("eval", "sft.json"), "eval_sft.log")
+    return "SFT evaluated: " + headline(m)
+
+
+def stage_rl(ctx: Ctx) -> str:
+    pr = ctx.profile
+    fit(ctx, "arm-rl", "configs/rl/shapes-multitask-grpo.yaml", "rl", {
+        "trainer.max_steps": pr["rl_steps"],
+    }, pr["rl_steps"])
+    reward = last_metric(ctx, "rl", "train/reward_mean", "train/reward/mean")
+    return f"RL policy exported to {ctx.p('rl')} ({pr['rl_steps']} steps, last reward mean {reward})"
+
+
+def stage_eval_rl(ctx: Ctx) -> str:
+    m = evaluate(ctx, ctx.p("rl"), ctx.p("eval", "rl.json"), "eval_rl.log")
+    return "RL evaluated: " + headline(m)
+
+
+def stage_report(ctx: Ctx) -> str:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from demo_report import write_report
+
+    path = write_report(ctx.out, ROOT, profile=ctx.name)
+    return f"report written to {path}"
+
+
+def headline(metrics: dict) -> str:
+    s = metrics.get("summary", metrics)
+    parts = []
+    for key in ("t2i_overall", "vqa_accuracy", "edit_adherence", "edit_consistency"):
+        if key in s and isinstance(s[key], (int, float)):
+            parts.append(f"{key} {s[key]:.3f}")
+    return ", ".join(parts) or json.dumps(s)[:200]
+
+
+STAGES: list[tuple[str, Callable[[Ctx], str], list[str]]] = [
+    ("teacher", stage_teacher, ["teacher/image_tower.safetensors", "teacher/teacher.json"]),
+    ("tokenizer", stage_tokenizer, ["tokenizer/model.safetensors", "tokenizer/config.json"]),
+    ("tokens", stage_tokens, ["tokens/manifest.json"]),
+    ("lm", stage_lm, ["lm/model.safetensors", "lm/config.json"]),
+    ("eval_sft", stage_eval_sft, ["eval/sft.json"]),
+    ("rl", stage_rl, ["rl/model.safetensors", "rl/config.json"]),
+    ("eval_rl", stage_eval_rl, ["eval/rl.json"]),
+    ("report", stage_report, ["report.html", "metrics.json"]),
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run the ARM pipeline on ShapesWorld.")
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="small")
+    parser.add_argument("--fast", action="store_true", help="shorthand for --profile fast")
+    parser.add_argument("--out", default=None, help="output directory (default runs/demo, runs/demo-fast)")
+    parser.add_argument("--only", nargs="*", help="run only these stages (their inputs must exist)")
+    parser.add_argument("--force", nargs="*", default=[], help="re-run these stages even if complete")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    args = parser.parse_args(argv)
+    name = "fast" if args.fast else args.profile
+    out = Path(args.out or ("runs/demo-fast" if name == "fast" else "runs/demo"))
+    out = out if out.is_absolute() else ROOT / out
+    ctx = Ctx(out=out, profile=copy.deepcopy(PROFILES[name]), name=name, threads=args.threads)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"ARM demo, profile '{name}', output {out}")
+    start = time.time()
+    for i, (stage, fn, outputs) in enumerate(STAGES, 1):
+        if args.only and stage not in args.only:
+            continue
+        marker = ctx.p("stages", f"{stage}.json")
+        complete = marker.exists() and all(ctx.p(o).exists() for o in outputs)
+        if complete and stage not in args.force and "all" not in args.force:
+            print(f"[{i}/{len(STAGES)}] {stage}: complete, skipped ({json.loads(marker.read_text())['summary']})")
+            continue
+        print(f"[{i}/{len(STAGES)}] {stage} ...", flush=True)
+        t0 = time.time()
+        if stage in args.force and stage != "report":
+            shutil.rmtree(ctx.p(f"{stage}-ckpt"), ignore_errors=True)
+        summary = fn(ctx)
+        missing = [o for o in outputs if not ctx.p(o).exists()]
+        if missing:
+            raise SystemExit(f"stage {stage} finished but did not write {missing}")
+        seconds = round(time.time() - t0, 1)
+        atomic_write(marker, json.dumps({"stage": stage, "seconds": seconds, "summary": summary,
+                                         "profile": name}, indent=2))
+        print(f"[{i}/{len(STAGES)}] {stage}: {summary} ({seconds:.0f} s)", flush=True)
+    print(f"done in {time.time() - start:.0f} s; open {ctx.p('report.html')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
