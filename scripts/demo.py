@@ -148,6 +148,8 @@ def derived_config(ctx: Ctx, source: str, stage: str, overrides: dict, ckpt_ever
 
 
 def fit(ctx: Ctx, script: str, source: str, stage: str, overrides: dict, steps: int) -> None:
+    # ~50 logged points per curve whatever the profile's length
+    overrides = {"trainer.log_every_n_steps": max(1, min(25, steps // 50)), **overrides}
     config = derived_config(ctx, source, stage, overrides, ckpt_every=max(1, min(200, steps // 4)))
     cmd = [str(BIN / script), "fit", "--config", str(config)]
     last = ctx.p(f"{stage}-ckpt", "last.ckpt")
@@ -204,6 +206,10 @@ def stage_tokens(ctx: Ctx) -> str:
            "--source", "shapes:train", "--out", str(ctx.p("tokens")), "--count", str(pr["pretok_count"]),
            "--shard-size", str(pr["shard_size"])]
     run(cmd, ctx.p("logs", "tokens.log"), ctx.threads)
+    # The text tokenizer is trained on the shards' own texts (captions, questions, answers,
+    # instructions), so every text the LM sees is covered.
+    run([str(BIN / "arm-data"), "train-text-tokenizer", "--shards", str(ctx.p("tokens"))],
+        ctx.p("logs", "tokens.log"), ctx.threads)
     manifest = json.loads(ctx.p("tokens", "manifest.json").read_text())
     return f"pre-tokenized {pr['pretok_count']} scenes into {len(manifest.get('shards', []))} shards"
 
@@ -255,18 +261,24 @@ def stage_report(ctx: Ctx) -> str:
 
 
 def headline(metrics: dict) -> str:
-    s = metrics.get("summary", metrics)
+    """One line from arm-lm evaluate's summary (held-out split, best guidance scale)."""
+    s = metrics.get("summary", {})
     parts = []
-    for key in ("t2i_overall", "vqa_accuracy", "edit_adherence", "edit_consistency"):
-        if key in s and isinstance(s[key], (int, float)):
-            parts.append(f"{key} {s[key]:.3f}")
-    return ", ".join(parts) or json.dumps(s)[:200]
+    if "t2i" in s:
+        parts.append(f"T2I overall {s['t2i']['best']:.3f} (CFG {s['t2i']['best_scale']}; "
+                     f"{s['t2i']['cfg1'] if s['t2i']['cfg1'] is None else round(s['t2i']['cfg1'], 3)} at CFG 1)")
+    if "vqa" in s:
+        parts.append("VQA " + ", ".join(f"{k} {v:.3f}" for k, v in s["vqa"].items() if v is not None))
+    if "edit" in s:
+        b = s["edit"]["best"]
+        parts.append(f"edit adherence {b['adherence']:.3f} / consistency {b['consistency']:.3f}")
+    return "; ".join(parts)
 
 
 STAGES: list[tuple[str, Callable[[Ctx], str], list[str]]] = [
     ("teacher", stage_teacher, ["teacher/image_tower.safetensors", "teacher/teacher.json"]),
     ("tokenizer", stage_tokenizer, ["tokenizer/model.safetensors", "tokenizer/config.json"]),
-    ("tokens", stage_tokens, ["tokens/manifest.json"]),
+    ("tokens", stage_tokens, ["tokens/manifest.json", "tokens/text_tokenizer.model"]),
     ("lm", stage_lm, ["lm/model.safetensors", "lm/config.json"]),
     ("eval_sft", stage_eval_sft, ["eval/sft.json"]),
     ("rl", stage_rl, ["rl/model.safetensors", "rl/config.json"]),

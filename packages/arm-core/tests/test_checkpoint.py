@@ -7,12 +7,11 @@ import shutil
 
 import pytest
 import torch
-
 from arm_core.checkpoint import CheckpointError, load_lm, read_lm_config, save_lm
 from arm_core.config import Config
 from arm_core.model import GPT
 from arm_data.text_tokenizer import TextTokenizer
-from arm_data.vocab import VocabLayout, VocabError
+from arm_data.vocab import VocabError, VocabLayout
 
 TEXTS = ["a red circle left of a blue square", "what color is the star?", "make it green"] * 5
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
 from arm_core.caption_lm import ArmCaptionLM
 from arm_core.checkpoint import save_lm
 from arm_core.config import Config
@@ -51,7 +50,7 @@ def test_nll_equals_understanding_sequence(lm_dir) -> None:
     loss = cap.caption_loss(prefix, captions)
     # reference: the same sequences through the normal token path
     nll, n = 0.0, 0
-    for c, t in zip(codes, captions):
+    for c, t in zip(codes, captions, strict=True):
         seq = und_sequence(layout, ImageTokens(c, 2, 2), text.encode("describe the image."),
                            text.encode(t))
         ids, mask = seq.as_tensors()
@@ -76,3 +75,17 @@ def test_bad_prefix(lm_dir) -> None:
         cap.caption_loss(torch.zeros(1, 4, 32), ["a", "b"])
     with pytest.raises(ValueError, match="not found"):
         ArmCaptionLM("/nonexistent/lm")
+
+
+def test_drives_arm_tokenizer_caption_loss(lm_dir) -> None:
+    """arm-tokenizer's L_cap with arm-core's LM as the frozen captioner (built by registry name)."""
+    from arm_tokenizer.losses.caption import CaptionLoss
+
+    cap_lm = registry.create("caption_lm", "arm_lm", lm_dir=str(lm_dir[0]))
+    loss = CaptionLoss(caption_lm=cap_lm, in_dim=8)
+    feats = torch.randn(2, 4, 8, requires_grad=True)
+    value = cap_lm.caption_loss(loss.prefix(feats), ["a red circle", "two blue squares"])
+    value.backward()
+    assert torch.isfinite(value) and feats.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in loss.adapter.parameters())
+    assert all(p.grad is None for p in cap_lm.parameters())

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from arm_core.checkpoint import load_lm
 from arm_core.cli import EXTRA_COMMANDS
 from arm_tokenizer.cli_base import run_cli

@@ -6,8 +6,6 @@ import json
 
 import pytest
 import torch
-from PIL import Image
-
 from arm_core.evaluate import (
     evaluate_edit_split,
     evaluate_pipelines,
@@ -18,6 +16,7 @@ from arm_core.evaluate import (
 )
 from arm_core.pipelines import Edit, TextToImage, Understand
 from arm_data.shapes import ShapesWorld
+from PIL import Image
 
 
 class _Vis:

@@ -8,11 +8,10 @@ import lightning.pytorch as pl
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
-
 from arm_core.checkpoint import load_lm
 from arm_core.lightning_module import BlockFSDPStrategy, LMTrainer, lm_loss, warmup_cosine
 from arm_data.vocab import VocabLayout
+from torch.utils.data import DataLoader, Dataset
 
 LAYOUT = VocabLayout(text_vocab_size=20, codebook_size=16, max_grid_h=4, max_grid_w=4)
 
@@ -131,7 +130,7 @@ def test_warmup_cosine() -> None:
     assert vals[0] == pytest.approx(0.25) and vals[3] == pytest.approx(1.0)
     assert vals[4] == pytest.approx(1.0)
     assert vals[20] == pytest.approx(0.1)
-    assert all(a >= b for a, b in zip(vals[4:], vals[5:]))
+    assert all(a >= b for a, b in zip(vals[4:], vals[5:], strict=False))
     mid = warmup_cosine(12, 4, 20, 0.0)
     assert mid == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
 
@@ -278,3 +277,22 @@ def test_resume_with_arm_data_token_module(tmp_path) -> None:
     _trainer(tmp_path / "c", max_steps=6).fit(resumed, datamodule=dm(), ckpt_path=str(ckpt))
     for k, v in straight.model.state_dict().items():
         assert torch.equal(v, resumed.model.state_dict()[k]), k
+
+
+def test_load_from_checkpoint_and_vocab_mismatch_on_resume(tmp_path) -> None:
+    m = _module(max_steps=2)
+    ckpt = _fit_interrupted(tmp_path / "a", m, DM(), 2)
+    # no data module: the vocabulary comes from the checkpoint
+    back = LMTrainer.load_from_checkpoint(ckpt)
+    assert back.config == m.config and back.layout == LAYOUT
+    for k, v in m.model.state_dict().items():
+        assert torch.equal(v, back.model.state_dict()[k])
+
+    class OtherVocab(DM):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layout = VocabLayout(text_vocab_size=24, codebook_size=16, max_grid_h=4, max_grid_w=4)
+
+    with pytest.raises(ValueError, match=r"differs from the one built now in \['image_offset'.*same data"):
+        _trainer(tmp_path / "b", max_steps=4).fit(_module(max_steps=4), datamodule=OtherVocab(),
+                                                  ckpt_path=str(ckpt))

@@ -195,3 +195,10 @@ def test_low_precision_cast_keeps_rope_frequencies_fp32():
     assert model.inv_freq.dtype == torch.float32
     out = model(torch.randint(0, 96, (1, 5)))
     assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
+
+
+def test_registered_under_arm_lms():
+    from arm_tokenizer import registry
+    assert registry.get("lm", "gpt") is GPT
+    model = registry.create("lm", "gpt", config=Config.from_name("tiny"))
+    assert isinstance(model, GPT) and model.config.name == "tiny"

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from PIL import Image
-
 from arm_core.checkpoint import load_lm, save_lm
 from arm_core.config import Config
 from arm_core.lightning_module import lm_loss
@@ -23,6 +21,7 @@ from arm_tokenizer.projections import LinearProjection
 from arm_tokenizer.quantizers.fsq import FSQQuantizer
 from arm_tokenizer.testing.toys import ToyDecoder
 from arm_tokenizer.tokenizer import VisualTokenizer
+from PIL import Image
 
 CAPTIONS = ["a red circle", "a blue square"]
 QUESTION = "what color is it?"
@@ -77,7 +76,10 @@ def setup(tmp_path_factory):
         loss.backward()
         opt.step()
     assert loss.item() < 0.05
-    save_lm(root / "lm", model, cfg, layout=layout, text_tokenizer=root / "tt")
+    vis.save_pretrained(root / "tok")
+    save_lm(root / "lm", model, cfg, layout=layout, text_tokenizer=root / "tt",
+            visual_tokenizer_dir=root / "tok")
+    save_lm(root / "lm-noref", model, cfg, layout=layout, text_tokenizer=root / "tt")
     lm = load_lm(root / "lm")
     return dict(lm=lm, vis=vis, codes=codes, imgs=imgs, layout=layout, root=root)
 
@@ -153,9 +155,35 @@ def test_from_pretrained_checks_tokenizer_vocabulary(setup, monkeypatch) -> None
     monkeypatch.setattr(tk.VisualTokenizer, "from_pretrained", classmethod(lambda cls, d: other))
     with pytest.raises(ValueError, match=r"has 8 codes but the LM .* 16"):
         TextToImage.from_pretrained(setup["root"] / "lm", tokenizer_dir=setup["root"])
-    monkeypatch.setattr(tk.VisualTokenizer, "from_pretrained",
-                        classmethod(lambda cls, d: setup["vis"]))
-    pipe = TextToImage.from_pretrained(setup["root"] / "lm", tokenizer_dir=setup["root"])
-    assert torch.equal(pipe(CAPTIONS, temperature=0, return_codes=True)[1], setup["codes"])
     with pytest.raises(ValueError, match="no visual tokenizer found"):
-        load_lm(setup["root"] / "lm").load_visual_tokenizer()
+        load_lm(setup["root"] / "lm-noref").load_visual_tokenizer()
+
+
+def test_from_pretrained_and_cli(setup, tmp_path, capsys) -> None:
+    """The exported LM + the tokenizer it references, loaded from disk (and via `arm-lm generate`)."""
+    from arm_core.cli import EXTRA_COMMANDS
+
+    pipe = TextToImage.from_pretrained(setup["root"] / "lm")      # tokenizer: the referenced one
+    assert torch.equal(pipe(CAPTIONS, temperature=0, return_codes=True)[1], setup["codes"])
+    gen = EXTRA_COMMANDS["generate"]
+    assert gen(["t2i", "--lm", str(setup["root"] / "lm"), "--prompt", *CAPTIONS,
+                "--temperature", "0", "--cfg", "1.5", "--out", str(tmp_path / "out")]) == 0
+    files = sorted((tmp_path / "out").glob("*.png"))
+    assert len(files) == 2 and Image.open(files[0]).size == (32, 32)
+    setup["imgs"][0].save(tmp_path / "red.png")
+    assert gen(["understand", "--lm", str(setup["root"] / "lm"), "--image", str(tmp_path / "red.png"),
+                "--prompt", QUESTION]) == 0
+    assert "A: red" in capsys.readouterr().out
+
+
+def test_from_model_in_memory(setup) -> None:
+    """RL and the demo wrap a live model without exporting it."""
+    lm = setup["lm"]
+    pipe = TextToImage.from_model(lm.model, setup["layout"], lm.text_tokenizer_path, setup["vis"])
+    assert torch.equal(pipe(CAPTIONS, temperature=0, return_codes=True)[1], setup["codes"])
+    from arm_data.vocab import VocabLayout
+
+    other = VocabLayout(text_vocab_size=setup["layout"].text_vocab_size + 1, codebook_size=16,
+                        max_grid_h=8, max_grid_w=8)
+    with pytest.raises(ValueError, match="not the layout's"):
+        Understand.from_model(lm.model, other, lm.text_tokenizer_path, setup["vis"])

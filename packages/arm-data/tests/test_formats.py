@@ -3,7 +3,6 @@
 import random
 
 import pytest
-
 from arm_data.formats import (
     ConditionDropout,
     ImageTokens,
@@ -37,7 +36,7 @@ def test_t2i_layout_and_loss():
     assert names(s.input_ids) == ["<bos>", "<t2i>", "text:10", "text:11", "<h=2>", "<w=3>", "<boi>",
                                   *[f"img:{c}" for c in IMG.codes], "<eoi>", "<eos>"]
     # loss exactly on the codes, <eoi> and <eos>
-    assert [n for n, m in zip(names(s.input_ids), s.loss_mask) if m] == [f"img:{c}" for c in IMG.codes] + ["<eoi>", "<eos>"]
+    assert [n for n, m in zip(names(s.input_ids), s.loss_mask, strict=True) if m] == [f"img:{c}" for c in IMG.codes] + ["<eoi>", "<eos>"]
     all_loss = t2i_sequence(L, [10, 11], IMG, loss_on_all=True)
     assert all_loss.loss_mask == [False] + [True] * (len(s) - 1)
 
@@ -51,7 +50,7 @@ def test_prompts_are_prefixes_of_training_sequences():
     u = und_sequence(L, IMG, [20, 21], [30])
     up = und_prompt(L, IMG, [20, 21])
     assert u.input_ids[:len(up)] == up and names(up)[-1] == "<assistant>"
-    assert [n for n, m in zip(names(u.input_ids), u.loss_mask) if m] == ["text:30", "<eos>"]
+    assert [n for n, m in zip(names(u.input_ids), u.loss_mask, strict=True) if m] == ["text:30", "<eos>"]
 
     e = edit_sequence(L, IMG, [40], TGT)
     ep = edit_prompt(L, IMG, [40])
@@ -82,7 +81,7 @@ def test_output_grid_can_differ_and_dropped_source_needs_grid():
 
 def test_conversation_loss_on_every_answer():
     s = conversation_sequence(L, IMG, [("user", [1]), ("assistant", [2, 3]), ("user", [4]), ("assistant", [5])])
-    assert [n for n, m in zip(names(s.input_ids), s.loss_mask) if m] == ["text:2", "text:3", "<eos>", "text:5", "<eos>"]
+    assert [n for n, m in zip(names(s.input_ids), s.loss_mask, strict=True) if m] == ["text:2", "text:3", "<eos>", "text:5", "<eos>"]
     with pytest.raises(ValueError, match="alternate"):
         conversation_sequence(L, IMG, [("assistant", [1]), ("user", [2])])
 

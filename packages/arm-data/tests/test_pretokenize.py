@@ -4,7 +4,6 @@ import json
 
 import pytest
 import torch
-
 from arm_data.errors import BadSampleError, ErrorPolicy
 from arm_data.pretokenize import PatchColorTokenizer, RawRecord, pretokenize
 from arm_data.shards import Manifest, ShardError, iter_records, open_shards, read_shard, shard_name
@@ -154,3 +153,71 @@ def test_patch_color_tokenizer_round_trip():
     rec = TOK.decode(codes)
     assert rec.shape == x.shape and (rec - x).abs().max() <= 2 / 4 / 2 + 1e-6  # within half a bin
     assert torch.equal(TOK.encode(rec), codes)
+
+
+def test_jsonl_dataset_source(tmp_path):
+    """A real dataset path (JSONL manifest, arm_data.datasets) with all three tasks and a corrupt image."""
+    import numpy as np
+    from arm_data.pretokenize import make_source
+    from PIL import Image
+
+    root = tmp_path / "ds"
+    (root / "img").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for name in ("a", "b", "c"):
+        arr = rng.integers(0, 256, (24, 20, 3), dtype=np.uint8)  # not the tokenizer's size: resized + cropped
+        Image.fromarray(arr).save(root / "img" / f"{name}.png")
+        arrays[name] = arr
+    (root / "img" / "broken.png").write_bytes(b"\x89PNG truncated")
+    lines = [
+        {"task": "pair", "image": "img/a.png", "text": "first", "key": "p0"},
+        {"task": "pair", "image": "img/broken.png", "text": "bad", "key": "p1"},
+        {"task": "vqa", "image": "img/b.png", "question": "q?", "answer": "yes", "key": "v0"},
+        {"task": "edit", "source": "img/b.png", "target": "img/c.png", "instruction": "swap", "key": "e0"},
+    ]
+    (root / "manifest.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    src = make_source(str(root), ["pair", "vqa", "edit"], None)
+    assert len(src) == 4
+    policy = ErrorPolicy(min_samples=0, max_skip_fraction=0.5)
+    with pytest.warns(UserWarning, match="broken.png"):
+        m = pretokenize(TOK, src, tmp_path / "out", shard_size=2, batch_size=2, num_workers=0, progress=False,
+                        policy=policy)
+    assert m.settings["source"]["kind"] == "jsonl" and policy.num_skipped == 1
+    recs = {r.key: r for r in iter_records(tmp_path / "out")}
+    assert set(recs) == {"p0", "v0", "e0"}
+    assert recs["v0"].texts == {"question": "q?", "answer": "yes"} and recs["e0"].texts == {"instruction": "swap"}
+    from arm_tokenizer.images import ImageTransform, pil_to_tensor
+
+    def expect(name):
+        img = ImageTransform((16, 16), crop="center")(Image.fromarray(arrays[name]))
+        return TOK.encode(pil_to_tensor(img).unsqueeze(0))[0].tolist()
+
+    assert recs["p0"].image.codes == expect("a")
+    assert recs["e0"].source.codes == expect("b") == recs["v0"].image.codes
+    assert recs["e0"].target.codes == expect("c")
+
+
+def test_webdataset_source(tmp_path):
+    import io
+    import tarfile
+
+    import numpy as np
+    from arm_data.pretokenize import make_source
+    from PIL import Image
+
+    shards = tmp_path / "wds"
+    shards.mkdir()
+    with tarfile.open(shards / "shard-000000.tar", "w") as tar:
+        for i in range(3):
+            buf = io.BytesIO()
+            Image.fromarray(np.full((16, 16, 3), 90 * i, np.uint8)).save(buf, format="PNG")
+            for name, data in ((f"s{i}.png", buf.getvalue()), (f"s{i}.txt", f"gray {i}".encode())):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    src = make_source(str(shards), ["pair"], None)
+    m = pretokenize(TOK, src, tmp_path / "out", shard_size=2, num_workers=0, progress=False)
+    recs = list(iter_records(tmp_path / "out"))
+    assert m.settings["source"]["kind"] == "wds" and [r.texts["text"] for r in recs] == ["gray 0", "gray 1", "gray 2"]
+    assert len({tuple(r.image.codes) for r in recs}) == 3

@@ -5,7 +5,6 @@ import shutil
 
 import pytest
 import torch
-
 from arm_data.datamodules.tokens import TokenDataModule
 from arm_data.formats import find_images
 from arm_data.pretokenize import cli_main

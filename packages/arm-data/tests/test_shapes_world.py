@@ -206,3 +206,15 @@ def test_invalid_edit_is_rejected():
         apply_edit(spec, EditSpec("remove", index=3))
     with pytest.raises(ValueError, match="unknown edit kind"):
         EditSpec("explode")
+
+
+def test_overlap_option():
+    plain = ShapesWorld("train", seed=0)
+    over = ShapesWorld("train", seed=0, allow_overlap=True)
+    overlapping = 0
+    for i in range(150):
+        spec = over.spec(i)
+        overlapping += any(not fits(o, [p for j, p in enumerate(spec.objects) if j != k])
+                           for k, o in enumerate(spec.objects))
+    assert overlapping > 0
+    assert plain.spec(0) == ShapesWorld("train", seed=0).spec(0)

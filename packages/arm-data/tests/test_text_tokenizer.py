@@ -3,7 +3,6 @@
 import hashlib
 
 import pytest
-
 from arm_data.text_tokenizer import TextTokenizer
 
 CORPUS = [f"a {size} {color} {shape} {rel} the {c2} {s2}"

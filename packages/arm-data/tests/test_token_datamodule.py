@@ -5,7 +5,6 @@ import hashlib
 import lightning.pytorch as pl
 import pytest
 import torch
-
 from arm_data.datamodules.tokens import IGNORE_INDEX, TokenDataModule, doc_length
 from arm_data.formats import TASKS
 from arm_data.pretokenize import PatchColorTokenizer, RawRecord, pretokenize
@@ -146,7 +145,7 @@ def test_deterministic_and_seed_dependent(data_dir):
     a = batches(make(data_dir).train_dataloader(), 3)
     b = batches(make(data_dir).train_dataloader(), 3)
     c = batches(make(data_dir, seed=1).train_dataloader(), 3)
-    assert all(same(x, y) for x, y in zip(a, b))
+    assert all(same(x, y) for x, y in zip(a, b, strict=True))
     assert not same(a[0], c[0])
     # epochs differ from each other
     dm = make(data_dir)
@@ -183,7 +182,7 @@ def test_condition_dropout(data_dir):
 def test_val_split_is_fixed_and_held_out(data_dir):
     dm = make(data_dir, val_batches=2)
     v1, v2 = batches(dm.val_dataloader()), batches(dm.val_dataloader())
-    assert len(v1) == 2 and all(same(a, b) for a, b in zip(v1, v2))
+    assert len(v1) == 2 and all(same(a, b) for a, b in zip(v1, v2, strict=True))
     train_caps = {tuple(d[0]) for d in dm._train.corpus.docs["t2i"]}
     val_caps = {tuple(d[0]) for d in dm._val.corpus.docs["t2i"]}
     assert val_caps and not (train_caps & val_caps)  # every caption names its scene number
@@ -199,7 +198,7 @@ def test_manual_resume_mid_epoch(data_dir):
         dm2 = make(data_dir, num_workers=workers)
         dm2.load_state_dict(state)
         rest = batches(dm2.train_dataloader())
-        assert len(rest) == len(full) - 3 and all(same(a, b) for a, b in zip(rest, full[3:]))
+        assert len(rest) == len(full) - 3 and all(same(a, b) for a, b in zip(rest, full[3:], strict=True))
         # the next epoch after the resumed one is epoch 1, as without interruption
         assert same(next(iter(dm2.train_dataloader())), make(data_dir).batch(1, 0))
 

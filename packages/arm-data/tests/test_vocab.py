@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from arm_data.vocab import DEFAULT_SPECIAL_TOKENS, VocabError, VocabLayout
 
 

@@ -7,8 +7,6 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from arm_tokenizer import registry
 from arm_tokenizer.losses.base import LossInputs
 from arm_tokenizer.losses.caption import CaptionLoss
@@ -17,6 +15,7 @@ from arm_tokenizer.losses.siglip import SigLIPLoss, caption_match_labels, sigmoi
 from arm_tokenizer.teachers.base import CaptionLM
 from arm_tokenizer.teachers.frozen import TeacherCaptionLM, TeacherTextEncoder
 from arm_tokenizer.teachers.toy import build_toy_teacher, toy_batch
+from torch import nn
 
 
 @pytest.fixture(scope="module")
@@ -162,3 +161,10 @@ def test_losses_are_registered():
     assert registry.get("tokenizer_loss", "feature_loss") is FeatureLoss
     assert registry.get("tokenizer_loss", "siglip_loss") is SigLIPLoss
     assert registry.get("tokenizer_loss", "caption_loss") is CaptionLoss
+
+
+@pytest.mark.parametrize("cls", [FeatureLoss, SigLIPLoss, CaptionLoss])
+def test_semantic_losses_honour_the_loss_contract(cls):
+    from arm_tokenizer.testing.contracts import check_tokenizer_loss, example_instance
+
+    check_tokenizer_loss(example_instance(cls))

@@ -154,12 +154,19 @@ def test_warmup_cosine_schedule():
 
 
 def test_callbacks_export_and_fixed_grid(tmp_path):
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     module = _module()
-    trainer = _trainer(tmp_path, steps=2, callbacks=[ExportTokenizer(str(tmp_path / "cb"), every_n_val=1),
-                                                      ReconstructionGrid(num_images=2)])
+    loggers = [CSVLogger(str(tmp_path), name="logs"), TensorBoardLogger(str(tmp_path), name="tb")]
+    trainer = _trainer(tmp_path, steps=2, logger=loggers,
+                       callbacks=[ExportTokenizer(str(tmp_path / "cb"), every_n_val=1), ReconstructionGrid(num_images=2)])
     trainer.fit(module, _loader(), _loader())
     assert (tmp_path / "cb" / "model.safetensors").is_file()
     assert list(tmp_path.glob("logs/version_*/images/val_fixed_reconstructions_step*.png"))
+    events = EventAccumulator(str(next(tmp_path.glob("tb/version_*"))))
+    events.Reload()
+    assert {"val/reconstructions", "val/fixed_reconstructions"} <= set(events.Tags()["images"])
     grid = make_grid(torch.zeros(3, 3, 4, 4), ncol=2, pad=1)
     assert grid.shape == (2 * 5 + 1, 2 * 5 + 1, 3) and grid.dtype.name == "uint8"
 

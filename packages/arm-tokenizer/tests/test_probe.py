@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from arm_tokenizer.probe import (
     fit_linear_probe,
     labels_to_ids,
@@ -101,7 +100,13 @@ def test_pooled_token_embeddings_from_a_real_tokenizer():
 
 def test_ablation_row_end_to_end_on_toy_world(tmp_path):
     """One ablation row through the real TokenizerTrainer, teacher encoder and all four losses."""
-    from arm_tokenizer.experiments.ablation import SceneSet, _train, build_trainer, evaluate, markdown_table
+    from arm_tokenizer.experiments.ablation import (
+        SceneSet,
+        _train,
+        build_trainer,
+        evaluate,
+        markdown_table,
+    )
     from arm_tokenizer.losses.siglip import SigLIPLoss
     from arm_tokenizer.teachers.frozen import TeacherTextEncoder
     from arm_tokenizer.teachers.toy import build_toy_teacher, toy_batch

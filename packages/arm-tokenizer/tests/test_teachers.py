@@ -6,9 +6,6 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file
-from torch.utils.data import DataLoader
-
 from arm_tokenizer import registry
 from arm_tokenizer.teachers.frozen import (
     TEACHER_FILES,
@@ -21,6 +18,8 @@ from arm_tokenizer.teachers.modules import build_image_tower
 from arm_tokenizer.teachers.spm import BOS_ID, EOS_ID, PAD_ID, SpmText, train_spm
 from arm_tokenizer.teachers.toy import TINY_TOWER_KWARGS, build_toy_teacher, toy_batch
 from arm_tokenizer.teachers.trainer import TeacherTrainer
+from safetensors.torch import load_file
+from torch.utils.data import DataLoader
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +54,8 @@ def test_teacher_learns_on_toy_world():
     fixed = toy_batch(32, start=10_000)
     with torch.no_grad():
         before = model.losses(fixed)
-    for step in range(25):
-        out = model.losses(toy_batch(32, start=step * 32))
+    for step in range(20):
+        out = model.losses(toy_batch(24, start=step * 24))
         opt.zero_grad()
         out["loss"].backward()
         opt.step()

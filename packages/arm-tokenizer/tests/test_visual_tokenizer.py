@@ -140,3 +140,12 @@ def test_torch_compile_encode_and_decode_cpu(tok):
     torch.testing.assert_close(enc(x), eager)
     dec = torch.compile(tok.decode_indices, backend="eager", fullgraph=True)
     torch.testing.assert_close(dec(eager, tok.grid), tok.decode(eager))
+
+
+def test_encode_in_training_mode_does_not_touch_ema_codebook():
+    from arm_tokenizer.quantizers.vq import VQQuantizer
+
+    tok = make_tokenizer(VQQuantizer(dim=3, codebook_size=8, threshold_ema_dead_code=0)).train()
+    before = tok.quantizer.codebook.clone()
+    tok.encode(torch.rand(2, 3, 16, 16) * 2 - 1)
+    assert tok.training and torch.equal(tok.quantizer.codebook, before)

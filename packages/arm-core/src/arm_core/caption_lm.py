@@ -28,7 +28,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
 from arm_tokenizer.teachers.base import CaptionLM
 
 __all__ = ["ArmCaptionLM"]
@@ -67,7 +66,7 @@ class ArmCaptionLM(CaptionLM):
         self.requires_grad_(False)
         self.eval()
 
-    def train(self, mode: bool = True) -> "ArmCaptionLM":
+    def train(self, mode: bool = True) -> ArmCaptionLM:
         return super().train(False)  # frozen teacher: always eval
 
     def _grid(self, n: int) -> tuple[int, int]:

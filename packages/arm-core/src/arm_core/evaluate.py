@@ -90,7 +90,7 @@ def evaluate_t2i_split(pipe: TextToImage, split: str, n: int, scale: float, *, s
     scores, strict = [], []
     kinds: dict[str, list[float]] = defaultdict(list)
     groups: dict[str, list[float]] = defaultdict(list)
-    for s, im in zip(samples, images):
+    for s, im in zip(samples, images, strict=True):
         r = evaluate_t2i(im, s.spec, check=s.caption_attributes)
         scores.append(r.score)
         strict.append(float(r.strict))
@@ -103,7 +103,7 @@ def evaluate_t2i_split(pipe: TextToImage, split: str, n: int, scale: float, *, s
         "by_objects": {g: {"n": len(v), "overall": _mean(v)} for g, v in sorted(groups.items())},
     }
     if keep_images:
-        out["_samples"] = [(s.caption, im) for s, im in zip(samples[:keep_images], images)]
+        out["_samples"] = [(s.caption, im) for s, im in zip(samples[:keep_images], images, strict=False)]
     return out
 
 
@@ -123,15 +123,15 @@ def evaluate_vqa_split(pipe: Understand, split: str, n: int, *, data_seed: int =
             kinds.append(qa.kind)
     preds = pipe(images, questions, max_new_tokens=max_new_tokens, temperature=0.0,
                  batch_size=batch_size, progress=progress)
-    correct = [float(normalize_answer(p) == normalize_answer(a)) for p, a in zip(preds, answers)]
+    correct = [float(normalize_answer(p) == normalize_answer(a)) for p, a in zip(preds, answers, strict=True)]
     by_kind: dict[str, list[float]] = defaultdict(list)
-    for k, c in zip(kinds, correct):
+    for k, c in zip(kinds, correct, strict=True):
         by_kind[k].append(c)
     out: dict[str, Any] = {"n": len(correct), "accuracy": _mean(correct),
                            "by_kind": {k: _mean(v) for k, v in sorted(by_kind.items())}}
     if keep_examples:
         out["examples"] = [{"question": q, "answer": a, "prediction": p}
-                           for q, a, p in list(zip(questions, answers, preds))[:keep_examples]]
+                           for q, a, p in list(zip(questions, answers, preds, strict=True))[:keep_examples]]
     return out
 
 
@@ -150,7 +150,7 @@ def evaluate_edit_split(pipe: Edit, split: str, n: int, text_scale: float, image
                 seed=seed, batch_size=batch_size, progress=progress)
     adh, con = [], []
     by_kind: dict[str, dict[str, list[float]]] = defaultdict(lambda: {"adherence": [], "consistency": []})
-    for t, src, im in zip(trips, sources, outs):
+    for t, src, im in zip(trips, sources, outs, strict=True):
         r = evaluate_edit(im, t.source, t.target, edit=t.edit, source_image=src)
         adh.append(r.adherence)
         con.append(r.consistency)
@@ -165,7 +165,7 @@ def evaluate_edit_split(pipe: Edit, split: str, n: int, text_scale: float, image
     }
     if keep_images:
         out["_samples"] = [(t.instruction, s, im) for t, s, im in
-                           zip(trips[:keep_images], sources, outs)]
+                           zip(trips[:keep_images], sources, outs, strict=False)]
     return out
 
 

@@ -251,6 +251,19 @@ class LMTrainer(pl.LightningModule):
             self._apply_activation_checkpointing()
         self.__dict__["_forward"] = torch.compile(self.model) if self.hparams.compile else self.model
 
+    def _rebuild(self, config: Config, layout: dict[str, Any] | None) -> None:
+        from arm_core.model import GPT
+
+        self.config = config
+        if layout is not None:
+            from arm_data.vocab import VocabLayout
+
+            self.layout = VocabLayout.from_dict(layout)
+        self.model = GPT(config)
+        if self.hparams.activation_checkpointing:
+            self._apply_activation_checkpointing()
+        self.__dict__["_forward"] = torch.compile(self.model) if self.hparams.compile else self.model
+
     def _from_hf(self, hf_dir: str, layout: Any | None) -> tuple[torch.nn.Module, Config]:
         """Load a HF Qwen2/Llama text LM and extend its vocabulary to the layout's."""
         from arm_core import hf
@@ -364,6 +377,19 @@ class LMTrainer(pl.LightningModule):
             checkpoint["arm_vocab"] = self.layout.to_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("arm_lm_config")
+        if saved is not None and self.config is not None and saved != self.config.to_dict():
+            if self._trainer is None:
+                # load_from_checkpoint: no data module told us the vocabulary; use the saved one
+                self._rebuild(Config.from_dict(saved), checkpoint.get("arm_vocab"))
+            else:
+                diff = sorted(k for k in saved if saved[k] != self.config.to_dict().get(k))
+                raise ValueError(
+                    f"resuming a checkpoint whose model differs from the one built now in {diff} "
+                    f"(checkpoint: {[saved[k] for k in diff]}, now: "
+                    f"{[self.config.to_dict().get(k) for k in diff]}); resume with the same data "
+                    "(text + visual tokenizer, hence vocabulary) and model_overrides, or start a "
+                    "new run initialised from the exported LM")
         rng = checkpoint.get("arm_rng")
         if rng is not None:
             torch.set_rng_state(rng["torch"])

@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -62,7 +62,9 @@ class _Pipeline:
     """Shared loading, prompt checks, batching and image (de)tokenization."""
 
     def __init__(self, lm: LMCheckpoint, visual_tokenizer: Any | None,
-                 device: str | torch.device = "cpu", compile: bool = False) -> None:
+                 device: str | torch.device = "cpu", compile: bool = False,
+                 text_tokenizer: Any | None = None) -> None:
+        """Use :meth:`from_pretrained` (exported dirs) or :meth:`from_model` (in memory)."""
         from arm_data.formats import TaskFormatter
 
         if lm.layout is None:
@@ -71,7 +73,7 @@ class _Pipeline:
         self.lm = lm
         self.layout = lm.layout
         self.model = lm.model.to(device).eval()
-        self.text_tokenizer = lm.load_text_tokenizer()
+        self.text_tokenizer = text_tokenizer if text_tokenizer is not None else lm.load_text_tokenizer()
         if self.text_tokenizer.vocab_size != self.layout.text_vocab_size:
             raise CheckpointError(
                 f"text tokenizer in {lm.directory} has {self.text_tokenizer.vocab_size} ids but the "
@@ -87,7 +89,7 @@ class _Pipeline:
     @classmethod
     def from_pretrained(cls, lm_dir: str | os.PathLike, tokenizer_dir: str | os.PathLike | None = None,
                         device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
-                        compile: bool = False) -> "_Pipeline":
+                        compile: bool = False) -> _Pipeline:
         """Load an exported LM and its visual tokenizer.
 
         Args:
@@ -100,6 +102,32 @@ class _Pipeline:
         lm = load_lm(lm_dir, device=device, dtype=dtype)
         vis = lm.load_visual_tokenizer(tokenizer_dir, device=device)
         return cls(lm, vis, device=device, compile=compile)
+
+    @classmethod
+    def from_model(cls, model: torch.nn.Module, layout: Any, text_tokenizer: Any,
+                   visual_tokenizer: Any | None, device: str | torch.device = "cpu",
+                   compile: bool = False) -> _Pipeline:
+        """Wrap an in-memory model (e.g. an RL policy) without exporting it first.
+
+        Args:
+            model: an ``arm_core.model.GPT`` whose vocabulary is ``layout``'s.
+            layout: the ``VocabLayout``.
+            text_tokenizer: the ``TextTokenizer`` (or a path to its ``.model``).
+            visual_tokenizer: the visual tokenizer (or None for text-only use).
+        """
+        if isinstance(text_tokenizer, (str, os.PathLike)):
+            from arm_data.text_tokenizer import TextTokenizer
+
+            text_tokenizer = TextTokenizer.load(text_tokenizer)
+        cfg = model.config
+        if cfg.vocab_size != layout.total_size or cfg.image_offset != layout.image_offset:
+            raise CheckpointError(f"model vocabulary (vocab_size={cfg.vocab_size}, image_offset="
+                                  f"{cfg.image_offset}) is not the layout's ({layout.total_size}, "
+                                  f"{layout.image_offset}); use the layout the model was trained with")
+        lm = LMCheckpoint(model=model, config=cfg, layout=layout, text_tokenizer_path=None,
+                          visual_tokenizer_dir=None, directory=Path("<in-memory>"))
+        return cls(lm, visual_tokenizer, device=device, compile=compile,
+                   text_tokenizer=text_tokenizer)
 
     # ------------------------------------------------------------------ checks
     @property
@@ -307,7 +335,7 @@ class Edit(_Pipeline):
             raise PipelineError(f"{len(sources)} source images for {len(instr)} instructions; "
                                 "give one image per instruction (or a single image for all)")
         grid = self._check_grid(grid or (sources[0].h, sources[0].w))
-        prompts = [self.formatter.edit_cfg_prompts(s, t, *grid) for s, t in zip(sources, instr)]
+        prompts = [self.formatter.edit_cfg_prompts(s, t, *grid) for s, t in zip(sources, instr, strict=True)]
         full = [p["full"] for p in prompts]
         for i, p in enumerate(prompts):
             self._check_fit(max(len(x) for x in p.values()), grid[0] * grid[1] + 1, i, "edit")
@@ -356,7 +384,7 @@ class Understand(_Pipeline):
         if len(imgs) != len(qs):
             raise PipelineError(f"{len(imgs)} images for {len(qs)} questions; give one image per "
                                 "question (or a single image for all)")
-        prompts = [self.formatter.und_prompt(im, q) for im, q in zip(imgs, qs)]
+        prompts = [self.formatter.und_prompt(im, q) for im, q in zip(imgs, qs, strict=True)]
         for i, p in enumerate(prompts):
             self._check_fit(len(p), max_new_tokens, i, "question")
         constraint = self._constraint()  # image codes are masked outside image spans
@@ -411,7 +439,7 @@ def cli_generate(argv: list[str]) -> int:
     sampling = dict(top_k=a.top_k, top_p=a.top_p, seed=a.seed, batch_size=a.batch_size)
     if a.task == "understand":
         answers = pipe(a.image, a.prompt, temperature=a.temperature or 0.0, **sampling)
-        for q, ans in zip(a.prompt, answers):
+        for q, ans in zip(a.prompt, answers, strict=True):
             print(f"Q: {q}\nA: {ans}")
         return 0
     temp = 1.0 if a.temperature is None else a.temperature

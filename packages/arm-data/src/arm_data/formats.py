@@ -13,7 +13,7 @@ the constrained decoder, know the grid before the first code)::
     IMG(h, w) = <h=h> <w=w> <boi> c_1 c_2 ... c_{h*w} <eoi>        (c_k = image_offset + code)
 
 The four task layouts (``*`` marks tokens with loss; ``|`` marks where a generation
-prompt ends, i.e. everything left of it is the prompt):
+prompt ends, i.e. everything left of it is the prompt)::
 
     t2i  : <bos> <t2i> caption... <h> <w> <boi> | c*... <eoi>* <eos>*
     und  : <bos> <und> IMG(src) <user> question... <assistant> | answer*... <eos>*

@@ -15,7 +15,9 @@ the JSON metadata serialized with sorted keys) holding
 
 * ``codes``  ``int32 (total_codes,)``  all images' codebook indices, concatenated, row-major;
 * ``image_offsets`` ``int64 (n_images + 1,)`` image ``j`` is ``codes[off[j]:off[j+1]]``;
-* ``image_grid`` ``int32 (n_images, 2)`` each image's token grid ``(h, w)``;
+* ``image_grid`` ``int32 (n_images, 2)`` each image's token grid ``(h, w)``; an image
+  shared by several records (a scene's caption, its QA pairs and its edit source) is
+  stored once and referenced by each;
 * metadata ``records``: a JSON list, one object per record::
 
       {"task": "pair", "key": "...", "index": 17, "text": "...", "images": [0], "extra": {...}}
@@ -40,8 +42,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.numpy import load_file, save_file
 from safetensors import safe_open
+from safetensors.numpy import load_file, save_file
 
 from arm_data.formats import ImageTokens
 
@@ -243,7 +245,7 @@ class Manifest:
         atomic_write_bytes(Path(directory) / MANIFEST_NAME, data.encode("utf-8"))
 
     @classmethod
-    def load(cls, directory: str | os.PathLike) -> "Manifest":
+    def load(cls, directory: str | os.PathLike) -> Manifest:
         path = Path(directory) / MANIFEST_NAME
         if not path.is_file():
             raise ShardError(f"no {MANIFEST_NAME} in {directory}: not a pre-tokenized shard directory "

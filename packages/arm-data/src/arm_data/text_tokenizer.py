@@ -56,7 +56,7 @@ class TextTokenizer:
         input_sentence_size: int = 0,
         seed: int = 0,
         save_to: str | os.PathLike | None = None,
-    ) -> "TextTokenizer":
+    ) -> TextTokenizer:
         """Train a model on ``texts`` and/or the lines of ``files``.
 
         Args:
@@ -115,7 +115,7 @@ class TextTokenizer:
         return tok
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "TextTokenizer":
+    def load(cls, path: str | os.PathLike) -> TextTokenizer:
         """Load a ``.model`` file, or the ``text_tokenizer.model`` inside a directory."""
         p = Path(path)
         if p.is_dir():

@@ -331,7 +331,7 @@ class VocabLayout:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "VocabLayout":
+    def from_dict(cls, data: dict[str, Any]) -> VocabLayout:
         if not isinstance(data, dict):
             raise VocabError(f"a VocabLayout dict is expected, got {type(data).__name__}")
         version = data.get("version", LAYOUT_VERSION)
@@ -358,7 +358,7 @@ class VocabLayout:
         return json.dumps(self.to_dict(), indent=2)
 
     @classmethod
-    def from_json(cls, text: str) -> "VocabLayout":
+    def from_json(cls, text: str) -> VocabLayout:
         return cls.from_dict(json.loads(text))
 
     def save(self, path: str | os.PathLike) -> None:
@@ -375,7 +375,7 @@ class VocabLayout:
             raise
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "VocabLayout":
+    def load(cls, path: str | os.PathLike) -> VocabLayout:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"vocab layout file not found: {path}")
@@ -384,7 +384,7 @@ class VocabLayout:
         except json.JSONDecodeError as e:
             raise VocabError(f"{path}: not valid JSON ({e})") from e
 
-    def check_compatible(self, other: "VocabLayout", what: str = "checkpoint") -> None:
+    def check_compatible(self, other: VocabLayout, what: str = "checkpoint") -> None:
         """Raise a clear error if ``other`` assigns different ids than ``self``."""
         if self == other:
             return

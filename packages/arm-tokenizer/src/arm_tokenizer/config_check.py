@@ -344,12 +344,20 @@ def translate_value(key: str, value: str) -> str:
     return comp.class_path if comp is not None else value
 
 
-def condense_parser_error(message: str, config_files: list[str]) -> str:
-    """Turn jsonargparse's nested 'Parser key' report into one line naming the deepest key."""
+_NOISE = ("Given value", "Subtypes:", "Errors:", "Does not validate against any of the Union",
+          "- Expected a <class 'NoneType'>")
+
+
+def condense_parser_error(message: str, config_files: list[str], max_lines: int = 5) -> str:
+    """Turn jsonargparse's nested report (Union subtypes, Namespace dumps, one 'Parser key'
+    line per nesting level) into the deepest key and the real problem, a few lines at most."""
     lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
     keys = [ln.split('"')[1] for ln in lines if ln.startswith("Parser key") and '"' in ln]
-    detail = next((ln for ln in reversed(lines) if not ln.startswith(("Parser key", "Given value",
-                   "Subtypes", "Errors", "- Expected a <class 'NoneType'>", "Does not validate"))),
-                  lines[-1] if lines else message)
+    detail = [ln.lstrip("- ") for ln in lines
+              if not ln.startswith(("Parser key", "Problem with given class_path"))
+              and not any(noise in ln for noise in _NOISE)]
+    detail = detail or lines[-1:] or [message]
+    if len(detail) > max_lines:
+        detail = detail[:max_lines] + [f"... ({len(detail) - max_lines} more lines; --debug shows all)"]
     where = f" (in {', '.join(config_files)})" if config_files else ""
-    return f"{'.'.join(keys) + ': ' if keys else ''}{detail.lstrip('- ')}{where}"
+    return f"{'.'.join(keys) + ': ' if keys else ''}{chr(10).join(detail)}{where}"

@@ -101,8 +101,8 @@ def run_lightning(argv: list[str], debug: bool = False) -> ARMLightningCLI | Non
     except InstantiationError as exc:
         if debug:
             raise
-        where = f" (in {', '.join(files)})" if files else ""
-        raise ConfigError(f"could not build the configured components{where}: {exc}") from None
+        raise ConfigError("could not build the configured components: "
+                          + condense_parser_error(str(exc), files)) from None
     except SystemExit as exc:  # --help, --print_config
         if exc.code not in (0, None):
             raise

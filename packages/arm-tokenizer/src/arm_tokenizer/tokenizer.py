@@ -22,6 +22,7 @@ Checkpoints: ``save_pretrained(dir)`` writes ``model.safetensors`` + ``config.js
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -148,11 +149,13 @@ class VisualTokenizer(Configurable, nn.Module):
 
         Accepts float tensors in [-1, 1], uint8 tensors in [0, 255] (``(B, 3, H, W)`` or
         ``(3, H, W)``), a PIL image or a list of PIL images. Tensors must be ``image_size``.
+        Runs in eval mode (restoring the previous mode): no EMA codebook updates.
         ``check=False`` skips the value-range check (a host sync); it is skipped anyway while
         ``torch.compile`` traces.
         """
         x = images_to_tensor(images, self.image_size, device=self.device, check=check)
-        return self.encode_tensor(x)
+        with _eval_mode(self):
+            return self.encode_tensor(x)
 
     def encode_tensor(self, images: torch.Tensor) -> torch.Tensor:
         """The pure tensor path of :meth:`encode` (no checks; compile target)."""
@@ -171,7 +174,8 @@ class VisualTokenizer(Configurable, nn.Module):
         """
         indices = self.check_indices(indices)
         grid = self._resolve_grid(indices.shape[1], grid)
-        return self.decode_indices(indices, grid, **decoder_kwargs)
+        with _eval_mode(self):
+            return self.decode_indices(indices, grid, **decoder_kwargs)
 
     def decode_indices(self, indices: torch.Tensor, grid: tuple[int, int], **decoder_kwargs: Any) -> torch.Tensor:
         """The pure tensor path of :meth:`decode` (no checks; compile target)."""
@@ -269,6 +273,20 @@ class VisualTokenizer(Configurable, nn.Module):
         if not isinstance(model, cls):
             raise TypeError(f"config builds a {type(model).__name__}, not a {cls.__name__}")
         return model
+
+
+@contextlib.contextmanager
+def _eval_mode(module: nn.Module):
+    """Run in eval mode and restore the previous mode: ``encode``/``decode`` are inference, and
+    a training-mode quantizer would update EMA codebooks or add noise (FSQ noise dropout)."""
+    was_training = module.training
+    if was_training:
+        module.eval()
+    try:
+        yield
+    finally:
+        if was_training:
+            module.train()
 
 
 # ---------------------------------------------------------------------- image conversion

@@ -19,8 +19,10 @@ Pipeline (numpy + ``scipy.ndimage``; a few ms per 64-px image on one core):
    ``a_k = |sum alpha z^k| / sum alpha |z|^k`` for k = 2..6 (complex moments about the
    centroid: a hexagon has a_6 ~ 0.23 where a disk has 0, a square a_4 ~ 0.42, a star
    a_5 ~ 0.8, a triangle a_3 ~ 0.65, an ellipse a_2 ~ 0.6, a cross a_4 ~ 0.5 with a far
-   larger compactness than a square). The nearest prototype (features of each shape
-   computed from a high-resolution render) wins.
+   larger compactness than a square). Features are taken on a sharpened alpha (ramp
+   steepened around 0.5, which undoes most of a blur), and the nearest prototype wins;
+   prototypes are each shape rendered *at the object's own pixel radius* (pixels round
+   small corners off), sharp and Gaussian-blurred (sigma 1 px), averaged over rotations.
 6. **Size** from the area divided by the shape's unit area (circumradius), nearest size
    class on a log scale; **position** from the centroid, region from the 3x3 grid.
 """

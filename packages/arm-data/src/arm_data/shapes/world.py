@@ -105,12 +105,14 @@ class ShapesWorld:
         num_questions: questions per sample.
         qa_kinds: allowed question kinds (subset of ``QA_KINDS``).
         edit_kinds: allowed edit kinds (subset of ``EDIT_KINDS``).
+        allow_overlap: let objects overlap (default False: non-overlapping scenes, on
+            which the evaluator's accuracy is measured).
     """
 
     def __init__(self, split: str = "train", seed: int = 0, width: int = 64, height: int = 64,
                  length: int = DEFAULT_LENGTH, num_questions: int = 4,
                  qa_kinds: tuple[str, ...] = QA_KINDS,
-                 edit_kinds: tuple[str, ...] = EDIT_KINDS) -> None:
+                 edit_kinds: tuple[str, ...] = EDIT_KINDS, allow_overlap: bool = False) -> None:
         self.split = check_split(split)
         self.seed = int(seed)
         for name, v in (("width", width), ("height", height)):
@@ -122,13 +124,15 @@ class ShapesWorld:
         self.num_questions = num_questions
         self.qa_kinds = tuple(qa_kinds)
         self.edit_kinds = tuple(edit_kinds)
+        self.allow_overlap = bool(allow_overlap)
 
     def __len__(self) -> int:
         return self.length
 
     def spec(self, index: int) -> SceneSpec:
         """Only the scene of sample ``index`` (cheap: no text, no pixels)."""
-        return sample_scene(sample_rng(self.seed, self.split, index, "scene"), self.split)
+        return sample_scene(sample_rng(self.seed, self.split, index, "scene"), self.split,
+                            allow_overlap=self.allow_overlap)
 
     def __getitem__(self, index: int) -> ShapesSample:
         if not isinstance(index, int):

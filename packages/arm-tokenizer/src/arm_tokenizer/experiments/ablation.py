@@ -132,17 +132,6 @@ def load_scenes(split: str, n: int, seed: int = 0, size: int = 64, single_object
     return SceneSet(torch.stack(images), captions, colors, shapes)
 
 
-class _Batches(torch.utils.data.Dataset):
-    def __init__(self, scenes: SceneSet) -> None:
-        self.scenes = scenes
-
-    def __len__(self) -> int:
-        return len(self.scenes)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"images": self.scenes.images[i].float() / 127.5 - 1.0, "captions": self.scenes.captions[i]}
-
-
 # ----------------------------------------------------------------------------- model
 def build_trainer(teacher: str, losses: tuple[str, ...], levels: list[int], lr: float, steps: int,
                   seed: int, decoder_channels: int = 64, decoder_min_channels: int = 16,
@@ -369,7 +358,8 @@ def markdown_table(result: dict) -> str:
 
 def run(teacher: str, out: str, rows: list[str], steps: int, batch_size: int = 32, lr: float = 1e-3,
         levels: list[int] | None = None, seed: int = 0, n_train: int = 4096, n_probe_train: int = 600,
-        n_probe_test: int = 300, n_val: int = 300, threads: int | None = None) -> dict:
+        n_probe_test: int = 300, n_val: int = 300, threads: int | None = None,
+        decoder_channels: int = 64) -> dict:
     """Train and evaluate every row; writes ``<out>.json`` and ``<out>.md``; returns the result."""
     unknown = [r for r in rows if r not in ROWS]
     if unknown:
@@ -395,7 +385,7 @@ def run(teacher: str, out: str, rows: list[str], steps: int, batch_size: int = 3
     result: dict[str, Any] = {
         "setup": {
             "teacher": teacher, "teacher_metrics": teacher_cfg.get("metrics", {}), "steps": steps,
-            "batch_size": batch_size, "lr": lr, "fsq_levels": levels, "codebook_size": int(np.prod(levels)),
+            "batch_size": batch_size, "lr": lr, "decoder_channels": decoder_channels, "fsq_levels": levels, "codebook_size": int(np.prod(levels)),
             "n_train_scenes": n_train, "n_probe_train": n_probe_train, "n_probe_test": n_probe_test,
             "n_val": n_val, "torch_threads": torch.get_num_threads(), "seed": seed,
             "loss_weights": ARM_WEIGHTS, "data_seconds": data_seconds,
@@ -407,7 +397,7 @@ def run(teacher: str, out: str, rows: list[str], steps: int, batch_size: int = 3
     }
     features = None
     for name in rows:
-        model = build_trainer(teacher, ROWS[name], levels, lr, steps, seed)
+        model = build_trainer(teacher, ROWS[name], levels, lr, steps, seed, decoder_channels=decoder_channels)
         if features is None:  # identical frozen encoder in every row: encode the pool once
             t1 = time.perf_counter()
             features = encoder_features(model.tokenizer.encoder, data["train"])
@@ -431,6 +421,25 @@ def _write(out_path: Path, result: dict) -> None:
         os.replace(tmp, target)
 
 
+def merge_results(parts: list[str], out: str) -> dict:
+    """Merge the JSON results of runs that trained different rows (e.g. in parallel
+    processes) with the same setup; rows keep the table's order."""
+    results = [json.loads(Path(p).with_suffix(".json").read_text()) for p in parts]
+    if not results:
+        raise ValueError("merge_results: no result files given")
+    keys = ("steps", "batch_size", "lr", "fsq_levels", "seed", "teacher")
+    for r in results[1:]:
+        diff = [k for k in keys if r["setup"].get(k) != results[0]["setup"].get(k)]
+        if diff:
+            raise ValueError(f"merge_results: runs differ in {diff}; only runs with one setup can share a table")
+    merged = dict(results[0])
+    rows = {k: v for r in results for k, v in r["rows"].items()}
+    merged["rows"] = {k: rows[k] for k in ROWS if k in rows}
+    merged["setup"] = dict(results[0]["setup"], merged_from=[str(p) for p in parts])
+    _write(Path(out), merged)
+    return merged
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ARM's tokenizer loss ablation in miniature on ShapesWorld."""
     p = argparse.ArgumentParser(prog="arm_tokenizer.experiments.ablation", description=main.__doc__)
@@ -439,14 +448,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated rows from {list(ROWS)}")
     p.add_argument("--steps", type=int, default=400, help="optimizer steps per row (equal budgets)")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--decoder-channels", type=int, default=64, help="ConvDecoder width at the token grid")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--levels", default="8,5,5,5", help="FSQ levels")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-train", type=int, default=4096, help="training scenes (shared by all rows)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--merge", nargs="+", default=None, metavar="STEM",
+                   help="only merge the results of earlier runs (their --out stems) into --out")
     a = p.parse_args(argv)
+    if a.merge:
+        print(markdown_table(merge_results(a.merge, a.out)))
+        return 0
     run(a.teacher, a.out, [r.strip() for r in a.rows.split(",") if r.strip()], a.steps, a.batch_size, a.lr,
-        [int(v) for v in a.levels.split(",")], a.seed, a.n_train, threads=a.threads)
+        [int(v) for v in a.levels.split(",")], a.seed, a.n_train, threads=a.threads,
+        decoder_channels=a.decoder_channels)
     print(markdown_table(json.loads(Path(a.out).with_suffix(".json").read_text())))
     return 0
 

@@ -13,7 +13,7 @@ parameters never receive any and it stays in eval mode.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -77,6 +77,12 @@ class CaptionLoss(TokenizerLoss):
         self.initialized_from_teacher = False
         if init_from_teacher and adapter == "linear":
             self._init_from_teacher()
+
+    @classmethod
+    def example_args(cls) -> dict[str, Any]:
+        from arm_tokenizer.teachers.frozen import TeacherCaptionLM
+
+        return {"caption_lm": TeacherCaptionLM(**TeacherCaptionLM.example_args()), "in_dim": 8}
 
     def _init_from_teacher(self) -> None:
         theirs_mod = getattr(self.caption_lm, "prefix_adapter", None)

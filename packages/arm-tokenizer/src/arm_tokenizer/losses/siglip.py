@@ -20,7 +20,7 @@ The same function :func:`sigmoid_contrastive_loss` trains the ShapesWorld teache
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -150,6 +150,12 @@ class SigLIPLoss(TokenizerLoss):
         self.initialized_from_teacher = False
         if init_from_teacher and head == "linear":
             self._init_from_teacher()
+
+    @classmethod
+    def example_args(cls) -> dict[str, Any]:
+        from arm_tokenizer.teachers.frozen import TeacherTextEncoder
+
+        return {"text_encoder": TeacherTextEncoder(**TeacherTextEncoder.example_args()), "in_dim": 8}
 
     def _init_from_teacher(self) -> None:
         teacher_head = getattr(self.text_encoder, "image_head", None)

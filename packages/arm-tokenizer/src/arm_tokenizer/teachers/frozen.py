@@ -237,6 +237,12 @@ class TeacherTextEncoder(TextEncoder):
         self.register_buffer("bias", head_state["bias"].reshape(()).clone())
         _freeze(self)
 
+    @classmethod
+    def example_args(cls) -> dict[str, Any]:
+        from arm_tokenizer.teachers.toy import toy_teacher_dir
+
+        return {"checkpoint": toy_teacher_dir()}
+
     def train(self, mode: bool = True) -> TeacherTextEncoder:
         return super().train(False)  # frozen: dropout/norm statistics never change
 
@@ -249,7 +255,7 @@ class TeacherTextEncoder(TextEncoder):
         todo = sorted({t for t in texts if t not in self._cache})
         if todo:
             with torch.no_grad():
-                for text, emb in zip(todo, self._encode(todo)):
+                for text, emb in zip(todo, self._encode(todo), strict=True):
                     self._cache[text] = emb.detach()
         out = torch.stack([self._cache[t].to(device) for t in texts])
         for t in texts:
@@ -291,6 +297,12 @@ class TeacherCaptionLM(CaptionLM):
         self.prefix_adapter = nn.Sequential(nn.LayerNorm(feat_dim), nn.Linear(feat_dim, self.hidden_size))
         _load_strict(self.prefix_adapter, _split(state, "prefix_adapter."), str(d / "caption_lm.safetensors"))
         _freeze(self)
+
+    @classmethod
+    def example_args(cls) -> dict[str, Any]:
+        from arm_tokenizer.teachers.toy import toy_teacher_dir
+
+        return {"checkpoint": toy_teacher_dir()}
 
     def train(self, mode: bool = True) -> TeacherCaptionLM:
         return super().train(False)

@@ -11,11 +11,12 @@ steps and exports it. ShapesWorld (arm-data) is the real data for the demo teach
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import torch
 
-__all__ = ["TOY_COLORS", "TOY_SHAPES", "toy_batch", "TINY_TOWER_KWARGS", "build_toy_teacher"]
+__all__ = ["TOY_COLORS", "TOY_SHAPES", "toy_batch", "TINY_TOWER_KWARGS", "build_toy_teacher", "toy_teacher_dir"]
 
 TOY_COLORS = {"red": (0.9, 0.1, 0.1), "green": (0.1, 0.7, 0.2), "blue": (0.1, 0.2, 0.9), "yellow": (0.95, 0.85, 0.1)}
 TOY_SHAPES = ("circle", "square")
@@ -68,3 +69,18 @@ def build_toy_teacher(directory: str | os.PathLike, steps: int = 3, seed: int = 
         opt.step()
     model.eval()
     return Path(model.export(directory, metrics={"toy_steps": float(steps)}))
+
+
+_TOY_DIR: str | None = None
+
+
+def toy_teacher_dir() -> str:
+    """A tiny toy teacher in a temporary directory, built once per process.
+
+    What ``example_args()`` of the teacher-backed components use, so the contract tests
+    (:mod:`arm_tokenizer.testing`) can construct them without a trained ShapesWorld teacher.
+    """
+    global _TOY_DIR
+    if _TOY_DIR is None or not (Path(_TOY_DIR) / "teacher.json").is_file():
+        _TOY_DIR = str(build_toy_teacher(Path(tempfile.mkdtemp(prefix="arm-toy-teacher-")) / "teacher", steps=1))
+    return _TOY_DIR

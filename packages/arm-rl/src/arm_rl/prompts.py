@@ -1,0 +1,176 @@
+"""RL prompts: :class:`PromptRecord` and the ShapesWorld prompt data module (``shapes_prompts``).
+
+A prompt record is what a rollout starts from and what a reward scores against: the task
+(``t2i`` or ``edit``), the text (caption or instruction), and — for ShapesWorld — the scene
+specs the rule-based evaluator needs. Records without specs (``spec=None``) work with
+rewards that do not need them (dual-encoder alignment, judges with explicit questions).
+
+:class:`ShapesPromptDataModule` draws prompts from the ShapesWorld **train** split only (the
+held-out-composition split is the benchmark; RL must never see it), mixing tasks by weight:
+record ``i`` is a pure function of ``(seed, i)``, so runs are reproducible.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning.pytorch as pl
+from torch.utils.data import DataLoader, Dataset
+
+__all__ = ["TASKS", "PromptRecord", "ShapesPromptDataset", "ShapesPromptDataModule",
+           "check_task_weights", "collate_records", "records_from_dicts"]
+
+TASKS: tuple[str, ...] = ("t2i", "edit")
+
+
+@dataclass
+class PromptRecord:
+    """One RL prompt.
+
+    Attributes:
+        task: ``t2i`` or ``edit``.
+        text: the caption (T2I) or the instruction (edit).
+        spec: T2I: the scene the caption describes; edit: the source scene (``SceneSpec``).
+        target: edit only: the scene the instruction asks for.
+        edit: edit only: the ``EditSpec`` (which objects change).
+        check: T2I: the clause kinds the caption states (``caption_attributes``).
+        relations: T2I: the relations the caption states.
+        source_image: edit: the source image (PIL); None = render ``spec`` when needed.
+        index: sample index in its split (for naming a bad batch).
+        split: the split it came from.
+        questions: optional explicit (question, expected answer "yes"/"no") pairs for judges.
+        meta: free-form extra information carried along (e.g. a data set's ids).
+    """
+
+    task: str
+    text: str
+    spec: Any = None
+    target: Any = None
+    edit: Any = None
+    check: frozenset[str] | None = None
+    relations: tuple[tuple[int, int, str], ...] | None = None
+    source_image: Any = None
+    index: int = -1
+    split: str = "train"
+    questions: list[tuple[str, str]] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"PromptRecord.task must be one of {list(TASKS)}, got {self.task!r}")
+        if self.task == "edit" and self.spec is None and self.source_image is None:
+            raise ValueError(f"edit prompt {self.index} ({self.text!r}) needs a source: give spec "
+                             "(the source scene) or source_image")
+
+    def describe(self) -> str:
+        return f"{self.task} prompt #{self.index} ({self.split}): {self.text!r}"
+
+
+def collate_records(batch: list[PromptRecord]) -> list[PromptRecord]:
+    """Records stay a list (specs and images are not tensors)."""
+    return list(batch)
+
+
+def check_task_weights(weights: dict[str, float]) -> dict[str, float]:
+    """Validated, normalised task weights; an unknown task or no positive weight is an error."""
+    bad = sorted(set(weights) - set(TASKS))
+    if bad:
+        raise ValueError(f"unknown task(s) {bad} in task_weights; choose from {list(TASKS)}")
+    if any(float(v) < 0 for v in weights.values()):
+        raise ValueError(f"task_weights must be >= 0, got {weights}")
+    total = sum(float(v) for v in weights.values())
+    if total <= 0:
+        raise ValueError(f"task_weights {weights} select no task: give at least one a positive weight")
+    return {k: float(weights.get(k, 0.0)) / total for k in TASKS}
+
+
+class ShapesPromptDataset(Dataset):
+    """``len`` prompt records from ShapesWorld's train split, tasks mixed by weight.
+
+    Args:
+        length: number of records (an epoch).
+        task_weights: e.g. ``{"t2i": 0.5, "edit": 0.5}``.
+        seed: world seed and task-choice seed.
+        split: must be ``train`` (evaluation splits are for measuring RL, never for training it).
+    """
+
+    def __init__(self, length: int, task_weights: dict[str, float], seed: int = 0,
+                 split: str = "train") -> None:
+        if split != "train":
+            raise ValueError(f"RL prompts come from the ShapesWorld train split only, got split={split!r}: "
+                             "val/heldout are what RL is measured on")
+        if length < 1:
+            raise ValueError(f"the prompt set is empty (length={length}); give num_prompts >= 1")
+        from arm_data.shapes import ShapesWorld
+
+        self.weights = check_task_weights(task_weights)
+        self.world = ShapesWorld(split=split, seed=seed, length=length)
+        self.seed, self.length = seed, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def task_of(self, i: int) -> str:
+        u = random.Random(f"arm-rl-task:{self.seed}:{i}").random()
+        acc = 0.0
+        for t in TASKS:
+            acc += self.weights[t]
+            if u < acc and self.weights[t] > 0:
+                return t
+        return [t for t in TASKS if self.weights[t] > 0][-1]
+
+    def __getitem__(self, i: int) -> PromptRecord:
+        s = self.world[i]
+        if self.task_of(i) == "t2i":
+            return PromptRecord("t2i", s.caption, spec=s.spec, check=s.caption_attributes,
+                                relations=s.caption_relations, index=i, split=s.split)
+        e = s.edit
+        return PromptRecord("edit", e.instruction, spec=e.source, target=e.target, edit=e.edit,
+                            index=i, split=s.split)
+
+
+class ShapesPromptDataModule(pl.LightningDataModule):
+    """Batches of ShapesWorld train-split prompt records for RL (``shapes_prompts``).
+
+    Args:
+        task_weights: task mix, e.g. ``{"t2i": 1.0}`` (T2I-RL), ``{"edit": 1.0}`` or
+            ``{"t2i": 0.5, "edit": 0.5}`` (joint).
+        prompts_per_step: prompts per training step (each is rolled out ``group_size`` times).
+        num_prompts: prompts in an epoch (distinct train scenes).
+        seed: world and task-mix seed.
+        split: must be ``train``.
+        shuffle: shuffle each epoch.
+    """
+
+    def __init__(self, task_weights: dict[str, float] | None = None, prompts_per_step: int = 4,
+                 num_prompts: int = 10_000, seed: int = 0, split: str = "train",
+                 shuffle: bool = True) -> None:
+        super().__init__()
+        self.task_weights = check_task_weights(task_weights or {"t2i": 1.0})
+        if prompts_per_step < 1:
+            raise ValueError(f"prompts_per_step must be >= 1, got {prompts_per_step}")
+        if num_prompts < 1:
+            raise ValueError(f"the prompt set is empty (num_prompts={num_prompts}); give >= 1")
+        self.prompts_per_step, self.num_prompts = prompts_per_step, num_prompts
+        self.seed, self.split, self.shuffle = seed, split, shuffle
+        self.dataset: ShapesPromptDataset | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.dataset is None:
+            self.dataset = ShapesPromptDataset(self.num_prompts, self.task_weights, self.seed, self.split)
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup("fit")
+        return DataLoader(self.dataset, batch_size=self.prompts_per_step, shuffle=self.shuffle,
+                          collate_fn=collate_records, num_workers=0)
+
+
+def records_from_dicts(items: Sequence[dict[str, Any]]) -> list[PromptRecord]:
+    """Records from plain dicts (``task``, ``text``, ...), e.g. a JSON prompt file."""
+    out = [PromptRecord(**d) for d in items]
+    if not out:
+        raise ValueError("the prompt set is empty")
+    return out

@@ -1,0 +1,233 @@
+"""Group rollouts for T2I and editing prompts, and the log-probs the GRPO loss needs.
+
+For ``P`` prompt records and group size ``G``, :class:`RolloutSampler` builds each prompt in
+ARM's generation format (``arm_data.formats``: T2I ``<bos> <t2i> caption <h> <w> <boi>``;
+editing ``<bos> <edit> IMG(src) <user> instruction <assistant> <h> <w> <boi>``, the source
+image encoded by the visual tokenizer), repeats it ``G`` times and samples the image span
+with arm-core's :class:`~arm_core.generation.Engine` (constrained to exactly ``h*w`` codes
+then ``<eoi>``; temperature per task — ARM: 0.7 T2I, 1.0 editing — and top-k).
+
+**Which distribution is the policy (with CFG).** ``policy_mode`` decides, and the old
+log-probs, the new log-probs and the reference log-probs all use the same choice:
+
+- ``"guided"`` (Janus-Pro-R1 style): the policy *is* the guided sampler — logits combined
+  over the CFG branches (T2I: ``[cond; uncond]``; edit: ``[full; image; uncond]``), then
+  constraint, temperature and top-k. Old log-probs are the ones the engine sampled with
+  (``GenerationOutput.logprobs``); new log-probs are recomputed with the same guidance by
+  teacher forcing every branch (:func:`arm_core.generation.score_guided`), so the
+  importance ratio is exactly 1 on the first epoch, and the gradient flows through all
+  branches (the unconditional branch is the same network).
+- ``"unguided"`` (T2I-R1 style): the policy is the conditional model alone (constrained,
+  temperature-scaled, not truncated); samples still come from the guided sampler, and
+  their log-probs under the conditional branch are scored (the engine's
+  ``unguided_logprobs``; recomputed by ``score_guided(guidance=None, top_k=None)``, which
+  computes the same quantity). The ratio is then an importance weight between the
+  conditional policy's old and new versions on off-policy (guided) samples.
+
+Without CFG (``cfg_scale == 1``) both modes coincide except for top-k truncation.
+
+The loss mask selects the visual tokens only (ARM optimizes visual-token prediction):
+``<eoi>`` (forced by the constraint) and padding are excluded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["POLICY_MODES", "TaskSampling", "RolloutBatch", "RolloutSampler"]
+
+POLICY_MODES = ("guided", "unguided")
+
+
+@dataclass
+class TaskSampling:
+    """Sampling settings of one task.
+
+    Args:
+        temperature: sampling temperature (ARM: 0.7 T2I, 1.0 editing).
+        top_k: keep the ``k`` most likely tokens (ARM: 1000); None = all.
+        cfg_scale: (text) guidance scale; 1 = no guidance.
+        image_cfg_scale: editing image guidance scale (three-branch guidance); 1 = two
+            branches (instruction guidance only).
+    """
+
+    temperature: float = 1.0
+    top_k: int | None = 1000
+    cfg_scale: float = 1.0
+    image_cfg_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.temperature <= 0:
+            raise ValueError(f"RL sampling needs temperature > 0 (log-probs of greedy samples are "
+                             f"degenerate), got {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1 or None, got {self.top_k}")
+        if self.cfg_scale <= 0 or self.image_cfg_scale <= 0:
+            raise ValueError(f"guidance scales must be > 0, got {self.cfg_scale}, {self.image_cfg_scale}")
+
+
+@dataclass
+class RolloutBatch:
+    """``N = P * G`` rollouts of one task (rows of a group consecutive).
+
+    Attributes:
+        task: ``t2i`` or ``edit``.
+        records: ``N`` prompt records (each repeated ``G`` times).
+        prompts: ``N`` conditional prompts (token ids).
+        guidance: the ``arm_core.generation.Guidance`` used (None: no CFG).
+        sampling: the task's :class:`TaskSampling`.
+        tokens: ``(N, h*w + 1)`` generated ids (codes, then ``<eoi>``).
+        mask: ``(N, h*w + 1)`` bool, True on the visual tokens (the loss mask).
+        old_logp: ``(N, h*w + 1)`` log-probs under the sampling policy (per ``policy_mode``).
+        codes: ``(N, h*w)`` image codes (0-based, for the visual tokenizer).
+        grid: ``(h, w)``.
+        ref_logp: the reference's log-probs, filled by the trainer when ``beta > 0``.
+        rewards: ``(N,)`` filled by the trainer.
+        reward_parts: per-reward values, for logging.
+    """
+
+    task: str
+    records: list[Any]
+    prompts: list[list[int]]
+    guidance: Any
+    sampling: TaskSampling
+    tokens: Tensor
+    mask: Tensor
+    old_logp: Tensor
+    codes: Tensor
+    grid: tuple[int, int]
+    ref_logp: Tensor | None = None
+    rewards: Tensor | None = None
+    reward_parts: dict[str, Tensor] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+    def select(self, rows: Tensor) -> RolloutBatch:
+        """The sub-batch of the given row indices (e.g. groups kept by dynamic sampling)."""
+        idx = rows.tolist()
+        g = self.guidance
+        if g is not None:
+            from arm_core.generation import Guidance
+
+            g = Guidance(uncond_prompts=[g.uncond_prompts[i] for i in idx], scale=g.scale,
+                         image_prompts=None if g.image_prompts is None else [g.image_prompts[i] for i in idx],
+                         image_scale=g.image_scale)
+        pick = lambda t: None if t is None else t[rows]  # noqa: E731
+        return RolloutBatch(self.task, [self.records[i] for i in idx], [self.prompts[i] for i in idx],
+                            g, self.sampling, self.tokens[rows], self.mask[rows], self.old_logp[rows],
+                            self.codes[rows], self.grid, pick(self.ref_logp), pick(self.rewards),
+                            {k: v[rows] for k, v in self.reward_parts.items()})
+
+
+class RolloutSampler:
+    """Builds prompts, samples groups and scores log-probs (see the module docstring).
+
+    Args:
+        layout: the LM's ``VocabLayout``.
+        text_tokenizer: its text tokenizer.
+        visual_tokenizer: the ``VisualTokenizer`` (encodes edit sources; gives the grid).
+        sampling: per-task :class:`TaskSampling`.
+        policy_mode: ``guided`` or ``unguided``.
+    """
+
+    def __init__(self, layout: Any, text_tokenizer: Any, visual_tokenizer: Any,
+                 sampling: dict[str, TaskSampling], policy_mode: str = "guided") -> None:
+        from arm_core.constraints import ImageSpanConstraint
+        from arm_data.formats import TaskFormatter
+
+        if policy_mode not in POLICY_MODES:
+            raise ValueError(f"policy_mode must be one of {list(POLICY_MODES)}, got {policy_mode!r}")
+        self.layout, self.visual = layout, visual_tokenizer
+        self.formatter = TaskFormatter(layout, text_tokenizer)
+        self.sampling = sampling
+        self.policy_mode = policy_mode
+        self.constraint = ImageSpanConstraint.from_layout(layout)
+        self.grid: tuple[int, int] = tuple(visual_tokenizer.grid)  # type: ignore[assignment]
+
+    # ------------------------------------------------------------------ prompts
+    def _source_tokens(self, records: Sequence[Any]) -> list[Any]:
+        from arm_data.formats import ImageTokens
+        from arm_data.shapes import render
+
+        h_px, w_px = self.visual.image_size
+        imgs = [r.source_image if r.source_image is not None else render(r.spec, w_px, h_px)
+                for r in records]
+        with torch.no_grad():
+            codes = self.visual.encode(imgs).cpu()
+        h, w = self.grid
+        return [ImageTokens(c.tolist(), h, w) for c in codes]
+
+    def build_prompts(self, task: str, records: Sequence[Any]) -> tuple[list[list[int]], Any]:
+        """Conditional prompts and the :class:`Guidance` (None without CFG) for ``records``."""
+        from arm_core.generation import Guidance
+
+        s = self.sampling[task]
+        h, w = self.grid
+        if task == "t2i":
+            prompts = [self.formatter.t2i_prompt(r.text, h, w) for r in records]
+            if s.cfg_scale == 1.0:
+                return prompts, None
+            uncond = self.formatter.t2i_prompt(None, h, w)
+            return prompts, Guidance(uncond_prompts=[uncond] * len(prompts), scale=s.cfg_scale)
+        cfgp = [self.formatter.edit_cfg_prompts(src, r.text, h, w)
+                for src, r in zip(self._source_tokens(records), records, strict=True)]
+        prompts = [p["full"] for p in cfgp]
+        if s.cfg_scale == 1.0 and s.image_cfg_scale == 1.0:
+            return prompts, None
+        if s.image_cfg_scale == 1.0:     # two branches: image-only prompt as the "uncond"
+            return prompts, Guidance(uncond_prompts=[p["image"] for p in cfgp], scale=s.cfg_scale)
+        return prompts, Guidance(uncond_prompts=[p["uncond"] for p in cfgp], scale=s.cfg_scale,
+                                 image_prompts=[p["image"] for p in cfgp], image_scale=s.image_cfg_scale)
+
+    # ------------------------------------------------------------------ sampling
+    def rollout(self, engine: Any, task: str, records: Sequence[Any], group_size: int,
+                generator: torch.Generator | None = None) -> RolloutBatch:
+        """Sample ``group_size`` images per record (rows of a group consecutive)."""
+        if not records:
+            raise ValueError(f"no {task} prompts to roll out")
+        rows = [r for r in records for _ in range(group_size)]
+        prompts, guidance = self.build_prompts(task, rows)
+        s = self.sampling[task]
+        h, w = self.grid
+        out = engine.generate(prompts, h * w + 1, temperature=s.temperature, top_k=s.top_k,
+                              eos_ids=[self.layout.eoi_id], constraint=self.constraint,
+                              guidance=guidance, generator=generator,
+                              return_unguided_logprobs=self.policy_mode == "unguided",
+                              pad_id=self.layout.pad_id)
+        tokens = out.tokens
+        visual = out.mask & self.layout.is_image_id(tokens)
+        if not bool(visual[:, : h * w].all()):
+            raise RuntimeError("the constrained sampler produced a non-image token inside the image "
+                               "span (arm_core.constraints bug)")
+        old = out.logprobs if self.policy_mode == "guided" else out.unguided_logprobs
+        codes = self.layout.id_to_image_code(tokens[:, : h * w])
+        return RolloutBatch(task, rows, prompts, guidance, s, tokens, visual, old.float(),
+                            codes, (h, w))
+
+    def logprobs(self, model: Any, batch: RolloutBatch) -> Tensor:
+        """Differentiable ``(N, h*w + 1)`` log-probs of ``batch.tokens`` under ``model``, per
+        ``policy_mode`` (the same distribution ``old_logp`` came from)."""
+        from arm_core.generation import score_guided
+
+        s = batch.sampling
+        valid = batch.mask | (batch.tokens == self.layout.eoi_id)
+        if self.policy_mode == "guided":
+            return score_guided(model, batch.prompts, batch.tokens, valid, guidance=batch.guidance,
+                                temperature=s.temperature, top_k=s.top_k, constraint=self.constraint)
+        return score_guided(model, batch.prompts, batch.tokens, valid, guidance=None,
+                            temperature=s.temperature, top_k=None, constraint=self.constraint)
+
+    def decode(self, batch: RolloutBatch) -> list[Any]:
+        """The generated images as PIL (the visual tokenizer's decoder)."""
+        with torch.no_grad():
+            return self.visual.decode_to_pil(batch.codes.to(self.visual_device), grid=batch.grid)
+
+    @property
+    def visual_device(self) -> torch.device:
+        return next(self.visual.parameters()).device

@@ -1,0 +1,429 @@
+"""``GRPOTrainer``: GRPO-family RL of an arm-core LM on text-to-image and editing (model ``grpo``).
+
+One training step (manual optimization)::
+
+    prompts (ShapesWorld train split, tasks mixed by weight)
+      -> G rollouts per prompt per task (arm-core engine, constrained image spans, CFG)
+      -> decode with the visual tokenizer -> rewards per task (validated)
+      -> group-relative advantages (optional dynamic sampling drops zero-variance groups)
+      -> reference log-probs (frozen copy; only when beta > 0)
+      -> ppo_epochs x minibatches: recompute log-probs, GRPO loss on the visual tokens,
+         backward, clip, optimizer step (never on a non-finite loss or gradient)
+
+``trainer.max_steps`` counts optimizer steps (``ppo_epochs`` x minibatches per rollout
+batch). The policy is loaded from an exported arm-core LM directory and, at fit end,
+exported again in the same format (``export_dir``), so ``arm-lm evaluate``, the pipelines
+and the next stage of a staged recipe (T2I -> Edit -> Joint: each run's
+``policy_checkpoint`` is the previous run's ``export_dir``) load it unchanged.
+
+Defaults are ARM's: group 16, KL beta 0.01, clip eps 0.2, temperature 0.7 (T2I) / 1.0
+(editing), top-k 1000; the loss covers only visual tokens. ``policy_mode`` (guided vs
+unguided policy under CFG) is documented in :mod:`arm_rl.rollout`.
+
+Logged (``train/...``): ``loss``, ``policy_loss``, ``kl``, ``clip_fraction``,
+``ratio_mean``, ``entropy`` (Monte-Carlo estimate: mean negative log-prob of the sampled
+visual tokens under the sampling policy), ``response_length`` (visual tokens per
+rollout), ``reward/mean`` and per task ``reward/<task>/mean|std`` and
+``reward/<task>/<part>`` for each sub-reward, ``groups_kept`` (dynamic sampling). Sample
+grids every ``sample_every_n_steps`` go to TensorBoard (when that logger is used) and to
+``<log_dir>/samples/*.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor
+
+from arm_rl.grpo import (
+    check_aggregation,
+    default_normalize_std,
+    group_advantages,
+    grpo_loss,
+    zero_variance_groups,
+)
+from arm_rl.rewards.base import Reward, RewardError
+from arm_rl.rollout import POLICY_MODES, RolloutBatch, RolloutSampler, TaskSampling
+
+__all__ = ["GRPOTrainer", "RLNumericsError", "ReferenceMismatchError", "make_grid"]
+
+
+class RLNumericsError(FloatingPointError):
+    """A non-finite loss or gradient; the optimizer was not stepped (says which batch/reward)."""
+
+
+class ReferenceMismatchError(ValueError):
+    """The reference checkpoint is not the same model shape/vocabulary as the policy."""
+
+
+def make_grid(images: list[Any], cols: int = 4) -> Any:
+    """Tile PIL images (same size) into one PIL image."""
+    from PIL import Image
+
+    w, h = images[0].size
+    rows = math.ceil(len(images) / cols)
+    grid = Image.new("RGB", (cols * w, rows * h), (255, 255, 255))
+    for i, im in enumerate(images):
+        grid.paste(im.convert("RGB"), ((i % cols) * w, (i // cols) * h))
+    return grid
+
+
+def _config_diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    return [f"{k}: policy {a.get(k)!r} vs reference {b.get(k)!r}"
+            for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+class GRPOTrainer(pl.LightningModule):
+    """GRPO on T2I and editing for an arm-core LM (see the module docstring).
+
+    Args:
+        policy_checkpoint: exported arm-core LM directory the policy starts from (the SFT
+            model, or the previous stage's export in a staged recipe).
+        reference_checkpoint: frozen reference LM directory; None = a frozen copy of
+            ``policy_checkpoint``. Must match the policy's config and vocabulary.
+        visual_tokenizer: visual tokenizer directory; None = the one the LM references.
+        t2i_reward: reward for T2I prompts; None = ``shapes_t2i``.
+        edit_reward: reward for edit prompts; None = ``shapes_edit``.
+        group_size: rollouts per prompt ``G`` (ARM: 16).
+        beta: KL coefficient to the reference (ARM: 0.01); 0 = no reference model is built.
+        eps_low: lower clip range (ARM: 0.2).
+        eps_high: upper clip range (ARM: 0.2; DAPO's clip-higher uses 0.28).
+        aggregation: ``grpo`` | ``dr_grpo`` | ``token`` (``dapo``): see :mod:`arm_rl.grpo`.
+        normalize_std: divide advantages by the group std; None = yes except for ``dr_grpo``.
+        policy_mode: ``guided`` (the CFG-guided sampler is the policy, Janus-Pro-R1) or
+            ``unguided`` (the conditional model scored on guided samples, T2I-R1).
+        t2i_temperature: T2I sampling temperature (ARM: 0.7).
+        edit_temperature: edit sampling temperature (ARM: 1.0).
+        top_k: top-k for both tasks (ARM: 1000); None = no truncation.
+        t2i_cfg_scale: T2I guidance scale during rollouts (1 = none).
+        edit_cfg_scale: edit instruction guidance scale during rollouts (1 = none).
+        edit_image_cfg_scale: edit image guidance scale (1 = two-branch guidance).
+        ppo_epochs: optimization epochs over each rollout batch.
+        minibatch_size: rollouts per optimizer step; None = the whole rollout batch (all
+            tasks) in one step per epoch.
+        dynamic_sampling: drop groups whose rewards are all equal (DAPO); a step whose
+            groups are all dropped is skipped (logged as ``groups_kept = 0``).
+        lr: AdamW learning rate.
+        betas: AdamW betas.
+        weight_decay: AdamW weight decay.
+        grad_clip: max gradient norm (0 = no clipping; the norm is still checked finite).
+        sample_every_n_steps: write a sample grid every this many steps (0 = never).
+        sample_grid_size: images in a sample grid (per task).
+        export_dir: where the policy is exported at fit end (arm-core LM format); None =
+            ``<default_root_dir>/policy``; "" = no export.
+        seed: seed of the rollout sampler's generator.
+    """
+
+    def __init__(
+        self,
+        policy_checkpoint: str = "runs/lm",
+        reference_checkpoint: str | None = None,
+        visual_tokenizer: str | None = None,
+        t2i_reward: Reward | None = None,
+        edit_reward: Reward | None = None,
+        group_size: int = 16,
+        beta: float = 0.01,
+        eps_low: float = 0.2,
+        eps_high: float = 0.2,
+        aggregation: str = "grpo",
+        normalize_std: bool | None = None,
+        policy_mode: str = "guided",
+        t2i_temperature: float = 0.7,
+        edit_temperature: float = 1.0,
+        top_k: int | None = 1000,
+        t2i_cfg_scale: float = 1.0,
+        edit_cfg_scale: float = 1.0,
+        edit_image_cfg_scale: float = 1.0,
+        ppo_epochs: int = 1,
+        minibatch_size: int | None = None,
+        dynamic_sampling: bool = False,
+        lr: float = 1e-5,
+        betas: tuple[float, float] = (0.9, 0.95),
+        weight_decay: float = 0.0,
+        grad_clip: float = 1.0,
+        sample_every_n_steps: int = 0,
+        sample_grid_size: int = 8,
+        export_dir: str | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["t2i_reward", "edit_reward"])
+        self.automatic_optimization = False
+        if group_size < 2:
+            raise ValueError(f"group_size must be >= 2 (GRPO's baseline is the group mean), got {group_size}")
+        if beta < 0:
+            raise ValueError(f"beta must be >= 0, got {beta}")
+        if policy_mode not in POLICY_MODES:
+            raise ValueError(f"policy_mode must be one of {list(POLICY_MODES)}, got {policy_mode!r}")
+        if ppo_epochs < 1:
+            raise ValueError(f"ppo_epochs must be >= 1, got {ppo_epochs}")
+        if minibatch_size is not None and minibatch_size < 1:
+            raise ValueError(f"minibatch_size must be >= 1 or None, got {minibatch_size}")
+        self.aggregation = check_aggregation(aggregation)
+        self.normalize_std = default_normalize_std(aggregation) if normalize_std is None else normalize_std
+        self.sampling = {"t2i": TaskSampling(t2i_temperature, top_k, t2i_cfg_scale),
+                         "edit": TaskSampling(edit_temperature, top_k, edit_cfg_scale, edit_image_cfg_scale)}
+        from arm_rl.rewards.shapes import ShapesEditReward, ShapesT2IReward
+
+        self.rewards: dict[str, Reward] = {"t2i": t2i_reward or ShapesT2IReward(),
+                                            "edit": edit_reward or ShapesEditReward()}
+        for task, r in self.rewards.items():
+            if r.tasks is not None and task not in r.tasks:
+                raise ValueError(f"{task}_reward {r.name!r} scores only {list(r.tasks)} prompts")
+        self.policy: torch.nn.Module | None = None
+        # Kept out of nn.Module's registry: never optimized, never in the state dict.
+        self.__dict__.update(_reference=None, _visual=None, _lm=None, _sampler=None, _engine=None,
+                             _generator=None)
+
+    # ------------------------------------------------------------------ building
+    @property
+    def reference(self) -> torch.nn.Module | None:
+        return self.__dict__["_reference"]
+
+    def configure_model(self) -> None:
+        """Load the policy, the reference (when ``beta > 0``) and the visual tokenizer."""
+        if self.policy is not None:
+            return
+        from arm_core.checkpoint import load_lm
+
+        hp = self.hparams
+        lm = load_lm(hp.policy_checkpoint)
+        if lm.layout is None:
+            raise ValueError(f"{hp.policy_checkpoint}: the LM has no vocabulary layout; RL needs an "
+                             "ARM LM exported with save_lm(layout=...)")
+        self.policy = lm.model
+        self.policy.train()
+        for p in self.policy.parameters():
+            p.requires_grad_(True)
+        if hp.beta > 0:
+            ref_dir = hp.reference_checkpoint or hp.policy_checkpoint
+            ref = load_lm(ref_dir)
+            diff = _config_diff(lm.config.to_dict(), ref.config.to_dict())
+            if ref.layout is None or ref.layout.to_dict() != lm.layout.to_dict():
+                diff.append("vocabulary layouts differ")
+            if diff:
+                raise ReferenceMismatchError(
+                    f"reference checkpoint {ref_dir} does not match the policy {hp.policy_checkpoint}: "
+                    f"{'; '.join(diff[:6])}. The reference must be the policy's starting model "
+                    "(leave reference_checkpoint empty to use a frozen copy of the policy)")
+            for p in ref.model.parameters():
+                p.requires_grad_(False)
+            self.__dict__["_reference"] = ref.model.eval()
+        visual = lm.load_visual_tokenizer(hp.visual_tokenizer)
+        for p in visual.parameters():
+            p.requires_grad_(False)
+        self.__dict__.update(_visual=visual, _lm=lm)
+        self.__dict__["_sampler"] = RolloutSampler(lm.layout, lm.load_text_tokenizer(), visual,
+                                                   self.sampling, hp.policy_mode)
+
+    def on_fit_start(self) -> None:
+        from arm_core.generation import Engine
+
+        dev = self.device
+        if self.reference is not None:
+            self.reference.to(dev)
+        self.__dict__["_visual"].to(dev)
+        self.__dict__["_engine"] = Engine(self.policy)
+        g = torch.Generator(device=dev if dev.type != "mps" else "cpu")
+        g.manual_seed(self.hparams.seed + 1_000_003 * self.global_step)
+        self.__dict__["_generator"] = g
+        sampler = self.__dict__["_sampler"]
+        for r in self.rewards.values():
+            r.bind(policy=self.policy, layout=sampler.layout, text_tokenizer=sampler.formatter.text,
+                   visual_tokenizer=self.__dict__["_visual"])
+
+    def configure_optimizers(self) -> Any:
+        if self.policy is None:
+            self.configure_model()
+        hp = self.hparams
+        return torch.optim.AdamW([p for p in self.policy.parameters() if p.requires_grad], lr=hp.lr,
+                                 betas=tuple(hp.betas), weight_decay=hp.weight_decay)
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        return batch      # prompt records (specs, PIL images) stay host objects
+
+    # ------------------------------------------------------------------ rollouts
+    def make_rollouts(self, records: list[Any], batch_idx: int = 0) -> list[RolloutBatch]:
+        """Sample, decode and score the rollouts of one prompt batch (no gradient)."""
+        if not records:
+            raise ValueError(f"batch {batch_idx} has no prompts (an empty prompt set?)")
+        sampler: RolloutSampler = self.__dict__["_sampler"]
+        by_task: dict[str, list[Any]] = defaultdict(list)
+        for r in records:
+            by_task[r.task].append(r)
+        out = []
+        G = self.hparams.group_size
+        for task in ("t2i", "edit"):
+            if not by_task.get(task):
+                continue
+            batch = sampler.rollout(self.__dict__["_engine"], task, by_task[task], G,
+                                    generator=self.__dict__["_generator"])
+            self.__dict__["_engine"].release()
+            images = sampler.decode(batch)
+            reward = self.rewards[task]
+            try:
+                batch.rewards = reward(images, batch.records, batch.codes)
+            except RewardError as e:
+                raise RewardError(f"batch {batch_idx}, task {task}: {e}") from e
+            parts = dict(getattr(reward, "last_values", {}))
+            parts.update(getattr(reward, "last_parts", {}))
+            for sub in reward.components().values():
+                parts.update({f"{sub.name}/{k}": v for k, v in getattr(sub, "last_parts", {}).items()})
+            batch.reward_parts = parts
+            batch.images = images  # type: ignore[attr-defined]
+            out.append(batch)
+        return out
+
+    # ------------------------------------------------------------------ training
+    def _log(self, name: str, value: Any, bs: int) -> None:
+        self.log(f"train/{name}", float(value), on_step=True, on_epoch=False, batch_size=bs)
+
+    def training_step(self, batch: list[Any], batch_idx: int) -> None:
+        hp = self.hparams
+        G = hp.group_size
+        rollouts = self.make_rollouts(batch, batch_idx)
+        all_rewards = torch.cat([b.rewards for b in rollouts])
+        n_all = len(all_rewards)
+        self._log("reward/mean", all_rewards.mean(), n_all)
+        kept, adv = [], []
+        n_groups = n_kept = 0
+        for b in rollouts:
+            self._log(f"reward/{b.task}/mean", b.rewards.mean(), len(b))
+            self._log(f"reward/{b.task}/std", b.rewards.std() if len(b) > 1 else 0.0, len(b))
+            for name, v in b.reward_parts.items():
+                self._log(f"reward/{b.task}/{name}", v.float().mean(), len(b))
+            a = group_advantages(b.rewards, G, self.normalize_std)
+            n_groups += len(b) // G
+            if hp.dynamic_sampling:
+                keep_groups = ~zero_variance_groups(b.rewards, G)
+                rows = keep_groups.repeat_interleave(G).nonzero().flatten()
+                if len(rows) == 0:
+                    continue
+                b, a = b.select(rows), a[rows]
+            n_kept += len(b) // G
+            kept.append(b)
+            adv.append(a)
+        self._log("groups_kept", n_kept / max(n_groups, 1), n_all)
+        self._log("response_length", torch.cat([b.mask.sum(1) for b in rollouts]).float().mean(), n_all)
+        self._log("entropy", -torch.cat([b.old_logp[b.mask] for b in rollouts]).mean(), n_all)
+        self.maybe_write_samples(rollouts)
+        if not kept:
+            return None        # nothing to learn from (every group had equal rewards)
+        sampler: RolloutSampler = self.__dict__["_sampler"]
+        if self.reference is not None:
+            with torch.no_grad():
+                for b in kept:
+                    b.ref_logp = sampler.logprobs(self.reference, b)
+        self._optimize(kept, adv, batch_idx)
+        return None
+
+    def _chunks(self, kept: list[RolloutBatch], adv: list[Tensor]) -> list[list[tuple[RolloutBatch, Tensor]]]:
+        """Optimizer steps of one epoch, each a list of (rollouts, advantages) chunks."""
+        mb = self.hparams.minibatch_size
+        if mb is None:
+            return [list(zip(kept, adv, strict=True))]
+        steps = []
+        for b, a in zip(kept, adv, strict=True):
+            for s in range(0, len(b), mb):
+                rows = torch.arange(s, min(s + mb, len(b)))
+                steps.append([(b.select(rows), a[rows])])
+        return steps
+
+    def _optimize(self, kept: list[RolloutBatch], adv: list[Tensor], batch_idx: int) -> None:
+        hp = self.hparams
+        opt = self.optimizers()
+        sampler: RolloutSampler = self.__dict__["_sampler"]
+        stats: dict[str, list[float]] = defaultdict(list)
+        for epoch in range(hp.ppo_epochs):
+            for chunks in self._chunks(kept, adv):
+                total_rows = sum(len(b) for b, _ in chunks)
+                opt.zero_grad(set_to_none=True)
+                for b, a in chunks:
+                    logp = sampler.logprobs(self.policy, b)
+                    out = grpo_loss(logp, b.old_logp, a.to(logp.device), b.mask, ref_logp=b.ref_logp,
+                                    beta=hp.beta, eps_low=hp.eps_low, eps_high=hp.eps_high,
+                                    aggregation=self.aggregation, max_len=b.tokens.shape[1])
+                    if not torch.isfinite(out.loss):
+                        opt.zero_grad(set_to_none=True)
+                        raise RLNumericsError(self._nan_report(b, a, logp, batch_idx, epoch, "loss"))
+                    self.manual_backward(out.loss * (len(b) / total_rows))
+                    for k in ("loss", "policy_loss", "kl", "clip_fraction", "ratio_mean"):
+                        stats[k].append(float(getattr(out, k).detach()))
+                norm = torch.nn.utils.clip_grad_norm_(
+                    self.policy.parameters(), hp.grad_clip if hp.grad_clip > 0 else float("inf"))
+                if not torch.isfinite(norm):
+                    opt.zero_grad(set_to_none=True)
+                    b, a = chunks[0]
+                    raise RLNumericsError(self._nan_report(b, a, None, batch_idx, epoch, "gradient"))
+                stats["grad_norm"].append(float(norm))
+                opt.step()
+        n = sum(len(b) for b in kept)
+        for k, v in stats.items():
+            self._log(k, sum(v) / len(v), n)
+
+    def _nan_report(self, b: RolloutBatch, a: Tensor, logp: Tensor | None, batch_idx: int,
+                    epoch: int, what: str) -> str:
+        suspects = []
+        if not torch.isfinite(b.rewards).all():
+            suspects.append(f"reward {self.rewards[b.task].name!r}")
+        if not torch.isfinite(a).all():
+            suspects.append("advantages")
+        if logp is not None and not torch.isfinite(logp[b.mask]).all():
+            suspects.append("policy log-probs (a sampled token now outside top-k, or a diverged policy)")
+        if not torch.isfinite(b.old_logp[b.mask]).all():
+            suspects.append("old log-probs")
+        if b.ref_logp is not None and not torch.isfinite(b.ref_logp[b.mask]).all():
+            suspects.append("reference log-probs")
+        prompts = "; ".join(r.describe() for r in b.records[:: self.hparams.group_size][:4])
+        return (f"non-finite {what} at batch {batch_idx} (global step {self.global_step}, ppo epoch "
+                f"{epoch}), task {b.task!r}, reward {self.rewards[b.task].name!r}; suspects: "
+                f"{', '.join(suspects) or 'the loss itself (overflow in the ratio?)'}; prompts: {prompts}. "
+                "The optimizer was NOT stepped; weights are unchanged by this batch")
+
+    # ------------------------------------------------------------------ samples + export
+    def maybe_write_samples(self, rollouts: list[RolloutBatch]) -> None:
+        every = self.hparams.sample_every_n_steps
+        if not every or self.global_step % every:
+            return
+        root = Path(self.trainer.log_dir or self.trainer.default_root_dir) if self._trainer else Path(".")
+        for b in rollouts:
+            imgs = b.images[: self.hparams.sample_grid_size]  # type: ignore[attr-defined]
+            grid = make_grid(imgs, cols=min(len(imgs), self.hparams.group_size, 8))
+            out = root / "samples"
+            out.mkdir(parents=True, exist_ok=True)
+            grid.save(out / f"step{self.global_step:06d}-{b.task}.png")
+            for lg in self.loggers:
+                exp = getattr(lg, "experiment", None)
+                if hasattr(exp, "add_image"):
+                    import numpy as np
+
+                    exp.add_image(f"samples/{b.task}", np.asarray(grid), self.global_step, dataformats="HWC")
+
+    def export(self, directory: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:
+        """Write the policy as an arm-core LM checkpoint directory (``arm_core.checkpoint.save_lm``)."""
+        from arm_core.checkpoint import save_lm
+
+        lm = self.__dict__["_lm"]
+        if lm is None or self.policy is None:
+            raise RuntimeError("GRPOTrainer.export: the policy is not loaded (call configure_model)")
+        vis = self.hparams.visual_tokenizer or lm.visual_tokenizer_dir
+        return save_lm(directory, self.policy.state_dict(), lm.config, layout=lm.layout,
+                       text_tokenizer=lm.text_tokenizer_path, visual_tokenizer_dir=vis,
+                       metadata=metadata)
+
+    def on_fit_end(self) -> None:
+        if self.hparams.export_dir == "":
+            return
+        target = self.hparams.export_dir or os.path.join(self.trainer.default_root_dir, "policy")
+        if self.trainer.is_global_zero:
+            meta = {"global_step": int(self.trainer.global_step), "stage": "grpo",
+                    "started_from": str(self.hparams.policy_checkpoint),
+                    "hparams": json.loads(json.dumps(dict(self.hparams), default=str))}
+            self.export(target, metadata=meta)

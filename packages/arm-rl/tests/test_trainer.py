@@ -1,0 +1,116 @@
+"""GRPOTrainer end to end on a tiny random LM: it learns a reward, exports a loadable LM,
+keeps no reference at beta = 0, and refuses bad references, NaN rewards and NaN losses."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from arm_rl.prompts import ShapesPromptDataModule
+from arm_rl.rewards.base import Reward, RewardError
+from arm_rl.trainer import GRPOTrainer, ReferenceMismatchError, RLNumericsError
+
+TARGET_CODE = 3
+
+
+class CodeReward(Reward):
+    """Fraction of the image's codes equal to TARGET_CODE (learnable by a tiny random LM)."""
+
+    def __init__(self, name="code", value=None):
+        super().__init__(name=name)
+        self.value = value
+
+    def compute(self, images, records, codes=None):
+        if self.value is not None:
+            return torch.full((len(records),), self.value)
+        return (codes == TARGET_CODE).float().mean(1)
+
+
+def _fit(module, dm, steps, tmp_path):
+    trainer = pl.Trainer(max_steps=steps, accelerator="cpu", devices=1, logger=pl.loggers.CSVLogger(tmp_path),
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         log_every_n_steps=1, default_root_dir=tmp_path)
+    trainer.fit(module, datamodule=dm)
+    return trainer
+
+
+def test_grpo_raises_reward_and_exports(tiny_lm, tmp_path):
+    from arm_core.checkpoint import load_lm
+    from arm_core.generation import Engine
+
+    torch.manual_seed(0)
+    module = GRPOTrainer(policy_checkpoint=str(tiny_lm / "lm"), t2i_reward=CodeReward(),
+                         edit_reward=CodeReward(), group_size=4, beta=0.01, lr=3e-2, top_k=None,
+                         t2i_temperature=1.0, ppo_epochs=2, sample_every_n_steps=5,
+                         export_dir=str(tmp_path / "policy"))
+    dm = ShapesPromptDataModule({"t2i": 0.5, "edit": 0.5}, prompts_per_step=2, num_prompts=64)
+    trainer = _fit(module, dm, 16, tmp_path)          # 8 rollout batches x 2 ppo epochs
+    assert module.reference is not None
+    assert all(not p.requires_grad for p in module.reference.parameters())
+    assert not any(k.startswith("_reference") for k in module.state_dict())
+    exported = load_lm(tmp_path / "policy")
+    assert exported.metadata["global_step"] == 16
+    start = load_lm(tiny_lm / "lm")
+
+    def score(model):
+        b = module._sampler.rollout(Engine(model), "t2i", [dm.dataset[i] for i in range(4)], 8,
+                                    generator=torch.Generator().manual_seed(5))
+        return (b.codes == TARGET_CODE).float().mean().item()
+
+    before, after = score(start.model), score(exported.model)
+    assert after > before + 0.2, (before, after)
+    logged = trainer.logged_metrics
+    for k in ("train/reward/mean", "train/reward/t2i/mean", "train/reward/edit/std", "train/kl",
+              "train/clip_fraction", "train/entropy", "train/response_length", "train/loss"):
+        assert k in logged, sorted(logged)
+    assert logged["train/response_length"] == 16
+    assert list((tmp_path).rglob("samples/step*-t2i.png"))
+
+
+def test_beta_zero_builds_no_reference_and_dynamic_sampling_skips(tiny_lm, tmp_path):
+    module = GRPOTrainer(policy_checkpoint=str(tiny_lm / "lm"), t2i_reward=CodeReward(value=0.5),
+                         group_size=2, beta=0.0, dynamic_sampling=True, export_dir="")
+    dm = ShapesPromptDataModule({"t2i": 1.0}, prompts_per_step=1, num_prompts=4)
+    before = {k: v.clone() for k, v in module.state_dict().items()} if module.policy else None
+    trainer = pl.Trainer(max_epochs=1, limit_train_batches=2, accelerator="cpu", logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, datamodule=dm)
+    assert module.reference is None and before is None
+    assert trainer.global_step == 0                     # every group had zero variance: no step
+
+
+def test_reference_mismatch_and_bad_arguments(tiny_lm):
+    m = GRPOTrainer(policy_checkpoint=str(tiny_lm / "lm"), reference_checkpoint=str(tiny_lm / "other"))
+    with pytest.raises(ReferenceMismatchError, match="n_layer"):
+        m.configure_model()
+    with pytest.raises(ValueError, match="group_size"):
+        GRPOTrainer(group_size=1)
+    with pytest.raises(ValueError, match="policy_mode"):
+        GRPOTrainer(policy_mode="cfg")
+    with pytest.raises(ValueError, match="choose one of"):
+        GRPOTrainer(aggregation="mean")
+    with pytest.raises(ValueError, match="scores only"):
+        from arm_rl.rewards.shapes import ShapesT2IReward
+
+        GRPOTrainer(edit_reward=ShapesT2IReward())
+    with pytest.raises(ValueError, match="empty"):
+        ShapesPromptDataModule(num_prompts=0)
+
+
+def test_nan_reward_and_nan_loss_stop_the_step(tiny_lm, tmp_path):
+    dm = ShapesPromptDataModule({"t2i": 1.0}, prompts_per_step=1, num_prompts=4)
+    bad = GRPOTrainer(policy_checkpoint=str(tiny_lm / "lm"), t2i_reward=CodeReward("nanny", float("nan")),
+                      group_size=2, export_dir="")
+    with pytest.raises(RewardError, match="batch 0, task t2i: reward 'nanny'"):
+        _fit(bad, dm, 1, tmp_path)
+
+    module = GRPOTrainer(policy_checkpoint=str(tiny_lm / "lm"), t2i_reward=CodeReward(),
+                         group_size=4, beta=0.1, export_dir="")
+    module.configure_model()
+    with torch.no_grad():                               # a corrupted reference -> NaN KL
+        next(module.reference.parameters()).fill_(float("nan"))
+    before = {k: v.clone() for k, v in module.policy.state_dict().items()}
+    with pytest.raises(RLNumericsError, match="reference log-probs.*NOT stepped"):
+        _fit(module, dm, 1, tmp_path)
+    after = module.policy.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
