@@ -47,4 +47,4 @@ echo "components registered without the other packages: $(($(wc -l <"$WORK/list.
 
 echo "== arm-tokenizer's own tests, alone"
 cd "$WORK"  # not the repo root: the installed copy is what gets imported
-OMP_NUM_THREADS=2 "$PY" -m pytest -q -p no:cacheprovider --rootdir "$ROOT/packages/arm-tokenizer" "$ROOT/packages/arm-tokenizer/tests"
+OMP_NUM_THREADS=2 "$PY" -m pytest -q -p no:cacheprovider --durations=15 --rootdir "$ROOT/packages/arm-tokenizer" "$ROOT/packages/arm-tokenizer/tests"

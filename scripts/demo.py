@@ -32,7 +32,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -84,19 +83,35 @@ def run(cmd: list[str], log: Path, threads: int) -> None:
     print(f"   $ {' '.join(cmd)}", flush=True)
     with open(log, "ab") as fh:
         fh.write(f"\n$ {' '.join(cmd)}\n".encode())
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-        assert proc.stdout is not None
 
-        def pump() -> None:
+        def tee(chunk: bytes) -> None:
+            fh.write(chunk)
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.flush()
+
+        if sys.stdout.isatty():
+            # A pseudo-terminal, so the stage's progress bars render as in a plain run.
+            import pty
+
+            master, slave = pty.openpty()
+            proc = subprocess.Popen(cmd, stdout=slave, stderr=slave, env=env, cwd=ROOT)
+            os.close(slave)
+            while True:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:  # the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                tee(chunk)
+            os.close(master)
+            rc = proc.wait()
+        else:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+            assert proc.stdout is not None
             for chunk in iter(lambda: proc.stdout.read1(4096), b""):  # type: ignore[union-attr]
-                fh.write(chunk)
-                sys.stdout.buffer.write(chunk)
-                sys.stdout.flush()
-
-        t = threading.Thread(target=pump)
-        t.start()
-        rc = proc.wait()
-        t.join()
+                tee(chunk)
+            rc = proc.wait()
     if rc != 0:
         raise SystemExit(f"stage command failed (exit {rc}); see {log}")
 
@@ -241,7 +256,8 @@ def stage_eval_sft(ctx: Ctx) -> str:
 def stage_rl(ctx: Ctx) -> str:
     pr = ctx.profile
     fit(ctx, "arm-rl", "configs/rl/shapes-multitask-grpo.yaml", "rl", {
-        "trainer.max_steps": pr["rl_steps"],
+        "trainer.max_steps": pr["rl_steps"], "model.init_args.group_size": pr["rl_group"],
+        "data.init_args.prompts_per_step": pr["rl_prompts"],
     }, pr["rl_steps"])
     reward = last_metric(ctx, "rl", "train/reward_mean", "train/reward/mean")
     return f"RL policy exported to {ctx.p('rl')} ({pr['rl_steps']} steps, last reward mean {reward})"

@@ -138,8 +138,10 @@ def _examples(out: Path, figdir: Path) -> dict[str, Any]:
 
 def collect_metrics(out: Path) -> dict[str, Any]:
     """The numbers of every stage in one JSON-able dict."""
+    order = ["teacher", "tokenizer", "tokens", "lm", "eval_sft", "rl", "eval_rl", "report"]
     stages = {}
-    for f in sorted((out / "stages").glob("*.json")):
+    for f in sorted((out / "stages").glob("*.json"),
+                    key=lambda f: order.index(f.stem) if f.stem in order else len(order)):
         d = json.loads(f.read_text())
         stages[d["stage"]] = {"seconds": d["seconds"], "summary": d["summary"]}
     tok_rows = _csv_rows(out, "tokenizer")

@@ -137,3 +137,21 @@ def test_ablation_row_end_to_end_on_toy_world(tmp_path):
     row["train_seconds"] = seconds
     table = markdown_table({"rows": {"all": row}, "teacher": None})
     assert "| all |" in table and "80.2%" in table  # the paper's row sits beside ours
+
+
+def test_ablation_results_merge_in_table_order(tmp_path):
+    import json
+
+    from arm_tokenizer.experiments.ablation import merge_results
+
+    row = {"probe_color": 0.9, "probe_shape": 0.5, "retrieval_r1_sig_head": None, "retrieval_r1_ridge": 0.1,
+           "psnr": 20.0, "codebook_usage": 0.3, "train_seconds": 10.0}
+    setup = {"steps": 5, "batch_size": 2, "lr": 1e-3, "fsq_levels": [8, 5, 5, 5], "seed": 0, "teacher": "t"}
+    (tmp_path / "a.json").write_text(json.dumps({"setup": setup, "rows": {"all": row}, "teacher": None}))
+    (tmp_path / "b.json").write_text(json.dumps({"setup": setup, "rows": {"pix": row}, "teacher": None}))
+    merged = merge_results([str(tmp_path / "a"), str(tmp_path / "b")], str(tmp_path / "m"))
+    assert list(merged["rows"]) == ["pix", "all"]
+    assert (tmp_path / "m.md").read_text().index("| pix |") < (tmp_path / "m.md").read_text().index("| all |")
+    (tmp_path / "c.json").write_text(json.dumps({"setup": dict(setup, steps=6), "rows": {}, "teacher": None}))
+    with pytest.raises(ValueError, match="steps"):
+        merge_results([str(tmp_path / "a"), str(tmp_path / "c")], str(tmp_path / "m2"))

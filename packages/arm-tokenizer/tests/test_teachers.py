@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -175,3 +176,56 @@ def test_image_tower_loads_as_the_tokenizers_frozen_timm_encoder(teacher_dir):
     with torch.no_grad():
         torch.testing.assert_close(enc(images), load_image_tower(teacher_dir)(images), rtol=1e-5, atol=1e-5)
     assert enc.out_dim == tower_cfg["feature_dim"] and enc.patch_size == tower_cfg["patch_size"]
+
+
+_CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "tokenizer"
+
+
+@pytest.mark.skipif(not (_CONFIGS / "shapes-teacher.yaml").is_file(), reason="configs/ ships with the repository")
+def test_shapes_teacher_yaml_runs_scaled_down(tmp_path):
+    """shapes-teacher.yaml through the real CLI: same model, tiny sizes, a folder of toy images."""
+    import yaml
+    from arm_tokenizer.images import tensor_to_pil
+    from arm_tokenizer.lightning_cli import run_lightning
+
+    cfg = yaml.safe_load((_CONFIGS / "shapes-teacher.yaml").read_text())
+    assert cfg["model"]["class_path"] == "teacher_trainer"
+    assert cfg["data"]["class_path"] == "shapes_world"
+    root = tmp_path / "images"
+    root.mkdir()
+    batch = toy_batch(6, size=32)
+    for i, (img, cap) in enumerate(zip(batch["images"], batch["captions"], strict=True)):
+        tensor_to_pil(img).save(root / f"{i}.png")
+        (root / f"{i}.txt").write_text(cap)
+    m = cfg["model"]["init_args"]
+    m.update(output_dir=str(tmp_path / "teacher"), image_tower_kwargs=dict(TINY_TOWER_KWARGS), embed_dim=16,
+             vocab_size=64, text_dim=16, text_heads=2, caption_dim=16, caption_heads=2, spm_corpus_batches=3)
+    cfg["trainer"] = {"accelerator": "cpu", "default_root_dir": str(tmp_path / "logs"),
+                      "enable_progress_bar": False, "enable_model_summary": False}
+    cfg["data"] = {"class_path": "image_folder",
+                   "init_args": {"root": str(root), "image_size": 32, "batch_size": 2, "val_fraction": 0.34}}
+    path = tmp_path / "teacher.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    cli = run_lightning(["fit", "--config", str(path), "--trainer.fast_dev_run=1"])
+    assert "train/loss_sig" in cli.trainer.logged_metrics and "train/loss_cap" in cli.trainer.logged_metrics
+    assert not (tmp_path / "teacher").exists()  # fast_dev_run exports nothing
+
+
+@pytest.mark.skipif(not (_CONFIGS / "shapes-quickstart.yaml").is_file(), reason="configs/ ships with the repository")
+def test_quickstart_encoder_is_the_teacher_tower():
+    """shapes-quickstart.yaml must build exactly the tower shapes-teacher.yaml trains and exports."""
+    import yaml
+
+    teacher = yaml.safe_load((_CONFIGS / "shapes-teacher.yaml").read_text())["model"]["init_args"]
+    quick = yaml.safe_load((_CONFIGS / "shapes-quickstart.yaml").read_text())["model"]["init_args"]
+    enc = quick["encoder"]["init_args"]
+    assert enc["checkpoint_path"] == f"{teacher['output_dir']}/image_tower.safetensors"
+    assert enc["model_name"] == teacher["image_tower"]
+    built = dict(enc["model_kwargs"], **({"img_size": enc["img_size"]} if enc.get("img_size") else {}))
+    assert built == teacher["image_tower_kwargs"]
+    width = teacher["image_tower_kwargs"]["embed_dim"]
+    for loss in quick["losses"]:
+        if loss["class_path"] in ("siglip_loss", "caption_loss"):
+            assert loss["init_args"]["in_dim"] == width
+            key = "text_encoder" if loss["class_path"] == "siglip_loss" else "caption_lm"
+            assert loss["init_args"][key]["init_args"]["checkpoint"] == teacher["output_dir"]

@@ -91,7 +91,7 @@ def evaluate_t2i_split(pipe: TextToImage, split: str, n: int, scale: float, *, s
     kinds: dict[str, list[float]] = defaultdict(list)
     groups: dict[str, list[float]] = defaultdict(list)
     for s, im in zip(samples, images, strict=True):
-        r = evaluate_t2i(im, s.spec, check=s.caption_attributes)
+        r = evaluate_t2i(im, s.spec, check=s.caption_attributes, relations=s.caption_relations)
         scores.append(r.score)
         strict.append(float(r.strict))
         for c in r.clauses:

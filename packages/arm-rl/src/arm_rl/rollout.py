@@ -89,6 +89,7 @@ class RolloutBatch:
         ref_logp: the reference's log-probs, filled by the trainer when ``beta > 0``.
         rewards: ``(N,)`` filled by the trainer.
         reward_parts: per-reward values, for logging.
+        images: the decoded images, filled by the trainer (sample grids).
     """
 
     task: str
@@ -104,6 +105,7 @@ class RolloutBatch:
     ref_logp: Tensor | None = None
     rewards: Tensor | None = None
     reward_parts: dict[str, Tensor] = field(default_factory=dict)
+    images: list[Any] | None = None
 
     def __len__(self) -> int:
         return self.tokens.shape[0]
@@ -122,7 +124,8 @@ class RolloutBatch:
         return RolloutBatch(self.task, [self.records[i] for i in idx], [self.prompts[i] for i in idx],
                             g, self.sampling, self.tokens[rows], self.mask[rows], self.old_logp[rows],
                             self.codes[rows], self.grid, pick(self.ref_logp), pick(self.rewards),
-                            {k: v[rows] for k, v in self.reward_parts.items()})
+                            {k: v[rows] for k, v in self.reward_parts.items()},
+                            None if self.images is None else [self.images[i] for i in idx])
 
 
 class RolloutSampler:

@@ -277,7 +277,7 @@ class GRPOTrainer(pl.LightningModule):
             for sub in reward.components().values():
                 parts.update({f"{sub.name}/{k}": v for k, v in getattr(sub, "last_parts", {}).items()})
             batch.reward_parts = parts
-            batch.images = images  # type: ignore[attr-defined]
+            batch.images = images
             out.append(batch)
         return out
 
@@ -394,7 +394,9 @@ class GRPOTrainer(pl.LightningModule):
             return
         root = Path(self.trainer.log_dir or self.trainer.default_root_dir) if self._trainer else Path(".")
         for b in rollouts:
-            imgs = b.images[: self.hparams.sample_grid_size]  # type: ignore[attr-defined]
+            imgs = (b.images or [])[: self.hparams.sample_grid_size]
+            if not imgs:
+                continue
             grid = make_grid(imgs, cols=min(len(imgs), self.hparams.group_size, 8))
             out = root / "samples"
             out.mkdir(parents=True, exist_ok=True)

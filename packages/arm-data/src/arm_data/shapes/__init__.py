@@ -101,7 +101,6 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from arm_data.shapes.captions import Caption, make_caption, referring_expression  # noqa: F401
     from arm_data.shapes.datamodule import ShapesWorldDataModule  # noqa: F401
     from arm_data.shapes.dataset import ShapesEditDataset, ShapesImageDataset, ShapesVQADataset  # noqa: F401
-    from arm_data.shapes.export import export_split  # noqa: F401
     from arm_data.shapes.edits import EDIT_KINDS, EditSpec, apply_edit, describe_edit, make_edit  # noqa: F401
     from arm_data.shapes.evaluator import (  # noqa: F401
         CLAUSE_KINDS,
@@ -111,6 +110,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
         evaluate_edit,
         evaluate_t2i,
     )
+    from arm_data.shapes.export import export_split  # noqa: F401
     from arm_data.shapes.palette import BACKGROUND_KINDS, COLORS, REGIONS, SHAPES, SIZES  # noqa: F401
     from arm_data.shapes.perception import DetectedObject, ParsedScene, parse_image  # noqa: F401
     from arm_data.shapes.qa import QA_KINDS, QAPair, make_qa  # noqa: F401

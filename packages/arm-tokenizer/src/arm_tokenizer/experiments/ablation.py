@@ -359,7 +359,7 @@ def markdown_table(result: dict) -> str:
 def run(teacher: str, out: str, rows: list[str], steps: int, batch_size: int = 32, lr: float = 1e-3,
         levels: list[int] | None = None, seed: int = 0, n_train: int = 4096, n_probe_train: int = 600,
         n_probe_test: int = 300, n_val: int = 300, threads: int | None = None,
-        decoder_channels: int = 64) -> dict:
+        decoder_channels: int = 64, scene_cache: str | None = None) -> dict:
     """Train and evaluate every row; writes ``<out>.json`` and ``<out>.md``; returns the result."""
     unknown = [r for r in rows if r not in ROWS]
     if unknown:
@@ -371,13 +371,26 @@ def run(teacher: str, out: str, rows: list[str], steps: int, batch_size: int = 3
 
     teacher_cfg = read_teacher_config(teacher)
     t0 = time.perf_counter()
-    data = {
-        "train": load_scenes("train", n_train, seed),
-        "probe_train": load_scenes("train", n_probe_train, seed + 1, single_object=True),
-        "probe_test": load_scenes("val", n_probe_test, seed, single_object=True),
-        "retrieval_train": load_scenes("train", n_probe_train, seed + 2),
-        "val": load_scenes("val", n_val, seed + 3),
-    }
+    cache = (Path(scene_cache) / f"scenes_s{seed}_{n_train}_{n_probe_train}_{n_probe_test}_{n_val}.pt"
+             if scene_cache else None)
+    if cache is not None and cache.is_file():
+        raw = torch.load(cache, weights_only=True)
+        data = {k: SceneSet(v["images"], list(v["captions"]), list(v["colors"]), list(v["shapes"]))
+                for k, v in raw.items()}
+    else:
+        data = {
+            "train": load_scenes("train", n_train, seed),
+            "probe_train": load_scenes("train", n_probe_train, seed + 1, single_object=True),
+            "probe_test": load_scenes("val", n_probe_test, seed, single_object=True),
+            "retrieval_train": load_scenes("train", n_probe_train, seed + 2),
+            "val": load_scenes("val", n_val, seed + 3),
+        }
+        if cache is not None:  # rendering ~6k scenes costs minutes on a busy CPU: keep them
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_name(f".{cache.name}.tmp")
+            torch.save({k: {"images": v.images, "captions": v.captions, "colors": v.colors, "shapes": v.shapes}
+                        for k, v in data.items()}, tmp)
+            os.replace(tmp, cache)
     data_seconds = time.perf_counter() - t0
     text = TeacherTextEncoder(teacher)
     out_path = Path(out)
@@ -395,6 +408,7 @@ def run(teacher: str, out: str, rows: list[str], steps: int, batch_size: int = 3
         "teacher": evaluate_teacher(teacher, data),
         "paper": {k: v for k, v in PAPER_TABLE.items() if v is not None},
     }
+    _write(out_path, result)  # the teacher's row first: useful even when no tokenizer row is asked for
     features = None
     for name in rows:
         model = build_trainer(teacher, ROWS[name], levels, lr, steps, seed, decoder_channels=decoder_channels)
@@ -454,6 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-train", type=int, default=4096, help="training scenes (shared by all rows)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--scene-cache", default=None, help="directory to keep the rendered scenes in between runs")
     p.add_argument("--merge", nargs="+", default=None, metavar="STEM",
                    help="only merge the results of earlier runs (their --out stems) into --out")
     a = p.parse_args(argv)
@@ -462,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     run(a.teacher, a.out, [r.strip() for r in a.rows.split(",") if r.strip()], a.steps, a.batch_size, a.lr,
         [int(v) for v in a.levels.split(",")], a.seed, a.n_train, threads=a.threads,
-        decoder_channels=a.decoder_channels)
+        decoder_channels=a.decoder_channels, scene_cache=a.scene_cache)
     print(markdown_table(json.loads(Path(a.out).with_suffix(".json").read_text())))
     return 0
 
