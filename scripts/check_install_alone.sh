@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Proves that arm-tokenizer installs, imports and passes its own tests with none of
-# arm-data, arm-core or arm-rl present.
+# arm-data, arm-core or arm-rl present; then that arm-data does the same with only
+# arm-tokenizer beside it.
 #
 # Reinstalling torch into a second venv would cost minutes and gigabytes, so the fresh venv
 # sees the main venv's THIRD-PARTY packages through a "shadow" directory of symlinks that
@@ -48,3 +49,13 @@ echo "components registered without the other packages: $(($(wc -l <"$WORK/list.
 echo "== arm-tokenizer's own tests, alone"
 cd "$WORK"  # not the repo root: the installed copy is what gets imported
 OMP_NUM_THREADS=2 "$PY" -m pytest -q -p no:cacheprovider --durations=15 --rootdir "$ROOT/packages/arm-tokenizer" "$ROOT/packages/arm-tokenizer/tests"
+
+echo "== then arm-data on top: usable with only arm-tokenizer and arm-data installed"
+if ! "$PY" -m pip install -q "$ROOT/packages/arm-data" >"$WORK/pip-data.log" 2>&1; then
+  grep -v "^WARNING: Location" "$WORK/pip-data.log"; echo "FAIL: pip install packages/arm-data"; exit 1
+fi
+"$PY" -c "import arm_data, arm_data.shapes, arm_data.formats; print('arm_data', arm_data.__version__)"
+for mod in arm_core arm_rl; do
+  if "$PY" -c "import $mod" 2>/dev/null; then echo "FAIL: $mod importable in the alone venv"; exit 1; fi
+done
+OMP_NUM_THREADS=2 "$PY" -m pytest -q -p no:cacheprovider --durations=5 --rootdir "$ROOT/packages/arm-data" "$ROOT/packages/arm-data/tests"

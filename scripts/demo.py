@@ -48,9 +48,9 @@ PROFILES: dict[str, dict] = {
     "fast": dict(teacher_steps=3, tokenizer_steps=4, batch=8, pretok_count=48, shard_size=16,
                  lm_steps=6, lm_batch=2, rl_steps=1, rl_group=2, rl_prompts=2,
                  eval_n=4, eval_cfg=[1.0, 3.0], val_batches=1),
-    "small": dict(teacher_steps=300, tokenizer_steps=700, batch=32, pretok_count=6000, shard_size=1000,
-                  lm_steps=1800, lm_batch=8, rl_steps=20, rl_group=8, rl_prompts=4,
-                  eval_n=64, eval_cfg=[1.0, 3.0], val_batches=2),
+    "small": dict(teacher_steps=250, tokenizer_steps=250, batch=32, pretok_count=2000, shard_size=500,
+                  lm_steps=350, lm_batch=4, rl_steps=8, rl_group=4, rl_prompts=2,
+                  eval_n=48, eval_cfg=[1.0, 3.0], val_batches=2),
     "full": dict(teacher_steps=1500, tokenizer_steps=4000, batch=32, pretok_count=30000, shard_size=2000,
                  lm_steps=12000, lm_batch=16, rl_steps=200, rl_group=16, rl_prompts=8,
                  eval_n=300, eval_cfg=[1.0, 1.5, 3.0, 5.0], val_batches=4),
@@ -197,7 +197,9 @@ def stage_teacher(ctx: Ctx) -> str:
     pr = ctx.profile
     fit(ctx, "arm-tokenizer", "configs/tokenizer/shapes-teacher.yaml", "teacher", {
         "trainer.max_steps": pr["teacher_steps"], "trainer.limit_val_batches": pr["val_batches"],
-        "trainer.val_check_interval": None, "trainer.check_val_every_n_epoch": None,
+        # one epoch = the whole run, validated at its end
+        "trainer.val_check_interval": pr["teacher_steps"],
+        "data.init_args.train_length": pr["teacher_steps"] * pr["batch"],
         "data.init_args.batch_size": pr["batch"],
     }, pr["teacher_steps"])
     loss = last_metric(ctx, "teacher", "train/loss", "train/loss_step")
@@ -208,7 +210,8 @@ def stage_tokenizer(ctx: Ctx) -> str:
     pr = ctx.profile
     fit(ctx, "arm-tokenizer", "configs/tokenizer/shapes-quickstart.yaml", "tokenizer", {
         "trainer.max_steps": pr["tokenizer_steps"], "trainer.limit_val_batches": pr["val_batches"],
-        "trainer.val_check_interval": None, "data.init_args.batch_size": pr["batch"],
+        "trainer.val_check_interval": pr["tokenizer_steps"], "data.init_args.batch_size": pr["batch"],
+        "data.init_args.train_length": pr["tokenizer_steps"] * pr["batch"],
     }, pr["tokenizer_steps"])
     psnr = last_metric(ctx, "tokenizer", "val/psnr")
     usage = last_metric(ctx, "tokenizer", "val/codebook_usage", "train/codebook_usage")

@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import pytest
+import yaml
 
 from conftest import ROOT, run_script
 
@@ -75,12 +76,15 @@ def test_plugin_that_raises_at_import_leaves_the_rest_working(tmp_path):
     assert "fsq" in listing.stdout and "exploding" in listing.stdout and "import failed" in listing.stdout
     assert "broken-arm-plugin" in listing.stderr and "boom at import" in listing.stderr
 
+    # The template's config with the built-in FSQ instead of the plugin's components.
+    data = yaml.safe_load((TEMPLATE / "configs" / "shapes-sign.yaml").read_text())
+    model = data["model"]["init_args"]
+    model["quantizer"] = {"class_path": "fsq", "init_args": {"levels": [5, 5, 5]}}
+    model["proj_in"]["init_args"]["out_dim"] = 3
+    model["proj_out"]["init_args"]["in_dim"] = 3
+    model["losses"] = [loss for loss in model["losses"] if loss["class_path"] != "prequant_penalty"]
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text((TEMPLATE / "configs" / "shapes-sign.yaml").read_text()
-                   .replace("class_path: sign", "class_path: fsq")
-                   .replace("init_args: {dim: 10}", "init_args: {levels: [5, 5, 5]}")
-                   .replace("out_dim: 10}", "out_dim: 3}").replace("in_dim: 10,", "in_dim: 3,")
-                   .replace("- class_path: prequant_penalty\n        init_args: {weight: 0.1}\n", ""))
+    cfg.write_text(yaml.safe_dump(data))
     fit = run_script("arm-tokenizer", "fit", "--config", str(cfg), *FAST,
                      "--trainer.default_root_dir", str(tmp_path), env=env)
     assert fit.returncode == 0, fit.stderr[-3000:]

@@ -24,7 +24,7 @@ p.add_argument("--lr", type=float, default=1e-3)
 p.add_argument("--sched_steps", type=int, default=100000, help="cosine horizon (LR decays to 0.1x)")
 p.add_argument("--warmup", type=int, default=50)
 p.add_argument("--distance", default="l1")
-p.add_argument("--out", default="/tmp/measure/run")
+p.add_argument("--out", default="runs/measure/run")
 p.add_argument("--init", default=None, help="continue from an exported tokenizer dir")
 a = p.parse_args()
 levels = [int(x) for x in a.levels.split(",")]
