@@ -34,7 +34,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,8 +41,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from arm_tokenizer.checkpoint import atomic_write_bytes
 from safetensors import safe_open
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file, save
 
 from arm_data.formats import ImageTokens
 
@@ -112,22 +112,6 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to a temp file in the same directory, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_shard(path: str | os.PathLike, records: Sequence[TokenRecord]) -> str:
     """Write ``records`` as one shard file, atomically. Returns the file's SHA-256."""
     path = Path(path)
@@ -157,18 +141,9 @@ def write_shard(path: str | os.PathLike, records: Sequence[TokenRecord]) -> str:
     # keys would make the file bytes differ from run to run
     payload = {"format": SHARD_FORMAT, "records": meta}
     metadata = {"arm": json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))}
-    # safetensors writes to a path; write to a temp name in the same dir, then rename
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        digest = sha256_file(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return digest
+    data = save(tensors, metadata=metadata)
+    atomic_write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest()
 
 
 def read_shard(path: str | os.PathLike) -> list[TokenRecord]:

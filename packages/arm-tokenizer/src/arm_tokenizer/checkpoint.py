@@ -105,8 +105,11 @@ def state_dict_from_bytes(data: bytes, module: nn.Module | None = None) -> dict[
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same directory + ``os.replace``."""
+    """Write ``data`` to ``path`` via a temp file in the same directory, fsync, then
+    ``os.replace`` (the parent directory is created if needed). The one atomic writer of
+    the ARM packages."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:

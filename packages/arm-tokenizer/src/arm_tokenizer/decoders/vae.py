@@ -22,31 +22,19 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
-from arm_tokenizer.configurable import Configurable, ConfigError, instantiate
+from arm_tokenizer.checkpoint import atomic_write_bytes
+from arm_tokenizer.configurable import ConfigError, Configurable, instantiate
 from arm_tokenizer.decoders.conv import ResBlock, _groups
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
-
-
-def _atomic_write_bytes(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 class VAE(Configurable, nn.Module):
@@ -80,9 +68,9 @@ class VAE(Configurable, nn.Module):
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        _atomic_write_bytes(out / WEIGHTS_NAME, lambda p: save_file(state, p))
+        atomic_write_bytes(out / WEIGHTS_NAME, save(state))
         cfg = {**self.get_config(portable=True), "arm_tokenizer_version": __version__, "kind": "vae"}
-        _atomic_write_bytes(out / CONFIG_NAME, lambda p: Path(p).write_text(json.dumps(cfg, indent=2)))
+        atomic_write_bytes(out / CONFIG_NAME, json.dumps(cfg, indent=2).encode())
         return out
 
     @classmethod

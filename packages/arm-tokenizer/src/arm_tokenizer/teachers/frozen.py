@@ -24,15 +24,15 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
+from arm_tokenizer.checkpoint import atomic_write_bytes
 from arm_tokenizer.teachers.base import CaptionLM, TextEncoder
 from arm_tokenizer.teachers.modules import (
     CaptionDecoder,
@@ -60,36 +60,17 @@ TEACHER_FILES = (
 )
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _save_tensors(path: Path, state: dict[str, torch.Tensor]) -> None:
     state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    _atomic_write(path, lambda tmp: save_file(state, tmp))
+    atomic_write_bytes(path, save(state))
 
 
 def _save_json(path: Path, obj: Any) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
-            f.write("\n")
-    _atomic_write(path, write)
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
 def _save_bytes(path: Path, data: bytes) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            f.write(data)
-    _atomic_write(path, write)
+    atomic_write_bytes(path, data)
 
 
 def save_teacher(
