@@ -138,7 +138,7 @@ def _examples(out: Path, figdir: Path) -> dict[str, Any]:
 
 def collect_metrics(out: Path) -> dict[str, Any]:
     """The numbers of every stage in one JSON-able dict."""
-    order = ["teacher", "tokenizer", "tokens", "lm", "eval_sft", "rl", "eval_rl", "report"]
+    order = ["teacher", "tokenizer", "eval_tokenizer", "tokens", "lm", "eval_sft", "rl", "eval_rl", "report"]
     stages = {}
     for f in sorted((out / "stages").glob("*.json"),
                     key=lambda f: order.index(f.stem) if f.stem in order else len(order)):
@@ -152,6 +152,9 @@ def collect_metrics(out: Path) -> dict[str, Any]:
         "tokenizer": {"val_psnr": _last(tok_rows, "val/psnr"), "val_ssim": _last(tok_rows, "val/ssim"),
                       "codebook_usage": _last(tok_rows, "val/codebook_usage", "train/codebook_usage")},
     }
+    f = out / "eval" / "tokenizer.json"
+    if f.exists():
+        metrics["tokenizer"]["heldout"] = json.loads(f.read_text())
     for tag in ("sft", "rl"):
         f = out / "eval" / f"{tag}.json"
         if f.exists():
@@ -175,6 +178,11 @@ def _metric_rows(m: dict) -> list[tuple[str, Any, Any]]:
     rows = [("tokenizer PSNR (val, dB)", m["tokenizer"]["val_psnr"], None),
             ("tokenizer SSIM (val)", m["tokenizer"]["val_ssim"], None),
             ("tokenizer codebook usage", m["tokenizer"]["codebook_usage"], None)]
+    held = m["tokenizer"].get("heldout", {})
+    rows += [(f"tokenizer {label}", held.get(key), None) for label, key in (
+        ("PSNR (held-out, dB)", "psnr"), ("parse-back, strict (held-out)", "parse_back_strict"),
+        ("codebook usage (held-out)", "codebook_usage"), ("linear probe: color", "probe_color"),
+        ("linear probe: shape", "probe_shape"), ("caption retrieval R@1 (ridge)", "retrieval_r1_ridge"))]
     rows += [
         ("T2I overall, held-out, CFG 1", get("sft", "t2i", "cfg1"), get("rl", "t2i", "cfg1")),
         ("T2I overall, held-out, best CFG", get("sft", "t2i", "best"), get("rl", "t2i", "best")),

@@ -36,7 +36,7 @@ def demo_run(tmp_path_factory):
 
 def test_every_stage_ran_and_summarized(demo_run):
     out, proc = demo_run
-    for stage in ["teacher", "tokenizer", "tokens", "lm", "eval_sft", "rl", "eval_rl", "report"]:
+    for stage in ["teacher", "tokenizer", "eval_tokenizer", "tokens", "lm", "eval_sft", "rl", "eval_rl", "report"]:
         marker = json.loads((out / "stages" / f"{stage}.json").read_text())
         assert marker["seconds"] > 0 and marker["summary"]
         assert re.search(rf"\] {stage}: .+ \(\d+ s\)", proc.stdout), stage
@@ -57,6 +57,11 @@ def test_metrics_are_numbers_in_range(demo_run):
     out, _ = demo_run
     m = json.loads((out / "metrics.json").read_text())
     assert 0.0 <= m["tokenizer"]["codebook_usage"] <= 1.0
+    held = m["tokenizer"]["heldout"]
+    for key in ("parse_back_strict", "parse_back_score", "codebook_usage", "probe_color", "probe_shape",
+                "retrieval_r1_ridge"):
+        assert 0.0 <= held[key] <= 1.0, key
+    assert held["psnr"] > 0
     for tag in ("sft", "rl"):
         s = m[tag]
         for value in (s["t2i"]["cfg1"], s["t2i"]["best"], s["vqa"]["heldout"],
@@ -69,4 +74,4 @@ def test_rerun_skips_complete_stages(demo_run):
     out, _ = demo_run
     proc = _demo(out)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count("complete, skipped") == 8
+    assert proc.stdout.count("complete, skipped") == 9

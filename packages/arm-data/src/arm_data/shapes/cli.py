@@ -6,6 +6,7 @@
     arm-data shapes eval IMAGE --spec JSON_OR_FILE [--check count presence color]
     arm-data shapes eval-edit EDITED --source-spec S --target-spec T [--edit E] [--source-image SRC]
     arm-data shapes splits                                  # the held-out compositions
+    arm-data shapes eval-tokenizer --tokenizer DIR [--teacher DIR] [--split heldout] [--out F]
 """
 
 from __future__ import annotations
@@ -163,9 +164,53 @@ def _cmd_splits(argv: list[str]) -> int:
     return 0
 
 
+def _cmd_eval_tokenizer(argv: list[str]) -> int:
+    import torch
+
+    from arm_data.shapes.tokenizer_eval import evaluate_tokenizer
+
+    p = argparse.ArgumentParser(
+        prog="arm-data shapes eval-tokenizer",
+        description="Reconstruction PSNR/SSIM, evaluator parse-back, codebook usage, linear probe "
+                    "and caption retrieval of an exported visual tokenizer on ShapesWorld.")
+    p.add_argument("--tokenizer", required=True, help="a VisualTokenizer.save_pretrained directory")
+    p.add_argument("--teacher", help="teacher directory whose frozen text tower scores retrieval")
+    p.add_argument("--split", choices=SPLITS, default="heldout")
+    p.add_argument("--n", type=int, default=256, help="scenes measured (default 256)")
+    p.add_argument("--probe-train", type=int, default=400, help="single-object scenes to fit the probe")
+    p.add_argument("--probe-test", type=int, default=200, help="single-object scenes to test the probe")
+    p.add_argument("--probe-split", choices=SPLITS, default="val", help="split the probe is tested on")
+    p.add_argument("--decode-steps", type=int, help="sampler steps for a DiT decoder")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="also write the JSON here")
+    a = p.parse_args(argv)
+    if not os.path.isdir(a.tokenizer):
+        raise SystemExit(f"error: --tokenizer {a.tokenizer!r} is not a directory "
+                         "(expected a VisualTokenizer.save_pretrained export)")
+    from arm_tokenizer.tokenizer import VisualTokenizer
+
+    tokenizer = VisualTokenizer.from_pretrained(a.tokenizer)
+    text_encoder = None
+    if a.teacher:
+        from arm_tokenizer.teachers.frozen import TeacherTextEncoder
+
+        text_encoder = TeacherTextEncoder(checkpoint=a.teacher)
+    torch.manual_seed(a.seed)
+    res = evaluate_tokenizer(tokenizer, split=a.split, n=a.n, text_encoder=text_encoder,
+                             probe_train=a.probe_train, probe_test=a.probe_test, probe_split=a.probe_split, seed=a.seed,
+                             decode_steps=a.decode_steps)
+    text = json.dumps(res, indent=1)
+    print(text)
+    if a.out:
+        from arm_tokenizer.checkpoint import atomic_write_bytes
+
+        atomic_write_bytes(a.out, (text + "\n").encode())
+    return 0
+
+
 SUBCOMMANDS = {
     "export": _cmd_export, "show": _cmd_show, "render": _cmd_render, "eval": _cmd_eval,
-    "eval-edit": _cmd_eval_edit, "splits": _cmd_splits,
+    "eval-edit": _cmd_eval_edit, "splits": _cmd_splits, "eval-tokenizer": _cmd_eval_tokenizer,
 }
 
 

@@ -1,0 +1,153 @@
+"""How good is a visual tokenizer on ShapesWorld: reconstruction, parse-back, usage, semantics.
+
+One function, :func:`evaluate_tokenizer`, and the shell command
+``arm-data shapes eval-tokenizer --tokenizer DIR [--teacher DIR]``. It measures, on the
+scenes of one split (``heldout`` by default):
+
+- **reconstruction**: PSNR and SSIM of ``decode(encode(x))`` against ``x`` on 8-bit images
+  (as they would be saved), through torchmetrics;
+- **parse-back**: the ShapesWorld evaluator run on the reconstruction against the scene's
+  own spec. ``parse_back_strict`` is the fraction of scenes whose reconstruction passes
+  every clause, counted over the scenes whose *original* passes (the evaluator's own misses
+  are not the tokenizer's); ``parse_back_score`` is the mean clause-level score. This is
+  the ceiling of any text-to-image score reached through this tokenizer;
+- **codebook usage**: the fraction of codes used at least once over the split's tokens;
+- **semantics** (ARM's claim that the tokens are semantic): a linear probe on mean-pooled
+  de-quantized token features classifies the color and the shape of single-object scenes
+  (fit on the train split, tested on ``probe_split``, ``val`` by default: on ``heldout``
+  single-object scenes every color comes with a shape it never had in training, so a probe
+  that reads color alone is wrong on shape by construction), and, given the frozen text encoder of a
+  teacher, zero-shot caption retrieval R@1 through a ridge map fit on the train split.
+
+arm-data depends on arm-tokenizer, so this lives here rather than in arm-tokenizer, whose
+users may not have ShapesWorld.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+__all__ = ["evaluate_tokenizer"]
+
+
+def _scenes(split: str, n: int, seed: int, size: int, single_object: bool = False) -> list[Any]:
+    from arm_data.shapes.world import ShapesWorld
+
+    world = ShapesWorld(split=split, seed=seed, width=size, height=size)
+    out, i = [], 0
+    while len(out) < n:
+        if i >= 50 * n:
+            raise RuntimeError(f"found only {len(out)} of {n} single-object scenes in the first {i} "
+                               f"samples of split {split!r}")
+        s = world[i]
+        i += 1
+        if not single_object or len(s.spec.objects) == 1:
+            out.append(s)
+    return out
+
+
+def _images(samples: Sequence[Any]) -> torch.Tensor:
+    from arm_tokenizer.images import pil_to_tensor
+
+    return torch.stack([pil_to_tensor(s.image) for s in samples])
+
+
+def _u8(x: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] -> [0, 1] quantized to 8 bits, as the image would be written to a PNG."""
+    return ((x.clamp(-1, 1) + 1) * 127.5).round() / 255.0
+
+
+@torch.no_grad()
+def evaluate_tokenizer(
+    tokenizer: Any,
+    *,
+    split: str = "heldout",
+    n: int = 256,
+    text_encoder: Any | None = None,
+    probe_train: int = 400,
+    probe_test: int = 200,
+    probe_split: str = "val",
+    seed: int = 0,
+    batch_size: int = 64,
+    decode_steps: int | None = None,
+) -> dict[str, Any]:
+    """Measure ``tokenizer`` (a :class:`~arm_tokenizer.VisualTokenizer`) on ShapesWorld.
+
+    Args:
+        tokenizer: the tokenizer; its ``image_size`` sets the scene resolution (square).
+        split: the ShapesWorld split to measure on (``heldout``: attribute combinations
+            never seen in training).
+        n: scenes for reconstruction, parse-back, usage and retrieval.
+        text_encoder: anything with ``encode_text(list[str]) -> (N, D)`` (the teacher's
+            frozen text tower); retrieval is skipped (``None``) without one.
+        probe_train / probe_test: single-object scenes to fit / test the linear probe on
+            (0 skips the probe).
+        probe_split: the split the probe is tested on.
+        seed: the worlds' seed.
+        batch_size: images per forward pass.
+        decode_steps: sampler steps for a generative (DiT) decoder.
+
+    Returns a JSON-ready dict (see the module docstring for each entry).
+    """
+    from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+    from arm_data.shapes.evaluator import evaluate_t2i
+    from arm_tokenizer.images import tensor_to_pil
+    from arm_tokenizer.probe import linear_probe_accuracy, pooled_token_embeddings, ridge_retrieval_at_1
+
+    h, w = tokenizer.image_size
+    if h != w:
+        raise ValueError(f"evaluate_tokenizer: ShapesWorld scenes here are square; the tokenizer takes {h}x{w}")
+    if n < 1:
+        raise ValueError(f"evaluate_tokenizer: n must be >= 1, got {n}")
+    was_training = tokenizer.training
+    tokenizer.eval()
+    try:
+        samples = _scenes(split, n, seed, h)
+        x = _images(samples)
+        counts = torch.zeros(tokenizer.codebook_size)
+        recon = []
+        kw = {"steps": decode_steps} if decode_steps else {}
+        for i in range(0, n, batch_size):
+            idx = tokenizer.encode(x[i : i + batch_size])
+            counts += torch.bincount(idx.flatten().cpu(), minlength=tokenizer.codebook_size).float()
+            recon.append(tokenizer.decode(idx, **kw).float().cpu())
+        r = torch.cat(recon)
+        original = [evaluate_t2i(s.image, s.spec) for s in samples]
+        rebuilt = [evaluate_t2i(tensor_to_pil(r[i]), samples[i].spec) for i in range(n)]
+        ok = [b.strict for a, b in zip(original, rebuilt) if a.strict]
+        result: dict[str, Any] = {
+            "split": split, "n": n, "image_size": h, "tokens_per_image": tokenizer.tokens_per_image,
+            "codebook_size": tokenizer.codebook_size,
+            "psnr": float(peak_signal_noise_ratio(_u8(r), _u8(x), data_range=1.0)),
+            "ssim": float(structural_similarity_index_measure(_u8(r), _u8(x), data_range=1.0)),
+            "codebook_usage": float((counts > 0).float().mean()),
+            "parse_back_strict": sum(ok) / len(ok) if ok else math.nan,
+            "parse_back_score": sum(b.score for b in rebuilt) / n,
+            "originals_strict": sum(a.strict for a in original) / n,
+            "probe_split": probe_split, "probe_color": None, "probe_shape": None, "retrieval_r1_ridge": None,
+        }
+        if probe_train > 0 and probe_test > 0:
+            tr = _scenes("train", probe_train, seed + 1, h, single_object=True)
+            te = _scenes(probe_split, probe_test, seed, h, single_object=True)
+            ftr = pooled_token_embeddings(tokenizer, _images(tr), batch_size)
+            fte = pooled_token_embeddings(tokenizer, _images(te), batch_size)
+            for attr in ("color", "shape"):
+                result[f"probe_{attr}"] = linear_probe_accuracy(
+                    ftr, [getattr(s.spec.objects[0], attr) for s in tr],
+                    fte, [getattr(s.spec.objects[0], attr) for s in te])
+        if text_encoder is not None:
+            fit = _scenes("train", max(n, 256), seed + 2, h)
+            f_fit = pooled_token_embeddings(tokenizer, _images(fit), batch_size)
+            f_test = pooled_token_embeddings(tokenizer, x, batch_size)
+            t_fit = text_encoder.encode_text([s.caption for s in fit]).float().cpu()
+            t_test = text_encoder.encode_text([s.caption for s in samples]).float().cpu()
+            result["retrieval_r1_ridge"] = ridge_retrieval_at_1(f_fit, t_fit, f_test, t_test,
+                                                                [s.caption for s in samples])
+        return result
+    finally:
+        tokenizer.train(was_training)

@@ -1,0 +1,72 @@
+"""`evaluate_tokenizer` / `arm-data shapes eval-tokenizer`: the numbers move the right way."""
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from arm_data.shapes.cli import shapes_command
+from arm_data.shapes.tokenizer_eval import evaluate_tokenizer
+from torch import nn
+
+VisualTokenizer = pytest.importorskip("arm_tokenizer.tokenizer").VisualTokenizer
+
+
+class OracleTokenizer(nn.Module):
+    """Decodes exactly what it encoded (a lookup table); its token features are pixels weighted
+    by saturation, 4x4-pooled (the objects are saturated, the backgrounds are not), so they
+    carry the object's color."""
+
+    image_size = (64, 64)
+    tokens_per_image = 16
+    codebook_size = 4096
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x):
+        sat = (x.amax(1, keepdim=True) - x.amin(1, keepdim=True)).clamp(min=0) ** 2
+        f = F.adaptive_avg_pool2d(torch.cat([x * sat, sat], 1), 4).flatten(2).transpose(1, 2)
+        return SimpleNamespace(features=f)
+
+    def encode(self, x):
+        start = len(self.seen)
+        self.seen += list(x)
+        return torch.arange(start, start + x.shape[0]).unsqueeze(1).repeat(1, 16)
+
+    def decode(self, idx):
+        return torch.stack([self.seen[int(i)] for i in idx[:, 0]])
+
+
+def test_perfect_reconstruction_parses_back():
+    res = evaluate_tokenizer(OracleTokenizer(), n=24, probe_train=120, probe_test=60)
+    assert res["parse_back_strict"] == 1.0
+    assert res["psnr"] > 60 and res["ssim"] > 0.99
+    assert res["probe_color"] >= 0.8         # chance is 1 in 10 colors
+    assert res["retrieval_r1_ridge"] is None  # no text encoder given
+
+
+def test_random_tokenizer_does_not_parse_back(tmp_path, capsys):
+    from arm_tokenizer.decoders.conv import ConvDecoder
+    from arm_tokenizer.encoders.cnn import CNNEncoder
+    from arm_tokenizer.quantizers.fsq import FSQQuantizer
+
+    torch.manual_seed(0)
+    vt = VisualTokenizer(CNNEncoder(patch_size=8, width=8, max_width=16, out_dim=3), FSQQuantizer([4, 4, 4]),
+                         ConvDecoder(in_dim=3, patch_size=8, channels=16, min_channels=8), image_size=64)
+    vt.save_pretrained(tmp_path / "vt")
+    out = tmp_path / "eval.json"
+    assert shapes_command(["eval-tokenizer", "--tokenizer", str(tmp_path / "vt"), "--n", "16",
+                           "--probe-train", "40", "--probe-test", "20", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res == json.loads(capsys.readouterr().out)
+    assert res["parse_back_strict"] < 0.2 and res["psnr"] < 25
+    assert 0 < res["codebook_usage"] <= 1 and res["tokens_per_image"] == 64
+    assert 0 <= res["probe_color"] <= 1 and 0 <= res["probe_shape"] <= 1
+
+
+def test_missing_tokenizer_dir_is_a_clear_error(tmp_path):
+    with pytest.raises(SystemExit, match="is not a directory"):
+        shapes_command(["eval-tokenizer", "--tokenizer", str(tmp_path / "nope")])
