@@ -50,10 +50,10 @@ PROFILES: dict[str, dict] = {
                  lm_steps=6, lm_batch=2, rl_steps=1, rl_group=2, rl_prompts=2,
                  eval_n=4, eval_cfg=[1.0, 3.0], val_batches=1),
     "small": dict(teacher_steps=250, tokenizer_steps=250, batch=32, pretok_count=2000, shard_size=500,
-                  lm_steps=350, lm_batch=4, rl_steps=8, rl_group=4, rl_prompts=2,
+                  lm_steps=300, lm_batch=4, rl_steps=8, rl_group=4, rl_prompts=2,
                   eval_n=48, eval_cfg=[1.0, 3.0], val_batches=2),
     # "full" is sized to finish in about 1.5 h on the 2-core machine (measured in README).
-    "full": dict(teacher_steps=800, tokenizer_steps=2000, batch=32, pretok_count=10000, shard_size=1000,
+    "full": dict(teacher_steps=800, tokenizer_steps=2500, batch=32, pretok_count=10000, shard_size=1000,
                  lm_steps=1500, lm_batch=4, rl_steps=30, rl_group=8, rl_prompts=2,
                  eval_n=150, eval_cfg=[1.0, 1.5, 3.0], val_batches=4),
 }
@@ -226,7 +226,8 @@ def stage_eval_tokenizer(ctx: Ctx) -> str:
     n = max(16, pr["eval_n"] * 2)
     run([str(BIN / "arm-data"), "shapes", "eval-tokenizer", "--tokenizer", str(ctx.p("tokenizer")),
          "--teacher", str(ctx.p("teacher")), "--split", "heldout", "--n", str(n),
-         "--probe-train", str(max(40, 4 * n)), "--probe-test", str(max(20, 2 * n)), "--out", str(out)],
+         "--probe-train", str(min(800, max(40, 4 * n))), "--probe-test", str(min(400, max(20, 2 * n))),
+         "--out", str(out)],
         ctx.p("logs", "eval_tokenizer.log"), ctx.threads)
     m = json.loads(out.read_text())
     return (f"held-out: PSNR {m['psnr']:.1f} dB, parse-back {m['parse_back_strict']:.1%}, "

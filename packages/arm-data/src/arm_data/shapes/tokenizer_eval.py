@@ -119,7 +119,7 @@ def evaluate_tokenizer(
         r = torch.cat(recon)
         original = [evaluate_t2i(s.image, s.spec) for s in samples]
         rebuilt = [evaluate_t2i(tensor_to_pil(r[i]), samples[i].spec) for i in range(n)]
-        ok = [b.strict for a, b in zip(original, rebuilt) if a.strict]
+        ok = [b.strict for a, b in zip(original, rebuilt, strict=True) if a.strict]
         result: dict[str, Any] = {
             "split": split, "n": n, "image_size": h, "tokens_per_image": tokenizer.tokens_per_image,
             "codebook_size": tokenizer.codebook_size,
