@@ -198,7 +198,9 @@ def test_shapes_teacher_yaml_runs_scaled_down(tmp_path):
         tensor_to_pil(img).save(root / f"{i}.png")
         (root / f"{i}.txt").write_text(cap)
     m = cfg["model"]["init_args"]
-    m.update(output_dir=str(tmp_path / "teacher"), image_tower_kwargs=dict(TINY_TOWER_KWARGS), embed_dim=16,
+    # the shipped ConvNet tower at a quarter of its widths
+    tiny_tower = {**m["image_tower_kwargs"], "channels": [8, 16, 16, 16]}
+    m.update(output_dir=str(tmp_path / "teacher"), image_tower_kwargs=tiny_tower, embed_dim=16,
              vocab_size=64, text_dim=16, text_heads=2, caption_dim=16, caption_heads=2, spm_corpus_batches=3)
     cfg["trainer"] = {"accelerator": "cpu", "default_root_dir": str(tmp_path / "logs"),
                       "enable_progress_bar": False, "enable_model_summary": False}
@@ -223,7 +225,9 @@ def test_quickstart_encoder_is_the_teacher_tower():
     assert enc["model_name"] == teacher["image_tower"]
     built = dict(enc["model_kwargs"], **({"img_size": enc["img_size"]} if enc.get("img_size") else {}))
     assert built == teacher["image_tower_kwargs"]
-    width = teacher["image_tower_kwargs"]["embed_dim"]
+    from arm_tokenizer.teachers.modules import build_image_tower
+
+    width = build_image_tower(teacher["image_tower"], teacher["image_tower_kwargs"]).num_features
     for loss in quick["losses"]:
         if loss["class_path"] in ("siglip_loss", "caption_loss"):
             assert loss["init_args"]["in_dim"] == width
