@@ -73,7 +73,7 @@ def evaluate(lm: Path, name: str) -> dict:
     if not res.exists():
         run([str(BIN / "arm-lm"), "evaluate", "--lm", str(lm), "--tokenizer", a.tokenizer, "--split", "heldout",
              "--n", str(a.n), "--cfg", *a.cfg, "--out", str(res)], f"eval-{name}.log")
-    return json.loads(res.read_text())
+    return json.loads(res.read_text())["summary"]
 
 
 t2i = derive("t2i", "configs/rl/shapes-t2i-grpo.yaml")
