@@ -15,7 +15,7 @@ import json
 import torch
 import torch.nn.functional as F
 
-from arm_data.shapes.tokenizer_eval import _images, _scenes
+from arm_data.shapes.tokenizer_eval import scene_images, shapes_scenes
 from arm_tokenizer.probe import linear_probe_accuracy
 
 p = argparse.ArgumentParser()
@@ -35,12 +35,12 @@ else:
 
     tokens_of = load_image_tower(a.directory).eval()
 
-train = _scenes("train", a.train, 1, 64, single_object=True)
-test = _scenes("val", a.test, 0, 64, single_object=True)
+train = shapes_scenes("train", a.train, 1, 64, single_object=True)
+test = shapes_scenes("val", a.test, 0, 64, single_object=True)
 
 
 def readouts(samples):
-    x = _images(samples)
+    x = scene_images(samples)
     with torch.no_grad():
         f = torch.cat([tokens_of(x[i : i + 64]) for i in range(0, len(x), 64)]).float()
     b, n, c = f.shape

@@ -107,8 +107,7 @@ for row, lm, paper in rows:
     m = evaluate(lm, row.replace("→", "-").replace(" ", "").replace(",", ""))
     table.append({"recipe": row, "export": str(lm), "t2i": m["t2i"]["cfg1"], "edit_adherence": m["edit"]["cfg1"]["adherence"],
                   "edit_consistency": m["edit"]["cfg1"]["consistency"], "vqa": m["vqa"]["heldout"], "paper": paper})
-settings = {k: v for k, v in vars(a).items()}
-(out / "recipes.json").write_text(json.dumps({"settings": settings, "seconds": seconds, "rows": table}, indent=2) + "\n")
+(out / "recipes.json").write_text(json.dumps({"settings": vars(a), "seconds": seconds, "rows": table}, indent=2) + "\n")
 md = ["| recipe | T2I overall | edit adherence | edit consistency | VQA | paper GenEval / WISE / GEdit G_O |",
       "|---|---|---|---|---|---|"]
 md += [f"| {r['recipe']} | {r['t2i']:.3f} | {r['edit_adherence']:.3f} | {r['edit_consistency']:.3f} | {r['vqa']:.3f} | {r['paper']} |"

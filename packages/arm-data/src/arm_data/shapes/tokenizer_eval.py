@@ -31,10 +31,12 @@ from typing import Any
 
 import torch
 
-__all__ = ["evaluate_tokenizer"]
+__all__ = ["evaluate_tokenizer", "scene_images", "shapes_scenes"]
 
 
-def _scenes(split: str, n: int, seed: int, size: int, single_object: bool = False) -> list[Any]:
+def shapes_scenes(split: str, n: int, seed: int, size: int, single_object: bool = False) -> list[Any]:
+    """The first ``n`` ShapesWorld samples of ``split`` at ``size`` px (only single-object
+    scenes when ``single_object``): the scenes every tokenizer measurement here uses."""
     from arm_data.shapes.world import ShapesWorld
 
     world = ShapesWorld(split=split, seed=seed, width=size, height=size)
@@ -50,7 +52,8 @@ def _scenes(split: str, n: int, seed: int, size: int, single_object: bool = Fals
     return out
 
 
-def _images(samples: Sequence[Any]) -> torch.Tensor:
+def scene_images(samples: Sequence[Any]) -> torch.Tensor:
+    """The samples' images as one ``(B, 3, H, W)`` tensor in [-1, 1]."""
     from arm_tokenizer.images import pil_to_tensor
 
     return torch.stack([pil_to_tensor(s.image) for s in samples])
@@ -107,8 +110,8 @@ def evaluate_tokenizer(
     was_training = tokenizer.training
     tokenizer.eval()
     try:
-        samples = _scenes(split, n, seed, h)
-        x = _images(samples)
+        samples = shapes_scenes(split, n, seed, h)
+        x = scene_images(samples)
         counts = torch.zeros(tokenizer.codebook_size)
         recon = []
         kw = {"steps": decode_steps} if decode_steps else {}
@@ -132,17 +135,17 @@ def evaluate_tokenizer(
             "probe_split": probe_split, "probe_color": None, "probe_shape": None, "retrieval_r1_ridge": None,
         }
         if probe_train > 0 and probe_test > 0:
-            tr = _scenes("train", probe_train, seed + 1, h, single_object=True)
-            te = _scenes(probe_split, probe_test, seed, h, single_object=True)
-            ftr = pooled_token_embeddings(tokenizer, _images(tr), batch_size)
-            fte = pooled_token_embeddings(tokenizer, _images(te), batch_size)
+            tr = shapes_scenes("train", probe_train, seed + 1, h, single_object=True)
+            te = shapes_scenes(probe_split, probe_test, seed, h, single_object=True)
+            ftr = pooled_token_embeddings(tokenizer, scene_images(tr), batch_size)
+            fte = pooled_token_embeddings(tokenizer, scene_images(te), batch_size)
             for attr in ("color", "shape"):
                 result[f"probe_{attr}"] = linear_probe_accuracy(
                     ftr, [getattr(s.spec.objects[0], attr) for s in tr],
                     fte, [getattr(s.spec.objects[0], attr) for s in te])
         if text_encoder is not None:
-            fit = _scenes("train", max(n, 256), seed + 2, h)
-            f_fit = pooled_token_embeddings(tokenizer, _images(fit), batch_size)
+            fit = shapes_scenes("train", max(n, 256), seed + 2, h)
+            f_fit = pooled_token_embeddings(tokenizer, scene_images(fit), batch_size)
             f_test = pooled_token_embeddings(tokenizer, x, batch_size)
             t_fit = text_encoder.encode_text([s.caption for s in fit]).float().cpu()
             t_test = text_encoder.encode_text([s.caption for s in samples]).float().cpu()
