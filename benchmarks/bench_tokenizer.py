@@ -4,11 +4,13 @@ Configurations (architectures as in the shipped YAMLs; random weights, since thr
 does not depend on their values):
 
 ``quickstart``
-    ``configs/tokenizer/shapes-quickstart.yaml`` at 64 px: the frozen teacher-sized timm ViT
-    (patch 8, width 128, 3 blocks) -> 2-block transformer projection -> FSQ [8,5,5,5] ->
-    2-block projection back -> conv decoder.
+    Built from ``configs/tokenizer/shapes-quickstart.yaml`` itself (so the figure follows the
+    shipped config): at 64 px, the frozen teacher tower (timm ``resnet10t``, output stride 8,
+    width 64) -> 2-block transformer projection -> FSQ [8,5,5,5] -> 2-block projection back
+    -> conv decoder. Only the teacher checkpoint path is dropped (random weights).
 ``cnn``
-    The from-scratch CNN encoder (patch 8) with the same projection/FSQ/conv decoder, 64 px.
+    The from-scratch CNN encoder (patch 8, width 128) with a projection/FSQ/conv decoder of
+    the same shape, 64 px.
 ``siglip2_base``
     ARM's structure with SigLIP2-base: ``vit_base_patch16_siglip_224.v2_webli`` (built with
     ``pretrained=False``; 224 px, 196 tokens, width 768), 6-block transformer projections
@@ -38,6 +40,27 @@ from typing import Any
 
 import torch
 
+QUICKSTART = Path(__file__).resolve().parents[1] / "configs" / "tokenizer" / "shapes-quickstart.yaml"
+
+
+def _from_yaml(path: Path):
+    """The ``VisualTokenizer`` a tokenizer YAML trains, through the registry, without its
+    teacher weights (throughput does not depend on them)."""
+    import yaml
+    from arm_tokenizer import registry
+    from arm_tokenizer.tokenizer import VisualTokenizer
+
+    model = yaml.safe_load(path.read_text())["model"]["init_args"]
+
+    def part(kind: str, key: str):
+        cfg = model[key]
+        args = {k: v for k, v in (cfg.get("init_args") or {}).items() if k != "checkpoint_path"}
+        return registry.create(kind, cfg["class_path"], **args)
+
+    return VisualTokenizer(part("encoder", "encoder"), part("quantizer", "quantizer"), part("decoder", "decoder"),
+                           proj_in=part("projection", "proj_in"), proj_out=part("projection", "proj_out"),
+                           image_size=model["image_size"])
+
 
 def build(name: str, pixel_dit: bool = False):
     from arm_tokenizer.decoders.conv import ConvDecoder
@@ -48,15 +71,11 @@ def build(name: str, pixel_dit: bool = False):
     from arm_tokenizer.tokenizer import VisualTokenizer
 
     torch.manual_seed(0)
-    if name in ("quickstart", "cnn"):
-        if name == "quickstart":
-            enc = TimmEncoder("vit_tiny_patch16_224", frozen=True, img_size=64, model_kwargs={
-                "patch_size": 8, "embed_dim": 128, "depth": 3, "num_heads": 4,
-                "class_token": False, "global_pool": ""})
-        else:
-            enc = CNNEncoder(patch_size=8, width=32, max_width=128, out_dim=128)
+    if name == "quickstart":
+        return _from_yaml(QUICKSTART)
+    if name == "cnn":
         return VisualTokenizer(
-            enc, FSQQuantizer(levels=[8, 5, 5, 5]),
+            CNNEncoder(patch_size=8, width=32, max_width=128, out_dim=128), FSQQuantizer(levels=[8, 5, 5, 5]),
             ConvDecoder(in_dim=128, patch_size=8, channels=128, num_res_blocks=1),
             proj_in=TransformerProjection(in_dim=128, out_dim=4, width=128, depth=2, heads=4),
             proj_out=TransformerProjection(in_dim=4, out_dim=128, width=128, depth=2, heads=4),

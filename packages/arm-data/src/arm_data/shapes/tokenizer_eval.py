@@ -96,11 +96,18 @@ def evaluate_tokenizer(
 
     Returns a JSON-ready dict (see the module docstring for each entry).
     """
-    from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+    from arm_tokenizer.images import tensor_to_pil
+    from arm_tokenizer.probe import (
+        linear_probe_accuracy,
+        pooled_token_embeddings,
+        ridge_retrieval_at_1,
+    )
+    from torchmetrics.functional.image import (
+        peak_signal_noise_ratio,
+        structural_similarity_index_measure,
+    )
 
     from arm_data.shapes.evaluator import evaluate_t2i
-    from arm_tokenizer.images import tensor_to_pil
-    from arm_tokenizer.probe import linear_probe_accuracy, pooled_token_embeddings, ridge_retrieval_at_1
 
     h, w = tokenizer.image_size
     if h != w:
