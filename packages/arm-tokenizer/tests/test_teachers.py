@@ -66,6 +66,30 @@ def test_teacher_learns_on_toy_world():
     assert after["loss_cap"] < before["loss_cap"] - 0.5
 
 
+def test_pixel_term_trains_the_tower_and_is_not_exported(tmp_path):
+    model = _tiny_trainer(pixel_weight=2.0, pixel_head_channels=16)
+    model.fit_spm(toy_batch(64)["captions"])
+    batch = toy_batch(8)
+    out = model.losses(batch)
+    assert set(out) >= {"loss", "loss_sig", "loss_cap", "loss_pix"}
+    assert torch.allclose(out["loss"], out["loss_sig"] + out["loss_cap"] + 2.0 * out["loss_pix"])
+    out["loss_pix"].backward()  # the pixel term alone reaches the tower
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.image_tower.parameters())
+    # it learns: a few steps on one batch lower the reconstruction error
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(15):
+        loss = model.losses(batch)["loss_pix"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert model.losses(batch)["loss_pix"] < out["loss_pix"] - 0.05
+    written = {p.name for p in Path(model.export(str(tmp_path / "t"))).iterdir()}
+    assert written == set(TEACHER_FILES)
+    assert _tiny_trainer().pixel_head is None
+    with pytest.raises(ValueError, match="pixel_weight"):
+        _tiny_trainer(pixel_weight=-1.0)
+
+
 def test_export_files_and_round_trip(teacher_dir):
     for name in TEACHER_FILES:
         assert (teacher_dir / name).is_file(), name

@@ -13,7 +13,12 @@ e.g. arm-data's ``shapes_world`` datamodule):
   image tower's patch tokens through a linear adapter as a prefix (CoCa-like: its NLL
   also trains the image tower, which makes the patch tokens more descriptive).
 
-Loss = ``sig_weight * L_sigmoid + caption_weight * L_caption_nll``. The sentencepiece model
+Loss = ``sig_weight * L_sigmoid + caption_weight * L_caption_nll`` (``+ pixel_weight *
+L_pixel`` when ``pixel_weight > 0``: a small conv decoder rebuilds the image from the patch
+tokens, an L1 loss, so the tokens keep where things are and what their outlines look like.
+SigLIP2 gets local, dense patch features from its extra decoder and self-distillation /
+masked-prediction losses; this term is our stand-in for those at toy scale. The pixel head
+is a training aid and is not exported). The sentencepiece model
 is trained in :meth:`setup` from the captions of the first ``spm_corpus_batches`` training
 batches (deterministic: the caption *set* is sorted). When training ends, the teacher
 directory is written to ``output_dir`` (see :mod:`arm_tokenizer.teachers.frozen`), ready
@@ -29,6 +34,7 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
+from arm_tokenizer.decoders.conv import ConvDecoder
 from arm_tokenizer.losses.siglip import caption_match_labels, sigmoid_contrastive_loss
 from arm_tokenizer.teachers.frozen import save_teacher
 from arm_tokenizer.teachers.modules import (
@@ -64,6 +70,8 @@ class TeacherTrainer(pl.LightningModule):
         caption_heads: captioning LM attention heads.
         sig_weight: weight of the sigmoid loss.
         caption_weight: weight of the caption NLL.
+        pixel_weight: weight of the dense pixel-reconstruction term (0: off, no pixel head).
+        pixel_head_channels: width of the pixel head's conv decoder at the token grid.
         init_log_temperature: initial ``t'`` (SigLIP: ``log 10``).
         init_bias: initial ``b`` (SigLIP: ``-10``).
         dedupe_captions: identical caption strings in a batch count as positives.
@@ -91,6 +99,8 @@ class TeacherTrainer(pl.LightningModule):
         caption_heads: int = 4,
         sig_weight: float = 1.0,
         caption_weight: float = 1.0,
+        pixel_weight: float = 0.0,
+        pixel_head_channels: int = 64,
         init_log_temperature: float = math.log(10.0),
         init_bias: float = -10.0,
         dedupe_captions: bool = True,
@@ -128,6 +138,16 @@ class TeacherTrainer(pl.LightningModule):
         self.bias = nn.Parameter(torch.tensor(float(init_bias)))
         self.caption_decoder = CaptionDecoder(**self.caption_config)
         self.prefix_adapter = nn.Sequential(nn.LayerNorm(feat_dim), nn.Linear(feat_dim, caption_dim))
+        if pixel_weight < 0:
+            raise ValueError(f"TeacherTrainer: pixel_weight must be >= 0, got {pixel_weight}")
+        self.pixel_head: ConvDecoder | None = None
+        if pixel_weight > 0:
+            if grid * grid != n_tokens or size % grid:
+                raise ValueError(f"TeacherTrainer: pixel_weight > 0 needs a square token grid that divides the "
+                                 f"image; the tower gives {n_tokens} tokens at {size} px")
+            self.pixel_head = ConvDecoder(in_dim=feat_dim, patch_size=size // grid, channels=pixel_head_channels,
+                                          num_res_blocks=1)
+            self._grid = (grid, grid)
         self.spm: SpmText | None = SpmText(spm_model) if spm_model else None
         self._last_val: dict[str, float] = {}
 
@@ -199,7 +219,12 @@ class TeacherTrainer(pl.LightningModule):
             pred = (img @ txt.t()).argmax(1)
             r1 = labels[torch.arange(len(pred), device=pred.device), pred].mean()
         total = self.hparams.sig_weight * sig + self.hparams.caption_weight * cap
-        return {"loss": total, "loss_sig": sig, "loss_cap": cap, "batch_r1": r1}
+        out = {"loss": total, "loss_sig": sig, "loss_cap": cap, "batch_r1": r1}
+        if self.pixel_head is not None:
+            pix = nn.functional.l1_loss(self.pixel_head(tokens, self._grid), images)
+            out["loss"] = total + self.hparams.pixel_weight * pix
+            out["loss_pix"] = pix
+        return out
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         out = self.losses(batch)
