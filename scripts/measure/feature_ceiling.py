@@ -16,13 +16,12 @@ import time
 
 import torch
 import torch.nn.functional as F
-from torchmetrics.functional.image import peak_signal_noise_ratio
-
 from arm_data.shapes.evaluator import evaluate_t2i
 from arm_data.shapes.tokenizer_eval import scene_images, shapes_scenes
 from arm_tokenizer.decoders.conv import ConvDecoder
 from arm_tokenizer.images import tensor_to_pil
 from arm_tokenizer.teachers.frozen import load_image_tower
+from torchmetrics.functional.image import peak_signal_noise_ratio
 
 p = argparse.ArgumentParser()
 p.add_argument("--teacher", default="runs/reproduce/teacher")
