@@ -43,6 +43,8 @@ class OracleTokenizer(nn.Module):
 def test_perfect_reconstruction_parses_back():
     res = evaluate_tokenizer(OracleTokenizer(), n=24, probe_train=120, probe_test=60)
     assert res["parse_back_strict"] == 1.0
+    assert set(res["parse_back_by_clause"]) >= {"count", "presence", "color"}
+    assert all(v == 1.0 for v in res["parse_back_by_clause"].values())
     assert res["psnr"] > 60 and res["ssim"] > 0.99
     assert res["probe_color"] >= 0.8         # chance is 1 in 10 colors
     assert res["retrieval_r1_ridge"] is None  # no text encoder given
@@ -63,6 +65,7 @@ def test_random_tokenizer_does_not_parse_back(tmp_path, capsys):
     res = json.loads(out.read_text())
     assert res == json.loads(capsys.readouterr().out)
     assert res["parse_back_strict"] < 0.2 and res["psnr"] < 25
+    assert res["parse_back_by_clause"]["presence"] < 0.5  # noise has no recognisable shapes
     assert 0 < res["codebook_usage"] <= 1 and res["tokens_per_image"] == 64
     assert 0 <= res["probe_color"] <= 1 and 0 <= res["probe_shape"] <= 1
 

@@ -10,7 +10,10 @@ scenes of one split (``heldout`` by default):
   own spec. ``parse_back_strict`` is the fraction of scenes whose reconstruction passes
   every clause, counted over the scenes whose *original* passes (the evaluator's own misses
   are not the tokenizer's); ``parse_back_score`` is the mean clause-level score. This is
-  the ceiling of any text-to-image score reached through this tokenizer;
+  the ceiling of any text-to-image score reached through this tokenizer.
+  ``parse_back_by_clause`` splits the score by clause kind (``count``, ``presence``: the
+  object is found with the right shape, ``color``, ``size``, ``region``, ``relation``), so
+  a low strict rate says what the reconstructions get wrong;
 - **codebook usage**: the fraction of codes used at least once over the split's tokens;
 - **semantics** (ARM's claim that the tokens are semantic): a linear probe on mean-pooled
   de-quantized token features classifies the color and the shape of single-object scenes
@@ -107,7 +110,7 @@ def evaluate_tokenizer(
         structural_similarity_index_measure,
     )
 
-    from arm_data.shapes.evaluator import evaluate_t2i
+    from arm_data.shapes.evaluator import _by_kind, evaluate_t2i
 
     h, w = tokenizer.image_size
     if h != w:
@@ -138,6 +141,7 @@ def evaluate_tokenizer(
             "codebook_usage": float((counts > 0).float().mean()),
             "parse_back_strict": sum(ok) / len(ok) if ok else math.nan,
             "parse_back_score": sum(b.score for b in rebuilt) / n,
+            "parse_back_by_clause": dict(sorted(_by_kind([c for b in rebuilt for c in b.clauses]).items())),
             "originals_strict": sum(a.strict for a in original) / n,
             "probe_split": probe_split, "probe_color": None, "probe_shape": None, "retrieval_r1_ridge": None,
         }
