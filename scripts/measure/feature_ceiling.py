@@ -16,12 +16,9 @@ import time
 
 import torch
 import torch.nn.functional as F
-from arm_data.shapes.evaluator import evaluate_t2i
-from arm_data.shapes.tokenizer_eval import scene_images, shapes_scenes
+from arm_data.shapes.tokenizer_eval import reconstruction_metrics, scene_images, shapes_scenes
 from arm_tokenizer.decoders.conv import ConvDecoder
-from arm_tokenizer.images import tensor_to_pil
 from arm_tokenizer.teachers.frozen import load_image_tower
-from torchmetrics.functional.image import peak_signal_noise_ratio
 
 p = argparse.ArgumentParser()
 p.add_argument("--teacher", default="runs/reproduce/teacher")
@@ -66,12 +63,8 @@ for step in range(a.steps):
 dec.eval()
 with torch.no_grad():
     r = dec(f_test, (side, side)).clamp(-1, 1)
-u8 = lambda t: ((t + 1) * 127.5).round() / 255  # noqa: E731
-rebuilt = [evaluate_t2i(tensor_to_pil(r[i]), test[i].spec) for i in range(len(test))]
 print(json.dumps({
     "teacher": a.teacher, "steps": a.steps, "batch": a.batch, "n_train": a.n_train, "n_test": a.n_test,
-    "psnr": round(float(peak_signal_noise_ratio(u8(r), u8(x_test), data_range=1.0)), 2),
-    "parse_back_strict": sum(b.strict for b in rebuilt) / len(rebuilt),
-    "parse_back_score": round(sum(b.score for b in rebuilt) / len(rebuilt), 3),
+    **reconstruction_metrics(r, x_test, test),
     "feature_seconds": round(t1 - t0, 1), "train_seconds": round(time.time() - t1, 1),
 }))

@@ -73,7 +73,8 @@ def _fraction(clauses: list[Clause]) -> float:
     return float(np.mean([c.passed for c in clauses])) if clauses else 1.0
 
 
-def _by_kind(clauses: list[Clause]) -> dict[str, float]:
+def clause_pass_rates(clauses: Iterable[Clause]) -> dict[str, float]:
+    """Pass rate per clause kind over ``clauses`` (of one result, or pooled over many)."""
     out: dict[str, list[bool]] = {}
     for c in clauses:
         out.setdefault(c.kind, []).append(c.passed)
@@ -95,7 +96,7 @@ class T2IResult:
 
     @property
     def by_kind(self) -> dict[str, float]:
-        return _by_kind(self.clauses)
+        return clause_pass_rates(self.clauses)
 
     def to_dict(self) -> dict[str, Any]:
         return {"score": self.score, "strict": self.strict, "by_kind": self.by_kind,

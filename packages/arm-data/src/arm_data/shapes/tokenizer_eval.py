@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["evaluate_tokenizer", "scene_images", "shapes_scenes"]
+__all__ = ["evaluate_tokenizer", "reconstruction_metrics", "scene_images", "shapes_scenes"]
 
 
 def shapes_scenes(split: str, n: int, seed: int, size: int, single_object: bool = False) -> list[Any]:
@@ -65,6 +65,31 @@ def scene_images(samples: Sequence[Any]) -> torch.Tensor:
 def _u8(x: torch.Tensor) -> torch.Tensor:
     """[-1, 1] -> [0, 1] quantized to 8 bits, as the image would be written to a PNG."""
     return ((x.clamp(-1, 1) + 1) * 127.5).round() / 255.0
+
+
+def reconstruction_metrics(recon: torch.Tensor, images: torch.Tensor, samples: Sequence[Any]) -> dict[str, Any]:
+    """PSNR/SSIM on 8-bit images and the evaluator's parse-back of ``recon`` (``(B, 3, H, W)``
+    in [-1, 1]) against ``images`` and the ``samples``' specs (see the module docstring)."""
+    from arm_tokenizer.images import tensor_to_pil
+    from torchmetrics.functional.image import (
+        peak_signal_noise_ratio,
+        structural_similarity_index_measure,
+    )
+
+    from arm_data.shapes.evaluator import clause_pass_rates, evaluate_t2i
+
+    recon = recon.float().cpu()
+    original = [evaluate_t2i(s.image, s.spec) for s in samples]
+    rebuilt = [evaluate_t2i(tensor_to_pil(recon[i]), s.spec) for i, s in enumerate(samples)]
+    ok = [b.strict for a, b in zip(original, rebuilt, strict=True) if a.strict]
+    return {
+        "psnr": float(peak_signal_noise_ratio(_u8(recon), _u8(images), data_range=1.0)),
+        "ssim": float(structural_similarity_index_measure(_u8(recon), _u8(images), data_range=1.0)),
+        "parse_back_strict": sum(ok) / len(ok) if ok else math.nan,
+        "parse_back_score": sum(b.score for b in rebuilt) / len(rebuilt),
+        "parse_back_by_clause": dict(sorted(clause_pass_rates(c for b in rebuilt for c in b.clauses).items())),
+        "originals_strict": sum(a.strict for a in original) / len(original),
+    }
 
 
 @torch.no_grad()
@@ -99,18 +124,11 @@ def evaluate_tokenizer(
 
     Returns a JSON-ready dict (see the module docstring for each entry).
     """
-    from arm_tokenizer.images import tensor_to_pil
     from arm_tokenizer.probe import (
         linear_probe_accuracy,
         pooled_token_embeddings,
         ridge_retrieval_at_1,
     )
-    from torchmetrics.functional.image import (
-        peak_signal_noise_ratio,
-        structural_similarity_index_measure,
-    )
-
-    from arm_data.shapes.evaluator import _by_kind, evaluate_t2i
 
     h, w = tokenizer.image_size
     if h != w:
@@ -130,19 +148,11 @@ def evaluate_tokenizer(
             counts += torch.bincount(idx.flatten().cpu(), minlength=tokenizer.codebook_size).float()
             recon.append(tokenizer.decode(idx, **kw).float().cpu())
         r = torch.cat(recon)
-        original = [evaluate_t2i(s.image, s.spec) for s in samples]
-        rebuilt = [evaluate_t2i(tensor_to_pil(r[i]), samples[i].spec) for i in range(n)]
-        ok = [b.strict for a, b in zip(original, rebuilt, strict=True) if a.strict]
         result: dict[str, Any] = {
             "split": split, "n": n, "image_size": h, "tokens_per_image": tokenizer.tokens_per_image,
             "codebook_size": tokenizer.codebook_size,
-            "psnr": float(peak_signal_noise_ratio(_u8(r), _u8(x), data_range=1.0)),
-            "ssim": float(structural_similarity_index_measure(_u8(r), _u8(x), data_range=1.0)),
+            **reconstruction_metrics(r, x, samples),
             "codebook_usage": float((counts > 0).float().mean()),
-            "parse_back_strict": sum(ok) / len(ok) if ok else math.nan,
-            "parse_back_score": sum(b.score for b in rebuilt) / n,
-            "parse_back_by_clause": dict(sorted(_by_kind([c for b in rebuilt for c in b.clauses]).items())),
-            "originals_strict": sum(a.strict for a in original) / n,
             "probe_split": probe_split, "probe_color": None, "probe_shape": None, "retrieval_r1_ridge": None,
         }
         if probe_train > 0 and probe_test > 0:
