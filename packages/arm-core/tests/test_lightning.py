@@ -249,6 +249,46 @@ def test_init_from_hf_extends_vocab(tmp_path) -> None:
         LMTrainer(hf_dir=str(tmp_path / "missing"))
 
 
+def test_init_from_export_continues_training(tmp_path) -> None:
+    """init_from starts from an export's weights (fresh schedule), keeps training, re-exports."""
+    torch.manual_seed(0)
+    first = _module(export_dir=str(tmp_path / "lm1"), max_steps=10, lr=1e-2)
+    _trainer(tmp_path / "a", max_steps=10).fit(first, datamodule=DM())
+    exported = load_lm(tmp_path / "lm1").model.state_dict()
+
+    # the architecture comes from the export, not the preset; max_seq_len may change
+    m = _module(preset="shapes-small", init_from=str(tmp_path / "lm1"),
+                model_overrides={"max_seq_len": 48}, export_dir=str(tmp_path / "lm2"))
+    m.configure_model()
+    assert m.config.max_seq_len == 48 and m.config.n_layer == first.config.n_layer
+    for k, v in m.model.state_dict().items():
+        assert torch.equal(v, exported[k]), k
+    batch = next(iter(DataLoader(PackedRows(8, seed=5), batch_size=8)))
+    with torch.no_grad():
+        before = lm_loss(m(batch["input_ids"], batch["position_ids"], batch["doc_ids"]),
+                         batch["targets"])[0]
+    _trainer(tmp_path / "b", max_steps=20).fit(m, datamodule=DM())
+    again = load_lm(tmp_path / "lm2")
+    assert again.config.max_seq_len == 48
+    with torch.no_grad():
+        after = lm_loss(again.model(batch["input_ids"], batch["position_ids"], batch["doc_ids"]),
+                        batch["targets"])[0]
+    assert after < before
+
+    # a different vocabulary, an architecture override, both sources: clear errors
+    other = VocabLayout(text_vocab_size=24, codebook_size=16, max_grid_h=4, max_grid_w=4)
+    other.save(tmp_path / "other.json")
+    with pytest.raises(ValueError, match="text_vocab_size|vocab"):
+        LMTrainer(init_from=str(tmp_path / "lm1"), vocab=str(tmp_path / "other.json"),
+                  export_dir="").configure_model()
+    with pytest.raises(ValueError, match="only max_seq_len"):
+        LMTrainer(init_from=str(tmp_path / "lm1"), model_overrides={"n_layer": 3}).configure_model()
+    with pytest.raises(ValueError, match="not both"):
+        LMTrainer(init_from=str(tmp_path / "lm1"), hf_dir=str(tmp_path / "lm1"))
+    with pytest.raises(FileNotFoundError, match="init_from"):
+        LMTrainer(init_from=str(tmp_path / "missing"))
+
+
 def test_resume_with_arm_data_token_module(tmp_path) -> None:
     """The real mixed-task TokenDataModule resumes exactly too (its state is in the ckpt)."""
     from arm_data.datamodules.tokens import TokenDataModule

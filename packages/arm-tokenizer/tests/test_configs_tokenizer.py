@@ -82,7 +82,7 @@ def test_configs_check_as_shipped():
     from arm_tokenizer.config_check import check_config_file
 
     pytest.importorskip("arm_data", reason="the shipped configs train on arm-data's ShapesWorld")
-    for name in NAMES:
+    for name in NAMES + ["shapes-decoder-finetune.yaml"]:
         cfg = check_config_file(CONFIGS / name)
         assert cfg["model"]["class_path"] == "arm_tokenizer.module.TokenizerTrainer", name
 
@@ -106,6 +106,32 @@ def test_recon_only_is_the_quickstart_without_semantic_losses():
     for key in ("encoder", "proj_in", "quantizer", "proj_out", "decoder", "image_size", "lr", "betas"):
         assert quick[key] == recon[key], key
     assert [loss["class_path"] for loss in recon["losses"]] == ["pixel_loss"]
+
+
+def test_decoder_finetune_keeps_the_quickstart_tokens(teacher_dir, image_dir, tmp_path):
+    """The fine-tune YAML names the quickstart's components; run scaled down from a quickstart
+    export, it loads that export and leaves every token id as it was."""
+    import torch
+    from arm_tokenizer.tokenizer import VisualTokenizer
+
+    quick = yaml.safe_load((CONFIGS / "shapes-quickstart.yaml").read_text())
+    ft = yaml.safe_load((CONFIGS / "shapes-decoder-finetune.yaml").read_text())
+    for key in ("encoder", "proj_in", "quantizer", "proj_out", "decoder", "image_size"):
+        assert ft["model"]["init_args"][key] == quick["model"]["init_args"][key], key
+    assert ft["model"]["init_args"]["init_from"] == quick["model"]["init_args"]["export_dir"]
+
+    small = _scale_down(quick, teacher_dir, image_dir, tmp_path / "q")
+    (tmp_path / "q.yaml").write_text(yaml.safe_dump(small))
+    _run(["fit", "--config", str(tmp_path / "q.yaml"), "--trainer.max_steps=1",
+          "--trainer.limit_val_batches=0", "--trainer.logger=false"])
+    export = tmp_path / "q" / "export"
+    cfg = _scale_down(ft, teacher_dir, image_dir, tmp_path / "ft")
+    cfg["model"]["init_args"]["init_from"] = str(export)
+    (tmp_path / "ft.yaml").write_text(yaml.safe_dump(cfg))
+    cli = _run(["fit", "--config", str(tmp_path / "ft.yaml"), "--trainer.fast_dev_run=2"])
+    assert "train/loss_pix" in cli.trainer.logged_metrics
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert torch.equal(cli.model.tokenizer.eval().encode(x), VisualTokenizer.from_pretrained(export).encode(x))
 
 
 def test_full_scale_recipe_has_the_papers_values():

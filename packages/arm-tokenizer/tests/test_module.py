@@ -14,6 +14,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from arm_tokenizer.callbacks import ExportTokenizer, ReconstructionGrid, make_grid
+from arm_tokenizer.checkpoint import CheckpointError
 from arm_tokenizer.data import ImageFolderDataModule
 from arm_tokenizer.decoders.conv import ConvDecoder
 from arm_tokenizer.decoders.pixel_dit import PixelDiTDecoder
@@ -127,6 +128,51 @@ def test_ema_weights_are_used_for_export(tmp_path):
     assert torch.equal(module.tokenizer.decoder.conv_out.weight, live)  # restored after export
     exported = VisualTokenizer.from_pretrained(tmp_path / "ema")
     assert torch.allclose(exported.decoder.conv_out.weight, shadow)
+
+
+def test_decoder_finetune_keeps_token_ids(tmp_path):
+    """init_from + freeze the encoder side: the decoder trains, every token id stays."""
+    first = _module(export_dir=str(tmp_path / "tok"))
+    _trainer(tmp_path / "a", steps=3, limit_val_batches=0).fit(first, _loader(), _loader())
+    x = torch.rand(4, 3, SIZE, SIZE) * 2 - 1
+    ids0 = VisualTokenizer.from_pretrained(tmp_path / "tok").encode(x)
+
+    module = _module(init_from=str(tmp_path / "tok"), freeze=["encoder", "proj_in", "quantizer"],
+                     export_dir=str(tmp_path / "tok2"), lr=1e-2)
+    # the weights are the export's, not this seed's random initialisation
+    assert torch.equal(module.tokenizer.eval().encode(x), ids0)
+    proj_in0 = module.tokenizer.proj_in.linear.weight.detach().clone()
+    dec0 = module.tokenizer.decoder.conv_out.weight.detach().clone()
+    module.train()
+    assert not module.tokenizer.encoder.training and not module.tokenizer.quantizer.training
+    assert module.tokenizer.decoder.training
+    _trainer(tmp_path / "b", steps=4, limit_val_batches=0).fit(module, _loader(), _loader())
+    assert torch.equal(module.tokenizer.proj_in.linear.weight, proj_in0)
+    assert not torch.equal(module.tokenizer.decoder.conv_out.weight, dec0)
+    tuned = VisualTokenizer.from_pretrained(tmp_path / "tok2")
+    assert torch.equal(tuned.encode(x), ids0)
+
+    with pytest.raises(ValueError, match="freeze: unknown part.*'projin'"):
+        _module(freeze=["projin"])
+    with pytest.raises(FileNotFoundError, match="init_from"):
+        _module(init_from=str(tmp_path / "missing"))
+    def wider(**kw) -> TokenizerTrainer:
+        return TokenizerTrainer(CNNEncoder(patch_size=4, width=8, max_width=16, out_dim=12),
+                                FSQQuantizer(levels=[5, 5, 5]),
+                                ConvDecoder(in_dim=12, patch_size=4, channels=32, min_channels=8),
+                                proj_in=LinearProjection(12, 3), proj_out=LinearProjection(3, 12),
+                                image_size=SIZE, init_from=str(tmp_path / "tok"), **kw)
+
+    with pytest.raises(CheckpointError, match="does not match|do not fit"):
+        wider()
+    # a wider decoder trained anew on the same tokens: load every part but the decoder
+    fresh = wider(init_parts=["encoder", "proj_in", "quantizer", "proj_out"])
+    assert torch.equal(fresh.tokenizer.eval().encode(x), ids0)
+    with pytest.raises(ValueError, match="init_parts: unknown part"):
+        wider(init_parts=["decoders"])
+    frozen_all = _module(freeze=["encoder", "proj_in", "quantizer", "proj_out", "decoder"])
+    with pytest.raises(ValueError, match="nothing to train"):
+        frozen_all.configure_optimizers()
 
 
 def test_bad_batches_are_clear_errors():

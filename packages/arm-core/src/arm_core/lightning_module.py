@@ -153,6 +153,11 @@ class LMTrainer(pl.LightningModule):
             vocabulary; None: the data module's ``layout`` attribute, else the preset's numbers.
         hf_dir: initialise from a local Hugging Face Qwen2/Llama directory; the text
             vocabulary is kept and extended with specials, shape tokens and image codes.
+        init_from: initialise from an exported arm-core LM directory (``save_lm`` /
+            ``export_dir``) to continue training it with a fresh optimizer and schedule
+            (more steps, new data, a fine-tune). Its architecture is used (only
+            ``max_seq_len`` may be overridden) and its vocabulary must be the data's. To
+            resume an interrupted run exactly, pass ``--ckpt_path`` instead.
         lr: peak learning rate (ARM SFT: 2e-4).
         min_lr_ratio: cosine floor as a fraction of ``lr``.
         betas: AdamW betas (ARM: 0.9, 0.95).
@@ -181,6 +186,7 @@ class LMTrainer(pl.LightningModule):
         model_overrides: dict[str, Any] | None = None,
         vocab: str | None = None,
         hf_dir: str | None = None,
+        init_from: str | None = None,
         lr: float = 3e-4,
         min_lr_ratio: float = 0.1,
         betas: tuple[float, float] = (0.9, 0.95),
@@ -202,6 +208,12 @@ class LMTrainer(pl.LightningModule):
         Config.from_name(preset, **(model_overrides or {}))  # fail fast on a bad preset/field
         if hf_dir is not None and not Path(hf_dir).is_dir():
             raise FileNotFoundError(f"LMTrainer.hf_dir: directory not found: {hf_dir}")
+        if init_from is not None:
+            if hf_dir is not None:
+                raise ValueError("LMTrainer: pass hf_dir (a Hugging Face text LM) or init_from "
+                                 "(an arm-core LM export), not both")
+            if not Path(init_from).is_dir():
+                raise FileNotFoundError(f"LMTrainer.init_from: directory not found: {init_from}")
         self.model: torch.nn.Module | None = None
         self.config: Config | None = None
         self.layout: Any | None = None
@@ -241,6 +253,8 @@ class LMTrainer(pl.LightningModule):
         self.layout = self._resolve_layout()
         if self.hparams.hf_dir:
             self.model, self.config = self._from_hf(self.hparams.hf_dir, self.layout)
+        elif self.hparams.init_from:
+            self.model, self.config = self._from_export(self.hparams.init_from, self.layout)
         else:
             self.config = self.build_config(self.layout)
             gen = torch.random.fork_rng(devices=[])
@@ -264,16 +278,34 @@ class LMTrainer(pl.LightningModule):
             self._apply_activation_checkpointing()
         self.__dict__["_forward"] = torch.compile(self.model) if self.hparams.compile else self.model
 
+    def _max_seq_len_override(self, field: str, source: str) -> int | None:
+        """With a loaded model only ``max_seq_len`` of ``model_overrides`` may change."""
+        overrides = dict(self.hparams.model_overrides or {})
+        max_seq_len = overrides.pop("max_seq_len", None)
+        if overrides:
+            raise ValueError(f"LMTrainer: with {field} the architecture comes from {source}; only "
+                             f"max_seq_len may be overridden, got {sorted(overrides)}")
+        return max_seq_len
+
+    def _from_export(self, directory: str, layout: Any | None) -> tuple[torch.nn.Module, Config]:
+        """Load an arm-core LM export (checked against the data's vocabulary) to train on."""
+        from arm_core.checkpoint import load_lm
+
+        max_seq_len = self._max_seq_len_override("init_from", directory)
+        ckpt = load_lm(directory, expected_layout=layout)
+        model = ckpt.model.train()
+        if max_seq_len is not None:
+            model.config = Config.from_dict({**model.config.to_dict(), "max_seq_len": max_seq_len})
+        if self.layout is None:
+            self.layout = ckpt.layout
+        return model, model.config
+
     def _from_hf(self, hf_dir: str, layout: Any | None) -> tuple[torch.nn.Module, Config]:
         """Load a HF Qwen2/Llama text LM and extend its vocabulary to the layout's."""
         from arm_core import hf
         from arm_core.model import extend_vocab
 
-        overrides = dict(self.hparams.model_overrides or {})
-        max_seq_len = overrides.pop("max_seq_len", None)
-        if overrides:
-            raise ValueError(f"LMTrainer: with hf_dir the architecture comes from {hf_dir}; only "
-                             f"max_seq_len may be overridden, got {sorted(overrides)}")
+        max_seq_len = self._max_seq_len_override("hf_dir", hf_dir)
         model = hf.load_hf(hf_dir, max_seq_len=max_seq_len)
         if layout is None or model.config.image_codebook_size:
             return model, model.config

@@ -41,6 +41,7 @@ __all__ = [
     "CheckpointError",
     "save_pretrained",
     "load_pretrained",
+    "load_weights_into",
     "read_config",
     "state_dict_for_save",
     "state_dict_to_bytes",
@@ -182,22 +183,40 @@ def read_config(directory: str | os.PathLike) -> dict[str, Any]:
 def load_pretrained(directory: str | os.PathLike, map_location: str | torch.device = "cpu",
                     strict: bool = True) -> nn.Module:
     """Rebuild the model from ``config.json`` and load ``model.safetensors`` into it (eval mode)."""
+    config = read_config(directory)
+    model = instantiate(config["model"])
+    load_weights_into(model, directory, map_location=map_location, strict=strict)
+    return model.to(map_location).eval()
+
+
+def load_weights_into(model: nn.Module, directory: str | os.PathLike,
+                      map_location: str | torch.device = "cpu", strict: bool = True,
+                      parts: list[str] | None = None) -> nn.Module:
+    """Load a checkpoint's ``model.safetensors`` into an already-built ``model``.
+
+    The model must have the checkpoint's structure (e.g. built from the same YAML); a mismatch
+    is a :class:`CheckpointError` listing the differing keys or shapes. ``parts`` (top-level
+    submodule names, e.g. ``["encoder", "proj_in"]``) loads only those and leaves the rest
+    as built.
+    """
     from safetensors.torch import load_file
 
-    config = read_config(directory)
     weights = Path(directory) / WEIGHTS_NAME
     if not weights.is_file():
-        raise FileNotFoundError(f"{directory}: {WEIGHTS_NAME} is missing")
-    model = instantiate(config["model"])
+        raise FileNotFoundError(f"{directory}: {WEIGHTS_NAME} is missing (not a save_pretrained directory?)")
     state = load_file(str(weights), device=str(map_location))
+    if parts is not None:
+        state = {k: v for k, v in state.items() if k.split(".", 1)[0] in parts}
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shape mismatches
-        raise CheckpointError(f"{weights}: weights do not fit the model in {CONFIG_NAME}: {e}") from None
+        raise CheckpointError(f"{weights}: weights do not fit the model ({type(model).__name__}): {e}") from None
+    if parts is not None:  # the other parts stay as built
+        missing = [k for k in missing if k.split(".", 1)[0] in parts]
     if strict and (missing or unexpected):
         raise CheckpointError(
-            f"{weights} does not match the model built from {CONFIG_NAME}: "
+            f"{weights} does not match the model ({type(model).__name__}): "
             f"missing keys {list(missing)[:30]}{' ...' if len(missing) > 30 else ''}; "
             f"unexpected keys {list(unexpected)[:30]}{' ...' if len(unexpected) > 30 else ''}"
         )
-    return model.to(map_location).eval()
+    return model

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Iterator, Literal
 
 import torch
@@ -38,7 +39,10 @@ from arm_tokenizer.quantizers.base import Quantizer
 from arm_tokenizer.quantizers.usage import CodebookUsage
 from arm_tokenizer.tokenizer import TokenizerForward, VisualTokenizer
 
-__all__ = ["TokenizerTrainer", "EMAWeights", "warmup_cosine"]
+__all__ = ["TokenizerTrainer", "EMAWeights", "warmup_cosine", "FREEZABLE"]
+
+# The VisualTokenizer parts ``TokenizerTrainer(freeze=..., init_parts=...)`` name.
+FREEZABLE = ("encoder", "proj_in", "quantizer", "proj_out", "decoder")
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int | None, min_ratio: float) -> float:
@@ -132,6 +136,9 @@ class TokenizerTrainer(LightningModule):
         num_grid_images: int = 8,
         val_lpips: bool | None = None,
         lpips_net: Literal["alex", "vgg", "squeeze"] = "alex",
+        init_from: str | None = None,
+        init_parts: list[str] | None = None,
+        freeze: list[str] | None = None,
     ) -> None:
         """
         Args:
@@ -161,11 +168,33 @@ class TokenizerTrainer(LightningModule):
             val_lpips: LPIPS as a validation metric: True = required, False = off, None =
                 on only when the backbone's weights are available locally.
             lpips_net: LPIPS backbone for the metric (``alex``, ``vgg``, ``squeeze``).
+            init_from: start from an exported tokenizer (a ``save_pretrained`` directory):
+                its weights are loaded into the components built here, which must have its
+                structure (a mismatch lists the differing keys).
+            init_parts: the parts loaded from ``init_from`` (None: all), any of
+                ``encoder``, ``proj_in``, ``quantizer``, ``proj_out``, ``decoder``; a part
+                left out keeps its fresh initialisation (e.g. a wider decoder trained anew on
+                the same tokens).
+            freeze: tokenizer parts kept fixed, any of ``encoder``, ``proj_in``,
+                ``quantizer``, ``proj_out``, ``decoder``. With ``init_from``, freezing
+                ``encoder``, ``proj_in`` and ``quantizer`` keeps every image's token ids, so
+                an LM trained on them stays valid while the decoder is retrained (decoder
+                fine-tuning).
         """
         super().__init__()
         self.save_hyperparameters(ignore=["encoder", "quantizer", "decoder", "proj_in", "proj_out", "losses"])
         self.tokenizer = VisualTokenizer(encoder, quantizer, decoder, proj_in=proj_in, proj_out=proj_out,
                                          image_size=image_size)
+        if init_from is not None:
+            from arm_tokenizer.checkpoint import load_weights_into
+
+            if not Path(init_from).is_dir():
+                raise FileNotFoundError(f"TokenizerTrainer.init_from: directory not found: {init_from}")
+            load_weights_into(self.tokenizer, init_from,
+                              parts=None if init_parts is None else self._check_parts(init_parts, "init_parts"))
+        elif init_parts is not None:
+            raise ValueError("TokenizerTrainer.init_parts needs init_from (the directory to load them from)")
+        self.frozen_parts = self._freeze(freeze or [])
         if losses is None:
             from arm_tokenizer.losses.flow import FlowMatchingLoss
             from arm_tokenizer.losses.pixel import PixelReconstructionLoss
@@ -201,6 +230,30 @@ class TokenizerTrainer(LightningModule):
         self._gen_steps = 0  # generator (tokenizer) optimizer steps: the GAN warm-up clock
 
     # ------------------------------------------------------------------ setup
+    @staticmethod
+    def _check_parts(parts: list[str], field: str) -> list[str]:
+        unknown = sorted(set(parts) - set(FREEZABLE))
+        if unknown:
+            raise ValueError(f"TokenizerTrainer.{field}: unknown part(s) {unknown}; choose from {list(FREEZABLE)}")
+        return list(parts)
+
+    def _freeze(self, parts: list[str]) -> list[str]:
+        for name in self._check_parts(parts, "freeze"):
+            module = getattr(self.tokenizer, name)
+            if module is not None:
+                module.requires_grad_(False)
+        return list(parts)
+
+    def train(self, mode: bool = True) -> TokenizerTrainer:
+        super().train(mode)
+        # Frozen parts stay in eval mode (no FSQ noise, dropout or BN updates that would move
+        # the token ids an LM was trained on).
+        for name in self.frozen_parts:
+            module = getattr(self.tokenizer, name)
+            if module is not None:
+                module.eval()
+        return self
+
     @staticmethod
     def _maybe_lpips(val_lpips: bool | None, net: str) -> nn.Module | None:
         if val_lpips is False:
