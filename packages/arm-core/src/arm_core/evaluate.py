@@ -82,24 +82,23 @@ def evaluate_t2i_split(pipe: TextToImage, split: str, n: int, scale: float, *, s
                        keep_images: int = 0) -> dict[str, Any]:
     """Generate ``n`` images for the split's captions at guidance ``scale`` and score them."""
     from arm_data.shapes import evaluate_t2i
+    from arm_data.shapes.evaluator import clause_pass_rates
 
     world = _world(split, data_seed, _image_size(pipe), n)
     samples = [world[i] for i in range(n)]
     images = pipe([s.caption for s in samples], guidance_scale=scale, temperature=temperature,
                   top_k=top_k, seed=seed, batch_size=batch_size, progress=progress)
-    scores, strict = [], []
-    kinds: dict[str, list[float]] = defaultdict(list)
+    scores, strict, clauses = [], [], []
     groups: dict[str, list[float]] = defaultdict(list)
     for s, im in zip(samples, images, strict=True):
         r = evaluate_t2i(im, s.spec, check=s.caption_attributes, relations=s.caption_relations)
         scores.append(r.score)
         strict.append(float(r.strict))
-        for c in r.clauses:
-            kinds[c.kind].append(float(c.passed))
+        clauses.extend(r.clauses)
         groups[_count_group(s.spec.count)].append(r.score)
     out: dict[str, Any] = {
         "n": n, "overall": _mean(scores), "strict": _mean(strict),
-        "by_clause": {k: _mean(v) for k, v in sorted(kinds.items())},
+        "by_clause": dict(sorted(clause_pass_rates(clauses).items())),
         "by_objects": {g: {"n": len(v), "overall": _mean(v)} for g, v in sorted(groups.items())},
     }
     if keep_images:
