@@ -39,10 +39,10 @@ from arm_tokenizer.quantizers.base import Quantizer
 from arm_tokenizer.quantizers.usage import CodebookUsage
 from arm_tokenizer.tokenizer import TokenizerForward, VisualTokenizer
 
-__all__ = ["TokenizerTrainer", "EMAWeights", "warmup_cosine", "FREEZABLE"]
+__all__ = ["TokenizerTrainer", "EMAWeights", "warmup_cosine", "TOKENIZER_PARTS"]
 
 # The VisualTokenizer parts ``TokenizerTrainer(freeze=..., init_parts=...)`` name.
-FREEZABLE = ("encoder", "proj_in", "quantizer", "proj_out", "decoder")
+TOKENIZER_PARTS = ("encoder", "proj_in", "quantizer", "proj_out", "decoder")
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int | None, min_ratio: float) -> float:
@@ -232,9 +232,9 @@ class TokenizerTrainer(LightningModule):
     # ------------------------------------------------------------------ setup
     @staticmethod
     def _check_parts(parts: list[str], field: str) -> list[str]:
-        unknown = sorted(set(parts) - set(FREEZABLE))
+        unknown = sorted(set(parts) - set(TOKENIZER_PARTS))
         if unknown:
-            raise ValueError(f"TokenizerTrainer.{field}: unknown part(s) {unknown}; choose from {list(FREEZABLE)}")
+            raise ValueError(f"TokenizerTrainer.{field}: unknown part(s) {unknown}; choose from {list(TOKENIZER_PARTS)}")
         return list(parts)
 
     def _freeze(self, parts: list[str]) -> list[str]:
