@@ -156,6 +156,7 @@ def test_decoder_finetune_keeps_token_ids(tmp_path):
         _module(freeze=["projin"])
     with pytest.raises(FileNotFoundError, match="init_from"):
         _module(init_from=str(tmp_path / "missing"))
+
     def wider(**kw) -> TokenizerTrainer:
         return TokenizerTrainer(CNNEncoder(patch_size=4, width=8, max_width=16, out_dim=12),
                                 FSQQuantizer(levels=[5, 5, 5]),

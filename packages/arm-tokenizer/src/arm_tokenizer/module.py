@@ -238,10 +238,9 @@ class TokenizerTrainer(LightningModule):
         return list(parts)
 
     def _freeze(self, parts: list[str]) -> list[str]:
+        # VisualTokenizer always has all five parts (absent projections are nn.Identity).
         for name in self._check_parts(parts, "freeze"):
-            module = getattr(self.tokenizer, name)
-            if module is not None:
-                module.requires_grad_(False)
+            getattr(self.tokenizer, name).requires_grad_(False)
         return list(parts)
 
     def train(self, mode: bool = True) -> TokenizerTrainer:
@@ -249,9 +248,7 @@ class TokenizerTrainer(LightningModule):
         # Frozen parts stay in eval mode (no FSQ noise, dropout or BN updates that would move
         # the token ids an LM was trained on).
         for name in self.frozen_parts:
-            module = getattr(self.tokenizer, name)
-            if module is not None:
-                module.eval()
+            getattr(self.tokenizer, name).eval()
         return self
 
     @staticmethod
