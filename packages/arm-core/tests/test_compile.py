@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from arm_core.config import Config
 from arm_core.constraints import ImageSpanConstraint
@@ -13,14 +14,18 @@ CONSTRAINT = ImageSpanConstraint(boi_id=50, eoi_id=51, image_offset=64, codebook
                                  shape_tokens={52: (2, 3)})
 
 
-def _model() -> GPT:
+def _model(image_position_slots: int = 0) -> GPT:
     torch.manual_seed(0)
-    return GPT(Config.from_name("tiny")).eval()
+    model = GPT(Config.from_name("tiny", image_position_slots=image_position_slots))
+    if image_position_slots:
+        torch.nn.init.normal_(model.image_pos_embed.weight)
+    return model.eval()
 
 
-def test_decode_step_and_sampler_have_no_graph_breaks():
+@pytest.mark.parametrize("image_position_slots", [0, 8])
+def test_decode_step_and_sampler_have_no_graph_breaks(image_position_slots):
     torch._dynamo.reset()
-    model = _model()
+    model = _model(image_position_slots)
     model.setup_kv_cache(2, 16)
     ids = torch.tensor([[1, 2, 3], [0, 4, 5]])
     valid = ids.ne(0)
@@ -37,11 +42,12 @@ def test_decode_step_and_sampler_have_no_graph_breaks():
     assert ex.graph_break_count == 0 and ex.graph_count == 1, ex.break_reasons
 
 
-def test_compiled_engine_matches_eager():
+@pytest.mark.parametrize("image_position_slots", [0, 8])
+def test_compiled_engine_matches_eager(image_position_slots):
     # backend="eager" captures full graphs (fullgraph=True raises on any break) without
     # paying for inductor code generation in the test suite; bench_core.py runs inductor.
     torch._dynamo.reset()
-    model = _model()
+    model = _model(image_position_slots)
     kw = dict(temperature=0.7, top_k=5, top_p=0.95, constraint=CONSTRAINT, seed=0,
               guidance=Guidance([[52, 50], [52, 50]], scale=1.5), return_unguided_logprobs=True)
     prompts = [[1, 2, 52, 50], [4, 52, 50]]

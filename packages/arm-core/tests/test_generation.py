@@ -299,3 +299,39 @@ def test_unseeded_calls_differ_but_follow_global_seed(model):
     torch.manual_seed(123)
     c = eng.generate([[1, 2, 3]], 12, temperature=1.0).tokens
     assert not torch.equal(a, b) and torch.equal(a, c)
+
+
+def test_image_positions_cached_equal_full_recompute():
+    """Learned image positions: the index counts codes since the last non-code token, the
+    cached decode carries it across prefill and steps, and log-probs match one full forward."""
+    torch.manual_seed(0)
+    m = GPT(Config.from_name("tiny", image_position_slots=12))
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.dim() == 2:
+                p.mul_(10)
+        m.image_pos_embed.weight.normal_(0.0, 1.0)          # zero-init would hide a wrong index
+    m.eval()
+    idx, run = m.image_positions(torch.tensor([[1, 64, 65, 66, 2, 70, 71], [64, 65, 1, 64, 3, 4, 5]]))
+    assert idx.tolist() == [[-1, 0, 1, 2, -1, 0, 1], [0, 1, -1, 0, -1, -1, -1]]
+    assert run.tolist() == [2, 0]
+    idx, run = m.image_positions(torch.tensor([[64, 65, 1, 64]]), torch.tensor([3]))
+    assert idx.tolist() == [[3, 4, -1, 0]] and run.tolist() == [1]
+
+    # constrained image spans: a prompt that ends inside an image (2 of 6 codes given), one
+    # that opens an image, one padded on the left
+    prompts = [[1, 2, 52, BOI, 64, 70], [9, 8, 53, BOI], [30, 54, BOI]]
+    out = Engine(m).generate(prompts, 8, temperature=1.5, seed=0, constraint=CONSTRAINT)
+    seqs = [p + out.tokens[i].tolist() for i, p in enumerate(prompts)]
+    assert all(64 <= t < 96 for t in out.tokens[0, :4].tolist() + out.tokens[1, :2].tolist())
+    with torch.no_grad():
+        for i, s in enumerate(seqs):
+            want = score(m, torch.tensor([s]), temperature=1.5, constraint=CONSTRAINT)[0, -8:]
+            torch.testing.assert_close(out.logprobs[i], want, atol=1e-4, rtol=1e-4)
+        # the positions change what the model computes
+        plain = GPT(Config.from_name("tiny"))
+        plain.load_state_dict({k: v for k, v in m.state_dict().items() if k != "image_pos_embed.weight"})
+        assert not torch.allclose(plain(torch.tensor([seqs[0]])), m(torch.tensor([seqs[0]])))
+
+    with pytest.raises(ValueError, match="image_position_slots=12"):
+        m(torch.tensor([[1] + [64] * 13]))

@@ -122,6 +122,8 @@ def test_unsupported_features_are_refused(tmp_path):
         config_from_hf({**llama, "attention_bias": True})
     with pytest.raises(FileNotFoundError, match="config.json"):
         load_hf(tmp_path)
+    with pytest.raises(UnsupportedCheckpointError, match="image_position_slots=64"):
+        save_hf(GPT(Config.from_name("tiny", image_position_slots=64)), tmp_path / "pos")
 
 
 def test_unknown_weight_is_refused(tmp_path):

@@ -243,7 +243,7 @@ def test_init_from_hf_extends_vocab(tmp_path) -> None:
     with torch.no_grad():
         old, new = text_lm(ids), m.model.eval()(ids)
     assert torch.allclose(old, new[..., : LAYOUT.text_vocab_size], atol=1e-5)
-    with pytest.raises(ValueError, match="only max_seq_len"):
+    with pytest.raises(ValueError, match="only max_seq_len and image_position_slots"):
         LMTrainer(hf_dir=str(tmp_path / "hf"), model_overrides={"n_layer": 3}).configure_model()
     with pytest.raises(FileNotFoundError, match="hf_dir"):
         LMTrainer(hf_dir=str(tmp_path / "missing"))
@@ -256,20 +256,27 @@ def test_init_from_export_continues_training(tmp_path) -> None:
     _trainer(tmp_path / "a", max_steps=10).fit(first, datamodule=DM())
     exported = load_lm(tmp_path / "lm1").model.state_dict()
 
-    # the architecture comes from the export, not the preset; max_seq_len may change
+    # the architecture comes from the export, not the preset; max_seq_len may change, and
+    # learned image positions may be added (zero-initialised: the export's outputs at first)
     m = _module(preset="shapes-small", init_from=str(tmp_path / "lm1"),
-                model_overrides={"max_seq_len": 48}, export_dir=str(tmp_path / "lm2"))
+                model_overrides={"max_seq_len": 48, "image_position_slots": 16},
+                export_dir=str(tmp_path / "lm2"))
     m.configure_model()
     assert m.config.max_seq_len == 48 and m.config.n_layer == first.config.n_layer
+    assert m.config.image_position_slots == 16
     for k, v in m.model.state_dict().items():
-        assert torch.equal(v, exported[k]), k
+        assert torch.equal(v, exported[k]) if k in exported else k == "image_pos_embed.weight", k
     batch = next(iter(DataLoader(PackedRows(8, seed=5), batch_size=8)))
     with torch.no_grad():
         before = lm_loss(m(batch["input_ids"], batch["position_ids"], batch["doc_ids"]),
                          batch["targets"])[0]
+        first_loss = lm_loss(first.model(batch["input_ids"], batch["position_ids"], batch["doc_ids"]),
+                             batch["targets"])[0]
+    assert torch.allclose(before, first_loss)
     _trainer(tmp_path / "b", max_steps=20).fit(m, datamodule=DM())
     again = load_lm(tmp_path / "lm2")
-    assert again.config.max_seq_len == 48
+    assert again.config.max_seq_len == 48 and again.config.image_position_slots == 16
+    assert again.model.image_pos_embed.weight.abs().sum() > 0       # the positions trained
     with torch.no_grad():
         after = lm_loss(again.model(batch["input_ids"], batch["position_ids"], batch["doc_ids"]),
                         batch["targets"])[0]
@@ -281,7 +288,7 @@ def test_init_from_export_continues_training(tmp_path) -> None:
     with pytest.raises(ValueError, match="text_vocab_size|vocab"):
         LMTrainer(init_from=str(tmp_path / "lm1"), vocab=str(tmp_path / "other.json"),
                   export_dir="").configure_model()
-    with pytest.raises(ValueError, match="only max_seq_len"):
+    with pytest.raises(ValueError, match="only max_seq_len and image_position_slots"):
         LMTrainer(init_from=str(tmp_path / "lm1"), model_overrides={"n_layer": 3}).configure_model()
     with pytest.raises(ValueError, match="not both"):
         LMTrainer(init_from=str(tmp_path / "lm1"), hf_dir=str(tmp_path / "lm1"))

@@ -62,6 +62,13 @@ class Config:
         tie_embeddings: Share the token embedding with the text head.
         max_seq_len: Longest sequence (prompt + generated) the model is used with.
         init_std: Std of the normal init of linear/embedding weights.
+        image_position_slots: Learned absolute positions for image codes: code ``i`` of an
+            image (raster order, counted from the first code after the last non-code
+            token) gets row ``i`` of a zero-initialised table added to its embedding, so
+            the model knows *where* in the grid it is without inferring it from RoPE
+            distances. ``0``: none (ARM and Qwen2 rely on RoPE alone). Must be at least
+            the most codes per image (64 for an 8x8 grid). Zero-initialised, so adding
+            it to a trained model changes nothing until it trains; no HF equivalent.
     """
 
     name: str = "custom"
@@ -83,6 +90,7 @@ class Config:
     tie_embeddings: bool = False
     max_seq_len: int = 512
     init_std: float = 0.02
+    image_position_slots: int = 0
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> ValueError:
@@ -108,6 +116,8 @@ class Config:
             raise bad(f"image ids [{self.image_offset}, "
                       f"{self.image_offset + self.image_codebook_size}) exceed "
                       f"vocab_size={self.vocab_size}")
+        if self.image_position_slots < 0:
+            raise bad(f"image_position_slots must be >= 0, got {self.image_position_slots}")
         if self.separate_visual_head and self.image_codebook_size == 0:
             raise bad("separate_visual_head=True needs image_codebook_size > 0")
         if self.text_vocab_size is None:

@@ -145,6 +145,10 @@ def config_to_hf(config: Config, model_type: str | None = None,
         raise UnsupportedCheckpointError("a model with q/k/v bias exports as qwen2, not llama")
     if model_type == "qwen2" and not config.qkv_bias:
         raise UnsupportedCheckpointError("Qwen2 always has q/k/v bias; export this model as llama")
+    if config.image_position_slots:
+        raise UnsupportedCheckpointError(
+            f"image_position_slots={config.image_position_slots}: learned image positions have "
+            "no Hugging Face Qwen2/Llama equivalent; export a model without them")
     if config.separate_visual_head and config.tie_embeddings:
         raise UnsupportedCheckpointError("a tied model with a separate visual head has no HF "
                                          "equivalent (its lm_head would differ from the embedding)")

@@ -72,10 +72,15 @@ class KVCache(nn.Module):
         self.register_buffer("valid", torch.zeros(batch_size, max_seq_len, dtype=torch.bool,
                                                   device=device), persistent=False)
         self.register_buffer("slots", torch.arange(max_seq_len, device=device), persistent=False)
+        # Per row: how many image codes in a row end the cached tokens (the raster index of
+        # the next code), for models with learned image positions (GPT.image_positions).
+        self.register_buffer("image_run", torch.zeros(batch_size, dtype=torch.long, device=device),
+                             persistent=False)
 
     def reset(self) -> None:
         """Forget every cached token (the k/v values need not be cleared: they are masked)."""
         self.valid.zero_()
+        self.image_run.zero_()
 
     def mark(self, cache_pos: Tensor, valid: Tensor) -> None:
         """Record which of the newly written slots ``cache_pos`` ``(T,)`` are real tokens per

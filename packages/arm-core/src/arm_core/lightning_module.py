@@ -278,24 +278,35 @@ class LMTrainer(pl.LightningModule):
             self._apply_activation_checkpointing()
         self.__dict__["_forward"] = torch.compile(self.model) if self.hparams.compile else self.model
 
-    def _max_seq_len_override(self, field: str, source: str) -> int | None:
-        """With a loaded model only ``max_seq_len`` of ``model_overrides`` may change."""
+    # model_overrides a loaded model accepts: neither changes what it computes when loaded
+    _LOADED_OVERRIDES = ("max_seq_len", "image_position_slots")
+
+    def _loaded_overrides(self, field: str, source: str) -> dict[str, int]:
+        """With a loaded model only ``max_seq_len`` and ``image_position_slots`` (added
+        zero-initialised) of ``model_overrides`` may change."""
         overrides = dict(self.hparams.model_overrides or {})
-        max_seq_len = overrides.pop("max_seq_len", None)
-        if overrides:
+        other = sorted(set(overrides) - set(self._LOADED_OVERRIDES))
+        if other:
             raise ValueError(f"LMTrainer: with {field} the architecture comes from {source}; only "
-                             f"max_seq_len may be overridden, got {sorted(overrides)}")
-        return max_seq_len
+                             f"{' and '.join(self._LOADED_OVERRIDES)} may be overridden, got {other}")
+        return overrides
+
+    @staticmethod
+    def _apply_loaded_overrides(model: torch.nn.Module, overrides: dict[str, int]) -> None:
+        if overrides.get("max_seq_len") is not None:
+            model.config = Config.from_dict({**model.config.to_dict(),
+                                             "max_seq_len": overrides["max_seq_len"]})
+        if overrides.get("image_position_slots") is not None:
+            model.add_image_positions(int(overrides["image_position_slots"]))
 
     def _from_export(self, directory: str, layout: Any | None) -> tuple[torch.nn.Module, Config]:
         """Load an arm-core LM export (checked against the data's vocabulary) to train on."""
         from arm_core.checkpoint import load_lm
 
-        max_seq_len = self._max_seq_len_override("init_from", directory)
+        overrides = self._loaded_overrides("init_from", directory)
         ckpt = load_lm(directory, expected_layout=layout)
         model = ckpt.model.train()
-        if max_seq_len is not None:
-            model.config = Config.from_dict({**model.config.to_dict(), "max_seq_len": max_seq_len})
+        self._apply_loaded_overrides(model, overrides)
         if self.layout is None:
             self.layout = ckpt.layout
         return model, model.config
@@ -305,16 +316,16 @@ class LMTrainer(pl.LightningModule):
         from arm_core import hf
         from arm_core.model import extend_vocab
 
-        max_seq_len = self._max_seq_len_override("hf_dir", hf_dir)
-        model = hf.load_hf(hf_dir, max_seq_len=max_seq_len)
-        if layout is None or model.config.image_codebook_size:
-            return model, model.config
-        target = model.config.with_vocab(layout.total_size, layout.image_offset,
-                                         layout.codebook_size, separate_visual_head=True,
-                                         text_vocab_size=layout.text_vocab_size)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.hparams.seed_init)
-            model = extend_vocab(model, target)
+        overrides = self._loaded_overrides("hf_dir", hf_dir)
+        model = hf.load_hf(hf_dir, max_seq_len=overrides.pop("max_seq_len", None))
+        if layout is not None and not model.config.image_codebook_size:
+            target = model.config.with_vocab(layout.total_size, layout.image_offset,
+                                             layout.codebook_size, separate_visual_head=True,
+                                             text_vocab_size=layout.text_vocab_size)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.hparams.seed_init)
+                model = extend_vocab(model, target)
+        self._apply_loaded_overrides(model, overrides)
         return model, model.config
 
     def _apply_activation_checkpointing(self) -> None:

@@ -220,6 +220,9 @@ class GPT(nn.Module):
                         else nn.Linear(config.n_embd, config.n_text_logits, bias=False))
         self.visual_head = (nn.Linear(config.n_embd, config.image_codebook_size, bias=False)
                             if config.separate_visual_head else None)
+        # Learned position of each image code within its image (config.image_position_slots).
+        self.image_pos_embed = (nn.Embedding(config.image_position_slots, config.n_embd)
+                                if config.image_position_slots else None)
         self.register_buffer("inv_freq", rope_inv_freq(config), persistent=False)
         # Not a registered submodule: DDP would broadcast its buffers every forward, and
         # state_dict/to() have no business with it. Allocated by setup_kv_cache.
@@ -241,6 +244,8 @@ class GPT(nn.Module):
                         nn.init.zeros_(m.bias)
             elif isinstance(m, RMSNorm) and m.weight.device.type != "meta":
                 nn.init.ones_(m.weight)
+        if self.image_pos_embed is not None and self.image_pos_embed.weight.device.type != "meta":
+            nn.init.zeros_(self.image_pos_embed.weight)     # starts as a no-op (see Config)
         if self.inv_freq.device.type != "meta":
             self.inv_freq.copy_(rope_inv_freq(self.config).to(self.inv_freq.device))
 
@@ -261,6 +266,58 @@ class GPT(nn.Module):
     def set_activation_checkpointing(self, enabled: bool = True) -> None:
         """Recompute each block's activations in backward (saves memory, ~1/3 more compute)."""
         self.activation_checkpointing = enabled
+
+    def add_image_positions(self, slots: int) -> None:
+        """Give a model without them ``slots`` learned image positions (zero-initialised,
+        so its outputs are unchanged until they train); used to continue training an
+        export or a Hugging Face LM with them."""
+        if slots == self.config.image_position_slots:
+            return
+        if self.image_pos_embed is not None:
+            raise ValueError(f"this model already has {self.config.image_position_slots} image "
+                             f"position slots; cannot change them to {slots}")
+        self.config = Config.from_dict({**self.config.to_dict(), "image_position_slots": slots})
+        w = self.embed_tokens.weight
+        self.image_pos_embed = nn.Embedding(slots, self.config.n_embd, device=w.device, dtype=w.dtype)
+        nn.init.zeros_(self.image_pos_embed.weight)
+
+    def image_positions(self, input_ids: Tensor, run_before: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The raster index of every image code within its image, and each row's run length.
+
+        A code's index counts the codes between it and the last non-code token before it
+        (an image span is ``boi, height, width, codes..., eoi``; no vocabulary ids needed).
+
+        Args:
+            input_ids: ``(B, T)``.
+            run_before: ``(B,)`` codes that end the tokens before ``input_ids`` (cached
+                decoding); ``None``: none.
+
+        Returns:
+            ``index`` ``(B, T)`` (``-1`` on non-code tokens) and ``run_after`` ``(B,)``, the
+            codes that end the row after ``input_ids``.
+        """
+        c = self.config
+        is_code = (input_ids >= c.image_offset) & (input_ids < c.image_end)
+        t = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+        start = (torch.full_like(input_ids, -1) if run_before is None
+                 else (-1 - run_before)[:, None].expand_as(input_ids))
+        last = torch.where(is_code, start, t).cummax(dim=1).values     # last non-code position
+        index = torch.where(is_code, t - last - 1, torch.full_like(input_ids, -1))
+        return index, index[:, -1] + 1
+
+    def _embed(self, input_ids: Tensor, run_before: Tensor | None = None,
+               check: bool = False) -> tuple[Tensor, Tensor | None]:
+        """Token embeddings (+ learned image positions); returns the run length after."""
+        x = self.embed_tokens(input_ids)
+        if self.image_pos_embed is None:
+            return x, None
+        index, run_after = self.image_positions(input_ids, run_before)
+        slots = self.config.image_position_slots
+        if check and not torch.compiler.is_compiling() and int(index.max()) >= slots:
+            raise ValueError(f"an image has more than image_position_slots={slots} codes; "
+                             "raise image_position_slots to the largest grid's height x width")
+        pos = self.image_pos_embed(index.clamp(0, slots - 1))
+        return x + pos * (index >= 0).unsqueeze(-1).to(x.dtype), run_after
 
     # ---- heads -----------------------------------------------------------------------------
     def text_head_weight(self) -> Tensor:
@@ -313,7 +370,7 @@ class GPT(nn.Module):
             position_ids = (doc_positions(doc_ids) if doc_ids is not None
                             else torch.arange(T, device=input_ids.device).expand(B, T))
         mask = doc_causal_mask(doc_ids) if doc_ids is not None else None
-        x = self.embed_tokens(input_ids)
+        x, _ = self._embed(input_ids, check=True)
         cos, sin = rope_cos_sin(self.inv_freq, position_ids, x.dtype)
         for block in self.layers:
             if self.activation_checkpointing and self.training and torch.is_grad_enabled():
@@ -353,7 +410,10 @@ class GPT(nn.Module):
     def _forward_cached(self, input_ids: Tensor, position_ids: Tensor, cache_pos: Tensor) -> Tensor:
         kv = self.kv_cache
         mask = kv.attention_mask(cache_pos)                                # (B, 1, T, S)
-        x = self.embed_tokens(input_ids)
+        # continues the image run of the cached tokens (setup_kv_cache resets it to 0)
+        x, run_after = self._embed(input_ids, kv.image_run)
+        if run_after is not None:
+            kv.image_run.copy_(run_after)
         cos, sin = rope_cos_sin(self.inv_freq, position_ids, x.dtype)
         for block, cache in zip(self.layers, kv.layers, strict=True):
             x = block.forward_cached(x, cos, sin, mask, cache, cache_pos)
@@ -456,6 +516,9 @@ def extend_vocab(model: GPT, config: Config, noise_std: float = 0.0,
         sd["lm_head.weight"] = grown(config.n_text_logits, old_head, copy_kept=True)
     if new.visual_head is not None:
         sd["visual_head.weight"] = grown(config.image_codebook_size, old_head, copy_kept=False)
+    if new.image_pos_embed is not None:
+        sd["image_pos_embed.weight"] = torch.zeros(config.image_position_slots, C, dtype=ref.dtype,
+                                                   device=ref.device)
     new.load_state_dict(sd, strict=True, assign=True)
     new.inv_freq = rope_inv_freq(config).to(ref.device)
     return new
