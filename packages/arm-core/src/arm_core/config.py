@@ -64,11 +64,12 @@ class Config:
         init_std: Std of the normal init of linear/embedding weights.
         image_position_slots: Learned absolute positions for image codes: code ``i`` of an
             image (raster order, counted from the first code after the last non-code
-            token) gets row ``i`` of a zero-initialised table added to its embedding, so
-            the model knows *where* in the grid it is without inferring it from RoPE
-            distances. ``0``: none (ARM and Qwen2 rely on RoPE alone). Must be at least
-            the most codes per image (64 for an 8x8 grid). Zero-initialised, so adding
-            it to a trained model changes nothing until it trains; no HF equivalent.
+            token) gets row ``i`` of a table added to its embedding, so the model knows
+            *where* in the grid it is without inferring it from RoPE distances. ``0``: none
+            (ARM and Qwen2 rely on RoPE alone). Must be at least the most codes per image
+            (64 for an 8x8 grid). Initialised like the token embedding; zeros when added to
+            a trained model (``GPT.add_image_positions``), which leaves its outputs
+            unchanged until it trains. No Hugging Face equivalent.
     """
 
     name: str = "custom"

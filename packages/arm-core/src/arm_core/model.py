@@ -35,6 +35,12 @@ the image codes and a second linear head scores the ``K`` image codes; the full 
 assembled in id order::
 
     logits = cat([text[..., :image_offset], visual, text[..., image_offset:]], -1)   # (B, T, V)
+
+Learned image positions (``config.image_position_slots``, off by default and absent from
+ARM): code ``i`` of an image (raster order) gets row ``i`` of a table added to its embedding
+(initialised like every embedding; zeros when added to a trained model), so a small model knows where in the grid it draws without inferring it
+from RoPE distances to ``boi``. The cached path carries each row's code count in the KV
+cache, so decoding one token at a time sees the same index as a full forward.
 """
 
 from __future__ import annotations
@@ -244,8 +250,6 @@ class GPT(nn.Module):
                         nn.init.zeros_(m.bias)
             elif isinstance(m, RMSNorm) and m.weight.device.type != "meta":
                 nn.init.ones_(m.weight)
-        if self.image_pos_embed is not None and self.image_pos_embed.weight.device.type != "meta":
-            nn.init.zeros_(self.image_pos_embed.weight)     # starts as a no-op (see Config)
         if self.inv_freq.device.type != "meta":
             self.inv_freq.copy_(rope_inv_freq(self.config).to(self.inv_freq.device))
 
@@ -284,8 +288,9 @@ class GPT(nn.Module):
     def image_positions(self, input_ids: Tensor, run_before: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """The raster index of every image code within its image, and each row's run length.
 
-        A code's index counts the codes between it and the last non-code token before it
-        (an image span is ``boi, height, width, codes..., eoi``; no vocabulary ids needed).
+        A code's index counts the codes between it and the last non-code token before it:
+        an image's codes are one contiguous run between ``boi`` and ``eoi``, so only the
+        code id range is needed, not the special tokens' ids.
 
         Args:
             input_ids: ``(B, T)``.
