@@ -306,6 +306,9 @@ def test_image_positions_cached_equal_full_recompute():
     cached decode carries it across prefill and steps, and log-probs match one full forward."""
     torch.manual_seed(0)
     m = GPT(Config.from_name("tiny", image_position_slots=12))
+    torch.manual_seed(0)                  # the option leaves every other weight's init as is
+    for k, v in GPT(Config.from_name("tiny")).state_dict().items():
+        assert torch.equal(v, m.state_dict()[k]), k
     with torch.no_grad():
         for p in m.parameters():
             if p.dim() == 2:

@@ -227,7 +227,11 @@ class GPT(nn.Module):
         self.visual_head = (nn.Linear(config.n_embd, config.image_codebook_size, bias=False)
                             if config.separate_visual_head else None)
         # Learned position of each image code within its image (config.image_position_slots).
-        self.image_pos_embed = (nn.Embedding(config.image_position_slots, config.n_embd)
+        # Built uninitialised (no RNG draw), so reset_parameters gives every other weight
+        # the same values as a model without it.
+        self.image_pos_embed = (nn.Embedding(config.image_position_slots, config.n_embd,
+                                             _weight=torch.empty(config.image_position_slots,
+                                                                 config.n_embd))
                                 if config.image_position_slots else None)
         self.register_buffer("inv_freq", rope_inv_freq(config), persistent=False)
         # Not a registered submodule: DDP would broadcast its buffers every forward, and
