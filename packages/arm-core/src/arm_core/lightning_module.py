@@ -148,15 +148,17 @@ class LMTrainer(pl.LightningModule):
 
     Args:
         preset: ``arm_core.config`` preset name (``tiny``, ``shapes-small``, ``arm-7b``, ...).
-        model_overrides: Config fields to override on the preset (e.g. ``n_layer: 4``).
+        model_overrides: Config fields to override on the preset (e.g. ``n_layer: 4``). With
+            ``hf_dir`` or ``init_from`` only ``max_seq_len`` and ``image_position_slots`` (a
+            zero-initialised table added to the loaded model).
         vocab: a ``VocabLayout`` JSON file (or a directory with ``vocab.json``) fixing the
             vocabulary; None: the data module's ``layout`` attribute, else the preset's numbers.
         hf_dir: initialise from a local Hugging Face Qwen2/Llama directory; the text
             vocabulary is kept and extended with specials, shape tokens and image codes.
         init_from: initialise from an exported arm-core LM directory (``save_lm`` /
             ``export_dir``) to continue training it with a fresh optimizer and schedule
-            (more steps, new data, a fine-tune). Its architecture is used (only
-            ``max_seq_len`` may be overridden) and its vocabulary must be the data's. To
+            (more steps, new data, a fine-tune). Its architecture is used (see
+            ``model_overrides``) and its vocabulary must be the data's. To
             resume an interrupted run exactly, pass ``--ckpt_path`` instead.
         lr: peak learning rate (ARM SFT: 2e-4).
         min_lr_ratio: cosine floor as a fraction of ``lr``.
@@ -278,7 +280,7 @@ class LMTrainer(pl.LightningModule):
             self._apply_activation_checkpointing()
         self.__dict__["_forward"] = torch.compile(self.model) if self.hparams.compile else self.model
 
-    # model_overrides a loaded model accepts: neither changes what it computes when loaded
+    # model_overrides a loaded model accepts: neither changes what it computes at first
     _LOADED_OVERRIDES = ("max_seq_len", "image_position_slots")
 
     def _loaded_overrides(self, field: str, source: str) -> dict[str, int]:
