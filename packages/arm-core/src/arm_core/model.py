@@ -37,9 +37,10 @@ assembled in id order::
     logits = cat([text[..., :image_offset], visual, text[..., image_offset:]], -1)   # (B, T, V)
 
 Learned image positions (``config.image_position_slots``, off by default and absent from
-ARM): code ``i`` of an image (raster order) gets row ``i`` of a table added to its embedding
-(initialised like every embedding; zeros when added to a trained model), so a small model knows where in the grid it draws without inferring it
-from RoPE distances to ``boi``. The cached path carries each row's code count in the KV
+ARM): code ``i`` of an image (raster order) gets row ``i`` of a table added to its
+embedding (initialised like every embedding; zeros when added to a trained model), so a
+small model knows where in the grid it draws without inferring it from RoPE distances to
+``boi``. The cached path carries each row's code count in the KV
 cache, so decoding one token at a time sees the same index as a full forward.
 """
 
