@@ -25,12 +25,17 @@ p.add_argument("--sched_steps", type=int, default=100000, help="cosine horizon (
 p.add_argument("--warmup", type=int, default=50)
 p.add_argument("--distance", default="l1")
 p.add_argument("--out", default="runs/measure/run")
+p.add_argument("--enc_res", type=int, default=0)
+p.add_argument("--dec_res", type=int, default=1)
+p.add_argument("--final_res", type=int, default=0)
+p.add_argument("--threads", type=int, default=2)
+p.add_argument("--max_width", type=int, default=128)
 p.add_argument("--init", default=None, help="continue from an exported tokenizer dir")
 a = p.parse_args()
 levels = [int(x) for x in a.levels.split(",")]
-torch.manual_seed(0)
-enc = CNNEncoder(patch_size=a.patch, width=a.enc_width, max_width=128, num_res_blocks=0, out_dim=a.enc_dim)
-module = TokenizerTrainer(enc, FSQQuantizer(levels=levels), ConvDecoder(in_dim=a.enc_dim, patch_size=a.patch, channels=a.channels, min_channels=a.min_channels),
+torch.manual_seed(0); torch.set_num_threads(a.threads)
+enc = CNNEncoder(patch_size=a.patch, width=a.enc_width, max_width=a.max_width, num_res_blocks=a.enc_res, out_dim=a.enc_dim)
+module = TokenizerTrainer(enc, FSQQuantizer(levels=levels), ConvDecoder(in_dim=a.enc_dim, patch_size=a.patch, channels=a.channels, min_channels=a.min_channels, num_res_blocks=a.dec_res, final_res_blocks=a.final_res),
                           proj_in=LinearProjection(a.enc_dim, len(levels)), proj_out=LinearProjection(len(levels), a.enc_dim),
                           losses=[PixelReconstructionLoss(distance=a.distance)], image_size=64, lr=a.lr, warmup_steps=a.warmup,
                           max_steps=a.sched_steps, export_dir=a.out + "/export", num_grid_images=8)

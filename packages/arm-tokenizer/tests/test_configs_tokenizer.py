@@ -38,7 +38,7 @@ def image_dir(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("images")
     batch = toy_batch(6, size=32)
-    for i, (img, cap) in enumerate(zip(batch["images"], batch["captions"])):
+    for i, (img, cap) in enumerate(zip(batch["images"], batch["captions"], strict=True)):
         tensor_to_pil(img).save(root / f"{i}.png")
         (root / f"{i}.txt").write_text(cap)
     return root
@@ -82,7 +82,7 @@ def test_configs_check_as_shipped():
     from arm_tokenizer.config_check import check_config_file
 
     pytest.importorskip("arm_data", reason="the shipped configs train on arm-data's ShapesWorld")
-    for name in NAMES + ["shapes-decoder-finetune.yaml"]:
+    for name in NAMES + ["shapes-decoder-finetune.yaml", "shapes-hifi.yaml"]:
         cfg = check_config_file(CONFIGS / name)
         assert cfg["model"]["class_path"] == "arm_tokenizer.module.TokenizerTrainer", name
 
@@ -98,6 +98,22 @@ def test_config_fast_dev_run_scaled_down(name, teacher_dir, image_dir, tmp_path)
     expected = {"pix"} | ({"cap", "sig", "feat"} if "quickstart" in name or "arm-" in name else set())
     assert {loss.name for loss in cli.model.losses} >= expected
     assert not (tmp_path / "export").exists()  # fast_dev_run writes no export
+
+
+def test_hifi_config_runs_without_a_teacher(image_dir, tmp_path):
+    """The reconstruction-grade YAML trains from scratch (no teacher paths) as shipped, only the
+    data swapped for a folder of 32-px images; its 2-px patches give a 16x16 grid there."""
+    cfg = yaml.safe_load((CONFIGS / "shapes-hifi.yaml").read_text())
+    cfg["model"]["init_args"].update(image_size=32, export_dir=str(tmp_path / "export"))
+    cfg["trainer"].update(default_root_dir=str(tmp_path / "logs"), enable_progress_bar=False)
+    cfg["data"] = {"class_path": "image_folder",
+                   "init_args": {"root": str(image_dir), "image_size": 32, "batch_size": 2, "val_fraction": 0.34}}
+    (tmp_path / "hifi.yaml").write_text(yaml.safe_dump(cfg))
+    cli = _run(["fit", "--config", str(tmp_path / "hifi.yaml"), "--trainer.fast_dev_run=1"])
+    assert "val/psnr" in cli.trainer.logged_metrics
+    assert [loss.name for loss in cli.model.losses] == ["pix"]
+    tok = cli.model.tokenizer
+    assert tok.tokens_per_image == 16 * 16 and tok.codebook_size == 1000
 
 
 def test_recon_only_is_the_quickstart_without_semantic_losses():
