@@ -33,7 +33,8 @@ p.add_argument("--max_width", type=int, default=128)
 p.add_argument("--init", default=None, help="continue from an exported tokenizer dir")
 a = p.parse_args()
 levels = [int(x) for x in a.levels.split(",")]
-torch.manual_seed(0); torch.set_num_threads(a.threads)
+torch.manual_seed(0)
+torch.set_num_threads(a.threads)
 enc = CNNEncoder(patch_size=a.patch, width=a.enc_width, max_width=a.max_width, num_res_blocks=a.enc_res, out_dim=a.enc_dim)
 module = TokenizerTrainer(enc, FSQQuantizer(levels=levels), ConvDecoder(in_dim=a.enc_dim, patch_size=a.patch, channels=a.channels, min_channels=a.min_channels, num_res_blocks=a.dec_res, final_res_blocks=a.final_res),
                           proj_in=LinearProjection(a.enc_dim, len(levels)), proj_out=LinearProjection(len(levels), a.enc_dim),

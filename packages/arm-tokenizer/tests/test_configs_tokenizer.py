@@ -44,6 +44,12 @@ def image_dir(tmp_path_factory):
     return root
 
 
+def _folder_data(images: Path) -> dict:
+    """The data section that trains on the toy image folder at 32 px."""
+    return {"class_path": "image_folder",
+            "init_args": {"root": str(images), "image_size": 32, "batch_size": 2, "val_fraction": 0.34}}
+
+
 def _scale_down(cfg: dict, teacher: Path, images: Path, tmp: Path) -> dict:
     """Same components, tiny sizes: the toy teacher's tower (32 px), one block everywhere."""
     cfg = copy.deepcopy(cfg)
@@ -71,8 +77,7 @@ def _scale_down(cfg: dict, teacher: Path, images: Path, tmp: Path) -> dict:
                 args[key]["init_args"]["checkpoint"] = str(teacher)
     cfg["trainer"] = {"accelerator": "cpu", "devices": 1, "default_root_dir": str(tmp / "logs"),
                       "enable_progress_bar": False, "enable_model_summary": False}
-    cfg["data"] = {"class_path": "image_folder",
-                   "init_args": {"root": str(images), "image_size": 32, "batch_size": 2, "val_fraction": 0.34}}
+    cfg["data"] = _folder_data(images)
     return cfg
 
 
@@ -106,8 +111,7 @@ def test_hifi_config_runs_without_a_teacher(image_dir, tmp_path):
     cfg = yaml.safe_load((CONFIGS / "shapes-hifi.yaml").read_text())
     cfg["model"]["init_args"].update(image_size=32, export_dir=str(tmp_path / "export"))
     cfg["trainer"].update(default_root_dir=str(tmp_path / "logs"), enable_progress_bar=False)
-    cfg["data"] = {"class_path": "image_folder",
-                   "init_args": {"root": str(image_dir), "image_size": 32, "batch_size": 2, "val_fraction": 0.34}}
+    cfg["data"] = _folder_data(image_dir)
     (tmp_path / "hifi.yaml").write_text(yaml.safe_dump(cfg))
     cli = _run(["fit", "--config", str(tmp_path / "hifi.yaml"), "--trainer.fast_dev_run=1"])
     assert "val/psnr" in cli.trainer.logged_metrics
