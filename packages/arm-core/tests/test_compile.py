@@ -56,3 +56,21 @@ def test_compiled_engine_matches_eager(image_position_slots):
     assert torch.equal(eager.tokens, compiled.tokens)
     assert torch.allclose(eager.logprobs, compiled.logprobs)
     assert torch.allclose(eager.unguided_logprobs, compiled.unguided_logprobs)
+
+
+def test_compile_options_instead_of_mode():
+    # inductor options (e.g. CUDA graphs + coordinate-descent tuning) reach torch.compile;
+    # a mode and options together are refused, as torch.compile refuses them
+    torch._dynamo.reset()
+    model = _model()
+    with pytest.raises(ValueError, match="compile_mode or compile_options"):
+        Engine(model, compile=True, compile_mode="reduce-overhead",
+               compile_options={"triton.cudagraphs": True})
+    eager = Engine(model).generate([[1, 2, 52, 50]], 8, temperature=0, constraint=CONSTRAINT)
+    opts = Engine(model, compile=True, compile_backend="eager",
+                  compile_options={"coordinate_descent_tuning": True})
+    assert not opts._cudagraphs
+    assert torch.equal(opts.generate([[1, 2, 52, 50]], 8, temperature=0,
+                                     constraint=CONSTRAINT).tokens, eager.tokens)
+    assert Engine(model, compile=True, compile_backend="eager",
+                  compile_options={"triton.cudagraphs": True})._cudagraphs

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -146,12 +147,15 @@ class Engine:
         compile_mode: ``torch.compile`` mode (e.g. ``"reduce-overhead"`` for CUDA graphs).
         compile_backend: ``torch.compile`` backend (``"eager"`` only captures graphs: a
             cheap check that the step is graph-break free).
+        compile_options: Inductor options instead of ``compile_mode`` (torch.compile takes
+            one or the other), e.g. ``{"triton.cudagraphs": True,
+            "coordinate_descent_tuning": True}`` for CUDA graphs with tuned batch-1 kernels.
         sync_every: Check for "every row finished" every this many steps (a host sync).
     """
 
     def __init__(self, model: GPT, max_seq_len: int | None = None, compile: bool = False,
                  compile_mode: str | None = None, compile_backend: str = "inductor",
-                 sync_every: int = 16) -> None:
+                 compile_options: dict[str, Any] | None = None, sync_every: int = 16) -> None:
         self.model = model
         self.max_seq_len = max_seq_len or model.config.max_seq_len
         if self.max_seq_len > model.config.max_seq_len:
@@ -161,11 +165,18 @@ class Engine:
         self._decode = model.decode_step
         self._sample = sample_step
         self._compiled = compile
-        self._cudagraphs = compile and compile_mode is not None and "reduce-overhead" in compile_mode
+        if compile_mode is not None and compile_options is not None:
+            raise ValueError("Engine: pass compile_mode or compile_options, not both "
+                             "(torch.compile accepts one of them)")
+        self._cudagraphs = compile and (
+            (compile_mode is not None and "reduce-overhead" in compile_mode)
+            or bool((compile_options or {}).get("triton.cudagraphs")))
         if compile:
-            kw = dict(fullgraph=True, backend=compile_backend, dynamic=False)
+            kw: dict[str, Any] = dict(fullgraph=True, backend=compile_backend, dynamic=False)
             if compile_mode is not None:
                 kw["mode"] = compile_mode
+            if compile_options is not None:
+                kw["options"] = dict(compile_options)
             self._decode = torch.compile(model.decode_step, **kw)
             self._sample = torch.compile(sample_step, **kw)
 
