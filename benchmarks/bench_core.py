@@ -387,9 +387,10 @@ def main(argv: list[str] | None = None) -> int:
     if cuda or s:
         one_b = tiny if s else Config.from_name("llama-1b", max_seq_len=2048)
         seven_b = tiny if s else Config.from_name("qwen2.5-7b", max_seq_len=4096)
-        img = tiny if s else Config.from_name("arm-7b", n_layer=16, n_embd=2048, n_head=32,
-                                               n_query_groups=8, head_size=64,
-                                               intermediate_size=8192, max_seq_len=4096)
+        # ARM's vocabulary (text + image codes) on a 1B body
+        img = tiny if s else Config.from_dict({**Config.from_name(
+            "arm-7b", n_layer=16, n_embd=2048, n_head=32, n_query_groups=8, head_size=64,
+            intermediate_size=8192, max_seq_len=4096).to_dict(), "name": "arm-1b"})
         sections = {
             "cuda_mfu": lambda: bench_cuda_mfu(one_b, 2 if s else 8, 16 if s else 2048, 1 if s else 10, dev, args),
             "cuda_decode_roofline": lambda: bench_cuda_decode(seven_b, 8 if s else 128, 8 if s else 256, dev, args),

@@ -147,15 +147,15 @@ class Engine:
         compile_mode: ``torch.compile`` mode (e.g. ``"reduce-overhead"`` for CUDA graphs).
         compile_backend: ``torch.compile`` backend (``"eager"`` only captures graphs: a
             cheap check that the step is graph-break free).
+        sync_every: Check for "every row finished" every this many steps (a host sync).
         compile_options: Inductor options instead of ``compile_mode`` (torch.compile takes
             one or the other), e.g. ``{"triton.cudagraphs": True,
             "coordinate_descent_tuning": True}`` for CUDA graphs with tuned batch-1 kernels.
-        sync_every: Check for "every row finished" every this many steps (a host sync).
     """
 
     def __init__(self, model: GPT, max_seq_len: int | None = None, compile: bool = False,
                  compile_mode: str | None = None, compile_backend: str = "inductor",
-                 compile_options: dict[str, Any] | None = None, sync_every: int = 16) -> None:
+                 sync_every: int = 16, compile_options: dict[str, Any] | None = None) -> None:
         self.model = model
         self.max_seq_len = max_seq_len or model.config.max_seq_len
         if self.max_seq_len > model.config.max_seq_len:
