@@ -192,38 +192,51 @@ def _meta_model(cfg: Config) -> GPT:
         return GPT(cfg)
 
 
-def _peaks(device: torch.device, args) -> tuple[float, float]:
+def _peaks(device: torch.device, peak_flops: float, hbm_bandwidth: float) -> tuple[float, float]:
+    """Datasheet (bf16 FLOP/s, HBM bytes/s) of a known GPU, else the given fallbacks."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     for key, val in PEAKS.items():
         if key in name:
             return val
-    return args.peak_flops, args.hbm_bandwidth
+    return peak_flops, hbm_bandwidth
+
+
+def _rate(fn, work: float, device: torch.device) -> float:
+    """``work`` per second of ``fn``: median of 10 timed calls after 3 warm-ups."""
+    for _ in range(3):
+        fn()
+    return work / statistics.median([_timed(fn, device) for _ in range(10)])
+
+
+def copy_rate(device: torch.device, numel: int = 2 ** 28) -> float:
+    """Bytes read + written per second by a device-to-device copy of ``numel`` fp32 values."""
+    src = torch.randn(numel, device=device)
+    dst = torch.empty_like(src)
+    return _rate(lambda: dst.copy_(src), 2 * numel * 4, device)
+
+
+def decode_weight_bytes(model: GPT) -> int:
+    """Bytes one decode step must read: every weight but the embedding table, of which it
+    reads one row (a tied table is read whole, by the head)."""
+    tied = model.config.tie_embeddings
+    return sum(p.numel() * p.element_size() for n, p in model.named_parameters()
+               if tied or not n.startswith("embed"))
 
 
 def measure_ceilings(device) -> dict[str, float]:
     """What this card reaches: a large bf16 matmul (FLOP/s) and a device copy (bytes/s, read +
-    written), median of 10 after warm-up, on random data (zeros run faster)."""
-    def rate(fn, work: float) -> float:
-        for _ in range(3):
-            fn()
-        return work / statistics.median([_timed(fn, device) for _ in range(10)])
-
+    written), on random data (zeros run faster)."""
     def matmul() -> float:
         a, b = (torch.randn(8192, 8192, device=device, dtype=torch.bfloat16) for _ in range(2))
-        return rate(lambda: a @ b, 2 * 8192 ** 3)
+        return _rate(lambda: a @ b, 2 * 8192 ** 3, device)
 
-    def copy() -> float:
-        src = torch.randn(2 ** 30 // 4, device=device)
-        dst = torch.empty_like(src)
-        return rate(lambda: dst.copy_(src), 2 * src.numel() * 4)
-
-    out = {"matmul_bf16_flops": matmul(), "copy_bytes_per_s": copy()}
+    out = {"matmul_bf16_flops": matmul(), "copy_bytes_per_s": copy_rate(device)}
     _free(device)
     return out
 
 
 def bench_cuda_mfu(cfg: Config, batch: int, seq: int, steps: int, device, args) -> dict[str, Any]:
-    peak, _ = _peaks(device, args)
+    peak, _ = _peaks(device, args.peak_flops, args.hbm_bandwidth)
     fpt = _flops_per_token(cfg, seq)
     torch.manual_seed(0)
     with torch.device(device):
@@ -250,14 +263,11 @@ def bench_cuda_mfu(cfg: Config, batch: int, seq: int, steps: int, device, args) 
 
 
 def bench_cuda_decode(cfg: Config, prompt_len: int, new_tokens: int, device, args) -> dict[str, Any]:
-    _, bw = _peaks(device, args)
+    _, bw = _peaks(device, args.peak_flops, args.hbm_bandwidth)
     torch.manual_seed(0)
     with _default_dtype(torch.bfloat16), torch.device(device):
         model = GPT(cfg).eval()
-    # bytes one decode step must read: every weight but the embedding table, of which it
-    # reads one row (a tied table is read whole, by the head)
-    weight_bytes = sum(p.numel() * p.element_size() for n, p in model.named_parameters()
-                       if cfg.tie_embeddings or not n.startswith("embed"))
+    weight_bytes = decode_weight_bytes(model)
     prompt = torch.randint(0, cfg.text_vocab_size, (prompt_len,)).tolist()
     engine = Engine(model, max_seq_len=prompt_len + new_tokens, compile=args.compile,
                     **(CUDA_DECODE_COMPILE if device.type == "cuda" else {}))

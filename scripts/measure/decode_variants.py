@@ -24,21 +24,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from arm_core.config import Config  # noqa: E402
 from arm_core.generation import Engine  # noqa: E402
 from arm_core.model import GPT  # noqa: E402
-from bench_core import PEAKS, _default_dtype, _free, _timed  # noqa: E402
+from bench_core import _default_dtype, _free, _peaks, _timed, copy_rate, decode_weight_bytes  # noqa: E402
 
 VARIANTS = {
     "reduce-overhead": dict(compile_mode="reduce-overhead"),
     "cudagraphs+coordinate_descent": dict(compile_options={"triton.cudagraphs": True,
                                                            "coordinate_descent_tuning": True}),
 }
-
-
-def _copy_rate(dev: torch.device, numel: int) -> float:
-    """Bytes read + written per second by a device-to-device copy (median of 10)."""
-    src = torch.randn(numel, device=dev)
-    dst = torch.empty_like(src)
-    times = [_timed(lambda: dst.copy_(src), dev) for _ in range(13)][3:]
-    return 2 * numel * 4 / statistics.median(times)
 
 
 def _variant(model: GPT, kw: dict, prompt: list[int], n: int,
@@ -70,19 +62,19 @@ def main() -> int:
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS))
     ap.add_argument("--prompt-len", type=int, default=128)
     ap.add_argument("--new-tokens", type=int, default=256)
+    ap.add_argument("--hbm-bandwidth", type=float, default=3.35e12, help="bytes/s if unknown GPU")
     ap.add_argument("--smoke", action="store_true", help="CPU, tiny model, no inductor")
     args = ap.parse_args()
     dev = torch.device("cpu" if args.smoke else "cuda")
     name = "cpu" if args.smoke else torch.cuda.get_device_name(0)
-    bw = next((v[1] for k, v in PEAKS.items() if k in name), 3.35e12)
-    measured_bw = _copy_rate(dev, 2 ** (20 if args.smoke else 28))
+    _, bw = _peaks(dev, 0.0, args.hbm_bandwidth)
+    measured_bw = copy_rate(dev, 2 ** (20 if args.smoke else 28))
     cfg = Config.from_name("tiny" if args.smoke else "qwen2.5-7b",
                            max_seq_len=args.prompt_len + args.new_tokens)
     torch.manual_seed(0)
     with _default_dtype(torch.bfloat16), torch.device(dev):
         model = GPT(cfg).eval()
-    weight_bytes = sum(p.numel() * p.element_size() for n, p in model.named_parameters()
-                       if not n.startswith("embed"))
+    weight_bytes = decode_weight_bytes(model)
     roof = bw / weight_bytes
     res = {"device": name, "torch": torch.__version__, "weight_bytes": weight_bytes,
            "datasheet_bandwidth": bw, "measured_copy_bandwidth": measured_bw,
