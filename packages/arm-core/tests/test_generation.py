@@ -338,3 +338,24 @@ def test_image_positions_cached_equal_full_recompute():
 
     with pytest.raises(ValueError, match="image_position_slots=12"):
         m(torch.tensor([[1] + [64] * 13]))
+
+
+def test_ids_outside_the_vocabulary_and_empty_prompt_lists_are_clear_errors(model):
+    V = model.config.vocab_size
+    with pytest.raises(ValueError, match=rf"input_ids row 1 has ids \[{V}\] outside \[0, {V}\)"):
+        score(model, torch.tensor([[1, 2, 3], [1, V, 2]]))
+    with pytest.raises(ValueError, match=r"prompt 0 has ids \[-3\]"):
+        score_guided(model, [[1, -3]], torch.tensor([[4]]))
+    with pytest.raises(ValueError, match=rf"completions row 0 has ids \[{V + 5}\]"):
+        score_guided(model, [[1, 2]], torch.tensor([[V + 5]]))
+    with pytest.raises(ValueError, match="no prompts"):
+        generate(model, [], 4)
+    with pytest.raises(ValueError, match="no prompts"):
+        Engine(model).generate([], 4)
+
+
+def test_progress_bar_over_decode_steps_changes_nothing(model, capsys):
+    a = Engine(model).generate([[1, 2, 3]], 6, seed=3)
+    b = Engine(model).generate([[1, 2, 3]], 6, seed=3, progress="decoding")
+    assert torch.equal(a.tokens, b.tokens)
+    assert "decoding" in capsys.readouterr().err

@@ -139,3 +139,14 @@ def test_unknown_weight_is_refused(tmp_path):
     save_file(sd, str(tmp_path / "model.safetensors"))
     with pytest.raises(UnsupportedCheckpointError, match="experts"):
         load_hf(tmp_path)
+
+
+def test_config_json_that_disagrees_with_the_weights_says_what_to_fix(tmp_path):
+    cfg = Config(vocab_size=16, n_layer=1, n_head=2, n_query_groups=2, n_embd=8,
+                 intermediate_size=8, max_seq_len=16)
+    save_hf(GPT(cfg), tmp_path)
+    hf = json.loads((tmp_path / "config.json").read_text())
+    hf["vocab_size"] = 24
+    (tmp_path / "config.json").write_text(json.dumps(hf))
+    with pytest.raises(ValueError, match=r"embed_tokens.weight \(16, 8\) \(config.json implies \(24, 8\)\).*vocab_size"):
+        load_hf(tmp_path)

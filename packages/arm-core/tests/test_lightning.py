@@ -249,6 +249,44 @@ def test_init_from_hf_extends_vocab(tmp_path) -> None:
         LMTrainer(hf_dir=str(tmp_path / "missing"))
 
 
+def test_init_from_hf_with_a_padded_vocabulary_drops_the_padding(tmp_path) -> None:
+    """HF checkpoints pad the vocabulary past the tokenizer (Qwen2.5-7B: 151,665 of 152,064
+    rows). The padding rows must not take ids the layout gives to specials and image codes,
+    nor be averaged into the new rows."""
+    from arm_core import hf
+    from arm_core.config import Config
+    from arm_core.model import GPT
+
+    T = LAYOUT.text_vocab_size
+    padded = T + max(64, LAYOUT.image_offset - T + 8)            # past where the image codes start
+    text_cfg = Config.from_name("tiny", vocab_size=padded, text_vocab_size=None, image_offset=0,
+                                image_codebook_size=0, separate_visual_head=False)
+    torch.manual_seed(0)
+    text_lm = GPT(text_cfg).eval()
+    with torch.no_grad():
+        text_lm.embed_tokens.weight[T:] = 100.0                   # untrained padding, far off
+    hf.save_hf(text_lm, tmp_path / "hf")
+    LAYOUT.save(tmp_path / "vocab.json")
+    m = LMTrainer(hf_dir=str(tmp_path / "hf"), vocab=str(tmp_path / "vocab.json"),
+                  model_overrides={"max_seq_len": 64}, export_dir="")
+    m.configure_model()
+    emb = m.model.embed_tokens.weight
+    assert emb.shape[0] == LAYOUT.total_size
+    torch.testing.assert_close(emb[:T], text_lm.embed_tokens.weight[:T])
+    torch.testing.assert_close(emb[T], text_lm.embed_tokens.weight[:T].mean(0))   # a special row
+    ids = torch.randint(0, T, (2, 12))
+    with torch.no_grad():
+        old, new = text_lm(ids), m.model.eval()(ids)
+    assert torch.allclose(old[..., :T], new[..., :T], atol=1e-5)
+
+    small = Config.from_name("tiny", vocab_size=T - 8, text_vocab_size=None, image_offset=0,
+                             image_codebook_size=0, separate_visual_head=False)
+    hf.save_hf(GPT(small), tmp_path / "hf-small")
+    with pytest.raises(ValueError, match="text tokenizer the data was tokenized with is not this model's"):
+        LMTrainer(hf_dir=str(tmp_path / "hf-small"), vocab=str(tmp_path / "vocab.json"),
+                  model_overrides={"max_seq_len": 64}, export_dir="").configure_model()
+
+
 def test_init_from_export_continues_training(tmp_path) -> None:
     """init_from starts from an export's weights (fresh schedule), keeps training, re-exports."""
     torch.manual_seed(0)
@@ -324,6 +362,30 @@ def test_resume_with_arm_data_token_module(tmp_path) -> None:
     _trainer(tmp_path / "c", max_steps=6).fit(resumed, datamodule=dm(), ckpt_path=str(ckpt))
     for k, v in straight.model.state_dict().items():
         assert torch.equal(v, resumed.model.state_dict()[k]), k
+
+
+def test_predict_scores_each_document_and_writes_a_summary(tmp_path) -> None:
+    import json
+
+    class PredictDM(DM):
+        def predict_dataloader(self) -> DataLoader:
+            return DataLoader(PackedRows(6), batch_size=4)
+
+    torch.manual_seed(0)
+    m = _module()
+    preds = _trainer(tmp_path).predict(m, datamodule=PredictDM())
+    nll = torch.cat([p["nll"] for p in preds])
+    tasks = torch.cat([p["task"] for p in preds])
+    assert len(nll) == 12 and sorted(tasks.tolist()) == [0] * 6 + [3] * 6   # two documents per row
+    batch = next(iter(DataLoader(PackedRows(6), batch_size=6)))
+    with torch.no_grad():
+        logits = m(batch["input_ids"], batch["position_ids"], batch["doc_ids"])
+        _, stats = lm_loss(logits, batch["targets"], task_ids=batch["task_ids"], num_tasks=4)
+    torch.testing.assert_close(nll[tasks == 0].sum(), stats["task_ce_sum"][0], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(nll[tasks == 3].sum(), stats["task_ce_sum"][3], rtol=1e-4, atol=1e-4)
+    summary = json.loads((tmp_path / "predict_summary.json").read_text())
+    assert summary["documents"] == 12 and summary["t2i"]["documents"] == 6
+    assert len((tmp_path / "predict_scores.jsonl").read_text().splitlines()) == 12
 
 
 def test_load_from_checkpoint_and_vocab_mismatch_on_resume(tmp_path) -> None:

@@ -73,3 +73,46 @@ def test_errors(tmp_path, tok):
         tok.decode([tok.vocab_size])
     with pytest.raises(TypeError):
         TextTokenizer.train("one string", vocab_size=300)
+
+
+def _hf_tokenizer_json(tmp_path):
+    """A small byte-level BPE like Qwen's, trained with HF tokenizers, saved as tokenizer.json."""
+    tokenizers = pytest.importorskip("tokenizers")
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    tk = tokenizers.Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    texts = ["a red circle left of a blue square", "what color is the star?", "make the cross green"] * 20
+    tk.train_from_iterator(texts, trainer)
+    d = tmp_path / "hf-model"
+    d.mkdir()
+    tk.save(str(d / "tokenizer.json"))
+    return d, tk
+
+
+def test_hf_tokenizer_json_behind_the_same_interface(tmp_path):
+    from arm_data.text_tokenizer import HFTextTokenizer, TextTokenizer
+
+    d, raw = _hf_tokenizer_json(tmp_path)
+    tok = TextTokenizer.load(d)                           # a HF model directory
+    assert isinstance(tok, HFTextTokenizer) and tok.vocab_size == raw.get_vocab_size(with_added_tokens=True)
+    s = "a green star right of a red circle? ünïcödé"
+    ids = tok.encode(s)
+    assert ids == raw.encode(s, add_special_tokens=False).ids and tok.decode(ids) == s
+    assert tok.encode_batch([s, "red"]) == [ids, tok.encode("red")]
+    layout = tok.layout(codebook_size=16, max_grid_h=4, max_grid_w=4)
+    assert layout.text_vocab_size == tok.vocab_size
+    with pytest.raises(ValueError, match="not text ids"):
+        tok.decode([layout.image_offset])
+    saved = tok.save(tmp_path / "export")                 # a directory: text_tokenizer.json
+    assert saved.name == "text_tokenizer.json"
+    again = TextTokenizer.load(saved)
+    assert again.encode(s) == ids and again.same_vocabulary(tok)
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(ValueError, match="not a Hugging Face tokenizer.json"):
+        TextTokenizer.load(tmp_path / "bad.json")
+    with pytest.raises(FileNotFoundError, match="tokenizer.json"):
+        TextTokenizer.load(tmp_path)

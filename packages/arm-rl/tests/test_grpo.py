@@ -131,3 +131,23 @@ def test_k3_and_bad_arguments():
     with pytest.raises(ValueError, match="ref_logp"):
         grpo_loss(lp[None], lp[None], torch.ones(1), torch.ones(1, 2, dtype=torch.bool), beta=0.1)
     assert default_normalize_std("grpo") and not default_normalize_std("dr_grpo")
+
+
+def test_token_outside_top_k_has_ratio_zero_and_the_kl_uses_untruncated_logprobs():
+    # The current policy's truncated sampler can no longer draw token (0, 1): log-prob -inf.
+    base = torch.tensor([[-1.0, -2.0, -1.5], [-0.5, -1.0, -2.0]])
+    logp = base.clone().requires_grad_(True)
+    truncated = torch.where(torch.tensor([[False, True, False], [False, False, False]]),
+                            torch.tensor(float("-inf")), logp)
+    old = torch.full((2, 3), -1.2)
+    ref = torch.full((2, 3), -1.1)
+    mask = torch.ones(2, 3, dtype=torch.bool)
+    adv = torch.tensor([1.0, -1.0])
+    naive = grpo_loss(truncated, old, adv, mask, ref_logp=ref, beta=0.1)
+    assert not torch.isfinite(naive.loss)                       # k3 on -inf: why kl_logp exists
+    out = grpo_loss(truncated, old, adv, mask, ref_logp=ref, beta=0.1, kl_logp=logp)
+    assert torch.isfinite(out.loss)
+    out.loss.backward()
+    assert torch.isfinite(logp.grad).all()
+    # the KL term is exactly k3 on the untruncated log-probs
+    torch.testing.assert_close(out.kl, k3_kl(logp.detach(), ref).mean())

@@ -42,8 +42,11 @@ def test_old_logprobs_equal_recomputed_logprobs(tiny_lm, mode, cfg, image_cfg):
         if task == "edit":
             n_br = 1 if b.guidance is None else b.guidance.n_branches
             assert n_br == (3 if image_cfg != 1.0 else 2 if cfg != 1.0 else 1)
-        new = sampler.logprobs(lm.model, b)
+        new, untruncated = sampler.logprobs(lm.model, b)
         torch.testing.assert_close(new[b.mask], b.old_logp[b.mask], atol=2e-4, rtol=1e-4)
+        # the KL's log-probs: the same distribution without top-k, never below the truncated one's mass
+        assert torch.isfinite(untruncated[b.mask]).all()
+        assert (untruncated[b.mask] <= new[b.mask] + 1e-5).all()
         assert (b.old_logp[b.mask] < 0).any()
         imgs = sampler.decode(b)
         assert len(imgs) == 6 and imgs[0].size == (64, 64)

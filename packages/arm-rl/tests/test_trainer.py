@@ -64,7 +64,9 @@ def test_grpo_raises_reward_and_exports(tiny_lm, tmp_path):
               "train/clip_fraction", "train/entropy", "train/response_length", "train/loss"):
         assert k in logged, sorted(logged)
     assert logged["train/response_length"] == 16
-    assert list((tmp_path).rglob("samples/step*-t2i.png"))
+    # a grid every 5 rollout batches (each is 2 optimizer steps): batches 0 and 5
+    steps = {p.name.split("-")[0] for p in tmp_path.rglob("samples/step*.png")}
+    assert steps == {"step000000", "step000010"}, steps
 
 
 def test_beta_zero_builds_no_reference_and_dynamic_sampling_skips(tiny_lm, tmp_path):
@@ -77,6 +79,46 @@ def test_beta_zero_builds_no_reference_and_dynamic_sampling_skips(tiny_lm, tmp_p
     trainer.fit(module, datamodule=dm)
     assert module.reference is None and before is None
     assert trainer.global_step == 0                     # every group had zero variance: no step
+    logged = trainer.logged_metrics
+    assert logged["train/skipped"] == 1 and torch.isnan(logged["train/loss"])   # not a stale value
+
+
+def test_top_k_policy_moving_off_its_samples_keeps_the_kl_finite(tiny_lm):
+    # A strong update with top-k 4 pushes sampled tokens out of the policy's (and the
+    # reference's) top-k between ppo epochs: their truncated log-prob is -inf. The KL uses
+    # untruncated log-probs, so training goes on.
+    torch.manual_seed(0)
+    module = GRPOTrainer(policy_checkpoint=str(tiny_lm / "lm"), t2i_reward=CodeReward(), group_size=4,
+                         beta=0.01, top_k=4, ppo_epochs=4, lr=0.05, export_dir="")
+    dm = ShapesPromptDataModule({"t2i": 1.0}, prompts_per_step=2, num_prompts=64)
+    trainer = pl.Trainer(max_steps=16, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, datamodule=dm)
+    assert trainer.global_step == 16
+    assert all(torch.isfinite(p).all() for p in module.policy.parameters())
+
+
+def test_resume_draws_the_same_rollouts_as_an_uninterrupted_run(tiny_lm, tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    def run(steps, root, ckpt=None):
+        torch.manual_seed(0)
+        module = GRPOTrainer(policy_checkpoint=str(tiny_lm / "lm"), t2i_reward=CodeReward(),
+                             edit_reward=CodeReward(), group_size=2, beta=0.01, lr=1e-2, top_k=None,
+                             t2i_temperature=1.0, export_dir="", seed=3)
+        dm = ShapesPromptDataModule({"t2i": 0.5, "edit": 0.5}, prompts_per_step=2, num_prompts=12)
+        cb = ModelCheckpoint(dirpath=root, save_last=True, every_n_train_steps=1, save_top_k=0)
+        trainer = pl.Trainer(max_steps=steps, accelerator="cpu", logger=False, callbacks=[cb],
+                             enable_progress_bar=False, enable_model_summary=False, default_root_dir=root)
+        torch.manual_seed(123)                        # a different global RNG must not matter
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
+        return module.policy.state_dict()
+
+    straight = run(8, tmp_path / "a")                 # 12 prompts / 2 = 6 batches: crosses an epoch
+    run(4, tmp_path / "b")
+    resumed = run(8, tmp_path / "b", ckpt=str(tmp_path / "b" / "last.ckpt"))
+    for k, v in straight.items():
+        torch.testing.assert_close(resumed[k], v, rtol=0, atol=1e-6, msg=k)
 
 
 def test_reference_mismatch_and_bad_arguments(tiny_lm):
@@ -95,6 +137,11 @@ def test_reference_mismatch_and_bad_arguments(tiny_lm):
         GRPOTrainer(edit_reward=ShapesT2IReward())
     with pytest.raises(ValueError, match="empty"):
         ShapesPromptDataModule(num_prompts=0)
+    with pytest.raises(ValueError, match="task_weights is empty"):
+        ShapesPromptDataModule(task_weights={})
+    with pytest.warns(UserWarning, match="ignored: beta = 0"):
+        GRPOTrainer(policy_checkpoint=str(tiny_lm / "lm"), reference_checkpoint=str(tiny_lm / "other"),
+                    beta=0.0).configure_model()
 
 
 def test_nan_reward_and_nan_loss_stop_the_step(tiny_lm, tmp_path):

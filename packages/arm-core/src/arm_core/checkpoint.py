@@ -10,7 +10,8 @@ training module does it at fit end)::
                                 "text_tokenizer": "text_tokenizer.model",
                                 "visual_tokenizer": {"path", "relative_path", "codebook_size"},
                                 "versions": {...}, "metadata": {...}}
-      text_tokenizer.model     the sentencepiece model the text ids come from (copied)
+      text_tokenizer.model     the sentencepiece model the text ids come from (copied), or
+                               text_tokenizer.json for a HF tokenizer (an LM from Qwen2.5)
 
 The visual tokenizer is *referenced*, not copied (it is large and shared with arm-data's
 pre-tokenization); the reference keeps both the absolute path and the path relative to the
@@ -55,6 +56,7 @@ FORMAT_VERSION = 1
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 TEXT_TOKENIZER_NAME = "text_tokenizer.model"
+HF_TEXT_TOKENIZER_NAME = "text_tokenizer.json"
 
 
 class CheckpointError(ValueError):
@@ -157,8 +159,8 @@ def save_lm(
         model: the GPT module or its state dict.
         config: the model's Config (its vocabulary must agree with ``layout``).
         layout: the ``VocabLayout`` (or its dict) used to build the training sequences.
-        text_tokenizer: path of the sentencepiece ``.model`` file (or a directory holding
-            one); copied into the checkpoint.
+        text_tokenizer: path of the sentencepiece ``.model`` file or HF ``tokenizer.json``
+            (or a directory holding one); copied into the checkpoint.
         visual_tokenizer_dir: the visual tokenizer the image codes come from (referenced).
         metadata: JSON-able extra information (training steps, data, metrics).
     """
@@ -180,7 +182,7 @@ def save_lm(
         "format_version": FORMAT_VERSION,
         "model": config.to_dict(),
         "vocab": layout_dict,
-        "text_tokenizer": TEXT_TOKENIZER_NAME if tok_src is not None else None,
+        "text_tokenizer": _text_tokenizer_name(tok_src) if tok_src is not None else None,
         "visual_tokenizer": vis,
         "tied_weights": aliases,
         "versions": _versions(),
@@ -191,7 +193,7 @@ def save_lm(
     try:
         save_file(unique, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
         if tok_src is not None:
-            shutil.copyfile(tok_src, tmp / TEXT_TOKENIZER_NAME)
+            shutil.copyfile(tok_src, tmp / _text_tokenizer_name(tok_src))
         (tmp / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
         old = None
         if directory.exists():
@@ -208,13 +210,20 @@ def save_lm(
     return directory
 
 
+def _text_tokenizer_name(src: Path) -> str:
+    return HF_TEXT_TOKENIZER_NAME if src.suffix == ".json" else TEXT_TOKENIZER_NAME
+
+
 def _find_text_tokenizer(path: str | os.PathLike) -> Path:
     p = Path(path)
     if p.is_dir():
         models = sorted(p.glob("*.model"))
+        if not models and (p / "tokenizer.json").is_file():
+            models = [p / "tokenizer.json"]             # a HF model directory
         if len(models) != 1:
             raise CheckpointError(f"text tokenizer directory {p} must hold exactly one *.model "
-                                  f"file, found {[m.name for m in models]}; pass the file itself")
+                                  f"file (or a HF tokenizer.json), found {[m.name for m in models]}; "
+                                  "pass the file itself")
         p = models[0]
     if not p.is_file():
         raise CheckpointError(f"text tokenizer model not found: {p}")

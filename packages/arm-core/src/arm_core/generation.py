@@ -193,7 +193,8 @@ class Engine:
                  eos_ids: Sequence[int] = (), constraint: ImageSpanConstraint | None = None,
                  guidance: Guidance | None = None, seed: int | None = None,
                  generator: torch.Generator | None = None,
-                 return_unguided_logprobs: bool = False, pad_id: int = 0) -> GenerationOutput:
+                 return_unguided_logprobs: bool = False, pad_id: int = 0,
+                 progress: bool | str = False) -> GenerationOutput:
         """Generate up to ``max_new_tokens`` per prompt (in eval mode, without autograd; the
         model's train/eval mode is restored afterwards).
 
@@ -209,6 +210,8 @@ class Engine:
             generator: RNG for sampling noise.
             return_unguided_logprobs: Also return conditional-branch log-probs.
             pad_id: Id written after a row stops (and used for left padding).
+            progress: A tqdm bar over the decode steps (a string names it), for long
+                generations such as large image grids.
         """
         was_training = self.model.training
         self.model.eval()
@@ -218,7 +221,7 @@ class Engine:
             with torch.no_grad():
                 return self._generate(prompts, max_new_tokens, SamplingParams(temperature, top_k, top_p),
                                       eos_ids, constraint, guidance, seed, generator,
-                                      return_unguided_logprobs, pad_id)
+                                      return_unguided_logprobs, pad_id, progress)
         finally:
             self.model.train(was_training)
 
@@ -226,9 +229,12 @@ class Engine:
                   params: SamplingParams, eos_ids: Sequence[int],
                   constraint: ImageSpanConstraint | None, guidance: Guidance | None,
                   seed: int | None, generator: torch.Generator | None,
-                  return_unguided_logprobs: bool, pad_id: int) -> GenerationOutput:
+                  return_unguided_logprobs: bool, pad_id: int,
+                  progress: bool | str = False) -> GenerationOutput:
         cfg = self.model.config
         B = len(prompts)
+        if B == 0:
+            raise ValueError("generate got no prompts (an empty prompt list)")
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         branches = [list(prompts)]
@@ -243,11 +249,7 @@ class Engine:
         n_br = len(branches)
         for name, group in zip(("prompt", "guidance prompt", "guidance prompt"), branches,
                                strict=False):
-            for i, p in enumerate(group):
-                bad = [int(t) for t in p if not 0 <= int(t) < cfg.vocab_size]
-                if bad:
-                    raise ValueError(f"{name} {i} has ids {bad[:5]} outside [0, {cfg.vocab_size}) "
-                                     "(a tokenizer/vocabulary that does not match this model?)")
+            check_prompt_ids(group, cfg.vocab_size, name)
         all_prompts = [p for g in branches for p in g]
         ids, valid = left_pad(all_prompts, pad_id, self.device)
         P = ids.shape[1]
@@ -293,7 +295,13 @@ class Engine:
         scale = guidance.scale if guidance is not None else 1.0
         image_scale = guidance.image_scale if guidance is not None else 1.0
         V = cfg.vocab_size
-        for step in range(max_new_tokens):
+        steps: Any = range(max_new_tokens)
+        if progress:
+            from tqdm.auto import tqdm
+
+            steps = tqdm(steps, desc=progress if isinstance(progress, str) else "decode",
+                         unit="tok", leave=False)
+        for step in steps:
             u = None if params.greedy else gumbel_noise((B, V), generator, dev)
             tok, lp, ulp = self._sample(logits, state, tables, u, params, n_br, scale,
                                         image_scale, return_unguided_logprobs)
@@ -323,9 +331,31 @@ class Engine:
         return score(self.model, input_ids, attention_mask, **kwargs)
 
 
+def check_prompt_ids(prompts: Sequence[Sequence[int]], vocab_size: int, name: str = "prompt") -> None:
+    """Refuse ids the model has no embedding for, naming the prompt (a clear error instead of
+    an ``IndexError`` from inside the embedding)."""
+    for i, p in enumerate(prompts):
+        bad = [int(t) for t in p if not 0 <= int(t) < vocab_size]
+        if bad:
+            raise ValueError(f"{name} {i} has ids {bad[:5]} outside [0, {vocab_size}) "
+                             "(a tokenizer/vocabulary that does not match this model?)")
+
+
+def _check_id_tensor(ids: Tensor, mask: Tensor | None, vocab_size: int, name: str) -> None:
+    out = (ids < 0) | (ids >= vocab_size)
+    if mask is not None:
+        out &= mask.bool()
+    if out.any():
+        row = int(out.any(1).nonzero()[0])
+        raise ValueError(f"{name} row {row} has ids {ids[row][out[row]][:5].tolist()} outside "
+                         f"[0, {vocab_size}) (a tokenizer/vocabulary that does not match this model?)")
+
+
 def generate(model: GPT, prompts: Sequence[Sequence[int]], max_new_tokens: int,
              **kwargs) -> GenerationOutput:
     """One-shot :meth:`Engine.generate` (allocates a cache sized for this call)."""
+    if len(prompts) == 0:
+        raise ValueError("generate got no prompts (an empty prompt list)")
     longest = max(len(p) for p in prompts)
     if kwargs.get("guidance") is not None:
         g = kwargs["guidance"]
@@ -352,6 +382,7 @@ def score(model: GPT, input_ids: Tensor, attention_mask: Tensor | None = None, *
     """
     if temperature <= 0:
         raise ValueError(f"score needs temperature > 0, got {temperature}")
+    _check_id_tensor(input_ids, attention_mask, model.config.vocab_size, "input_ids")
     B, T = input_ids.shape
     if attention_mask is None:
         logits = model(input_ids)
@@ -376,11 +407,17 @@ def score(model: GPT, input_ids: Tensor, attention_mask: Tensor | None = None, *
 def score_guided(model: GPT, prompts: Sequence[Sequence[int]], completions: Tensor,
                  completion_mask: Tensor | None = None, *, guidance: Guidance | None = None,
                  temperature: float = 1.0, top_k: int | None = None, top_p: float = 1.0,
-                 constraint: ImageSpanConstraint | None = None) -> Tensor:
+                 constraint: ImageSpanConstraint | None = None,
+                 return_untruncated: bool = False) -> Tensor | tuple[Tensor, Tensor]:
     """Log-probs ``(B, N)`` of ``completions`` under the distribution :meth:`Engine.generate`
     samples from (guidance, constraint, temperature, top-k/top-p), in one batched forward of
     all guidance branches (teacher forcing; differentiable). With the generation's own
     arguments it reproduces ``GenerationOutput.logprobs``.
+
+    With ``return_untruncated`` it returns ``(logp, logp_untruncated)``, the second under the
+    same distribution without top-k/top-p, from the same forward. A token the truncated
+    sampler can no longer draw has log-prob ``-inf`` there; the untruncated one stays finite
+    (what a KL estimate between two models needs).
 
     Args:
         model: The LM.
@@ -390,8 +427,15 @@ def score_guided(model: GPT, prompts: Sequence[Sequence[int]], completions: Tens
         guidance: The same :class:`Guidance` used for sampling, or ``None``.
         temperature, top_k, top_p: The sampling parameters used.
         constraint: The image-span constraint used.
+        return_untruncated: Also return the log-probs without top-k/top-p.
     """
     params = SamplingParams(temperature, top_k, top_p)
+    V = model.config.vocab_size
+    check_prompt_ids(prompts, V, "prompt")
+    if guidance is not None:
+        check_prompt_ids(guidance.uncond_prompts, V, "guidance prompt")
+        check_prompt_ids(guidance.image_prompts or [], V, "guidance prompt")
+    _check_id_tensor(completions, completion_mask, V, "completions")
     B, N = completions.shape
     branches = [list(prompts)]
     if guidance is not None:
@@ -414,7 +458,13 @@ def score_guided(model: GPT, prompts: Sequence[Sequence[int]], completions: Tens
         _, before = tables.scan(completions, None, state)
         allowed = torch.stack([tables.allowed(s_) for s_ in before], dim=1)       # (B, N, V)
         guided = guided.masked_fill(~allowed, float("-inf"))
-    logp = sampling_logprobs(guided, params).gather(-1, completions[..., None]).squeeze(-1)
-    if completion_mask is not None:
-        logp = torch.where(completion_mask, logp, torch.zeros_like(logp))
-    return logp
+    def pick(p: SamplingParams) -> Tensor:
+        lp = sampling_logprobs(guided, p).gather(-1, completions[..., None]).squeeze(-1)
+        if completion_mask is not None:
+            lp = torch.where(completion_mask, lp, torch.zeros_like(lp))
+        return lp
+
+    logp = pick(params)
+    if not return_untruncated:
+        return logp
+    return logp, pick(SamplingParams(temperature, None, 1.0))

@@ -261,6 +261,13 @@ def load_hf(path: str | Path, dtype: torch.dtype | None = None,
             sd["lm_head.weight"] = torch.cat([full[:config.image_offset], full[config.image_end:]])
     with torch.device("meta"):
         model = GPT(config)
+    expected = model.state_dict()
+    wrong = [f"{k} {tuple(v.shape)} (config.json implies {tuple(expected[k].shape)})"
+             for k, v in sd.items() if k in expected and v.shape != expected[k].shape]
+    if wrong:
+        raise ValueError(f"{path}: weights do not match config.json: {'; '.join(wrong[:4])}. Fix "
+                         "config.json (vocab_size, hidden_size, intermediate_size, heads) or use "
+                         "the config.json these weights were saved with")
     missing, unexpected = model.load_state_dict(sd, strict=False, assign=True)
     if missing or unexpected:
         raise ValueError(f"{path}: weights do not match the config: missing {missing[:6]}, "

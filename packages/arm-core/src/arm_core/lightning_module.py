@@ -71,6 +71,14 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: flo
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def _atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file and a rename (no half-written file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor, z_loss: float = 0.0,
             task_ids: torch.Tensor | None = None, num_tasks: int = 0,
             ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -319,16 +327,37 @@ class LMTrainer(pl.LightningModule):
         from arm_core.model import extend_vocab
 
         overrides = self._loaded_overrides("hf_dir", hf_dir)
+        self._check_text_tokenizer_is_the_models(hf_dir)
         model = hf.load_hf(hf_dir, max_seq_len=overrides.pop("max_seq_len", None))
         if layout is not None and not model.config.image_codebook_size:
+            n_text, rows = layout.text_vocab_size, model.config.vocab_size
+            if n_text > rows:
+                raise ValueError(f"hf_dir {hf_dir}: the data's text vocabulary has {n_text} ids but "
+                                 f"the model has only {rows} rows: the text tokenizer the data was "
+                                 "tokenized with is not this model's")
+            # Rows past the text vocabulary are HF padding (untrained): dropped by extend_vocab.
             target = model.config.with_vocab(layout.total_size, layout.image_offset,
                                              layout.codebook_size, separate_visual_head=True,
-                                             text_vocab_size=layout.text_vocab_size)
+                                             text_vocab_size=n_text)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.hparams.seed_init)
-                model = extend_vocab(model, target)
+                model = extend_vocab(model, target, keep_text=n_text)
         self._apply_loaded_overrides(model, overrides)
         return model, model.config
+
+    def _check_text_tokenizer_is_the_models(self, hf_dir: str) -> None:
+        """The data's text ids must be the HF model's own, or every text embedding the model
+        learned reads the wrong word (a sentencepiece model against Qwen's BPE, say)."""
+        text = self._datamodule_attr("text")
+        own = Path(hf_dir) / "tokenizer.json"
+        if text is None or not own.is_file():
+            return
+        from arm_data.text_tokenizer import TextTokenizer
+
+        if not TextTokenizer.load(own).same_vocabulary(text):
+            raise ValueError(f"hf_dir {hf_dir}: the data's text tokenizer ({text!r}) is not this "
+                             "model's own tokenizer.json, so its text ids would name other words "
+                             f"for the model; set data.init_args.text_tokenizer={own}")
 
     def _apply_activation_checkpointing(self) -> None:
         self.model.set_activation_checkpointing(True)
@@ -392,6 +421,60 @@ class LMTrainer(pl.LightningModule):
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._step(batch, "test")
 
+    # ------------------------------------------------------------------ predict: scoring
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        """Score each packed document: ``{"nll", "tokens", "task"}``, one entry per document
+        (summed next-token NLL over its loss-masked targets, their count, its task index).
+
+        ``arm-lm predict`` runs this over the data module's predict loader (the validation
+        shards for ``TokenDataModule``) and writes ``predict_scores.jsonl`` plus per-task mean
+        NLL / perplexity in ``predict_summary.json`` under the log directory."""
+        ids, targets = batch["input_ids"], batch["targets"]
+        doc = batch.get("doc_ids")
+        doc = torch.zeros_like(ids) if doc is None else doc
+        task = batch.get("task_ids")
+        task = torch.full_like(ids, -1) if task is None else (
+            task[:, None].expand_as(ids) if task.dim() == 1 else task)
+        logits = self(ids, batch.get("position_ids"), batch.get("doc_ids")).float()
+        valid = targets != IGNORE_INDEX
+        nll = F.cross_entropy(logits.flatten(0, 1), targets.clamp_min(0).flatten(),
+                              reduction="none").view_as(targets) * valid
+        # one key per (row, document): documents are numbered within their row
+        key = torch.arange(ids.shape[0], device=ids.device)[:, None] * (int(doc.max()) + 2) + doc + 1
+        keys, inv = torch.unique(key[valid], return_inverse=True)
+        n = len(keys)
+        out_nll = torch.zeros(n, device=ids.device).index_add_(0, inv, nll[valid])
+        count = torch.zeros(n, device=ids.device).index_add_(0, inv, torch.ones_like(nll[valid]))
+        task_of = torch.full((n,), -1, dtype=torch.long, device=ids.device).scatter_(0, inv, task[valid])
+        out = {"nll": out_nll.cpu(), "tokens": count.long().cpu(), "task": task_of.cpu()}
+        self._predicted.append(out)
+        return out
+
+    def on_predict_epoch_start(self) -> None:
+        self._predicted: list[dict[str, torch.Tensor]] = []
+
+    def on_predict_epoch_end(self) -> None:
+        if not self._predicted or self.trainer.global_rank != 0:
+            return
+        names = self.task_names
+        nll = torch.cat([p["nll"] for p in self._predicted])
+        tok = torch.cat([p["tokens"] for p in self._predicted])
+        task = torch.cat([p["task"] for p in self._predicted])
+        root = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        lines = [json.dumps({"task": names[t] if 0 <= t < len(names) else None, "tokens": int(c),
+                             "nll": float(x)}) for x, c, t in zip(nll.tolist(), tok.tolist(), task.tolist(), strict=True)]
+        summary: dict[str, Any] = {"documents": len(lines), "tokens": int(tok.sum()),
+                                   "mean_nll": float(nll.sum() / tok.sum().clamp_min(1))}
+        for i, name in enumerate(names):
+            sel = task == i
+            if sel.any():
+                m = float(nll[sel].sum() / tok[sel].sum().clamp_min(1))
+                summary[name] = {"documents": int(sel.sum()), "mean_nll": m, "perplexity": math.exp(min(m, 50.0))}
+        _atomic_write(root / "predict_scores.jsonl", "\n".join(lines) + "\n")
+        _atomic_write(root / "predict_summary.json", json.dumps(summary, indent=2))
+        print(f"arm-lm predict: {summary['documents']} documents, mean NLL {summary['mean_nll']:.4f} "
+              f"-> {root / 'predict_summary.json'}")
+
     def configure_optimizers(self) -> Any:
         hp = self.hparams
         params = [p for p in self.parameters() if p.requires_grad]
@@ -416,6 +499,8 @@ class LMTrainer(pl.LightningModule):
                       float(cached)],
             "python": [version, torch.tensor(pystate, dtype=torch.int64), gauss],
         }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            checkpoint["arm_rng"]["cuda"] = torch.cuda.get_rng_state_all()
         if self.config is not None:
             checkpoint["arm_lm_config"] = self.config.to_dict()
         if self.layout is not None:
@@ -442,6 +527,9 @@ class LMTrainer(pl.LightningModule):
             np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
             version, pystate, gauss = rng["python"]
             random.setstate((version, tuple(int(x) for x in pystate.tolist()), gauss))
+            cuda = rng.get("cuda")
+            if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(cuda)
 
     def export(self, directory: str | os.PathLike, metadata: dict[str, Any] | None = None,
                state_dict: dict[str, torch.Tensor] | None = None) -> Path:

@@ -472,7 +472,7 @@ class GPT(nn.Module):
 
 @torch.no_grad()
 def extend_vocab(model: GPT, config: Config, noise_std: float = 0.0,
-                 generator: torch.Generator | None = None) -> GPT:
+                 generator: torch.Generator | None = None, keep_text: int | None = None) -> GPT:
     """Return a new :class:`GPT` with ``config``'s larger (multimodal) vocabulary, starting
     from the text LM ``model``.
 
@@ -488,6 +488,10 @@ def extend_vocab(model: GPT, config: Config, noise_std: float = 0.0,
             not overlapping the kept text ids.
         noise_std: Std of Gaussian noise added to the new rows (breaks their symmetry).
         generator: RNG for the noise.
+        keep_text: How many of the old rows are real text tokens (default: all of
+            ``model.config.text_vocab_size``). HF checkpoints pad their vocabulary (Qwen2.5-7B:
+            151,665 tokens in 152,064 rows); the padding rows are untrained, so they are
+            dropped, and neither kept nor averaged into the new rows.
 
     The returned model shares the transformer-block tensors with ``model`` (no copy).
     """
@@ -500,8 +504,11 @@ def extend_vocab(model: GPT, config: Config, noise_std: float = 0.0,
     diff = [k for k in arch if getattr(old, k) != getattr(config, k)]
     if diff:
         raise ValueError(f"extend_vocab changes only the vocabulary; these differ: {diff}")
-    keep = old.text_vocab_size
-    if config.vocab_size < old.vocab_size or (config.image_codebook_size and config.image_offset < keep):
+    keep = old.text_vocab_size if keep_text is None else int(keep_text)
+    if not 0 < keep <= old.text_vocab_size:
+        raise ValueError(f"keep_text={keep} must be in [1, {old.text_vocab_size}] (the old model's "
+                         "text rows)")
+    if config.vocab_size < keep or (config.image_codebook_size and config.image_offset < keep):
         raise ValueError(f"new layout (vocab_size={config.vocab_size}, image_offset="
                          f"{config.image_offset}) must keep text ids [0, {keep}) of the old model")
     ref = model.embed_tokens.weight

@@ -42,6 +42,9 @@ from arm_core.generation import Engine, Guidance
 __all__ = ["PipelineError", "TextToImage", "Edit", "Understand", "load_pipelines"]
 
 # Looks like special-token syntax: <boi>, <h=4>, <foo_bar>.
+# Image tokens per call from which a single batch shows a bar over its decode steps (a 16x16 grid).
+LONG_GENERATION = 256
+
 _SPECIAL_RE = re.compile(r"<[A-Za-z_][A-Za-z0-9_]*(=\d+)?>")
 
 
@@ -244,12 +247,17 @@ class _Pipeline:
         n_new = h * w + 1  # the codes, then <eoi>
         constraint = self._constraint()
         out = []
-        for b, s in enumerate(self._batches(len(prompts), batch_size, progress, desc)):
+        one_batch = len(prompts) <= batch_size
+        # one batch of a large grid: show the decode steps instead of a one-step batch bar
+        token_bar = (progress is None and one_batch and n_new >= LONG_GENERATION) or (
+            bool(progress) and one_batch)
+        for b, s in enumerate(self._batches(len(prompts), batch_size, False if token_bar else progress, desc)):
             sl = slice(s, s + batch_size)
             res = self.engine.generate(
                 prompts[sl], n_new, temperature=temperature, top_k=top_k, top_p=top_p,
                 eos_ids=[self.layout.eoi_id], constraint=constraint, guidance=guidance(sl),
-                seed=None if seed is None else seed + b, pad_id=self.layout.pad_id)
+                seed=None if seed is None else seed + b, pad_id=self.layout.pad_id,
+                progress=desc if token_bar else False)
             codes = res.tokens[:, : h * w]
             if not bool(self.layout.is_image_id(codes).all()):
                 raise RuntimeError("the constrained decoder produced non-image ids inside an image "
@@ -277,7 +285,8 @@ class TextToImage(_Pipeline):
             seed: base seed (batch ``b`` uses ``seed + b``); None = nondeterministic.
             num_images_per_prompt: samples per prompt (consecutive in the output).
             batch_size: prompts per engine call.
-            progress: tqdm bar (default: when there is more than one batch).
+            progress: tqdm bar, over batches, or over decode steps when there is one batch
+                (default: when there is more than one batch, or one batch of 256+ tokens).
             return_codes: also return the ``(N, h*w)`` code tensor.
         """
         texts = [self._check_text(p, i, "prompt") for i, p in enumerate(_as_list(prompts, "prompts"))]

@@ -1,4 +1,6 @@
-"""The text tokenizer: a thin, reproducible wrapper around sentencepiece.
+"""The text tokenizer: a thin, reproducible wrapper around sentencepiece, or around a
+Hugging Face ``tokenizer.json`` when the LM starts from a HF text model (Qwen2.5-7B's text
+ids are its own byte-level BPE's; see :class:`HFTextTokenizer`).
 
 Trains BPE or unigram models (Kudo & Richardson 2018, https://arxiv.org/abs/1808.06226)
 on any text, saves the ``*.model`` file atomically and loads it back. Choices, and why:
@@ -23,13 +25,45 @@ import os
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import sentencepiece as spm
 
 from arm_data.vocab import DEFAULT_SPECIAL_TOKENS, VocabLayout
 
 MODEL_FILENAME = "text_tokenizer.model"
+HF_FILENAME = "tokenizer.json"
 MODEL_TYPES = ("bpe", "unigram")
+
+
+def resolve_text_tokenizer(path: str | os.PathLike) -> Path:
+    """The tokenizer file ``path`` names: a ``.model`` (sentencepiece) or ``.json`` (HF
+    ``tokenizers``) file, or a directory holding ``text_tokenizer.model`` or ``tokenizer.json``
+    (a HF model directory)."""
+    p = Path(path)
+    if p.is_dir():
+        for name in (MODEL_FILENAME, HF_FILENAME):
+            if (p / name).is_file():
+                return p / name
+        raise FileNotFoundError(f"no text tokenizer in {p}: expected {MODEL_FILENAME} (train one with "
+                                f"`arm-data train-text-tokenizer`) or a HF {HF_FILENAME}")
+    if not p.is_file():
+        raise FileNotFoundError(f"text tokenizer model not found: {p} (train one with "
+                                f"`arm-data train-text-tokenizer`)")
+    return p
+
+
+def _atomic_write(p: Path, data: bytes) -> Path:
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return p
 
 
 class TextTokenizer:
@@ -116,34 +150,27 @@ class TextTokenizer:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> TextTokenizer:
-        """Load a ``.model`` file, or the ``text_tokenizer.model`` inside a directory."""
-        p = Path(path)
-        if p.is_dir():
-            p = p / MODEL_FILENAME
-        if not p.is_file():
-            raise FileNotFoundError(f"text tokenizer model not found: {p} (train one with "
-                                    f"`arm-data train-text-tokenizer`)")
+        """Load a ``.model`` file, a HF ``tokenizer.json`` (an :class:`HFTextTokenizer`), or
+        the one inside a directory (see :func:`resolve_text_tokenizer`)."""
+        p = resolve_text_tokenizer(path)
+        if p.suffix == ".json":
+            return HFTextTokenizer(p.read_bytes(), source=str(p))
         data = p.read_bytes()
         try:
-            return cls(data, source=str(p))
+            return TextTokenizer(data, source=str(p))
         except RuntimeError as e:
             raise ValueError(f"{p} is not a sentencepiece model ({e})") from e
 
+    #: file suffix and default name of the serialized model
+    suffix, filename = ".model", MODEL_FILENAME
+
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the model atomically; ``path`` is a ``.model`` file or a directory."""
+        """Write the model atomically; ``path`` is a file with this tokenizer's suffix
+        (``.model``; ``.json`` for HF) or a directory."""
         p = Path(path)
-        if p.suffix != ".model":
-            p = p / MODEL_FILENAME
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(self._proto)
-            os.replace(tmp, p)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return p
+        if p.suffix != self.suffix:
+            p = p / self.filename
+        return _atomic_write(p, self.model_proto)
 
     # ------------------------------------------------------------------ use
     @property
@@ -189,7 +216,72 @@ class TextTokenizer:
         return self.vocab_size
 
     def __repr__(self) -> str:
-        return f"TextTokenizer(vocab_size={self.vocab_size}, source={self.source!r})"
+        return f"{type(self).__name__}(vocab_size={self.vocab_size}, source={self.source!r})"
+
+
+class HFTextTokenizer(TextTokenizer):
+    """A Hugging Face ``tokenizers`` model (``tokenizer.json``) behind the same interface, so
+    an LM initialised from a HF text model (``LMTrainer(hf_dir=...)``) reads the text ids it
+    was trained on: point the data module's ``text_tokenizer`` at the model's
+    ``tokenizer.json``. Text ids are all of its ids, added tokens included (Qwen2.5: 151,665);
+    ARM's own specials come after them in :class:`VocabLayout`. ``encode`` adds no special
+    tokens (the task formats add the LM's). Needs ``pip install tokenizers``.
+    """
+
+    suffix, filename = ".json", "text_tokenizer.json"
+
+    def __init__(self, model_json: bytes, source: str | None = None) -> None:
+        try:
+            from tokenizers import Tokenizer
+        except ImportError as e:
+            raise ImportError(f"{source or 'tokenizer.json'} is a Hugging Face tokenizer: "
+                              "`pip install tokenizers` (or arm-data[hf]) to use it") from e
+        self._proto = bytes(model_json)
+        try:
+            self._tk = Tokenizer.from_str(self._proto.decode("utf-8"))
+        except Exception as e:    # tokenizers raises a bare Exception on bad JSON
+            raise ValueError(f"{source}: not a Hugging Face tokenizer.json ({e})") from e
+        self.source = source
+
+    @classmethod
+    def train(cls, *args: Any, **kwargs: Any) -> TextTokenizer:
+        raise NotImplementedError("HFTextTokenizer wraps an existing tokenizer.json; train a "
+                                  "sentencepiece model with TextTokenizer.train")
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tk.get_vocab_size(with_added_tokens=True)
+
+    @property
+    def unk_id(self) -> int:
+        unk = getattr(self._tk.model, "unk_token", None)
+        i = self._tk.token_to_id(unk) if unk else None
+        return -1 if i is None else i
+
+    def encode(self, text: str) -> list[int]:
+        if not isinstance(text, str):
+            raise TypeError(f"HFTextTokenizer.encode expects str, got {type(text).__name__}")
+        return self._tk.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return [e.ids for e in self._tk.encode_batch(list(texts), add_special_tokens=False)]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        ids = [int(i) for i in ids]
+        bad = [i for i in ids if not 0 <= i < self.vocab_size]
+        if bad:
+            raise ValueError(f"ids {bad[:5]} are not text ids [0, {self.vocab_size}); strip special/"
+                             f"image ids first (e.g. formats.TaskFormatter.answer_text)")
+        return self._tk.decode(ids, skip_special_tokens=False)
+
+    def id_to_piece(self, i: int) -> str:
+        return self._tk.id_to_token(int(i))
+
+    def same_vocabulary(self, other: TextTokenizer) -> bool:
+        """Whether ``other`` maps every piece to the same id (e.g. the data's tokenizer and
+        the HF model's own ``tokenizer.json``)."""
+        return isinstance(other, HFTextTokenizer) and (
+            self._tk.get_vocab(with_added_tokens=True) == other._tk.get_vocab(with_added_tokens=True))
 
 
 def _iter_lines(texts: Iterable[str] | None, files: Sequence[str | os.PathLike] | None,

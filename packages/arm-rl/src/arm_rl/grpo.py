@@ -134,7 +134,7 @@ def _aggregate(per_token: Tensor, mask: Tensor, aggregation: str, max_len: int |
 def grpo_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, *,
               ref_logp: Tensor | None = None, beta: float = 0.01, eps_low: float = 0.2,
               eps_high: float = 0.2, aggregation: str = "grpo",
-              max_len: int | None = None) -> GRPOLossOutput:
+              max_len: int | None = None, kl_logp: Tensor | None = None) -> GRPOLossOutput:
     """The clipped GRPO objective with a k3 KL penalty (see the module docstring).
 
     Args:
@@ -148,6 +148,10 @@ def grpo_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, 
         eps_high: upper clip range: ratios above ``1 + eps_high`` are clipped (ARM: 0.2).
         aggregation: ``grpo`` | ``dr_grpo`` | ``token`` (alias ``dapo``).
         max_len: Dr. GRPO's constant length (default: ``T``).
+        kl_logp: ``(B, T)`` the current policy's log-probs for the KL term, under the same
+            distribution as ``ref_logp`` (default: ``logp``). With top-k sampling the trainer
+            passes untruncated log-probs here and in ``ref_logp``: a token outside the
+            current top-k has ``logp = -inf`` (ratio 0, harmless) but an infinite k3.
     """
     aggregation = check_aggregation(aggregation)
     if logp.shape != old_logp.shape or logp.shape != mask.shape:
@@ -175,7 +179,8 @@ def grpo_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, 
     kl_tok = zeros
     if ref_logp is not None:
         ref = torch.where(mask, ref_logp.float().detach(), zeros)
-        kl_tok = k3_kl(logp, ref)
+        pol = logp if kl_logp is None else torch.where(mask, kl_logp.float(), zeros)
+        kl_tok = k3_kl(pol, ref)
         if beta > 0:
             per_token = per_token + beta * kl_tok
     loss = _aggregate(per_token, mask, aggregation, max_len)

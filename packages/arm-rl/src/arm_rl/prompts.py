@@ -7,18 +7,23 @@ rewards that do not need them (dual-encoder alignment, judges with explicit ques
 
 :class:`ShapesPromptDataModule` draws prompts from the ShapesWorld **train** split only (the
 held-out-composition split is the benchmark; RL must never see it), mixing tasks by weight:
-record ``i`` is a pure function of ``(seed, i)``, so runs are reproducible.
+record ``i`` is a pure function of ``(seed, i)``, and the order of epoch ``e`` a pure
+function of ``(seed, e)``, so runs are reproducible and a resumed run continues mid-epoch
+with the prompts an uninterrupted run would have drawn.
 """
 
 from __future__ import annotations
 
+import math
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import lightning.pytorch as pl
-from torch.utils.data import DataLoader, Dataset
+import torch
+from lightning.pytorch.trainer.states import TrainerFn
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 __all__ = ["TASKS", "PromptRecord", "ShapesPromptDataset", "ShapesPromptDataModule",
            "check_task_weights", "collate_records", "records_from_dicts"]
@@ -149,6 +154,8 @@ class ShapesPromptDataModule(pl.LightningDataModule):
                  num_prompts: int = 10_000, seed: int = 0, split: str = "train",
                  shuffle: bool = True) -> None:
         super().__init__()
+        if task_weights is not None and not task_weights:
+            raise ValueError("task_weights is empty: give e.g. {'t2i': 1.0}, or leave it unset for T2I only")
         self.task_weights = check_task_weights(task_weights or {"t2i": 1.0})
         if prompts_per_step < 1:
             raise ValueError(f"prompts_per_step must be >= 1, got {prompts_per_step}")
@@ -157,6 +164,8 @@ class ShapesPromptDataModule(pl.LightningDataModule):
         self.prompts_per_step, self.num_prompts = prompts_per_step, num_prompts
         self.seed, self.split, self.shuffle = seed, split, shuffle
         self.dataset: ShapesPromptDataset | None = None
+        self._resume: dict[str, int] | None = None
+        self._next_epoch = 0
 
     def setup(self, stage: str | None = None) -> None:
         if self.dataset is None:
@@ -164,8 +173,71 @@ class ShapesPromptDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         self.setup("fit")
-        return DataLoader(self.dataset, batch_size=self.prompts_per_step, shuffle=self.shuffle,
-                          collate_fn=collate_records, num_workers=0)
+        return _PromptLoader(self, self.dataset, batch_sampler=_EpochBatches(self),
+                             collate_fn=collate_records, num_workers=0)
+
+    def epoch_order(self, epoch: int) -> list[int]:
+        """Record indices in the order epoch ``epoch`` visits them."""
+        n = len(self.dataset)
+        if not self.shuffle:
+            return list(range(n))
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(n, generator=g).tolist()
+
+    def _begin_epoch(self) -> tuple[int, int]:
+        trainer = self.trainer
+        epoch = int(trainer.current_epoch) if trainer is not None else self._next_epoch
+        resume, self._resume = self._resume, None
+        start = resume["batch"] if resume and resume["epoch"] == epoch else 0
+        self._next_epoch = epoch + 1
+        return epoch, start
+
+    # Lightning saves this in checkpoints and hands it back on resume (ckpt_path).
+    def state_dict(self) -> dict[str, Any]:
+        """Where training stands: ``{"epoch", "batch", "seed"}`` (batches of the epoch done)."""
+        trainer = self.trainer
+        if trainer is not None and trainer.state.fn == TrainerFn.FITTING:
+            return {"epoch": int(trainer.current_epoch), "seed": self.seed,
+                    "batch": int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)}
+        return {"epoch": self._next_epoch, "batch": 0, "seed": self.seed}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict.get("seed", self.seed) != self.seed:
+            raise ValueError(f"resuming with prompt seed {self.seed}, but the checkpoint's prompts used "
+                             f"seed {state_dict['seed']}: set data.init_args.seed={state_dict['seed']}")
+        self._resume = {"epoch": int(state_dict["epoch"]), "batch": int(state_dict["batch"])}
+
+
+class _PromptLoader(DataLoader):
+    """Lightning looks for ``state_dict`` on the loader (and warns about loaders without one);
+    both delegate to the data module, which holds the one state."""
+
+    def __init__(self, dm: ShapesPromptDataModule, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._dm = dm
+
+    def state_dict(self) -> dict[str, Any]:
+        return self._dm.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict:
+            self._dm.load_state_dict(state_dict)
+
+
+class _EpochBatches(Sampler[list[int]]):
+    """Batches of one epoch in the data module's seeded order, from where a resumed run stopped."""
+
+    def __init__(self, dm: ShapesPromptDataModule) -> None:
+        self.dm = dm
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.dm.dataset) / self.dm.prompts_per_step)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        epoch, start = self.dm._begin_epoch()
+        order, bs = self.dm.epoch_order(epoch), self.dm.prompts_per_step
+        for k in range(start, len(self)):
+            yield order[k * bs:(k + 1) * bs]
 
 
 def records_from_dicts(items: Sequence[dict[str, Any]]) -> list[PromptRecord]:

@@ -213,18 +213,29 @@ class RolloutSampler:
         return RolloutBatch(task, rows, prompts, guidance, s, tokens, visual, old.float(),
                             codes, (h, w))
 
-    def logprobs(self, model: Any, batch: RolloutBatch) -> Tensor:
+    def logprobs(self, model: Any, batch: RolloutBatch) -> tuple[Tensor, Tensor]:
         """Differentiable ``(N, h*w + 1)`` log-probs of ``batch.tokens`` under ``model``, per
-        ``policy_mode`` (the same distribution ``old_logp`` came from)."""
+        ``policy_mode``, as a pair from one forward:
+
+        - the policy's log-probs, under the distribution ``old_logp`` came from (the
+          importance ratio's);
+        - the same without top-k truncation, for the KL to the reference. Once the policy
+          moves, a sampled token can fall outside its top-k (log-prob ``-inf``: ratio 0,
+          which the clipped objective handles), but a k3 estimate on it would be infinite.
+          Both models' KL log-probs use the untruncated distribution. In ``unguided`` mode
+          the two are the same tensor.
+        """
         from arm_core.generation import score_guided
 
         s = batch.sampling
         valid = batch.mask | (batch.tokens == self.layout.eoi_id)
         if self.policy_mode == "guided":
             return score_guided(model, batch.prompts, batch.tokens, valid, guidance=batch.guidance,
-                                temperature=s.temperature, top_k=s.top_k, constraint=self.constraint)
-        return score_guided(model, batch.prompts, batch.tokens, valid, guidance=None,
+                                temperature=s.temperature, top_k=s.top_k, constraint=self.constraint,
+                                return_untruncated=True)
+        logp = score_guided(model, batch.prompts, batch.tokens, valid, guidance=None,
                             temperature=s.temperature, top_k=None, constraint=self.constraint)
+        return logp, logp
 
     def decode(self, batch: RolloutBatch) -> list[Any]:
         """The generated images as PIL (the visual tokenizer's decoder)."""

@@ -24,9 +24,15 @@ Logged (``train/...``): ``loss``, ``policy_loss``, ``kl``, ``clip_fraction``,
 ``ratio_mean``, ``entropy`` (Monte-Carlo estimate: mean negative log-prob of the sampled
 visual tokens under the sampling policy), ``response_length`` (visual tokens per
 rollout), ``reward/mean`` and per task ``reward/<task>/mean|std`` and
-``reward/<task>/<part>`` for each sub-reward, ``groups_kept`` (dynamic sampling). Sample
-grids every ``sample_every_n_steps`` go to TensorBoard (when that logger is used) and to
-``<log_dir>/samples/*.png``.
+``reward/<task>/<part>/mean|std`` for each sub-reward, ``groups_kept`` (dynamic sampling)
+and ``skipped`` (1 on a rollout batch with no group left to learn from; its optimization
+figures are logged as NaN, not carried over). Sample grids every ``sample_every_n_steps``
+rollout batches go to TensorBoard (when that logger is used) and to
+``<log_dir>/samples/step<global step>-<task>.png``.
+
+Resuming from a Lightning checkpoint (``ckpt_path``) continues the rollout sampler's random
+stream where it stopped, and the prompt order with it (``ShapesPromptDataModule`` is
+resumable), so a resumed run draws the same rollouts as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -61,6 +68,10 @@ class RLNumericsError(FloatingPointError):
 
 class ReferenceMismatchError(ValueError):
     """The reference checkpoint is not the same model shape/vocabulary as the policy."""
+
+
+# The figures _optimize logs each rollout batch (NaN on a skipped one).
+_OPT_STATS = ("loss", "policy_loss", "kl", "clip_fraction", "ratio_mean", "grad_norm")
 
 
 def make_grid(images: list[Any], cols: int = 4) -> Any:
@@ -114,7 +125,9 @@ class GRPOTrainer(pl.LightningModule):
         betas: AdamW betas.
         weight_decay: AdamW weight decay.
         grad_clip: max gradient norm (0 = no clipping; the norm is still checked finite).
-        sample_every_n_steps: write a sample grid every this many steps (0 = never).
+        sample_every_n_steps: write a sample grid every this many rollout batches (0 =
+            never); with ``ppo_epochs`` or minibatches a rollout batch takes several
+            optimizer steps.
         sample_grid_size: images in a sample grid (per task).
         export_dir: where the policy is exported at fit end (arm-core LM format); None =
             ``<default_root_dir>/policy``; "" = no export.
@@ -181,6 +194,7 @@ class GRPOTrainer(pl.LightningModule):
         # Kept out of nn.Module's registry: never optimized, never in the state dict.
         self.__dict__.update(_reference=None, _visual=None, _lm=None, _sampler=None, _engine=None,
                              _generator=None)
+        self._rollout_batches = 0        # rollout batches done (sample-grid interval, resume)
 
     # ------------------------------------------------------------------ building
     @property
@@ -202,6 +216,9 @@ class GRPOTrainer(pl.LightningModule):
         self.policy.train()
         for p in self.policy.parameters():
             p.requires_grad_(True)
+        if hp.beta == 0 and hp.reference_checkpoint:
+            warnings.warn(f"reference_checkpoint={hp.reference_checkpoint!r} is ignored: beta = 0 "
+                          "keeps no reference model", stacklevel=2)
         if hp.beta > 0:
             ref_dir = hp.reference_checkpoint or hp.policy_checkpoint
             ref = load_lm(ref_dir)
@@ -232,12 +249,37 @@ class GRPOTrainer(pl.LightningModule):
         self.__dict__["_visual"].to(dev)
         self.__dict__["_engine"] = Engine(self.policy)
         g = torch.Generator(device=dev if dev.type != "mps" else "cpu")
-        g.manual_seed(self.hparams.seed + 1_000_003 * self.global_step)
+        g.manual_seed(self.hparams.seed)
         self.__dict__["_generator"] = g
+        # Lightning restores a checkpoint before or after this hook depending on the strategy.
+        if self._pending_rng is not None:
+            self._restore_rng(self._pending_rng)
         sampler = self.__dict__["_sampler"]
         for r in self.rewards.values():
             r.bind(policy=self.policy, layout=sampler.layout, text_tokenizer=sampler.formatter.text,
                    visual_tokenizer=self.__dict__["_visual"])
+
+    # ------------------------------------------------------------------ exact resume
+    _pending_rng: dict[str, Any] | None = None
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        g = self.__dict__["_generator"]
+        if g is not None:
+            checkpoint["arm_rl"] = {"generator": g.get_state(), "rollout_batches": self._rollout_batches}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("arm_rl")
+        if state is None:
+            return
+        if self.__dict__["_generator"] is None:
+            self._pending_rng = state        # on_fit_start has not built the generator yet
+        else:
+            self._restore_rng(state)
+
+    def _restore_rng(self, state: dict[str, Any]) -> None:
+        self.__dict__["_generator"].set_state(state["generator"].cpu())
+        self._rollout_batches = int(state["rollout_batches"])
+        self._pending_rng = None
 
     def configure_optimizers(self) -> Any:
         if self.policy is None:
@@ -298,7 +340,9 @@ class GRPOTrainer(pl.LightningModule):
             self._log(f"reward/{b.task}/mean", b.rewards.mean(), len(b))
             self._log(f"reward/{b.task}/std", b.rewards.std() if len(b) > 1 else 0.0, len(b))
             for name, v in b.reward_parts.items():
-                self._log(f"reward/{b.task}/{name}", v.float().mean(), len(b))
+                v = v.float()
+                self._log(f"reward/{b.task}/{name}/mean", v.mean(), len(b))
+                self._log(f"reward/{b.task}/{name}/std", v.std() if v.numel() > 1 else 0.0, len(b))
             a = group_advantages(b.rewards, G, self.normalize_std)
             n_groups += len(b) // G
             if hp.dynamic_sampling:
@@ -314,13 +358,19 @@ class GRPOTrainer(pl.LightningModule):
         self._log("response_length", torch.cat([b.mask.sum(1) for b in rollouts]).float().mean(), n_all)
         self._log("entropy", -torch.cat([b.old_logp[b.mask] for b in rollouts]).mean(), n_all)
         self.maybe_write_samples(rollouts)
+        self._rollout_batches += 1
+        self._log("skipped", float(not kept), n_all)
         if not kept:
-            return None        # nothing to learn from (every group had equal rewards)
+            # Nothing to learn from (every group had equal rewards). Log the optimization
+            # figures as NaN: Lightning would otherwise repeat the last batch's values.
+            for k in _OPT_STATS:
+                self._log(k, float("nan"), n_all)
+            return None
         sampler: RolloutSampler = self.__dict__["_sampler"]
         if self.reference is not None:
             with torch.no_grad():
                 for b in kept:
-                    b.ref_logp = sampler.logprobs(self.reference, b)
+                    b.ref_logp = sampler.logprobs(self.reference, b)[1]   # untruncated: see logprobs
         self._optimize(kept, adv, batch_idx)
         return None
 
@@ -341,18 +391,20 @@ class GRPOTrainer(pl.LightningModule):
         opt = self.optimizers()
         sampler: RolloutSampler = self.__dict__["_sampler"]
         stats: dict[str, list[float]] = defaultdict(list)
+        stepped = 0
         for epoch in range(hp.ppo_epochs):
             for chunks in self._chunks(kept, adv):
                 total_rows = sum(len(b) for b, _ in chunks)
                 opt.zero_grad(set_to_none=True)
                 for b, a in chunks:
-                    logp = sampler.logprobs(self.policy, b)
+                    logp, kl_logp = sampler.logprobs(self.policy, b)
                     out = grpo_loss(logp, b.old_logp, a.to(logp.device), b.mask, ref_logp=b.ref_logp,
                                     beta=hp.beta, eps_low=hp.eps_low, eps_high=hp.eps_high,
-                                    aggregation=self.aggregation, max_len=b.tokens.shape[1])
+                                    aggregation=self.aggregation, max_len=b.tokens.shape[1],
+                                    kl_logp=kl_logp)
                     if not torch.isfinite(out.loss):
                         opt.zero_grad(set_to_none=True)
-                        raise RLNumericsError(self._nan_report(b, a, logp, batch_idx, epoch, "loss"))
+                        raise RLNumericsError(self._nan_report(b, a, logp, batch_idx, epoch, "loss", stepped))
                     self.manual_backward(out.loss * (len(b) / total_rows))
                     for k in ("loss", "policy_loss", "kl", "clip_fraction", "ratio_mean"):
                         stats[k].append(float(getattr(out, k).detach()))
@@ -361,22 +413,23 @@ class GRPOTrainer(pl.LightningModule):
                 if not torch.isfinite(norm):
                     opt.zero_grad(set_to_none=True)
                     b, a = chunks[0]
-                    raise RLNumericsError(self._nan_report(b, a, None, batch_idx, epoch, "gradient"))
+                    raise RLNumericsError(self._nan_report(b, a, None, batch_idx, epoch, "gradient", stepped))
                 stats["grad_norm"].append(float(norm))
                 opt.step()
+                stepped += 1
         n = sum(len(b) for b in kept)
         for k, v in stats.items():
             self._log(k, sum(v) / len(v), n)
 
     def _nan_report(self, b: RolloutBatch, a: Tensor, logp: Tensor | None, batch_idx: int,
-                    epoch: int, what: str) -> str:
+                    epoch: int, what: str, stepped: int) -> str:
         suspects = []
         if not torch.isfinite(b.rewards).all():
             suspects.append(f"reward {self.rewards[b.task].name!r}")
         if not torch.isfinite(a).all():
             suspects.append("advantages")
-        if logp is not None and not torch.isfinite(logp[b.mask]).all():
-            suspects.append("policy log-probs (a sampled token now outside top-k, or a diverged policy)")
+        if logp is not None and torch.isnan(logp[b.mask]).any():
+            suspects.append("policy log-probs (a diverged policy)")
         if not torch.isfinite(b.old_logp[b.mask]).all():
             suspects.append("old log-probs")
         if b.ref_logp is not None and not torch.isfinite(b.ref_logp[b.mask]).all():
@@ -385,12 +438,14 @@ class GRPOTrainer(pl.LightningModule):
         return (f"non-finite {what} at batch {batch_idx} (global step {self.global_step}, ppo epoch "
                 f"{epoch}), task {b.task!r}, reward {self.rewards[b.task].name!r}; suspects: "
                 f"{', '.join(suspects) or 'the loss itself (overflow in the ratio?)'}; prompts: {prompts}. "
-                "The optimizer was NOT stepped; weights are unchanged by this batch")
+                + ("The optimizer was NOT stepped; weights are unchanged by this batch" if not stepped else
+                   f"This optimizer step was NOT taken; the {stepped} earlier step(s) on this rollout "
+                   "batch (ppo epochs / minibatches) were applied"))
 
     # ------------------------------------------------------------------ samples + export
     def maybe_write_samples(self, rollouts: list[RolloutBatch]) -> None:
         every = self.hparams.sample_every_n_steps
-        if not every or self.global_step % every:
+        if not every or self._rollout_batches % every:
             return
         root = Path(self.trainer.log_dir or self.trainer.default_root_dir) if self._trainer else Path(".")
         for b in rollouts:

@@ -67,7 +67,7 @@ from arm_data.formats import (
     text_sequence,
 )
 from arm_data.shards import Manifest, TokenRecord, open_shards, read_shard
-from arm_data.text_tokenizer import TextTokenizer
+from arm_data.text_tokenizer import TextTokenizer, resolve_text_tokenizer
 from arm_data.vocab import DEFAULT_SPECIAL_TOKENS, VocabLayout
 
 IGNORE_INDEX = -100
@@ -272,7 +272,8 @@ class TokenDataModule(pl.LightningDataModule):
     Args:
         data_dir: directory written by ``arm-data pretokenize`` (``manifest.json`` + shards).
         text_tokenizer: sentencepiece ``.model`` path (default ``<data_dir>/text_tokenizer.model``,
-            made by ``arm-data train-text-tokenizer --shards <data_dir>``).
+            made by ``arm-data train-text-tokenizer --shards <data_dir>``), or a HF
+            ``tokenizer.json`` (or its model directory) when the LM starts from that HF model.
         seq_len: tokens per row.
         batch_size: rows per batch (per rank).
         task_weights: sampling weight per task in ``t2i``, ``und``, ``edit``, ``text``
@@ -329,9 +330,8 @@ class TokenDataModule(pl.LightningDataModule):
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
         self.data_dir = Path(data_dir)
         self.manifest = Manifest.load(self.data_dir)
-        tok_path = Path(text_tokenizer) if text_tokenizer else self.data_dir / "text_tokenizer.model"
-        self.text = TextTokenizer.load(tok_path)
-        self._text_path = tok_path if tok_path.suffix == ".model" else tok_path / "text_tokenizer.model"
+        self._text_path = resolve_text_tokenizer(text_tokenizer or self.data_dir / "text_tokenizer.model")
+        self.text = TextTokenizer.load(self._text_path)
         gh, gw = self.manifest.grid
         if gh > max_grid_h or gw > max_grid_w:
             raise ValueError(f"shards hold {gh}x{gw} token grids but max_grid_h/w is {max_grid_h}x{max_grid_w}")
@@ -440,6 +440,17 @@ class TokenDataModule(pl.LightningDataModule):
         # each rank evaluates its own fixed batches
         return _ResumableLoader(_BatchStream(self._val, rank, max(1, self.val_batches // world)),
                                 self.num_workers, self, train=False)
+
+    def predict_dataloader(self) -> DataLoader | list:
+        """The validation batches (``arm-lm predict`` scores them document by document)."""
+        self.setup("predict")
+        if self._val is None:
+            raise ValueError(f"{self.data_dir}: predict scores the validation documents and there "
+                             "are none: set val_fraction > 0 or val_dir")
+        rank, world = self._rank()
+        # a plain DataLoader: Lightning re-creates predict loaders to track batch indices
+        return DataLoader(_BatchStream(self._val, rank, max(1, self.val_batches // world)),
+                          batch_size=None, num_workers=self.num_workers)
 
     def batch(self, epoch: int, index: int, rank: int = 0, split: str = "train") -> dict[str, torch.Tensor]:
         """Batch ``index`` of ``epoch`` directly (what the loader yields there)."""
