@@ -211,6 +211,27 @@ def test_activation_checkpointing_same_gradients() -> None:
     assert torch.allclose(grads[0], grads[1], atol=1e-6)
 
 
+def test_compile_bf16_mixed_and_gradient_accumulation(tmp_path) -> None:
+    """The YAML flags a GPU run sets, here on the CPU: compile=True (inductor) trains to the
+    same weights as eager; bf16-mixed with accumulate_grad_batches=2 takes one optimizer
+    step per two batches and stays close to fp32 (bf16 noise only)."""
+    finals, moved = {}, None
+    for name, compile_, precision in (("eager", False, "32-true"), ("compiled", True, "32-true"),
+                                      ("bf16", False, "bf16-mixed")):
+        torch.manual_seed(0)
+        m = _module(compile=compile_, max_steps=3, lr=2e-2)
+        m.configure_model()
+        init = torch.cat([p.detach().reshape(-1).clone() for p in m.model.parameters()])
+        trainer = _trainer(tmp_path / name, max_steps=3, precision=precision, accumulate_grad_batches=2)
+        trainer.fit(m, datamodule=DM())
+        assert trainer.global_step == 3 and trainer.fit_loop.epoch_loop.batch_progress.total.completed == 6
+        finals[name] = torch.cat([p.detach().reshape(-1) for p in m.model.parameters()])
+        moved = moved if moved is not None else (finals[name] - init).norm()
+    assert moved > 0.1                                                  # it trained
+    assert (finals["compiled"] - finals["eager"]).norm() < 1e-3 * moved
+    assert (finals["bf16"] - finals["eager"]).norm() < 0.25 * moved
+
+
 def test_fsdp_strategy_wraps_blocks() -> None:
     from arm_core.model import Block
 

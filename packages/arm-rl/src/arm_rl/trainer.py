@@ -22,7 +22,9 @@ unguided policy under CFG) is documented in :mod:`arm_rl.rollout`.
 
 Logged (``train/...``): ``loss``, ``policy_loss``, ``kl``, ``clip_fraction``,
 ``ratio_mean``, ``entropy`` (Monte-Carlo estimate: mean negative log-prob of the sampled
-visual tokens under the sampling policy), ``response_length`` (visual tokens per
+visual tokens under the policy's ``old_logp``; with ``policy_mode: unguided`` and CFG the
+samples come from the guided sampler, so this is the conditional policy's cross-entropy on
+them rather than its own entropy), ``response_length`` (visual tokens per
 rollout), ``reward/mean`` and per task ``reward/<task>/mean|std`` and
 ``reward/<task>/<part>/mean|std`` for each sub-reward, ``groups_kept`` (dynamic sampling)
 and ``skipped`` (1 on a rollout batch with no group left to learn from; its optimization
