@@ -71,14 +71,6 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: flo
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and a rename (no half-written file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor, z_loss: float = 0.0,
             task_ids: torch.Tensor | None = None, num_tasks: int = 0,
             ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -470,8 +462,10 @@ class LMTrainer(pl.LightningModule):
             if sel.any():
                 m = float(nll[sel].sum() / tok[sel].sum().clamp_min(1))
                 summary[name] = {"documents": int(sel.sum()), "mean_nll": m, "perplexity": math.exp(min(m, 50.0))}
-        _atomic_write(root / "predict_scores.jsonl", "\n".join(lines) + "\n")
-        _atomic_write(root / "predict_summary.json", json.dumps(summary, indent=2))
+        from arm_tokenizer.checkpoint import atomic_write_bytes
+
+        atomic_write_bytes(root / "predict_scores.jsonl", ("\n".join(lines) + "\n").encode())
+        atomic_write_bytes(root / "predict_summary.json", json.dumps(summary, indent=2).encode())
         print(f"arm-lm predict: {summary['documents']} documents, mean NLL {summary['mean_nll']:.4f} "
               f"-> {root / 'predict_summary.json'}")
 

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import sentencepiece as spm
+from arm_tokenizer.checkpoint import atomic_write_bytes
 
 from arm_data.vocab import DEFAULT_SPECIAL_TOKENS, VocabLayout
 
@@ -52,18 +52,6 @@ def resolve_text_tokenizer(path: str | os.PathLike) -> Path:
                                 f"`arm-data train-text-tokenizer`)")
     return p
 
-
-def _atomic_write(p: Path, data: bytes) -> Path:
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
 
 
 class TextTokenizer:
@@ -170,7 +158,8 @@ class TextTokenizer:
         p = Path(path)
         if p.suffix != self.suffix:
             p = p / self.filename
-        return _atomic_write(p, self.model_proto)
+        atomic_write_bytes(p, self.model_proto)
+        return p
 
     # ------------------------------------------------------------------ use
     @property
@@ -189,8 +178,8 @@ class TextTokenizer:
     def encode(self, text: str) -> list[int]:
         """Text -> ids (no bos/eos: the task formats add the LM's own specials)."""
         if not isinstance(text, str):
-            raise TypeError(f"TextTokenizer.encode expects str, got {type(text).__name__}")
-        return self._sp.encode(text)
+            raise TypeError(f"{type(self).__name__}.encode expects str, got {type(text).__name__}")
+        return self._encode(text)
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         return self._sp.encode(list(texts))
@@ -202,6 +191,13 @@ class TextTokenizer:
         if bad:
             raise ValueError(f"ids {bad[:5]} are not text ids [0, {self.vocab_size}); strip special/"
                              f"image ids first (e.g. formats.TaskFormatter.answer_text)")
+        return self._decode(ids)
+
+    # the backend: sentencepiece here, HF tokenizers in HFTextTokenizer
+    def _encode(self, text: str) -> list[int]:
+        return self._sp.encode(text)
+
+    def _decode(self, ids: list[int]) -> str:
         return self._sp.decode(ids)
 
     def id_to_piece(self, i: int) -> str:
@@ -258,20 +254,13 @@ class HFTextTokenizer(TextTokenizer):
         i = self._tk.token_to_id(unk) if unk else None
         return -1 if i is None else i
 
-    def encode(self, text: str) -> list[int]:
-        if not isinstance(text, str):
-            raise TypeError(f"HFTextTokenizer.encode expects str, got {type(text).__name__}")
+    def _encode(self, text: str) -> list[int]:
         return self._tk.encode(text, add_special_tokens=False).ids
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         return [e.ids for e in self._tk.encode_batch(list(texts), add_special_tokens=False)]
 
-    def decode(self, ids: Sequence[int]) -> str:
-        ids = [int(i) for i in ids]
-        bad = [i for i in ids if not 0 <= i < self.vocab_size]
-        if bad:
-            raise ValueError(f"ids {bad[:5]} are not text ids [0, {self.vocab_size}); strip special/"
-                             f"image ids first (e.g. formats.TaskFormatter.answer_text)")
+    def _decode(self, ids: list[int]) -> str:
         return self._tk.decode(ids, skip_special_tokens=False)
 
     def id_to_piece(self, i: int) -> str:
