@@ -41,10 +41,10 @@ from arm_core.generation import Engine, Guidance
 
 __all__ = ["PipelineError", "TextToImage", "Edit", "Understand", "load_pipelines"]
 
-# Looks like special-token syntax: <boi>, <h=4>, <foo_bar>.
 # Image tokens per call from which a single batch shows a bar over its decode steps (a 16x16 grid).
 LONG_GENERATION = 256
 
+# Looks like special-token syntax: <boi>, <h=4>, <foo_bar>.
 _SPECIAL_RE = re.compile(r"<[A-Za-z_][A-Za-z0-9_]*(=\d+)?>")
 
 
@@ -249,8 +249,7 @@ class _Pipeline:
         out = []
         one_batch = len(prompts) <= batch_size
         # one batch of a large grid: show the decode steps instead of a one-step batch bar
-        token_bar = (progress is None and one_batch and n_new >= LONG_GENERATION) or (
-            bool(progress) and one_batch)
+        token_bar = one_batch and (bool(progress) or (progress is None and n_new >= LONG_GENERATION))
         for b, s in enumerate(self._batches(len(prompts), batch_size, False if token_bar else progress, desc)):
             sl = slice(s, s + batch_size)
             res = self.engine.generate(

@@ -53,7 +53,6 @@ def resolve_text_tokenizer(path: str | os.PathLike) -> Path:
     return p
 
 
-
 class TextTokenizer:
     """A sentencepiece model: ``encode(str) -> list[int]``, ``decode(ids) -> str``.
 

@@ -225,17 +225,25 @@ class RolloutSampler:
           Both models' KL log-probs use the untruncated distribution. In ``unguided`` mode
           the two are the same tensor.
         """
+        if self.policy_mode == "guided":
+            return self._score(model, batch, batch.sampling.top_k, return_untruncated=True)
+        logp = self._score(model, batch, None)
+        return logp, logp
+
+    def kl_logprobs(self, model: Any, batch: RolloutBatch) -> Tensor:
+        """The second of :meth:`logprobs` alone (untruncated; what the frozen reference
+        contributes to the KL), without the truncated pass."""
+        return self._score(model, batch, None)
+
+    def _score(self, model: Any, batch: RolloutBatch, top_k: int | None,
+               return_untruncated: bool = False) -> Any:
         from arm_core.generation import score_guided
 
-        s = batch.sampling
         valid = batch.mask | (batch.tokens == self.layout.eoi_id)
-        if self.policy_mode == "guided":
-            return score_guided(model, batch.prompts, batch.tokens, valid, guidance=batch.guidance,
-                                temperature=s.temperature, top_k=s.top_k, constraint=self.constraint,
-                                return_untruncated=True)
-        logp = score_guided(model, batch.prompts, batch.tokens, valid, guidance=None,
-                            temperature=s.temperature, top_k=None, constraint=self.constraint)
-        return logp, logp
+        guidance = batch.guidance if self.policy_mode == "guided" else None
+        return score_guided(model, batch.prompts, batch.tokens, valid, guidance=guidance,
+                            temperature=batch.sampling.temperature, top_k=top_k,
+                            constraint=self.constraint, return_untruncated=return_untruncated)
 
     def decode(self, batch: RolloutBatch) -> list[Any]:
         """The generated images as PIL (the visual tokenizer's decoder)."""

@@ -372,7 +372,7 @@ class GRPOTrainer(pl.LightningModule):
         if self.reference is not None:
             with torch.no_grad():
                 for b in kept:
-                    b.ref_logp = sampler.logprobs(self.reference, b)[1]   # untruncated: see logprobs
+                    b.ref_logp = sampler.kl_logprobs(self.reference, b)   # untruncated: see logprobs
         self._optimize(kept, adv, batch_idx)
         return None
 

@@ -436,10 +436,12 @@ class TokenDataModule(pl.LightningDataModule):
         self.setup("validate")
         if self._val is None:
             return []
+        return _ResumableLoader(self._val_stream(), self.num_workers, self, train=False)
+
+    def _val_stream(self) -> _BatchStream:
         rank, world = self._rank()
         # each rank evaluates its own fixed batches
-        return _ResumableLoader(_BatchStream(self._val, rank, max(1, self.val_batches // world)),
-                                self.num_workers, self, train=False)
+        return _BatchStream(self._val, rank, max(1, self.val_batches // world))
 
     def predict_dataloader(self) -> DataLoader | list:
         """The validation batches (``arm-lm predict`` scores them document by document)."""
@@ -447,10 +449,8 @@ class TokenDataModule(pl.LightningDataModule):
         if self._val is None:
             raise ValueError(f"{self.data_dir}: predict scores the validation documents and there "
                              "are none: set val_fraction > 0 or val_dir")
-        rank, world = self._rank()
         # a plain DataLoader: Lightning re-creates predict loaders to track batch indices
-        return DataLoader(_BatchStream(self._val, rank, max(1, self.val_batches // world)),
-                          batch_size=None, num_workers=self.num_workers)
+        return DataLoader(self._val_stream(), batch_size=None, num_workers=self.num_workers)
 
     def batch(self, epoch: int, index: int, rank: int = 0, split: str = "train") -> dict[str, torch.Tensor]:
         """Batch ``index`` of ``epoch`` directly (what the loader yields there)."""
