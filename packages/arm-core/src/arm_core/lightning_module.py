@@ -180,6 +180,10 @@ class LMTrainer(pl.LightningModule):
         export_dir: where :meth:`on_fit_end` writes the self-contained LM; None:
             ``<trainer.default_root_dir>/lm``; empty string: no export.
         seed_init: seed for the weight initialisation (independent of the global seed).
+        code_init_share: start the image-code rows (embedding and visual head) from the
+            visual tokenizer's code geometry (``arm_core.code_init``): the fraction of each
+            row's initial variance taken from it; 0 = plain random rows. New models and
+            ``hf_dir`` only; needs the tokenizer (``visual_tokenizer`` or the data's).
     """
 
     def __init__(
@@ -204,9 +208,15 @@ class LMTrainer(pl.LightningModule):
         visual_tokenizer: str | None = None,
         export_dir: str | None = None,
         seed_init: int = 0,
+        code_init_share: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        if not 0.0 <= code_init_share < 1.0:
+            raise ValueError(f"LMTrainer.code_init_share must be in [0, 1), got {code_init_share}")
+        if code_init_share and init_from is not None:
+            raise ValueError("LMTrainer: code_init_share re-initialises image rows; with init_from "
+                             "they are already trained (set code_init_share: 0)")
         Config.from_name(preset, **(model_overrides or {}))  # fail fast on a bad preset/field
         if hf_dir is not None and not Path(hf_dir).is_dir():
             raise FileNotFoundError(f"LMTrainer.hf_dir: directory not found: {hf_dir}")
@@ -263,9 +273,27 @@ class LMTrainer(pl.LightningModule):
             with gen:
                 torch.manual_seed(self.hparams.seed_init)
                 self.model = GPT(self.config)
+        if self.hparams.code_init_share:
+            self._init_code_rows()
         if self.hparams.activation_checkpointing:
             self._apply_activation_checkpointing()
         self.__dict__["_forward"] = torch.compile(self.model) if self.hparams.compile else self.model
+
+    def _init_code_rows(self) -> None:
+        from arm_tokenizer.tokenizer import VisualTokenizer
+
+        from arm_core.code_init import code_vectors, init_code_rows
+
+        # the named tokenizer (what the export references), else the one the data was made with
+        tried = [d for d in (self.hparams.visual_tokenizer, self._datamodule_attr("tokenizer_dir")) if d]
+        where = next((d for d in tried if Path(d).is_dir()), None)
+        if where is None:
+            raise ValueError("LMTrainer.code_init_share needs the visual tokenizer's checkpoint "
+                             f"(tried: {tried or 'none given'}): set model.init_args.visual_tokenizer "
+                             "to its directory, or code_init_share: 0")
+        vectors = code_vectors(VisualTokenizer.from_pretrained(where))
+        gen = torch.Generator().manual_seed(self.hparams.seed_init + 1)
+        init_code_rows(self.model, vectors, share=self.hparams.code_init_share, generator=gen)
 
     def _rebuild(self, config: Config, layout: dict[str, Any] | None) -> None:
         from arm_core.model import GPT
