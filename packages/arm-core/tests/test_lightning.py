@@ -125,6 +125,46 @@ def test_lm_loss_masks_and_per_task() -> None:
     assert torch.allclose(zl, ref + 1e-2 * (lse ** 2).mean(), atol=1e-6)
 
 
+def test_lm_loss_task_weights_balance_the_tasks() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 7, requires_grad=True)
+    targets = torch.tensor([[1, 2, -100, 3, -100], [-100, 0, 6, 6, 1]])
+    tasks = torch.tensor([[0, 0, 0, 1, 1], [1, 1, 1, 1, 1]])       # task 0: 2 tokens, task 1: 5
+    tok = F.cross_entropy(logits.detach().reshape(-1, 7), targets.reshape(-1), ignore_index=-100,
+                          reduction="none")
+    m0 = tok[(tasks.reshape(-1) == 0) & (targets.reshape(-1) != -100)].mean()
+    m1 = tok[(tasks.reshape(-1) == 1) & (targets.reshape(-1) != -100)].mean()
+    eq, st = lm_loss(logits, targets, task_ids=tasks, num_tasks=3, task_weights=torch.ones(3))
+    assert torch.allclose(eq, (m0 + m1) / 2)                  # task 2 is absent: renormalised
+    assert torch.allclose(st["ce"], tok[targets.reshape(-1) != -100].mean())  # ce: the token mean
+    w, _ = lm_loss(logits, targets, task_ids=tasks, num_tasks=3,
+                   task_weights=torch.tensor([3.0, 1.0, 5.0]))
+    assert torch.allclose(w, (3 * m0 + m1) / 4)
+    # each task now gets its weight's share of the gradient, whatever its token count: per
+    # token, task 0's 2 tokens weigh 1/4 and task 1's 5 tokens 1/10 (token mean: 1/7 each)
+    eq.backward()
+    g = logits.grad
+    p = torch.softmax(logits.detach(), -1)
+    onehot = F.one_hot(targets.clamp_min(0), 7).float()
+    per_tok = torch.where(tasks == 0, 0.25, 0.1) * (targets != -100)
+    assert torch.allclose(g, (p - onehot) * per_tok[..., None], atol=1e-6)
+    with pytest.raises(ValueError, match="task_ids"):
+        lm_loss(logits, targets, task_weights=torch.ones(2))
+
+
+def test_task_loss_weights_in_the_trainer(tmp_path) -> None:
+    dm = DM()
+    m = _module(task_loss_weights={"text": 4.0})
+    trainer = _trainer(tmp_path, max_steps=2)
+    trainer.fit(m, datamodule=dm)
+    assert trainer.global_step == 2 and math.isfinite(float(trainer.callback_metrics["train/loss"]))
+    m = _module(task_loss_weights={"vqa": 1.0})
+    with pytest.raises(ValueError, match=r"\['vqa'\].*t2i"):
+        _trainer(tmp_path / "b", max_steps=1).fit(m, datamodule=DM())
+    with pytest.raises(ValueError, match=">= 0"):
+        _module(task_loss_weights={"und": -1.0})
+
+
 def test_warmup_cosine() -> None:
     vals = [warmup_cosine(s, 4, 20, 0.1) for s in range(21)]
     assert vals[0] == pytest.approx(0.25) and vals[3] == pytest.approx(1.0)

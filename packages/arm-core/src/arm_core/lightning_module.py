@@ -73,8 +73,10 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: flo
 
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor, z_loss: float = 0.0,
             task_ids: torch.Tensor | None = None, num_tasks: int = 0,
+            task_weights: torch.Tensor | None = None,
             ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Token-mean next-token CE over ``targets != -100`` (+ optional z-loss).
+    """Next-token CE over ``targets != -100`` (+ optional z-loss): the token mean, or with
+    ``task_weights`` the weighted mean of the per-task token means.
 
     Args:
         logits: ``(B, T, V)``, any float dtype (computed in fp32).
@@ -82,9 +84,13 @@ def lm_loss(logits: torch.Tensor, targets: torch.Tensor, z_loss: float = 0.0,
         z_loss: coefficient of ``logsumexp(logits)^2`` (0 disables).
         task_ids: ``(B, T)`` long task index per token, for per-task sums.
         num_tasks: number of task indices to report.
+        task_weights: ``(num_tasks,)``: each task's tokens are averaged on their own and the
+            tasks present in the batch combined with these weights (renormalised over them),
+            so a task's share of the gradient no longer follows its share of tokens. Needs
+            ``task_ids``.
 
-    Returns ``(loss, stats)``; stats has ``ce``, ``z`` (if used), ``n_tokens`` and, with
-    task_ids, ``task_ce_sum`` / ``task_count`` of shape ``(num_tasks,)``.
+    Returns ``(loss, stats)``; stats has ``ce`` (always the token mean), ``z`` (if used),
+    ``n_tokens`` and, with task_ids, ``task_ce_sum`` / ``task_count`` of shape ``(num_tasks,)``.
     """
     V = logits.shape[-1]
     flat = logits.reshape(-1, V).float()
@@ -96,6 +102,15 @@ def lm_loss(logits: torch.Tensor, targets: torch.Tensor, z_loss: float = 0.0,
     ce = ce_tok.sum() / denom
     stats: dict[str, torch.Tensor] = {"ce": ce.detach(), "n_tokens": n.detach()}
     loss = ce
+    if task_weights is not None:
+        if task_ids is None or num_tasks != task_weights.numel():
+            raise ValueError(f"lm_loss: task_weights ({task_weights.numel()}) need task_ids and "
+                             f"num_tasks ({num_tasks}) to match")
+        tid = task_ids.reshape(-1).clamp(0, num_tasks - 1)
+        sums = torch.zeros(num_tasks, device=flat.device).index_add_(0, tid, ce_tok)
+        counts = torch.zeros(num_tasks, device=flat.device).index_add_(0, tid, valid.float())
+        w = task_weights.to(flat.device, torch.float32) * (counts > 0)
+        loss = (w * sums / counts.clamp_min(1)).sum() / w.sum().clamp_min(1e-12)
     if z_loss > 0:
         lse = torch.logsumexp(flat, dim=-1)
         z = (lse.pow(2) * valid).sum() / denom
@@ -180,6 +195,11 @@ class LMTrainer(pl.LightningModule):
         export_dir: where :meth:`on_fit_end` writes the self-contained LM; None:
             ``<trainer.default_root_dir>/lm``; empty string: no export.
         seed_init: seed for the weight initialisation (independent of the global seed).
+        task_loss_weights: None: every loss token counts the same (the token mean, as in
+            ARM's SFT), so a task's share of the gradient is its share of loss tokens (a
+            one-word VQA answer is outweighed by the 64+ codes of each image). A dict
+            ``{task: weight}`` (tasks not named weigh 1): each task's tokens are averaged
+            on their own and the tasks in the batch combined with these weights.
         code_init_share: start the image-code rows (embedding and visual head) from the
             visual tokenizer's code geometry (``arm_core.code_init``): the fraction of each
             row's initial variance taken from it; 0 = plain random rows. New models and
@@ -208,12 +228,16 @@ class LMTrainer(pl.LightningModule):
         visual_tokenizer: str | None = None,
         export_dir: str | None = None,
         seed_init: int = 0,
+        task_loss_weights: dict[str, float] | None = None,
         code_init_share: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         if not 0.0 <= code_init_share < 1.0:
             raise ValueError(f"LMTrainer.code_init_share must be in [0, 1), got {code_init_share}")
+        bad = {k: v for k, v in (task_loss_weights or {}).items() if not (v >= 0.0)}
+        if bad:
+            raise ValueError(f"LMTrainer.task_loss_weights must be >= 0, got {bad}")
         if code_init_share and init_from is not None:
             raise ValueError("LMTrainer: code_init_share re-initialises image rows; with init_from "
                              "they are already trained (set code_init_share: 0)")
@@ -395,6 +419,20 @@ class LMTrainer(pl.LightningModule):
         except ImportError:
             return []
 
+    def _task_weights(self, names: list[str], task_ids: torch.Tensor | None,
+                      device: torch.device) -> torch.Tensor | None:
+        given = self.hparams.task_loss_weights
+        if given is None:
+            return None
+        unknown = sorted(set(given) - set(names))
+        if unknown:
+            raise ValueError(f"LMTrainer.task_loss_weights names tasks {unknown} the data does not "
+                             f"have; its tasks are {names}")
+        if task_ids is None:
+            raise ValueError("LMTrainer.task_loss_weights needs batches with task_ids (the data "
+                             "module's packed batches carry them)")
+        return torch.tensor([float(given.get(n, 1.0)) for n in names], device=device)
+
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None,
                 doc_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Logits ``(B, T, V)`` over the unified vocabulary."""
@@ -413,7 +451,8 @@ class LMTrainer(pl.LightningModule):
         if task_ids is not None and task_ids.dim() == 1:
             task_ids = task_ids[:, None].expand_as(targets)
         names = self.task_names
-        loss, stats = lm_loss(logits, targets, self.hparams.z_loss, task_ids, len(names))
+        weights = self._task_weights(names, task_ids, logits.device)
+        loss, stats = lm_loss(logits, targets, self.hparams.z_loss, task_ids, len(names), weights)
         bs = ids.shape[0]
         on_step = stage == "train"
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=bs, on_step=on_step,
