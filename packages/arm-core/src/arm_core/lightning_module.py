@@ -195,9 +195,9 @@ class LMTrainer(pl.LightningModule):
         export_dir: where :meth:`on_fit_end` writes the self-contained LM; None:
             ``<trainer.default_root_dir>/lm``; empty string: no export.
         seed_init: seed for the weight initialisation (independent of the global seed).
-        task_loss_weights: None: every loss token counts the same (the token mean, as in
-            ARM's SFT), so a task's share of the gradient is its share of loss tokens (a
-            one-word VQA answer is outweighed by the 64+ codes of each image). A dict
+        task_loss_weights: None: every loss token counts the same (the token mean), so a
+            task's share of the gradient is its share of loss tokens (a one-word VQA answer
+            is outweighed by the 64+ codes of each image). A dict
             ``{task: weight}`` (tasks not named weigh 1): each task's tokens are averaged
             on their own and the tasks in the batch combined with these weights.
         code_init_share: start the image-code rows (embedding and visual head) from the
