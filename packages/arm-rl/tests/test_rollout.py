@@ -43,6 +43,7 @@ def test_old_logprobs_equal_recomputed_logprobs(tiny_lm, mode, cfg, image_cfg):
             n_br = 1 if b.guidance is None else b.guidance.n_branches
             assert n_br == (3 if image_cfg != 1.0 else 2 if cfg != 1.0 else 1)
         new, untruncated = sampler.logprobs(lm.model, b)
+        torch.testing.assert_close(sampler.kl_logprobs(lm.model, b), untruncated)   # the reference's
         torch.testing.assert_close(new[b.mask], b.old_logp[b.mask], atol=2e-4, rtol=1e-4)
         # the KL's log-probs: the same distribution without top-k, never below the truncated one's mass
         assert torch.isfinite(untruncated[b.mask]).all()

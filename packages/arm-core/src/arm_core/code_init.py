@@ -68,8 +68,8 @@ def init_code_rows(model: Any, vectors: Tensor, share: float = 0.5,
     z = (z - z.mean(0)) / z.std(0).clamp_min(1e-6)   # FSQ dims have different level counts
     d = z.shape[1]
     emb = model.embed_tokens.weight.detach()
-    text = torch.cat([emb[: cfg.image_offset], emb[cfg.image_offset + k:]])
-    scale = float(text.float().std()) if text.numel() > 1 else cfg.init_std
+    n_text = cfg.text_vocab_size          # ids [0, text_vocab_size): the text tokenizer's rows
+    scale = float(emb[:n_text].float().std()) if n_text > 1 else cfg.init_std
 
     def shared() -> Tensor:
         r = torch.randn(d, cfg.n_embd, generator=generator) * (scale / math.sqrt(d))

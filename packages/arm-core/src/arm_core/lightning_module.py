@@ -102,25 +102,22 @@ def lm_loss(logits: torch.Tensor, targets: torch.Tensor, z_loss: float = 0.0,
     ce = ce_tok.sum() / denom
     stats: dict[str, torch.Tensor] = {"ce": ce.detach(), "n_tokens": n.detach()}
     loss = ce
-    if task_weights is not None:
-        if task_ids is None or num_tasks != task_weights.numel():
-            raise ValueError(f"lm_loss: task_weights ({task_weights.numel()}) need task_ids and "
-                             f"num_tasks ({num_tasks}) to match")
+    if task_weights is not None and (task_ids is None or num_tasks != task_weights.numel()):
+        raise ValueError(f"lm_loss: task_weights ({task_weights.numel()}) need task_ids and "
+                         f"num_tasks ({num_tasks}) to match")
+    if task_ids is not None and num_tasks > 0:
         tid = task_ids.reshape(-1).clamp(0, num_tasks - 1)
         sums = torch.zeros(num_tasks, device=flat.device).index_add_(0, tid, ce_tok)
         counts = torch.zeros(num_tasks, device=flat.device).index_add_(0, tid, valid.float())
-        w = task_weights.to(flat.device, torch.float32) * (counts > 0)
-        loss = (w * sums / counts.clamp_min(1)).sum() / w.sum().clamp_min(1e-12)
+        stats["task_ce_sum"], stats["task_count"] = sums.detach(), counts
+        if task_weights is not None:
+            w = task_weights.to(flat.device, torch.float32) * (counts > 0)
+            loss = (w * sums / counts.clamp_min(1)).sum() / w.sum().clamp_min(1e-12)
     if z_loss > 0:
         lse = torch.logsumexp(flat, dim=-1)
         z = (lse.pow(2) * valid).sum() / denom
         loss = loss + z_loss * z
         stats["z"] = z.detach()
-    if task_ids is not None and num_tasks > 0:
-        tid = task_ids.reshape(-1).clamp(0, num_tasks - 1)
-        sums = torch.zeros(num_tasks, device=flat.device).index_add_(0, tid, ce_tok.detach())
-        counts = torch.zeros(num_tasks, device=flat.device).index_add_(0, tid, valid.float())
-        stats["task_ce_sum"], stats["task_count"] = sums, counts
     return loss, stats
 
 
