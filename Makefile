@@ -12,7 +12,7 @@ PROFILE ?= small
 TORCH_PAIR := torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 
-.PHONY: setup demo reproduce test test-alone bench clean-demo
+.PHONY: setup demo reproduce reproduce-gpu test test-alone bench clean-demo
 
 setup: $(STAMP)
 
@@ -28,6 +28,10 @@ demo: $(STAMP)
 
 reproduce: $(STAMP)
 	$(PY) scripts/demo.py --profile full --out runs/reproduce
+
+# the same pipeline sized for one CUDA GPU (needs a CUDA build of torch)
+reproduce-gpu: $(STAMP)
+	$(PY) scripts/demo.py --profile gpu --out runs/reproduce-gpu
 
 # arm-tokenizer's and arm-data's own tests run in a venv where each is installed without the
 # packages above it (scripts/check_install_alone.sh); arm-core, arm-rl and the cross-package

@@ -21,7 +21,9 @@ checkpoint and CSV + TensorBoard logs. The derived configs are written to
 
 Re-running skips stages whose outputs are complete (``<out>/stages/<stage>.json``); an
 interrupted training stage resumes from its ``last.ckpt``. ``--fast`` is the tiny
-profile the test suite runs end to end.
+profile the test suite runs end to end; ``--profile gpu`` (``make reproduce-gpu``) trains on
+one CUDA GPU. ``--set STAGE:KEY=VALUE`` overrides any config key of one training stage
+(``--set lm:trainer.max_steps=100``), after the profile's own settings.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -58,6 +60,21 @@ PROFILES: dict[str, dict] = {
     "full": dict(teacher_steps=1500, tokenizer_steps=2500, batch=32, pretok_count=10000, shard_size=1000,
                  lm_steps=1500, lm_batch=4, rl_steps=30, rl_group=8, rl_prompts=2,
                  eval_n=150, eval_cfg=[1.0, 1.5, 3.0], val_batches=4),
+    # "gpu": the same pipeline with the compute of one CUDA GPU (training stages and
+    # pre-tokenizing on the GPU, ShapesWorld rendered by DataLoader workers). More teacher,
+    # tokenizer and LM steps than "full"; the teacher with its dense pixel term (shape in the
+    # patch tokens); the LM at batch 32 in bf16 with torch.compile, per-task loss means and
+    # code-geometry init (benchmarks/results/lm_code_init_task_balance.md).
+    "gpu": dict(teacher_steps=4000, tokenizer_steps=6000, batch=64, pretok_count=30000, shard_size=2000,
+                lm_steps=6000, lm_batch=32, rl_steps=30, rl_group=8, rl_prompts=2,
+                eval_n=150, eval_cfg=[1.0, 1.5, 3.0], val_batches=4, accelerator="gpu",
+                overrides={
+                    "teacher": {"model.init_args.pixel_weight": 5.0},
+                    "lm": {"trainer.precision": "bf16-mixed", "model.init_args.compile": True,
+                           "model.init_args.warmup_steps": 200,
+                           "model.init_args.task_loss_weights": {"t2i": 1.0, "und": 1.0, "edit": 1.0},
+                           "model.init_args.code_init_share": 0.5},
+                }),
 }
 
 
@@ -67,9 +84,47 @@ class Ctx:
     profile: dict
     name: str
     threads: int
+    sets: dict[str, dict] = field(default_factory=dict)   # --set STAGE:KEY=VALUE, by stage
 
     def p(self, *parts: str) -> Path:
         return self.out.joinpath(*parts)
+
+    @property
+    def gpu(self) -> bool:
+        return self.profile.get("accelerator") == "gpu"
+
+    def workers(self) -> int:
+        """DataLoader workers that render ShapesWorld while the GPU trains (none on the CPU)."""
+        return max(0, min(12, (os.cpu_count() or 2) - 2)) if self.gpu else 0
+
+    def stage_overrides(self, stage: str) -> dict:
+        """What the profile, then ``--set``, change in a training stage's config."""
+        out: dict = {}
+        if self.gpu:
+            out["trainer.accelerator"] = "gpu"
+            if stage in ("teacher", "tokenizer", "lm"):
+                out["data.init_args.num_workers"] = self.workers() if stage != "lm" else min(4, self.workers())
+        out.update(self.profile.get("overrides", {}).get(stage, {}))
+        out.update(self.sets.get(stage, {}))
+        return out
+
+
+def parse_sets(items: list[str], stages: list[str]) -> dict[str, dict]:
+    """``["lm:trainer.max_steps=100", ...]`` -> ``{"lm": {"trainer.max_steps": 100}}`` (YAML values)."""
+    out: dict[str, dict] = {}
+    for item in items:
+        stage, sep, rest = item.partition(":")
+        key, eq, value = rest.partition("=")
+        if not sep or not eq or not key:
+            raise SystemExit(f"--set {item!r}: expected STAGE:KEY=VALUE, e.g. lm:trainer.max_steps=100")
+        if stage not in stages:
+            raise SystemExit(f"--set {item!r}: unknown training stage {stage!r} (one of {', '.join(stages)})")
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise SystemExit(f"--set {item!r}: the value is not YAML: {e}") from None
+        out.setdefault(stage, {})[key] = parsed
+    return out
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -168,7 +223,8 @@ def derived_config(ctx: Ctx, source: str, stage: str, overrides: dict, ckpt_ever
 
 def fit(ctx: Ctx, script: str, source: str, stage: str, overrides: dict, steps: int) -> None:
     # ~50 logged points per curve whatever the profile's length
-    overrides = {"trainer.log_every_n_steps": max(1, min(25, steps // 50)), **overrides}
+    overrides = {"trainer.log_every_n_steps": max(1, min(25, steps // 50)), **overrides,
+                 **ctx.stage_overrides(stage)}
     config = derived_config(ctx, source, stage, overrides, ckpt_every=max(1, min(200, steps // 4)))
     cmd = [str(BIN / script), "fit", "--config", str(config)]
     last = ctx.p(f"{stage}-ckpt", "last.ckpt")
@@ -194,6 +250,12 @@ def last_metric(ctx: Ctx, stage: str, *names: str) -> float | None:
             if row.get(n) not in (None, ""):
                 return float(row[n])
     return None
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 # -- stages -------------------------------------------------------------------------------------
@@ -242,6 +304,8 @@ def stage_tokens(ctx: Ctx) -> str:
     cmd = [str(BIN / "arm-data"), "pretokenize", "--tokenizer", str(ctx.p("tokenizer")),
            "--source", "shapes:train", "--out", str(ctx.p("tokens")), "--count", str(pr["pretok_count"]),
            "--shard-size", str(pr["shard_size"])]
+    if ctx.gpu:
+        cmd += ["--device", "cuda", "--workers", str(ctx.workers())]
     run(cmd, ctx.p("logs", "tokens.log"), ctx.threads)
     # The text tokenizer is trained on the shards' own texts (captions, questions, answers,
     # instructions), so every text the LM sees is covered.
@@ -266,6 +330,8 @@ def evaluate(ctx: Ctx, lm_dir: Path, out: Path, log: str) -> dict:
     cmd = [str(BIN / "arm-lm"), "evaluate", "--lm", str(lm_dir), "--tokenizer", str(ctx.p("tokenizer")),
            "--split", "heldout", "--n", str(pr["eval_n"]), "--cfg", *map(str, pr["eval_cfg"]),
            "--out", str(out)]
+    if ctx.gpu and cuda_available():   # the gpu profile's LM may be evaluated on a CPU machine
+        cmd += ["--device", "cuda"]
     run(cmd, ctx.p("logs", log), ctx.threads)
     return json.loads(out.read_text())
 
@@ -326,6 +392,9 @@ STAGES: list[tuple[str, Callable[[Ctx], str], list[str]]] = [
 ]
 
 
+TRAINING_STAGES = ["teacher", "tokenizer", "lm", "rl"]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the ARM pipeline on ShapesWorld.")
     parser.add_argument("--profile", choices=sorted(PROFILES), default="small")
@@ -334,11 +403,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", help="run only these stages (their inputs must exist)")
     parser.add_argument("--force", nargs="*", default=[], help="re-run these stages even if complete")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="STAGE:KEY=VALUE",
+                        help="override a config key of one training stage (YAML value), e.g. "
+                             "lm:trainer.max_steps=100; repeatable")
     args = parser.parse_args(argv)
     name = "fast" if args.fast else args.profile
     out = Path(args.out or ("runs/demo-fast" if name == "fast" else "runs/demo"))
     out = out if out.is_absolute() else ROOT / out
-    ctx = Ctx(out=out, profile=copy.deepcopy(PROFILES[name]), name=name, threads=args.threads)
+    ctx = Ctx(out=out, profile=copy.deepcopy(PROFILES[name]), name=name, threads=args.threads,
+              sets=parse_sets(args.sets, TRAINING_STAGES))
     out.mkdir(parents=True, exist_ok=True)
     print(f"ARM demo, profile '{name}', output {out}")
     start = time.time()

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# `make reproduce-gpu`'s training stages on a lent GPU machine that has torch but no package
+# index, in one call: install the carried wheels (.whl: our four packages + the pure-Python
+# dependencies the machine lacks), run scripts/demo.py --profile gpu up to the LM, and pack
+# what the CPU side evaluates (tokenizer, teacher, LM, stage records, logs) into $OUT.
+#
+#   bash scripts/measure/gpu_reproduce.sh [demo.py arguments...]
+#
+# Evaluation (eval_tokenizer, eval_sft) then runs on any machine, with the same --out:
+#   python scripts/demo.py --profile gpu --out runs/gpu --only eval_tokenizer eval_sft
+set -u
+OUT=${OUT:-/tmp/gpu-out}
+RUN=runs/gpu
+mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir .whl/*.whl || exit 1
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+python3 -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__, 'cpus', __import__('os').cpu_count())"
+export PYTHONUNBUFFERED=1
+start=$(date +%s)
+# Lightning's progress bars (\r updates) stay out of the returned log.
+timeout "${BUDGET_S:-560}" python3 scripts/demo.py --profile gpu --out "$RUN" \
+    --only teacher tokenizer tokens lm "$@" 2>&1 | tr '\r' '\n' | grep -v -E "it/s|s/it" | tee "$OUT/demo.log"
+echo "demo exit ${PIPESTATUS[0]} after $(( $(date +%s) - start )) s"
+# The LM's weights (22 MB) travel split in two; everything else in one archive.
+tar czf "$OUT/gpu.tgz" --exclude='*.ckpt' --exclude='tokens/shard-*' --exclude='lm/model.safetensors' \
+    -C runs gpu 2>/dev/null
+if [ -f "$RUN/lm/model.safetensors" ]; then
+    split -b 15M "$RUN/lm/model.safetensors" "$OUT/lm.safetensors.part-"
+fi
+ls -la "$OUT"
