@@ -244,6 +244,12 @@ def metrics_csv(ctx: Ctx, stage: str) -> list[dict]:
     return rows
 
 
+def steps_trained(ctx: Ctx, stage: str) -> int | None:
+    """Optimizer steps the stage's logs reach (fewer than configured when trainer.max_time stopped it)."""
+    steps = [int(r["step"]) for r in metrics_csv(ctx, stage) if r.get("step") not in (None, "")]
+    return max(steps) + 1 if steps else None
+
+
 def last_metric(ctx: Ctx, stage: str, *names: str) -> float | None:
     for row in reversed(metrics_csv(ctx, stage)):
         for n in names:
@@ -269,7 +275,7 @@ def stage_teacher(ctx: Ctx) -> str:
         "data.init_args.batch_size": pr["batch"],
     }, pr["teacher_steps"])
     loss = last_metric(ctx, "teacher", "train/loss", "train/loss_step")
-    return f"teacher trained ({pr['teacher_steps']} steps, final loss {loss if loss is None else round(loss, 3)})"
+    return f"teacher trained ({steps_trained(ctx, 'teacher')} steps, final loss {loss if loss is None else round(loss, 3)})"
 
 
 def stage_tokenizer(ctx: Ctx) -> str:
@@ -281,7 +287,8 @@ def stage_tokenizer(ctx: Ctx) -> str:
     }, pr["tokenizer_steps"])
     psnr = last_metric(ctx, "tokenizer", "val/psnr")
     usage = last_metric(ctx, "tokenizer", "val/codebook_usage", "train/codebook_usage")
-    return f"tokenizer exported to {ctx.p('tokenizer')} (val PSNR {psnr}, codebook usage {usage})"
+    return (f"tokenizer exported to {ctx.p('tokenizer')} ({steps_trained(ctx, 'tokenizer')} steps, "
+            f"val PSNR {psnr}, codebook usage {usage})")
 
 
 def stage_eval_tokenizer(ctx: Ctx) -> str:
@@ -322,7 +329,7 @@ def stage_lm(ctx: Ctx) -> str:
         "trainer.val_check_interval": None, "data.init_args.batch_size": pr["lm_batch"],
     }, pr["lm_steps"])
     loss = last_metric(ctx, "lm", "train/loss", "train/loss_step")
-    return f"LM exported to {ctx.p('lm')} ({pr['lm_steps']} steps, final train loss {loss})"
+    return f"LM exported to {ctx.p('lm')} ({steps_trained(ctx, 'lm')} steps, final train loss {loss})"
 
 
 def evaluate(ctx: Ctx, lm_dir: Path, out: Path, log: str) -> dict:
@@ -348,7 +355,7 @@ def stage_rl(ctx: Ctx) -> str:
         "data.init_args.prompts_per_step": pr["rl_prompts"],
     }, pr["rl_steps"])
     reward = last_metric(ctx, "rl", "train/reward_mean", "train/reward/mean")
-    return f"RL policy exported to {ctx.p('rl')} ({pr['rl_steps']} steps, last reward mean {reward})"
+    return f"RL policy exported to {ctx.p('rl')} ({steps_trained(ctx, 'rl')} steps, last reward mean {reward})"
 
 
 def stage_eval_rl(ctx: Ctx) -> str:

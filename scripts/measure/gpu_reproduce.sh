@@ -12,7 +12,7 @@ set -u
 OUT=${OUT:-/tmp/gpu-out}
 RUN=runs/gpu
 mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir .whl/*.whl || exit 1
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --force-reinstall .whl/*.whl || exit 1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python3 -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__, 'cpus', __import__('os').cpu_count())"
 export PYTHONUNBUFFERED=1

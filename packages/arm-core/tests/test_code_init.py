@@ -70,6 +70,21 @@ def test_rows_follow_the_code_geometry_and_keep_their_scale() -> None:
     assert _image_rows(model).std().item() == pytest.approx(c.init_std, rel=0.25)
 
 
+def test_rows_are_the_same_under_another_default_device() -> None:
+    # Lightning builds the model under a default-device context (the GPU on a CUDA machine):
+    # the CPU generator must still draw on the CPU, and the rows must not depend on it.
+    # "meta" stands in for "cuda" here; before the fix this raised like CUDA did.
+    vec = code_vectors(_tokenizer())
+    rows = []
+    for ctx in (torch.device("cpu"), torch.device("meta")):
+        torch.manual_seed(0)
+        model = GPT(Config.from_name("tiny", separate_visual_head=True))
+        with ctx:
+            init_code_rows(model, vec, share=0.5, generator=torch.Generator().manual_seed(0))
+        rows.append(_image_rows(model))
+    assert torch.equal(rows[0], rows[1])
+
+
 def test_bad_inputs_say_what_is_wrong() -> None:
     model = GPT(Config.from_name("tiny"))
     with pytest.raises(ValueError, match=r"expected \(32, D\).*visual tokenizer"):

@@ -72,8 +72,11 @@ def init_code_rows(model: Any, vectors: Tensor, share: float = 0.5,
     scale = float(emb[:n_text].float().std()) if n_text > 1 else cfg.init_std
 
     def shared() -> Tensor:
-        r = torch.randn(d, cfg.n_embd, generator=generator) * (scale / math.sqrt(d))
-        return z @ r
+        # on the generator's device (CPU by default): under Lightning's init context the
+        # default device is the GPU, and a CPU generator cannot draw there
+        where = generator.device if generator is not None else torch.device("cpu")
+        r = torch.randn(d, cfg.n_embd, generator=generator, device=where) * (scale / math.sqrt(d))
+        return z.to(where) @ r
 
     rows = [emb[cfg.image_offset: cfg.image_offset + k]]   # views: written in place
     if model.visual_head is not None:

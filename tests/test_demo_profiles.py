@@ -1,0 +1,64 @@
+"""scripts/demo.py's profiles and --set overrides, checked on the configs they derive (no training)."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import sys
+
+import pytest
+import yaml
+from conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def demo():
+    spec = importlib.util.spec_from_file_location("arm_demo_script", ROOT / "scripts" / "demo.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["arm_demo_script"] = module   # dataclasses look the module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def _ctx(demo, tmp_path, profile: str, sets: list[str] = ()):
+    return demo.Ctx(out=tmp_path, profile=copy.deepcopy(demo.PROFILES[profile]), name=profile, threads=1,
+                    sets=demo.parse_sets(list(sets), demo.TRAINING_STAGES))
+
+
+def test_set_values_are_yaml_and_win_over_the_profile(demo, tmp_path) -> None:
+    ctx = _ctx(demo, tmp_path, "gpu", ["lm:trainer.max_steps=100", "lm:model.init_args.compile=false",
+                                       "teacher:trainer.max_time=00:00:01:10",
+                                       "lm:model.init_args.task_loss_weights={t2i: 2, und: 1}"])
+    lm = ctx.stage_overrides("lm")
+    assert lm["trainer.max_steps"] == 100
+    assert lm["model.init_args.compile"] is False                   # the profile said True
+    assert lm["model.init_args.task_loss_weights"] == {"t2i": 2, "und": 1}
+    assert lm["trainer.precision"] == "bf16-mixed"                  # the profile's, untouched
+    assert ctx.stage_overrides("teacher")["trainer.max_time"] == "00:00:01:10"
+    assert "trainer.max_steps" not in ctx.stage_overrides("tokenizer")
+
+
+@pytest.mark.parametrize("item, message", [
+    ("lm.trainer.max_steps=1", "STAGE:KEY=VALUE"),
+    ("lm:trainer.max_steps", "STAGE:KEY=VALUE"),
+    ("tokens:count=5", "unknown training stage 'tokens'"),
+    ("lm:trainer.max_steps=[1", "not YAML"),
+])
+def test_bad_set_says_what_is_wrong(demo, item, message) -> None:
+    with pytest.raises(SystemExit, match=message):
+        demo.parse_sets([item], demo.TRAINING_STAGES)
+
+
+def test_gpu_profile_puts_training_on_the_gpu_and_cpu_profiles_do_not(demo, tmp_path) -> None:
+    gpu = _ctx(demo, tmp_path / "gpu", "gpu")
+    path = demo.derived_config(gpu, "configs/lm/shapes-quickstart.yaml", "lm", gpu.stage_overrides("lm"), 100)
+    cfg = yaml.safe_load(path.read_text())
+    assert cfg["trainer"]["accelerator"] == "gpu" and cfg["trainer"]["precision"] == "bf16-mixed"
+    assert cfg["model"]["init_args"]["code_init_share"] == 0.5
+    assert cfg["data"]["init_args"]["num_workers"] == min(4, gpu.workers())
+    teacher = gpu.stage_overrides("teacher")
+    assert teacher["model.init_args.pixel_weight"] == 5.0
+    assert teacher["data.init_args.num_workers"] == gpu.workers()
+    small = _ctx(demo, tmp_path / "small", "small")
+    assert small.workers() == 0
+    assert small.stage_overrides("lm") == {}
