@@ -61,12 +61,13 @@ PROFILES: dict[str, dict] = {
                  lm_steps=1500, lm_batch=4, rl_steps=30, rl_group=8, rl_prompts=2,
                  eval_n=150, eval_cfg=[1.0, 1.5, 3.0], val_batches=4),
     # "gpu": the same pipeline with the compute of one CUDA GPU (training stages and
-    # pre-tokenizing on the GPU, ShapesWorld rendered by DataLoader workers). More teacher,
-    # tokenizer and LM steps than "full"; the teacher with its dense pixel term (shape in the
-    # patch tokens); the LM at batch 32 in bf16 with torch.compile, per-task loss means and
-    # code-geometry init (benchmarks/results/lm_code_init_task_balance.md).
-    "gpu": dict(teacher_steps=4000, tokenizer_steps=6000, batch=64, pretok_count=30000, shard_size=2000,
-                lm_steps=6000, lm_batch=32, rl_steps=30, rl_group=8, rl_prompts=2,
+    # pre-tokenizing on the GPU, ShapesWorld rendered by DataLoader workers): 2.3x "full"'s
+    # teacher and tokenizer samples, 30,000 scenes, 21x its LM sequences; the teacher with its
+    # dense pixel term; the LM at batch 32 in bf16 with torch.compile, per-task loss means and
+    # code-geometry init. About 8 min of stages on an H200 (benchmarks/results/gpu_pipeline.md;
+    # that run's tokenizer had a 6,000-step cosine horizon, stopped at 2,840 by max_time).
+    "gpu": dict(teacher_steps=1750, tokenizer_steps=3000, batch=64, pretok_count=30000, shard_size=2000,
+                lm_steps=4000, lm_batch=32, rl_steps=30, rl_group=8, rl_prompts=2,
                 eval_n=150, eval_cfg=[1.0, 1.5, 3.0], val_batches=4, accelerator="gpu",
                 overrides={
                     "teacher": {"model.init_args.pixel_weight": 5.0},
