@@ -6,6 +6,11 @@
 #
 #   bash scripts/measure/gpu_reproduce.sh [demo.py arguments...]
 #
+# Before the call, here: build our wheels (pip wheel --no-deps --no-build-isolation
+# packages/arm-* -w .whl) and download, for the machine's Python, the ones it lacks
+# (jsonargparse docstring_parser typeshed_client vector-quantize-pytorch einx frozendict loguru
+# torch-einops-utils lpips; pip download --no-deps --only-binary=:all: --python-version 3.12).
+# After it: untar gpu.tgz into runs/, then cat lm.safetensors.part-* > runs/gpu/lm/model.safetensors.
 # Evaluation (eval_tokenizer, eval_sft) then runs on any machine, with the same --out:
 #   python scripts/demo.py --profile gpu --out runs/gpu --only eval_tokenizer eval_sft
 set -u
