@@ -46,6 +46,7 @@ from arm_core.config import Config
 from arm_core.constraints import ImageSpanConstraint
 from arm_core.generation import Engine, Guidance
 from arm_core.hf import config_to_hf
+from arm_core.lightning_module import lm_loss
 from arm_core.model import GPT
 
 # Peak dense bf16 FLOP/s and HBM bandwidth (bytes/s) by device name (vendor datasheets).
@@ -132,9 +133,14 @@ def bench_cpu_decode(cfg: Config, prompt_len: int, new_tokens: int) -> dict[str,
 
 
 # ---- training throughput ----------------------------------------------------------------------
+def _eager_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+
+
 def _train_stepper(model, batch: int, seq: int, vocab: int, device, autocast_dtype=None,
-                   fused: bool = False):
-    """A closure running one forward + backward + AdamW step, warmed up (and compiled)."""
+                   fused: bool = False, loss_fn=_eager_ce):
+    """A closure running one forward + backward + AdamW step, warmed up (and compiled).
+    ``loss_fn(logits, targets)`` returns the loss (or ``(loss, stats)``, as ``lm_loss``)."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused or None)
     ids = torch.randint(0, vocab, (batch, seq + 1), device=device)
 
@@ -142,7 +148,8 @@ def _train_stepper(model, batch: int, seq: int, vocab: int, device, autocast_dty
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             out = model(ids[:, :-1])
             logits = out.logits if hasattr(out, "logits") else out
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), ids[:, 1:].flatten())
+            loss = loss_fn(logits, ids[:, 1:])
+            loss = loss[0] if isinstance(loss, tuple) else loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -152,8 +159,8 @@ def _train_stepper(model, batch: int, seq: int, vocab: int, device, autocast_dty
 
 
 def _train_tok_s(model, batch: int, seq: int, vocab: int, steps: int, device, autocast_dtype=None,
-                 fused: bool = False) -> float:
-    step = _train_stepper(model, batch, seq, vocab, device, autocast_dtype, fused)
+                 fused: bool = False, loss_fn=_eager_ce) -> float:
+    step = _train_stepper(model, batch, seq, vocab, device, autocast_dtype, fused, loss_fn)
     return batch * seq / _timed(step, device, steps)
 
 
@@ -235,28 +242,46 @@ def measure_ceilings(device) -> dict[str, float]:
     return out
 
 
+def _largest_fitting_batch(measure, batch: int, device) -> tuple[int, float]:
+    """``(b, measure(b))`` for the largest ``b`` of ``batch, batch/2, ...`` that fits in memory."""
+    while batch >= 1:
+        try:
+            return batch, measure(batch)
+        except torch.cuda.OutOfMemoryError:
+            _free(device)
+            batch //= 2
+    raise torch.cuda.OutOfMemoryError("not even batch 1 fits")
+
+
 def bench_cuda_mfu(cfg: Config, batch: int, seq: int, steps: int, device, args) -> dict[str, Any]:
+    """Training MFU of ours and of HF, each at the largest batch up to ``batch`` that fits (HF's
+    loss takes fp32 logits, 15.7 GiB at 16 x 2,048 x 128k, so it may fit fewer sequences)."""
     peak, _ = _peaks(device, args.peak_flops, args.hbm_bandwidth)
     fpt = _flops_per_token(cfg, seq)
     torch.manual_seed(0)
     with torch.device(device):
         model = GPT(cfg).train()
+    # our training step as LMTrainer(compile=True) runs it: the model and lm_loss compiled
     run = torch.compile(model) if args.compile else model
-    res = {"model": cfg.name, "batch": batch, "seq": seq, "flops_per_token": fpt, "peak_flops": peak,
+    loss_fn = torch.compile(lm_loss) if args.compile else lm_loss
+    res = {"model": cfg.name, "seq": seq, "flops_per_token": fpt, "peak_flops": peak,
            "compile": args.compile}
-    tok_s = _train_tok_s(run, batch, seq, cfg.vocab_size, steps, device, torch.bfloat16,
-                         fused=device.type == "cuda")
-    res.update(ours_tok_s=tok_s, ours_mfu=tok_s * fpt / peak)
+    fused = device.type == "cuda"
+    b, tok_s = _largest_fitting_batch(lambda b: _train_tok_s(
+        run, b, seq, cfg.vocab_size, steps, device, torch.bfloat16, fused=fused, loss_fn=loss_fn),
+        batch, device)
+    res.update(batch=b, ours_tok_s=tok_s, ours_mfu=tok_s * fpt / peak)
     if args.measured_flops:                         # against the matmul rate this card reaches
         res["ours_fraction_of_measured_matmul"] = tok_s * fpt / args.measured_flops
-    del model, run
+    model = run = None                              # free it before HF's model is built
     _free(device)
     hf = _hf_model(cfg, device, torch.float32)
     if hf is not None:
-        hf.train()
-        hf_tok = _train_tok_s(hf, batch, seq, cfg.vocab_size, steps, device, torch.bfloat16,
-                              fused=device.type == "cuda")
-        res.update(hf_tok_s=hf_tok, hf_mfu=hf_tok * fpt / peak, ours_over_hf=tok_s / hf_tok)
+        hf_b, hf_tok = _largest_fitting_batch(lambda b: _train_tok_s(
+            hf.train(), b, seq, cfg.vocab_size, steps, device, torch.bfloat16, fused=fused),
+            batch, device)
+        res.update(hf_batch=hf_b, hf_tok_s=hf_tok, hf_mfu=hf_tok * fpt / peak,
+                   ours_over_hf=tok_s / hf_tok)
         del hf
         _free(device)
     return res
@@ -358,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="torch.compile the CUDA paths (default: on for CUDA, off for --smoke)")
     ap.add_argument("--peak-flops", type=float, default=989e12, help="peak bf16 FLOP/s if unknown GPU")
     ap.add_argument("--hbm-bandwidth", type=float, default=3.35e12, help="bytes/s if unknown GPU")
+    ap.add_argument("--mfu-batch", type=int, default=16,
+                    help="sequences of 2,048 tokens per MFU step (halved until it fits)")
     ap.add_argument("--only", nargs="*", default=None,
                     help="run only these sections (e.g. cuda_mfu cuda_decode_roofline)")
     args = ap.parse_args(argv)
@@ -402,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
             "arm-7b", n_layer=16, n_embd=2048, n_head=32, n_query_groups=8, head_size=64,
             intermediate_size=8192, max_seq_len=4096).to_dict(), "name": "arm-1b"})
         sections = {
-            "cuda_mfu": lambda: bench_cuda_mfu(one_b, 2 if s else 8, 16 if s else 2048, 1 if s else 10, dev, args),
+            "cuda_mfu": lambda: bench_cuda_mfu(one_b, 2 if s else args.mfu_batch, 16 if s else 2048, 1 if s else 10, dev, args),
             "cuda_decode_roofline": lambda: bench_cuda_decode(seven_b, 8 if s else 128, 8 if s else 256, dev, args),
             "cuda_cfg_image_gen": lambda: bench_cfg_image_gen(img, 2 if s else 32, (2, 3) if s else (16, 16),
                                                               6 if s else 32, dev, args),

@@ -252,8 +252,8 @@ def test_activation_checkpointing_same_gradients() -> None:
 
 
 def test_compile_bf16_mixed_and_gradient_accumulation(tmp_path) -> None:
-    """The YAML flags a GPU run sets, here on the CPU: compile=True (inductor) trains to the
-    same weights as eager; bf16-mixed with accumulate_grad_batches=2 takes one optimizer
+    """The YAML flags a GPU run sets, here on the CPU: compile=True (inductor, the model and
+    the loss) trains to the same weights as eager; bf16-mixed with accumulate_grad_batches=2 takes one optimizer
     step per two batches and stays close to fp32 (bf16 noise only)."""
     finals, moved = {}, None
     for name, compile_, precision in (("eager", False, "32-true"), ("compiled", True, "32-true"),
@@ -261,6 +261,7 @@ def test_compile_bf16_mixed_and_gradient_accumulation(tmp_path) -> None:
         torch.manual_seed(0)
         m = _module(compile=compile_, max_steps=3, lr=2e-2)
         m.configure_model()
+        assert (m._loss is lm_loss) != compile_             # compile=True compiles the loss too
         init = torch.cat([p.detach().reshape(-1).clone() for p in m.model.parameters()])
         trainer = _trainer(tmp_path / name, max_steps=3, precision=precision, accumulate_grad_batches=2)
         trainer.fit(m, datamodule=DM())

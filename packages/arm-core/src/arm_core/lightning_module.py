@@ -253,6 +253,14 @@ class LMTrainer(pl.LightningModule):
         # The callable used in forward (the model, or its compiled wrapper); kept out of
         # nn.Module's registry so the weights are not listed twice in state_dict.
         self.__dict__["_forward"] = None
+        self.__dict__["_loss"] = lm_loss
+
+    def _set_callables(self) -> None:
+        """The forward and the loss ``_step`` calls: compiled with ``compile``. The loss is
+        compiled too, so the fp32 cast of the ``(B, T, V)`` logits fuses into the CE kernels
+        instead of materializing at twice their size (benchmarks/bench_core.py, cuda_mfu)."""
+        self.__dict__["_forward"] = torch.compile(self.model) if self.hparams.compile else self.model
+        self.__dict__["_loss"] = torch.compile(lm_loss) if self.hparams.compile else lm_loss
 
     # ------------------------------------------------------------------ building
     def _datamodule_attr(self, name: str) -> Any:
@@ -298,7 +306,7 @@ class LMTrainer(pl.LightningModule):
             self._init_code_rows()
         if self.hparams.activation_checkpointing:
             self._apply_activation_checkpointing()
-        self.__dict__["_forward"] = torch.compile(self.model) if self.hparams.compile else self.model
+        self._set_callables()
 
     def _init_code_rows(self) -> None:
         from arm_tokenizer.tokenizer import VisualTokenizer
@@ -327,7 +335,7 @@ class LMTrainer(pl.LightningModule):
         self.model = GPT(config)
         if self.hparams.activation_checkpointing:
             self._apply_activation_checkpointing()
-        self.__dict__["_forward"] = torch.compile(self.model) if self.hparams.compile else self.model
+        self._set_callables()
 
     # model_overrides a loaded model accepts: neither changes what it computes at first
     _LOADED_OVERRIDES = ("max_seq_len", "image_position_slots")
@@ -449,7 +457,7 @@ class LMTrainer(pl.LightningModule):
             task_ids = task_ids[:, None].expand_as(targets)
         names = self.task_names
         weights = self._task_weights(names, task_ids, logits.device)
-        loss, stats = lm_loss(logits, targets, self.hparams.z_loss, task_ids, len(names), weights)
+        loss, stats = self._loss(logits, targets, self.hparams.z_loss, task_ids, len(names), weights)
         bs = ids.shape[0]
         on_step = stage == "train"
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=bs, on_step=on_step,
