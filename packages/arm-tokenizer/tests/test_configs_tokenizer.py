@@ -13,6 +13,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[3]
 CONFIGS = REPO / "configs" / "tokenizer"
 NAMES = ["shapes-recon-only.yaml", "shapes-quickstart.yaml", "arm-siglip2-fsq.yaml"]
+# decoders retrained on a quickstart export's fixed tokens: the conv decoder + GAN, and a Pixel DiT
+DECODER_FINETUNES = ["shapes-decoder-finetune.yaml", "shapes-pixel-dit-decoder.yaml"]
 
 pytestmark = pytest.mark.skipif(not CONFIGS.is_dir(), reason="configs/ ships with the repository, not the wheel")
 
@@ -87,7 +89,7 @@ def test_configs_check_as_shipped():
     from arm_tokenizer.config_check import check_config_file
 
     pytest.importorskip("arm_data", reason="the shipped configs train on arm-data's ShapesWorld")
-    for name in NAMES + ["shapes-decoder-finetune.yaml", "shapes-hifi.yaml"]:
+    for name in NAMES + [*DECODER_FINETUNES, "shapes-hifi.yaml"]:
         cfg = check_config_file(CONFIGS / name)
         assert cfg["model"]["class_path"] == "arm_tokenizer.module.TokenizerTrainer", name
 
@@ -128,17 +130,20 @@ def test_recon_only_is_the_quickstart_without_semantic_losses():
     assert [loss["class_path"] for loss in recon["losses"]] == ["pixel_loss"]
 
 
-def test_decoder_finetune_keeps_the_quickstart_tokens(teacher_dir, image_dir, tmp_path):
-    """The fine-tune YAML names the quickstart's components; run scaled down from a quickstart
-    export, it loads that export and leaves every token id as it was."""
+@pytest.mark.parametrize("name", DECODER_FINETUNES)
+def test_decoder_finetune_keeps_the_quickstart_tokens(name, teacher_dir, image_dir, tmp_path):
+    """A decoder fine-tune YAML names the quickstart's encoder side; run scaled down from a
+    quickstart export, it loads that export and leaves every token id as it was."""
     import torch
     from arm_tokenizer.tokenizer import VisualTokenizer
 
     quick = yaml.safe_load((CONFIGS / "shapes-quickstart.yaml").read_text())
-    ft = yaml.safe_load((CONFIGS / "shapes-decoder-finetune.yaml").read_text())
-    for key in ("encoder", "proj_in", "quantizer", "proj_out", "decoder", "image_size"):
+    ft = yaml.safe_load((CONFIGS / name).read_text())
+    same_decoder = ft["model"]["init_args"]["decoder"]["class_path"] == quick["model"]["init_args"]["decoder"]["class_path"]
+    for key in ("encoder", "proj_in", "quantizer", "proj_out", "image_size") + (("decoder",) if same_decoder else ()):
         assert ft["model"]["init_args"][key] == quick["model"]["init_args"][key], key
     assert ft["model"]["init_args"]["init_from"] == quick["model"]["init_args"]["export_dir"]
+    assert set(ft["model"]["init_args"]["freeze"]) == {"encoder", "proj_in", "quantizer"}
 
     small = _scale_down(quick, teacher_dir, image_dir, tmp_path / "q")
     (tmp_path / "q.yaml").write_text(yaml.safe_dump(small))
