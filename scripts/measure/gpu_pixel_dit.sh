@@ -25,5 +25,5 @@ echo "fit exit ${PIPESTATUS[0]} after $(( $(date +%s) - start )) s"
 mkdir -p "$OUT/tokenizer-dit"
 cp runs/tokenizer-dit/config.json "$OUT/tokenizer-dit/" 2>/dev/null
 split -b 15M runs/tokenizer-dit/model.safetensors "$OUT/dit.safetensors.part-" 2>/dev/null
-find runs/tokenizer-dit-logs -name metrics.csv -exec cp {} "$OUT/dit_metrics.csv" \;
+tar czf "$OUT/dit_logs.tgz" runs/tokenizer-dit-logs 2>/dev/null   # TensorBoard curves
 ls -la "$OUT"

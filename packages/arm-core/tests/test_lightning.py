@@ -253,8 +253,8 @@ def test_activation_checkpointing_same_gradients() -> None:
 
 def test_compile_bf16_mixed_and_gradient_accumulation(tmp_path) -> None:
     """The YAML flags a GPU run sets, here on the CPU: compile=True (inductor, the model and
-    the loss) trains to the same weights as eager; bf16-mixed with accumulate_grad_batches=2 takes one optimizer
-    step per two batches and stays close to fp32 (bf16 noise only)."""
+    the loss) trains to the same weights as eager; bf16-mixed with accumulate_grad_batches=2
+    takes one optimizer step per two batches and stays close to fp32 (bf16 noise only)."""
     finals, moved = {}, None
     for name, compile_, precision in (("eager", False, "32-true"), ("compiled", True, "32-true"),
                                       ("bf16", False, "bf16-mixed")):
