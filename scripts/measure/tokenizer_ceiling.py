@@ -4,7 +4,8 @@ An LM that emitted exactly the tokens of the right image would still be judged o
 decoder's drawing of them. This script scores that drawing, on the same scenes that
 ``arm-lm evaluate`` uses:
 
-* T2I: ``evaluate_t2i(decode(encode(image)), spec)``, the overall clause score;
+* T2I: ``evaluate_t2i(decode(encode(image)), spec)``, the overall clause score (the same
+  figure as ``arm-data shapes eval-tokenizer``'s ``parse_back_score`` on these scenes);
 * editing: ``evaluate_edit(decode(encode(target image)), source, target)``, adherence and
   consistency, against the source image's background as ``arm-lm evaluate`` does.
 
@@ -27,7 +28,7 @@ from pathlib import Path
 import torch
 from arm_data.shapes import evaluate_edit
 from arm_data.shapes.evaluator import clause_pass_rates, evaluate_t2i
-from arm_data.shapes.world import ShapesWorld
+from arm_data.shapes.tokenizer_eval import shapes_scenes
 from arm_tokenizer.tokenizer import VisualTokenizer, tensor_to_pil
 
 
@@ -44,9 +45,7 @@ def roundtrip(tok: VisualTokenizer, images: list, batch: int, seed: int) -> list
 
 @torch.no_grad()
 def ceiling(tok: VisualTokenizer, split: str, n: int, batch: int = 32, seed: int = 0) -> dict:
-    size = tok.image_size[0]
-    world = ShapesWorld(split=split, seed=0, width=size, height=size)
-    samples = [world[i] for i in range(n)]
+    samples = shapes_scenes(split, n, seed=0, size=tok.image_size[0])
     t2i = [evaluate_t2i(im, s.spec).score
            for s, im in zip(samples, roundtrip(tok, [s.image for s in samples], batch, seed), strict=True)]
     trips = [s.edit for s in samples]
