@@ -10,12 +10,16 @@ import warnings
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from arm_data.datasets import PairDataset, VQADataset, WdsDataset
 from arm_data.datasets.writers import write_folder, write_jsonl, write_wds
-from arm_data.errors import BadSampleError, ErrorPolicy, SkippedSampleWarning, TooManyBadSamplesError
+from arm_data.errors import (
+    BadSampleError,
+    ErrorPolicy,
+    SkippedSampleWarning,
+    TooManyBadSamplesError,
+)
 from arm_data.records import PairRecord, VQARecord
+from PIL import Image
 
 GOOD = ["g0", "g1", "g2"]
 

@@ -6,11 +6,10 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from arm_data.datamodules.image_text import ImageTextDataModule
 from arm_data.datasets.writers import write_folder, write_jsonl, write_wds
 from arm_data.records import PairRecord
+from PIL import Image
 
 N = 10
 
@@ -45,7 +44,7 @@ def test_batches_identical_across_formats(data_dirs, fmt):
     assert b["captions"] == [f"caption {i}" for i in range(4)] and b["keys"] == ["k00", "k01", "k02", "k03"]
     ref = list(ImageTextDataModule(str(data_dirs / "folder"), width=8, height=6, batch_size=4, shuffle=False,
                                    train_crop="center", drop_last=False).train_dataloader())
-    assert all(torch.equal(x["images"], y["images"]) for x, y in zip(batches, ref))
+    assert all(torch.equal(x["images"], y["images"]) for x, y in zip(batches, ref, strict=True))
     assert dm.image_shape == (3, 6, 8)
 
 

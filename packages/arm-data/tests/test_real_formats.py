@@ -8,8 +8,6 @@ import tarfile
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from arm_data.datasets import (
     EditDataset,
     FolderRecords,
@@ -23,6 +21,7 @@ from arm_data.datasets import (
 from arm_data.datasets.common import detect_format, list_shards
 from arm_data.datasets.writers import write_folder, write_jsonl, write_wds
 from arm_data.records import EditRecord, PairRecord, VQARecord
+from PIL import Image
 
 
 def _img(seed: int, w: int = 10, h: int = 8) -> Image.Image:
@@ -81,7 +80,7 @@ def test_writer_reader_roundtrip(tmp_path, task, fmt):
         assert reader.policy.num_skipped == 0
     assert detect_format(tmp_path) == fmt
     assert [r.key for r in back] == [r.key for r in recs]
-    for a, b in zip(recs, back):
+    for a, b in zip(recs, back, strict=True):
         _assert_same(a, b)
 
 

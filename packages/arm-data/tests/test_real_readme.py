@@ -6,10 +6,9 @@ import re
 from pathlib import Path
 
 import yaml
-from PIL import Image
-
 from arm_data.datasets.writers import write_folder
 from arm_data.records import EditRecord, PairRecord
+from PIL import Image
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-
 from arm_data.datasets import FolderRecords, JsonlRecords, WdsRecords
 from arm_data.records import EditRecord, PairRecord, VQARecord
 from arm_data.shapes.export import export_split

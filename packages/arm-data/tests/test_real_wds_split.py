@@ -8,13 +8,12 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from PIL import Image
-from torch.utils.data import DataLoader
-
 from arm_data.datasets import WdsDataset, WdsRecords
 from arm_data.datasets.writers import write_wds
 from arm_data.errors import ErrorPolicy, SkippedSampleWarning
 from arm_data.records import PairRecord
+from PIL import Image
+from torch.utils.data import DataLoader
 
 SHARD_SIZES = [3, 1, 4, 2, 5, 2, 3]  # 7 shards of unequal length, 20 samples
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-
 from arm_tokenizer.cli_base import describe_component, run_cli
 
 EXTRA = "model:toy_module=toy_components:ToyModule,datamodule:toy_data=toy_components:ToyData,encoder:toy_part=toy_components:ToyPart,encoder:broken=no_such_module_q:X"

@@ -6,14 +6,13 @@ import json
 
 import pytest
 import torch
-from torch import nn
-
 from arm_tokenizer.configurable import instantiate
 from arm_tokenizer.decoders.conv import ConvDecoder
 from arm_tokenizer.decoders.latent_dit import LatentDiTDecoder
 from arm_tokenizer.decoders.pixel_dit import PixelDiTDecoder
 from arm_tokenizer.decoders.vae import VAE, SmallVAE
 from arm_tokenizer.testing.contracts import check_decoder, example_instance
+from torch import nn
 
 
 @pytest.mark.parametrize("cls", [ConvDecoder, PixelDiTDecoder, LatentDiTDecoder])
@@ -184,9 +183,8 @@ def test_latent_dit_loads_a_frozen_vae_from_path_and_exports_portably(tmp_path):
 
 def test_vae_trainer_trains_and_calibrates_latent_scale(tmp_path):
     import lightning as L
-    from torch.utils.data import DataLoader
-
     from arm_tokenizer.vae_module import VAETrainer
+    from torch.utils.data import DataLoader
 
     torch.manual_seed(0)
     data = [{"images": torch.rand(3, 16, 16) * 2 - 1} for _ in range(8)]

@@ -7,8 +7,6 @@ import io
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from arm_tokenizer.images import (
     ImageLoadError,
     ImageTransform,
@@ -18,6 +16,7 @@ from arm_tokenizer.images import (
     to_rgb,
     to_tensor_batch,
 )
+from PIL import Image
 
 
 def _gradient(w: int = 12, h: int = 8) -> Image.Image:

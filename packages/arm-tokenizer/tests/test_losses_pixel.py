@@ -5,14 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from arm_tokenizer.losses.base import LossInputs
 from arm_tokenizer.losses.flow import FlowMatchingLoss
 from arm_tokenizer.losses.gan import PatchGANDiscriminator, adaptive_weight, hinge_d_loss
 from arm_tokenizer.losses.pixel import PixelReconstructionLoss, build_lpips
 from arm_tokenizer.testing.contracts import check_tokenizer_loss, example_instance, make_loss_inputs
 from arm_tokenizer.testing.toys import ToyDecoder, ToyFlowDecoder
+from torch import nn
 
 
 @pytest.mark.parametrize("cls", [PixelReconstructionLoss, FlowMatchingLoss])

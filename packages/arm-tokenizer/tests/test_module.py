@@ -9,10 +9,6 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from lightning.pytorch.loggers import CSVLogger
-from PIL import Image
-from torch.utils.data import DataLoader
-
 from arm_tokenizer.callbacks import ExportTokenizer, ReconstructionGrid, make_grid
 from arm_tokenizer.checkpoint import CheckpointError
 from arm_tokenizer.data import ImageFolderDataModule
@@ -25,6 +21,9 @@ from arm_tokenizer.module import TokenizerTrainer, warmup_cosine
 from arm_tokenizer.projections import LinearProjection
 from arm_tokenizer.quantizers.fsq import FSQQuantizer
 from arm_tokenizer.tokenizer import VisualTokenizer
+from lightning.pytorch.loggers import CSVLogger
+from PIL import Image
+from torch.utils.data import DataLoader
 
 SIZE = 16
 
@@ -112,7 +111,7 @@ def test_gan_switches_to_manual_optimization_and_trains_both(tmp_path):
     trainer.fit(module, _loader(), _loader())
     assert module._gen_steps == 3  # Lightning counts each optimizer's step: 3 gen + 2 disc = 5
     assert not torch.equal(dec0, module.tokenizer.decoder.conv_out.weight)
-    assert any(not torch.equal(a, b) for a, b in zip(disc0, loss.discriminator.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(disc0, loss.discriminator.parameters(), strict=True))
     keys = {k for r in _metrics(tmp_path) for k, v in r.items() if v != ""}
     assert {"train/loss_pix_disc", "train/pix_gan_g", "train/pix_gan_weight"} <= keys
 

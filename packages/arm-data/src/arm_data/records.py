@@ -14,7 +14,7 @@ JSON field beyond the task's own (ShapesWorld stores ``spec``, ``source_spec``, 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 from arm_tokenizer.images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
 from PIL import Image
@@ -83,7 +83,7 @@ class ImageRef:
         return f"ImageRef({self.name!r})"
 
 
-ImageLike = Union[ImageRef, Image.Image]
+ImageLike = ImageRef | Image.Image
 
 
 def as_pil(image: ImageLike) -> Image.Image:
@@ -215,7 +215,7 @@ class EditRecord:
         return as_pil(self.target)
 
 
-Record = Union[PairRecord, VQARecord, EditRecord]
+Record = PairRecord | VQARecord | EditRecord
 
 
 def record_from_fields(task: str, fields: dict[str, Any], images: dict[str, ImageLike], key: str, where: str) -> Record:

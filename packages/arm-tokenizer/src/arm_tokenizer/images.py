@@ -30,7 +30,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO, Literal, Union
+from typing import BinaryIO, Literal
 
 import numpy as np
 import torch
@@ -52,7 +52,7 @@ __all__ = [
 # (an RGB image of this size is 200 MB decoded).
 DEFAULT_MAX_PIXELS = 8192 * 8192
 
-ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO]
+ImageSource = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO
 
 _RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,

@@ -18,7 +18,12 @@ import yaml
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
 
-from arm_tokenizer.config_check import ConfigError, check_config_file, condense_parser_error, translate_value
+from arm_tokenizer.config_check import (
+    ConfigError,
+    check_config_file,
+    condense_parser_error,
+    translate_value,
+)
 
 CONFIG_FLAGS = ("--config", "-c")
 

@@ -20,9 +20,10 @@ weights (``ema_decay``) are used for validation and export. ``export_dir`` recei
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningModule

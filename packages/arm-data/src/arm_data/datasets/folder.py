@@ -160,7 +160,7 @@ class FolderRecords:
             raise IndexError(f"sample {i} out of range for {self!r}")
         key = self._keys[i].decode("utf-8")
         out = {}
-        for role, ext_id in zip(self._cols, self._layout[i].tolist()):
+        for role, ext_id in zip(self._cols, self._layout[i].tolist(), strict=True):
             if ext_id != _NONE:
                 infix = f".{role}" if role in ("source", "target") else ""
                 out[role] = str(self.root / f"{key}{infix}.{self.exts[ext_id]}")
