@@ -97,6 +97,29 @@ def test_vqa_and_edit_oracles() -> None:
     assert sum(d["n"] for d in e["by_kind"].values()) == 6
 
 
+def test_vqa_accuracy_by_object_count() -> None:
+    """An answerer right only in one-object scenes shows up as such in ``by_objects``."""
+    scenes = [ShapesWorld("heldout", 0, 64, 64, length=12)[i] for i in range(12)]
+    truth = [(qa.answer, s.spec.count) for s in scenes for qa in s.qa[:2]]
+
+    class OnlySingle(OracleUnd):
+        def __call__(self, images, questions, **kw):
+            return [a if count == 1 else "wrong" for a, count in truth]
+
+    v = evaluate_vqa_split(OnlySingle(), "heldout", 12, questions_per_image=2)
+    n_single = sum(c == 1 for _, c in truth)
+    assert 0 < n_single < len(truth), "the fixture needs scenes of both kinds"
+    assert v["by_objects"]["single"] == {"n": n_single, "accuracy": 1.0}
+    assert all(g["accuracy"] == 0.0 for k, g in v["by_objects"].items() if k != "single")
+    assert sum(g["n"] for g in v["by_objects"].values()) == v["n"] == len(truth)
+    assert v["accuracy"] == pytest.approx(n_single / len(truth))
+    kinds = [qa.kind for s in scenes for qa in s.qa[:2]]
+    for kind, by_g in v["by_kind_objects"].items():
+        assert sum(g["n"] for g in by_g.values()) == kinds.count(kind)
+        for name, g in by_g.items():
+            assert g["accuracy"] == (1.0 if name == "single" else 0.0)
+
+
 def test_full_report_and_json(tmp_path) -> None:
     t2i, edit = OracleT2I(), OracleEdit()
 

@@ -11,7 +11,8 @@ The benchmark is arm-data's rule-based evaluator (``arm_data.shapes``), GenEval-
   (attribute combinations never seen in training) and on a seen-composition split
   (``val``: same distribution as training, other scenes).
 * **VQA**: the first ``questions_per_image`` questions of each scene, greedy answers,
-  exact match after normalisation (case, punctuation, articles), per question kind.
+  exact match after normalisation (case, punctuation, articles), per question kind and
+  by the scene's object count (``by_objects``; each kind by it in ``by_kind_objects``).
 * **Editing**: source image + instruction -> edited image, scored for instruction
   ``adherence`` and ``consistency`` (everything else unchanged), per edit kind.
 
@@ -110,9 +111,13 @@ def evaluate_vqa_split(pipe: Understand, split: str, n: int, *, data_seed: int =
                        questions_per_image: int = 1, max_new_tokens: int = 16,
                        batch_size: int = 32, progress: bool = False,
                        keep_examples: int = 0) -> dict[str, Any]:
-    """Greedy answers to the split's questions, exact match after normalisation."""
+    """Greedy answers to the split's questions, exact match after normalisation.
+
+    Besides ``by_kind``, ``by_objects`` groups accuracy by the scene's object count, and
+    ``by_kind_objects`` each kind by it: a model that reads an attribute in one-object
+    scenes but not in crowded ones fails to find the object the question names."""
     world = _world(split, data_seed, _image_size(pipe), n)
-    images, questions, answers, kinds = [], [], [], []
+    images, questions, answers, kinds, groups = [], [], [], [], []
     for i in range(n):
         s = world[i]
         for qa in s.qa[:questions_per_image]:
@@ -120,14 +125,24 @@ def evaluate_vqa_split(pipe: Understand, split: str, n: int, *, data_seed: int =
             questions.append(qa.question)
             answers.append(qa.answer)
             kinds.append(qa.kind)
+            groups.append(_count_group(s.spec.count))
     preds = pipe(images, questions, max_new_tokens=max_new_tokens, temperature=0.0,
                  batch_size=batch_size, progress=progress)
     correct = [float(normalize_answer(p) == normalize_answer(a)) for p, a in zip(preds, answers, strict=True)]
     by_kind: dict[str, list[float]] = defaultdict(list)
-    for k, c in zip(kinds, correct, strict=True):
+    by_objects: dict[str, list[float]] = defaultdict(list)
+    by_kind_objects: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for k, g, c in zip(kinds, groups, correct, strict=True):
         by_kind[k].append(c)
-    out: dict[str, Any] = {"n": len(correct), "accuracy": _mean(correct),
-                           "by_kind": {k: _mean(v) for k, v in sorted(by_kind.items())}}
+        by_objects[g].append(c)
+        by_kind_objects[k][g].append(c)
+    out: dict[str, Any] = {
+        "n": len(correct), "accuracy": _mean(correct),
+        "by_kind": {k: _mean(v) for k, v in sorted(by_kind.items())},
+        "by_objects": {g: {"n": len(v), "accuracy": _mean(v)} for g, v in sorted(by_objects.items())},
+        "by_kind_objects": {k: {g: {"n": len(v), "accuracy": _mean(v)} for g, v in sorted(d.items())}
+                            for k, d in sorted(by_kind_objects.items())},
+    }
     if keep_examples:
         out["examples"] = [{"question": q, "answer": a, "prediction": p}
                            for q, a, p in list(zip(questions, answers, preds, strict=True))[:keep_examples]]

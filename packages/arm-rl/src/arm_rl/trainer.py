@@ -72,6 +72,12 @@ class ReferenceMismatchError(ValueError):
     """The reference checkpoint is not the same model shape/vocabulary as the policy."""
 
 
+# Lightning's ModelCheckpoint warns, at every save under manual optimization, that the
+# checkpoint holds the state *after* the optimizer step. That is the state a resume needs
+# here (the rollout stream and prompt order continue from it), so the advice it prints
+# (stash a pre-step copy of the weights) would be wrong for this module.
+warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
+
 # The figures _optimize logs each rollout batch (NaN on a skipped one).
 _OPT_STATS = ("loss", "policy_loss", "kl", "clip_fraction", "ratio_mean", "grad_norm")
 
