@@ -29,7 +29,7 @@ import torch
 from arm_data.shapes import evaluate_edit
 from arm_data.shapes.evaluator import clause_pass_rates, evaluate_t2i
 from arm_data.shapes.tokenizer_eval import shapes_scenes
-from arm_tokenizer.tokenizer import VisualTokenizer, tensor_to_pil
+from arm_tokenizer.tokenizer import VisualTokenizer
 
 
 def roundtrip(tok: VisualTokenizer, images: list, batch: int, seed: int) -> list:
@@ -39,7 +39,7 @@ def roundtrip(tok: VisualTokenizer, images: list, batch: int, seed: int) -> list
     for i in range(0, len(images), batch):
         ids = tok.encode(images[i: i + batch])
         kw = {"generator": gen} if getattr(tok.decoder, "generative", False) else {}
-        out += tensor_to_pil(tok.decode(ids, **kw))
+        out += tok.decode_to_pil(ids, **kw)
     return out
 
 
