@@ -5,7 +5,7 @@ Stages, each through the real console scripts and the YAML configs in ``configs/
 
 1. ``teacher``    arm-tokenizer fit  configs/tokenizer/shapes-teacher.yaml   (SigLIP-style dual encoder + caption LM)
 2. ``tokenizer``  arm-tokenizer fit  configs/tokenizer/shapes-quickstart.yaml (semantic tokenizer, all four losses)
-   ``eval_tokenizer`` arm-data shapes eval-tokenizer                         (PSNR, parse-back, usage, probe, retrieval)
+   ``eval_tokenizer`` arm-data shapes eval-tokenizer                         (PSNR, parse-back, usage, probes, retrieval)
 3. ``tokens``     arm-data pretokenize                                        (T2I, VQA and edit samples -> shards)
 4. ``lm``         arm-lm fit         configs/lm/shapes-quickstart.yaml
 5. ``eval_sft``   arm-lm evaluate                                             (held-out T2I, VQA, editing)
@@ -299,12 +299,16 @@ def stage_eval_tokenizer(ctx: Ctx) -> str:
     run([str(BIN / "arm-data"), "shapes", "eval-tokenizer", "--tokenizer", str(ctx.p("tokenizer")),
          "--teacher", str(ctx.p("teacher")), "--split", "heldout", "--n", str(n),
          "--probe-train", str(min(800, max(40, 4 * n))), "--probe-test", str(min(400, max(20, 2 * n))),
+         "--object-probe-train", str(min(600, max(40, 3 * n))),
+         "--object-probe-test", str(min(300, max(20, 2 * n))),
          "--out", str(out)],
         ctx.p("logs", "eval_tokenizer.log"), ctx.threads)
     m = json.loads(out.read_text())
+    shape = {g: "n/a" if v is None else f"{v:.1%}" for g, v in m["object_probe"]["shape"].items()}
     return (f"held-out: PSNR {m['psnr']:.1f} dB, parse-back {m['parse_back_strict']:.1%}, "
             f"usage {m['codebook_usage']:.1%}, probe color {m['probe_color']:.1%} / shape "
-            f"{m['probe_shape']:.1%}, retrieval R@1 {m['retrieval_r1_ridge']:.1%}")
+            f"{m['probe_shape']:.1%}, object shape alone / among 3+ {shape['single']} / "
+            f"{shape['three_plus']}, retrieval R@1 {m['retrieval_r1_ridge']:.1%}")
 
 
 def stage_tokens(ctx: Ctx) -> str:

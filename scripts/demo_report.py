@@ -183,6 +183,10 @@ def _metric_rows(m: dict) -> list[tuple[str, Any, Any]]:
         ("PSNR (held-out, dB)", "psnr"), ("parse-back, strict (held-out)", "parse_back_strict"),
         ("codebook usage (held-out)", "codebook_usage"), ("linear probe: color", "probe_color"),
         ("linear probe: shape", "probe_shape"), ("caption retrieval R@1 (ridge)", "retrieval_r1_ridge"))]
+    # the per-object probe by crowding: where VQA and T2I need the tokens to keep an object's shape
+    object_shape = (held.get("object_probe") or {}).get("shape") or {}
+    rows += [(f"tokenizer object probe: shape, {label}", object_shape.get(group), None)
+             for label, group in (("one-object scenes", "single"), ("3+ objects", "three_plus"))]
     rows += [
         ("T2I overall, held-out, CFG 1", get("sft", "t2i", "cfg1"), get("rl", "t2i", "cfg1")),
         ("T2I overall, held-out, best CFG", get("sft", "t2i", "best"), get("rl", "t2i", "best")),

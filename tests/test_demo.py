@@ -62,6 +62,8 @@ def test_metrics_are_numbers_in_range(demo_run):
                 "retrieval_r1_ridge"):
         assert 0.0 <= held[key] <= 1.0, key
     assert held["psnr"] > 0
+    assert set(held["object_probe"]["shape"]) == {"single", "two", "three_plus"}
+    assert all(0.0 <= v <= 1.0 for v in held["object_probe"]["shape"].values())
     for tag in ("sft", "rl"):
         s = m[tag]
         for value in (s["t2i"]["cfg1"], s["t2i"]["best"], s["vqa"]["heldout"],

@@ -218,3 +218,11 @@ def test_overlap_option():
                            for k, o in enumerate(spec.objects))
     assert overlapping > 0
     assert plain.spec(0) == ShapesWorld("train", seed=0).spec(0)
+
+
+def test_count_groups_cover_every_scene_size():
+    from arm_data.shapes.spec import COUNT_GROUPS, MAX_OBJECTS, count_group
+
+    assert [count_group(n) for n in range(MAX_OBJECTS + 1)] == ["single", "single", "two", "three_plus",
+                                                                "three_plus"]
+    assert set(COUNT_GROUPS) == {count_group(n) for n in range(MAX_OBJECTS + 1)}

@@ -7,7 +7,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from arm_data.shapes.cli import shapes_command
-from arm_data.shapes.tokenizer_eval import evaluate_tokenizer
+from arm_data.shapes.tokenizer_eval import (
+    evaluate_tokenizer,
+    object_neighbourhoods,
+    object_probe,
+    scene_images,
+    shapes_scenes,
+)
 from torch import nn
 
 VisualTokenizer = pytest.importorskip("arm_tokenizer.tokenizer").VisualTokenizer
@@ -41,7 +47,8 @@ class OracleTokenizer(nn.Module):
 
 
 def test_perfect_reconstruction_parses_back():
-    res = evaluate_tokenizer(OracleTokenizer(), n=24, probe_train=120, probe_test=60)
+    res = evaluate_tokenizer(OracleTokenizer(), n=24, probe_train=120, probe_test=60,
+                             object_probe_train=0)
     assert res["parse_back_strict"] == 1.0
     assert set(res["parse_back_by_clause"]) >= {"count", "presence", "color"}
     assert all(v == 1.0 for v in res["parse_back_by_clause"].values())
@@ -61,13 +68,65 @@ def test_random_tokenizer_does_not_parse_back(tmp_path, capsys):
     vt.save_pretrained(tmp_path / "vt")
     out = tmp_path / "eval.json"
     assert shapes_command(["eval-tokenizer", "--tokenizer", str(tmp_path / "vt"), "--n", "16",
-                           "--probe-train", "40", "--probe-test", "20", "--out", str(out)]) == 0
+                           "--probe-train", "40", "--probe-test", "20", "--object-probe-train", "40",
+                           "--object-probe-test", "20", "--out", str(out)]) == 0
     res = json.loads(out.read_text())
     assert res == json.loads(capsys.readouterr().out)
     assert res["parse_back_strict"] < 0.2 and res["psnr"] < 25
     assert res["parse_back_by_clause"]["presence"] < 0.5  # noise has no recognisable shapes
     assert 0 < res["codebook_usage"] <= 1 and res["tokens_per_image"] == 64
     assert 0 <= res["probe_color"] <= 1 and 0 <= res["probe_shape"] <= 1
+    op = res["object_probe"]
+    assert sum(op["n"].values()) > 20  # every object of the 20 test scenes
+    assert all(0 <= v <= 1 for attr in ("color", "shape") for v in op[attr].values() if v is not None)
+
+
+def _objects_at(*cells):
+    """A stand-in sample whose objects sit at the centres of the given (row, col) cells of a 4x4 grid."""
+    objs = [SimpleNamespace(y=(r + 0.5) / 4, x=(c + 0.5) / 4) for r, c in cells]
+    return SimpleNamespace(spec=SimpleNamespace(objects=objs, count=len(objs)))
+
+
+def test_object_neighbourhoods_reads_the_cells_around_each_object():
+    f = torch.arange(1.0, 17.0).view(1, 16, 1)  # token (r, c) holds 4r + c + 1
+    rows = object_neighbourhoods(f, [_objects_at((0, 0), (2, 1))], radius=1)
+    assert rows.tolist() == [[0, 0, 0, 0, 1, 2, 0, 5, 6],   # the corner: outside the grid is zero
+                             [5, 6, 7, 9, 10, 11, 13, 14, 15]]
+    assert object_neighbourhoods(f, [_objects_at((3, 3))], radius=0).tolist() == [[16.0]]
+    with pytest.raises(ValueError, match="square grid"):
+        object_neighbourhoods(torch.zeros(1, 12, 1), [_objects_at((0, 0))])
+
+
+def _shape_features(samples, local: bool):
+    """Token features (8x8 grid) holding each object's shape one-hot: at the object's own cell
+    when ``local``, else summed over every token (the scene's shapes without their places)."""
+    from arm_data.shapes.palette import SHAPES
+
+    by_image = {scene_images([s])[0].numpy().tobytes(): s for s in samples}
+
+    def features_of(x):
+        out = torch.zeros(len(x), 64, len(SHAPES))
+        for b, image in enumerate(x):
+            for o in by_image[image.numpy().tobytes()].spec.objects:
+                k = SHAPES.index(o.shape)
+                if local:
+                    out[b, min(7, int(o.y * 8)) * 8 + min(7, int(o.x * 8)), k] += 1
+                else:
+                    out[b, :, k] += 1
+        return out
+    return features_of
+
+
+def test_object_probe_tells_local_from_scene_level_shape():
+    train, test = shapes_scenes("train", 150, 1, 64), shapes_scenes("val", 80, 0, 64)
+    local = object_probe(_shape_features(train + test, local=True), train, test)
+    scene = object_probe(_shape_features(train + test, local=False), train, test)
+    assert local["n"] == scene["n"] and min(local["n"].values()) > 10
+    assert all(v >= 0.95 for v in local["shape"].values())
+    # A bag of the scene's shapes names a lone object's shape, but not which object has which.
+    assert scene["shape"]["single"] >= 0.95
+    assert scene["shape"]["three_plus"] < 0.7
+    assert local["color"]["single"] < 0.6  # no color in these features
 
 
 def test_missing_tokenizer_dir_is_a_clear_error(tmp_path):

@@ -61,10 +61,6 @@ def _mean(xs: Sequence[float]) -> float | None:
     return float(sum(xs) / len(xs)) if xs else None
 
 
-def _count_group(n_objects: int) -> str:
-    return {1: "single", 2: "two"}.get(n_objects, "three_plus")
-
-
 def _world(split: str, seed: int, size: tuple[int, int], n: int) -> Any:
     from arm_data.shapes import ShapesWorld
 
@@ -84,6 +80,7 @@ def evaluate_t2i_split(pipe: TextToImage, split: str, n: int, scale: float, *, s
     """Generate ``n`` images for the split's captions at guidance ``scale`` and score them."""
     from arm_data.shapes import evaluate_t2i
     from arm_data.shapes.evaluator import clause_pass_rates
+    from arm_data.shapes.spec import count_group
 
     world = _world(split, data_seed, _image_size(pipe), n)
     samples = [world[i] for i in range(n)]
@@ -96,7 +93,7 @@ def evaluate_t2i_split(pipe: TextToImage, split: str, n: int, scale: float, *, s
         scores.append(r.score)
         strict.append(float(r.strict))
         clauses.extend(r.clauses)
-        groups[_count_group(s.spec.count)].append(r.score)
+        groups[count_group(s.spec.count)].append(r.score)
     out: dict[str, Any] = {
         "n": n, "overall": _mean(scores), "strict": _mean(strict),
         "by_clause": dict(sorted(clause_pass_rates(clauses).items())),
@@ -115,7 +112,11 @@ def evaluate_vqa_split(pipe: Understand, split: str, n: int, *, data_seed: int =
 
     Besides ``by_kind``, ``by_objects`` groups accuracy by the scene's object count, and
     ``by_kind_objects`` each kind by it: a model that reads an attribute in one-object
-    scenes but not in crowded ones fails to find the object the question names."""
+    scenes but not in crowded ones either loses it in the tokens there or does not find the
+    object the question names (``arm-data shapes eval-tokenizer``'s ``object_probe`` tells
+    which)."""
+    from arm_data.shapes.spec import count_group
+
     world = _world(split, data_seed, _image_size(pipe), n)
     images, questions, answers, kinds, groups = [], [], [], [], []
     for i in range(n):
@@ -125,7 +126,7 @@ def evaluate_vqa_split(pipe: Understand, split: str, n: int, *, data_seed: int =
             questions.append(qa.question)
             answers.append(qa.answer)
             kinds.append(qa.kind)
-            groups.append(_count_group(s.spec.count))
+            groups.append(count_group(s.spec.count))
     preds = pipe(images, questions, max_new_tokens=max_new_tokens, temperature=0.0,
                  batch_size=batch_size, progress=progress)
     correct = [float(normalize_answer(p) == normalize_answer(a)) for p, a in zip(preds, answers, strict=True)]

@@ -171,15 +171,20 @@ def _cmd_eval_tokenizer(argv: list[str]) -> int:
 
     p = argparse.ArgumentParser(
         prog="arm-data shapes eval-tokenizer",
-        description="Reconstruction PSNR/SSIM, evaluator parse-back, codebook usage, linear probe "
-                    "and caption retrieval of an exported visual tokenizer on ShapesWorld.")
+        description="Reconstruction PSNR/SSIM, evaluator parse-back, codebook usage, linear probes "
+                    "(per scene and per object, by object count) and caption retrieval of an exported "
+                    "visual tokenizer on ShapesWorld.")
     p.add_argument("--tokenizer", required=True, help="a VisualTokenizer.save_pretrained directory")
     p.add_argument("--teacher", help="teacher directory whose frozen text tower scores retrieval")
     p.add_argument("--split", choices=SPLITS, default="heldout")
     p.add_argument("--n", type=int, default=256, help="scenes measured (default 256)")
     p.add_argument("--probe-train", type=int, default=400, help="single-object scenes to fit the probe")
     p.add_argument("--probe-test", type=int, default=200, help="single-object scenes to test the probe")
-    p.add_argument("--probe-split", choices=SPLITS, default="val", help="split the probe is tested on")
+    p.add_argument("--probe-split", choices=SPLITS, default="val", help="split the probes are tested on")
+    p.add_argument("--object-probe-train", type=int, default=600,
+                   help="scenes (any object count) to fit the per-object probe on; 0 skips it")
+    p.add_argument("--object-probe-test", type=int, default=300,
+                   help="scenes to test the per-object probe on")
     p.add_argument("--decode-steps", type=int, help="sampler steps for a DiT decoder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="also write the JSON here")
@@ -198,6 +203,7 @@ def _cmd_eval_tokenizer(argv: list[str]) -> int:
     torch.manual_seed(a.seed)
     res = evaluate_tokenizer(tokenizer, split=a.split, n=a.n, text_encoder=text_encoder,
                              probe_train=a.probe_train, probe_test=a.probe_test, probe_split=a.probe_split, seed=a.seed,
+                             object_probe_train=a.object_probe_train, object_probe_test=a.object_probe_test,
                              decode_steps=a.decode_steps)
     text = json.dumps(res, indent=1)
     print(text)

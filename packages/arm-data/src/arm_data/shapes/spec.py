@@ -27,6 +27,16 @@ from arm_data.shapes.palette import (
 
 MAX_OBJECTS = 4
 
+#: How the evaluations group scenes by object count: crowded scenes are where a model must
+#: bind an attribute to the right object, and where single-object scores hide failures.
+COUNT_GROUPS: tuple[str, ...] = ("single", "two", "three_plus")
+
+
+def count_group(n_objects: int) -> str:
+    """``single`` / ``two`` / ``three_plus``: the :data:`COUNT_GROUPS` entry for a scene of
+    ``n_objects`` objects (empty scenes count as ``single``: nothing to confuse)."""
+    return COUNT_GROUPS[min(max(n_objects, 1), 3) - 1]
+
 
 def region_of(x: float, y: float) -> str:
     """Named 3x3 region of normalized point ``(x, y)``."""

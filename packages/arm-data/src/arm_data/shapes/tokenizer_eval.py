@@ -20,7 +20,13 @@ scenes of one split (``heldout`` by default):
   (fit on the train split, tested on ``probe_split``, ``val`` by default: on ``heldout``
   single-object scenes every color comes with a shape it never had in training, so a probe
   that reads color alone is wrong on shape by construction), and, given the frozen text encoder of a
-  teacher, zero-shot caption retrieval R@1 through a ridge map fit on the train split.
+  teacher, zero-shot caption retrieval R@1 through a ridge map fit on the train split;
+- **object probe** (``object_probe``): the same question asked of every object of scenes
+  with any number of objects, read from the de-quantized tokens of the object's own 3x3
+  neighbourhood, with the test accuracy split by the scene's object count (``single``,
+  ``two``, ``three_plus``). The single-object probe can read 99% while an object's shape is
+  lost once a neighbour shares its tokens; an LM answering "what color is the star?" in a
+  crowded scene needs it there.
 
 arm-data depends on arm-tokenizer, so this lives here rather than in arm-tokenizer, whose
 users may not have ShapesWorld.
@@ -34,7 +40,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["evaluate_tokenizer", "reconstruction_metrics", "scene_images", "shapes_scenes"]
+__all__ = ["evaluate_tokenizer", "object_neighbourhoods", "object_probe", "reconstruction_metrics",
+           "scene_images", "shapes_scenes"]
 
 
 def shapes_scenes(split: str, n: int, seed: int, size: int, single_object: bool = False) -> list[Any]:
@@ -60,6 +67,57 @@ def scene_images(samples: Sequence[Any]) -> torch.Tensor:
     from arm_tokenizer.images import pil_to_tensor
 
     return torch.stack([pil_to_tensor(s.image) for s in samples])
+
+
+def object_neighbourhoods(features: torch.Tensor, samples: Sequence[Any], radius: int = 1) -> torch.Tensor:
+    """Each object's token neighbourhood: ``(num_objects, (2 radius + 1)^2 * C)``, objects in
+    scene order, from ``features`` ``(B, N, C)`` on a square grid of ``N`` tokens (one row
+    per sample). The centre is the token under the object's centre; positions outside the
+    grid are zeros."""
+    b, n, c = features.shape
+    g = math.isqrt(n)
+    if g * g != n or b != len(samples):
+        raise ValueError(f"object_neighbourhoods: need (B, N, C) features on a square grid for "
+                         f"{len(samples)} samples, got {tuple(features.shape)}")
+    r = int(radius)
+    grid = torch.nn.functional.pad(features.view(b, g, g, c).permute(0, 3, 1, 2), (r, r, r, r))
+    rows = []
+    for k, sample in enumerate(samples):
+        for o in sample.spec.objects:
+            i, j = min(g - 1, int(o.y * g)), min(g - 1, int(o.x * g))
+            rows.append(grid[k, :, i : i + 2 * r + 1, j : j + 2 * r + 1].permute(1, 2, 0).reshape(-1))
+    return torch.stack(rows) if rows else features.new_zeros(0, (2 * r + 1) ** 2 * c)
+
+
+def object_probe(features_of: Any, train: Sequence[Any], test: Sequence[Any], batch_size: int = 64,
+                 radius: int = 1) -> dict[str, Any]:
+    """Linear probes for each object's color and shape on its token neighbourhood
+    (:func:`object_neighbourhoods` of ``features_of(images) -> (B, N, C)``), fit on the
+    objects of ``train``, tested on those of ``test``; accuracy per :data:`COUNT_GROUPS`
+    entry of the test scene (``None`` where the test set has no such scene)."""
+    from arm_tokenizer.probe import fit_linear_probe, labels_to_ids
+
+    from arm_data.shapes.spec import COUNT_GROUPS, count_group
+
+    def objects(samples: Sequence[Any]) -> torch.Tensor:
+        x = scene_images(samples)
+        f = torch.cat([features_of(x[i : i + batch_size]).float().cpu() for i in range(0, len(x), batch_size)])
+        return object_neighbourhoods(f, samples, radius)
+
+    ftr, fte = objects(train), objects(test)
+    groups = [count_group(s.spec.count) for s in test for _ in s.spec.objects]
+    out: dict[str, Any] = {"readout": f"{2 * radius + 1}x{2 * radius + 1} de-quantized tokens",
+                           "n": {g: groups.count(g) for g in COUNT_GROUPS}}
+    for attr in ("color", "shape"):
+        ytr_labels = [getattr(o, attr) for s in train for o in s.spec.objects]
+        yte_labels = [getattr(o, attr) for s in test for o in s.spec.objects]
+        classes = sorted(set(ytr_labels) | set(yte_labels))
+        ytr, _ = labels_to_ids(ytr_labels, classes)
+        yte, _ = labels_to_ids(yte_labels, classes)
+        hit = (fit_linear_probe(ftr, ytr, len(classes))(fte).argmax(1) == yte).double()
+        out[attr] = {g: (float(hit[[i for i, h in enumerate(groups) if h == g]].mean())
+                         if g in groups else None) for g in COUNT_GROUPS}
+    return out
 
 
 def _u8(x: torch.Tensor) -> torch.Tensor:
@@ -102,6 +160,8 @@ def evaluate_tokenizer(
     probe_train: int = 400,
     probe_test: int = 200,
     probe_split: str = "val",
+    object_probe_train: int = 600,
+    object_probe_test: int = 300,
     seed: int = 0,
     batch_size: int = 64,
     decode_steps: int | None = None,
@@ -117,7 +177,9 @@ def evaluate_tokenizer(
             frozen text tower); retrieval is skipped (``None``) without one.
         probe_train / probe_test: single-object scenes to fit / test the linear probe on
             (0 skips the probe).
-        probe_split: the split the probe is tested on.
+        probe_split: the split the probes are tested on.
+        object_probe_train / object_probe_test: scenes of any object count to fit / test the
+            object probe on (0 skips it).
         seed: the worlds' seed.
         batch_size: images per forward pass.
         decode_steps: sampler steps for a generative (DiT) decoder.
@@ -154,6 +216,7 @@ def evaluate_tokenizer(
             **reconstruction_metrics(r, x, samples),
             "codebook_usage": float((counts > 0).float().mean()),
             "probe_split": probe_split, "probe_color": None, "probe_shape": None, "retrieval_r1_ridge": None,
+            "object_probe": None,
         }
         if probe_train > 0 and probe_test > 0:
             tr = shapes_scenes("train", probe_train, seed + 1, h, single_object=True)
@@ -164,6 +227,11 @@ def evaluate_tokenizer(
                 result[f"probe_{attr}"] = linear_probe_accuracy(
                     ftr, [getattr(s.spec.objects[0], attr) for s in tr],
                     fte, [getattr(s.spec.objects[0], attr) for s in te])
+        if object_probe_train > 0 and object_probe_test > 0:
+            result["object_probe"] = object_probe(
+                lambda im: tokenizer(im).features,
+                shapes_scenes("train", object_probe_train, seed + 3, h),
+                shapes_scenes(probe_split, object_probe_test, seed, h), batch_size)
         if text_encoder is not None:
             fit = shapes_scenes("train", max(n, 256), seed + 2, h)
             f_fit = pooled_token_embeddings(tokenizer, scene_images(fit), batch_size)
