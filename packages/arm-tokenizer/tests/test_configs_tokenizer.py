@@ -12,7 +12,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[3]
 CONFIGS = REPO / "configs" / "tokenizer"
-NAMES = ["shapes-recon-only.yaml", "shapes-quickstart.yaml", "arm-siglip2-fsq.yaml"]
+NAMES = ["shapes-recon-only.yaml", "shapes-quickstart.yaml", "shapes-local.yaml", "arm-siglip2-fsq.yaml"]
 # decoders retrained on a quickstart export's fixed tokens: the conv decoder + GAN, and a Pixel DiT
 DECODER_FINETUNES = ["shapes-decoder-finetune.yaml", "shapes-pixel-dit-decoder.yaml"]
 
@@ -62,8 +62,9 @@ def _scale_down(cfg: dict, teacher: Path, images: Path, tmp: Path) -> dict:
     enc = m["encoder"]["init_args"]
     enc.update(model_name=tower["model_name"], model_kwargs=tower["model_kwargs"], pretrained=False,
                checkpoint_path=str(teacher / "image_tower.safetensors"), img_size=None)
-    m["proj_in"]["init_args"].update(in_dim=width, width=16, depth=1, heads=2)
-    m["proj_out"]["init_args"].update(out_dim=width, width=16, depth=1, heads=2)
+    for key, io in (("proj_in", {"in_dim": width}), ("proj_out", {"out_dim": width})):
+        small = {"width": 16, "heads": 2} if m[key]["class_path"] == "transformer" else {"hidden_dim": 16}
+        m[key]["init_args"].update(**io, **small, depth=1)
     dec = m["decoder"]["init_args"]
     dec.update(in_dim=width, patch_size=patch)
     if m["decoder"]["class_path"] == "pixel_dit":
@@ -102,7 +103,8 @@ def test_config_fast_dev_run_scaled_down(name, teacher_dir, image_dir, tmp_path)
     cli = _run(["fit", "--config", str(path), "--trainer.fast_dev_run=1"])
     metrics = cli.trainer.logged_metrics
     assert "train/loss_total" in metrics and "val/psnr" in metrics
-    expected = {"pix"} | ({"cap", "sig", "feat"} if "quickstart" in name or "arm-" in name else set())
+    semantic = "quickstart" in name or "local" in name or "arm-" in name
+    expected = {"pix"} | ({"cap", "sig", "feat"} if semantic else set())
     assert {loss.name for loss in cli.model.losses} >= expected
     assert not (tmp_path / "export").exists()  # fast_dev_run writes no export
 
@@ -120,6 +122,16 @@ def test_hifi_config_runs_without_a_teacher(image_dir, tmp_path):
     assert [loss.name for loss in cli.model.losses] == ["pix"]
     tok = cli.model.tokenizer
     assert tok.tokens_per_image == 16 * 16 and tok.codebook_size == 1000
+
+
+def test_local_is_the_quickstart_with_a_per_token_projection_into_12_binary_dims():
+    quick = yaml.safe_load((CONFIGS / "shapes-quickstart.yaml").read_text())["model"]["init_args"]
+    local = yaml.safe_load((CONFIGS / "shapes-local.yaml").read_text())["model"]["init_args"]
+    changed = {k for k in quick if quick[k] != local[k]}
+    assert changed == {"proj_in", "quantizer", "proj_out", "export_dir"}
+    assert local["proj_in"]["class_path"] == "mlp"
+    assert local["quantizer"]["init_args"]["levels"] == [2] * 12
+    assert local["proj_in"]["init_args"]["out_dim"] == local["proj_out"]["init_args"]["in_dim"] == 12
 
 
 def test_recon_only_is_the_quickstart_without_semantic_losses():
