@@ -41,7 +41,4 @@ with torch.no_grad():
     for name, features_of in feature_sets.items():
         for radius in (0, 1) if name == "codes" else (0, 1, 2):
             res = object_probe(features_of, train, test, radius=radius)
-            row = {"tokenizer": a.tokenizer, "split": a.split, "features": name,
-                   "neighbourhood": f"{2 * radius + 1}x{2 * radius + 1}", "n": res["n"],
-                   "color": res["color"], "shape": res["shape"]}
-            print(json.dumps(row), flush=True)
+            print(json.dumps({"tokenizer": a.tokenizer, "split": a.split, "features": name, **res}), flush=True)

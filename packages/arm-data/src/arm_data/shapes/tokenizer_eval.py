@@ -106,7 +106,7 @@ def object_probe(features_of: Any, train: Sequence[Any], test: Sequence[Any], ba
 
     ftr, fte = objects(train), objects(test)
     groups = [count_group(s.spec.count) for s in test for _ in s.spec.objects]
-    out: dict[str, Any] = {"readout": f"{2 * radius + 1}x{2 * radius + 1} de-quantized tokens",
+    out: dict[str, Any] = {"neighbourhood": f"{2 * radius + 1}x{2 * radius + 1}",
                            "n": {g: groups.count(g) for g in COUNT_GROUPS}}
     for attr in ("color", "shape"):
         ytr_labels = [getattr(o, attr) for s in train for o in s.spec.objects]
