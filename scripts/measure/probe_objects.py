@@ -19,7 +19,7 @@ import json
 
 import torch
 import torch.nn.functional as F
-from arm_data.shapes.tokenizer_eval import object_probe, shapes_scenes
+from arm_data.shapes.tokenizer_eval import object_probe_features, scene_images, shapes_scenes
 from arm_tokenizer.tokenizer import VisualTokenizer
 
 p = argparse.ArgumentParser()
@@ -30,15 +30,25 @@ p.add_argument("--split", default="val")
 a = p.parse_args()
 
 tok = VisualTokenizer.from_pretrained(a.tokenizer).eval()
-feature_sets = {
-    "encoder": lambda x: tok(x).encoder_features,
-    "tokens": lambda x: tok(x).features,
-    "codes": lambda x: F.one_hot(tok.encode(x), tok.codebook_size),
-}
+
+
+@torch.no_grad()
+def features(samples):
+    """One forward pass per batch for all three feature sets (codes as ids, one-hot later)."""
+    x = scene_images(samples)
+    outs = [tok(x[i : i + 64]) for i in range(0, len(x), 64)]
+    return {"encoder": torch.cat([o.encoder_features for o in outs]).float(),
+            "tokens": torch.cat([o.features for o in outs]).float(),
+            "codes": torch.cat([o.quant.indices for o in outs]).long()}
+
+
 train = shapes_scenes("train", a.train, 1, tok.image_size[0])
 test = shapes_scenes(a.split, a.test, 0, tok.image_size[0])
-with torch.no_grad():
-    for name, features_of in feature_sets.items():
-        for radius in (0, 1) if name == "codes" else (0, 1, 2):
-            res = object_probe(features_of, train, test, radius=radius)
-            print(json.dumps({"tokenizer": a.tokenizer, "split": a.split, "features": name, **res}), flush=True)
+ftr, fte = features(train), features(test)
+for name in ftr:
+    f_train, f_test = ftr[name], fte[name]
+    if name == "codes":
+        f_train, f_test = (F.one_hot(f, tok.codebook_size) for f in (f_train, f_test))
+    for radius in (0, 1) if name == "codes" else (0, 1, 2):
+        res = object_probe_features(f_train, f_test, train, test, radius=radius)
+        print(json.dumps({"tokenizer": a.tokenizer, "split": a.split, "features": name, **res}), flush=True)

@@ -40,8 +40,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["evaluate_tokenizer", "object_neighbourhoods", "object_probe", "reconstruction_metrics",
-           "scene_images", "shapes_scenes"]
+__all__ = ["evaluate_tokenizer", "object_neighbourhoods", "object_probe", "object_probe_features",
+           "reconstruction_metrics", "scene_images", "shapes_scenes"]
 
 
 def shapes_scenes(split: str, n: int, seed: int, size: int, single_object: bool = False) -> list[Any]:
@@ -91,23 +91,34 @@ def object_neighbourhoods(features: torch.Tensor, samples: Sequence[Any], radius
 
 def object_probe(features_of: Any, train: Sequence[Any], test: Sequence[Any], batch_size: int = 64,
                  radius: int = 1) -> dict[str, Any]:
+    """Linear probes for each object's color and shape on its token neighbourhood, with
+    ``features_of(images) -> (B, N, C)`` run over the ``train`` and ``test`` scenes in
+    batches; see :func:`object_probe_features`."""
+
+    def features(samples: Sequence[Any]) -> torch.Tensor:
+        x = scene_images(samples)
+        return torch.cat([features_of(x[i : i + batch_size]).float().cpu() for i in range(0, len(x), batch_size)])
+
+    return object_probe_features(features(train), features(test), train, test, radius)
+
+
+def object_probe_features(train_features: torch.Tensor, test_features: torch.Tensor, train: Sequence[Any],
+                          test: Sequence[Any], radius: int = 1) -> dict[str, Any]:
     """Linear probes for each object's color and shape on its token neighbourhood
-    (:func:`object_neighbourhoods` of ``features_of(images) -> (B, N, C)``), fit on the
+    (:func:`object_neighbourhoods` of the ``(B, N, C)`` features of each scene), fit on the
     objects of ``train``, tested on those of ``test``; accuracy per :data:`COUNT_GROUPS`
-    entry of the test scene (``None`` where the test set has no such scene)."""
+    entry of the test scene (``None`` where the test set has no such scene). Takes
+    features already computed, so one forward pass serves several radii."""
     from arm_tokenizer.probe import fit_linear_probe, labels_to_ids
 
     from arm_data.shapes.spec import COUNT_GROUPS, count_group
 
-    def objects(samples: Sequence[Any]) -> torch.Tensor:
-        x = scene_images(samples)
-        f = torch.cat([features_of(x[i : i + batch_size]).float().cpu() for i in range(0, len(x), batch_size)])
-        return object_neighbourhoods(f, samples, radius)
-
-    ftr, fte = objects(train), objects(test)
+    ftr = object_neighbourhoods(train_features.float(), train, radius)
+    fte = object_neighbourhoods(test_features.float(), test, radius)
     groups = [count_group(s.spec.count) for s in test for _ in s.spec.objects]
+    members = {g: [i for i, h in enumerate(groups) if h == g] for g in COUNT_GROUPS}
     out: dict[str, Any] = {"neighbourhood": f"{2 * radius + 1}x{2 * radius + 1}",
-                           "n": {g: groups.count(g) for g in COUNT_GROUPS}}
+                           "n": {g: len(idx) for g, idx in members.items()}}
     for attr in ("color", "shape"):
         ytr_labels = [getattr(o, attr) for s in train for o in s.spec.objects]
         yte_labels = [getattr(o, attr) for s in test for o in s.spec.objects]
@@ -115,8 +126,7 @@ def object_probe(features_of: Any, train: Sequence[Any], test: Sequence[Any], ba
         ytr, _ = labels_to_ids(ytr_labels, classes)
         yte, _ = labels_to_ids(yte_labels, classes)
         hit = (fit_linear_probe(ftr, ytr, len(classes))(fte).argmax(1) == yte).double()
-        out[attr] = {g: (float(hit[[i for i, h in enumerate(groups) if h == g]].mean())
-                         if g in groups else None) for g in COUNT_GROUPS}
+        out[attr] = {g: float(hit[idx].mean()) if idx else None for g, idx in members.items()}
     return out
 
 
