@@ -23,7 +23,10 @@ Re-running skips stages whose outputs are complete (``<out>/stages/<stage>.json`
 interrupted training stage resumes from its ``last.ckpt``. ``--fast`` is the tiny
 profile the test suite runs end to end; ``--profile gpu`` (``make reproduce-gpu``) trains on
 one CUDA GPU. ``--set STAGE:KEY=VALUE`` overrides any config key of one training stage
-(``--set lm:trainer.max_steps=100``), after the profile's own settings.
+(``--set lm:trainer.max_steps=100``), after the profile's own settings, and
+``--config STAGE=PATH`` trains a stage from another config than the shipped one
+(``--config tokenizer=configs/tokenizer/shapes-local.yaml``); its export still lands where
+the later stages look for it.
 """
 
 from __future__ import annotations
@@ -86,6 +89,11 @@ class Ctx:
     name: str
     threads: int
     sets: dict[str, dict] = field(default_factory=dict)   # --set STAGE:KEY=VALUE, by stage
+    configs: dict[str, str] = field(default_factory=dict)  # --config STAGE=PATH
+
+    def config(self, stage: str) -> str:
+        """The config a training stage trains from: ``--config``, else the profile's, else the shipped one."""
+        return self.configs.get(stage) or self.profile.get("configs", {}).get(stage) or DEFAULT_CONFIGS[stage]
 
     def p(self, *parts: str) -> Path:
         return self.out.joinpath(*parts)
@@ -108,6 +116,35 @@ class Ctx:
         out.update(self.profile.get("overrides", {}).get(stage, {}))
         out.update(self.sets.get(stage, {}))
         return out
+
+
+# The shipped config of each training stage, and the key that names where it exports: the
+# demo points that key at the stage's own output, so a swapped config feeds the later stages.
+DEFAULT_CONFIGS = {
+    "teacher": "configs/tokenizer/shapes-teacher.yaml",
+    "tokenizer": "configs/tokenizer/shapes-quickstart.yaml",
+    "lm": "configs/lm/shapes-quickstart.yaml",
+    "rl": "configs/rl/shapes-multitask-grpo.yaml",
+}
+EXPORT_KEYS = {"teacher": "model.init_args.output_dir", "tokenizer": "model.init_args.export_dir",
+               "lm": "model.init_args.export_dir", "rl": "model.init_args.export_dir"}
+
+
+def parse_configs(items: list[str]) -> dict[str, str]:
+    """``["tokenizer=configs/x.yaml"]`` -> ``{"tokenizer": "configs/x.yaml"}``, checked to exist."""
+    out: dict[str, str] = {}
+    for item in items:
+        stage, eq, path = item.partition("=")
+        if not eq or not path:
+            raise SystemExit(f"--config {item!r}: expected STAGE=PATH, "
+                             f"e.g. tokenizer=configs/tokenizer/shapes-local.yaml")
+        if stage not in DEFAULT_CONFIGS:
+            raise SystemExit(f"--config {item!r}: unknown training stage {stage!r} "
+                             f"(one of {', '.join(DEFAULT_CONFIGS)})")
+        if not (ROOT / path).is_file():
+            raise SystemExit(f"--config {item!r}: no such file {ROOT / path}")
+        out[stage] = path
+    return out
 
 
 def parse_sets(items: list[str], stages: list[str]) -> dict[str, dict]:
@@ -201,6 +238,7 @@ def set_key(cfg: dict, dotted: str, value) -> None:
 def derived_config(ctx: Ctx, source: str, stage: str, overrides: dict, ckpt_every: int) -> Path:
     """Write ``<out>/configs/<stage>.yaml``: the shipped config with demo paths/profile."""
     cfg = rewrite_paths(yaml.safe_load((ROOT / source).read_text()), ctx.out)
+    set_key(cfg, EXPORT_KEYS[stage], str(ctx.p(stage)))
     logs = ctx.p(f"{stage}-logs")
     trainer = cfg.setdefault("trainer", {})
     trainer["default_root_dir"] = str(logs)
@@ -268,7 +306,7 @@ def cuda_available() -> bool:
 # -- stages -------------------------------------------------------------------------------------
 def stage_teacher(ctx: Ctx) -> str:
     pr = ctx.profile
-    fit(ctx, "arm-tokenizer", "configs/tokenizer/shapes-teacher.yaml", "teacher", {
+    fit(ctx, "arm-tokenizer", ctx.config("teacher"), "teacher", {
         "trainer.max_steps": pr["teacher_steps"], "trainer.limit_val_batches": pr["val_batches"],
         # one epoch = the whole run, validated at its end
         "trainer.val_check_interval": pr["teacher_steps"],
@@ -281,7 +319,7 @@ def stage_teacher(ctx: Ctx) -> str:
 
 def stage_tokenizer(ctx: Ctx) -> str:
     pr = ctx.profile
-    fit(ctx, "arm-tokenizer", "configs/tokenizer/shapes-quickstart.yaml", "tokenizer", {
+    fit(ctx, "arm-tokenizer", ctx.config("tokenizer"), "tokenizer", {
         "trainer.max_steps": pr["tokenizer_steps"], "trainer.limit_val_batches": pr["val_batches"],
         "trainer.val_check_interval": pr["tokenizer_steps"], "data.init_args.batch_size": pr["batch"],
         "data.init_args.train_length": pr["tokenizer_steps"] * pr["batch"],
@@ -329,7 +367,7 @@ def stage_tokens(ctx: Ctx) -> str:
 
 def stage_lm(ctx: Ctx) -> str:
     pr = ctx.profile
-    fit(ctx, "arm-lm", "configs/lm/shapes-quickstart.yaml", "lm", {
+    fit(ctx, "arm-lm", ctx.config("lm"), "lm", {
         "trainer.max_steps": pr["lm_steps"], "trainer.limit_val_batches": pr["val_batches"],
         "trainer.val_check_interval": None, "data.init_args.batch_size": pr["lm_batch"],
     }, pr["lm_steps"])
@@ -355,7 +393,7 @@ def stage_eval_sft(ctx: Ctx) -> str:
 
 def stage_rl(ctx: Ctx) -> str:
     pr = ctx.profile
-    fit(ctx, "arm-rl", "configs/rl/shapes-multitask-grpo.yaml", "rl", {
+    fit(ctx, "arm-rl", ctx.config("rl"), "rl", {
         "trainer.max_steps": pr["rl_steps"], "model.init_args.group_size": pr["rl_group"],
         "data.init_args.prompts_per_step": pr["rl_prompts"],
     }, pr["rl_steps"])
@@ -404,7 +442,7 @@ STAGES: list[tuple[str, Callable[[Ctx], str], list[str]]] = [
 ]
 
 
-TRAINING_STAGES = ["teacher", "tokenizer", "lm", "rl"]
+TRAINING_STAGES = list(DEFAULT_CONFIGS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -418,12 +456,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="STAGE:KEY=VALUE",
                         help="override a config key of one training stage (YAML value), e.g. "
                              "lm:trainer.max_steps=100; repeatable")
+    parser.add_argument("--config", dest="configs", action="append", default=[], metavar="STAGE=PATH",
+                        help="train a stage from this config instead of the shipped one, e.g. "
+                             "tokenizer=configs/tokenizer/shapes-local.yaml; repeatable")
     args = parser.parse_args(argv)
     name = "fast" if args.fast else args.profile
     out = Path(args.out or ("runs/demo-fast" if name == "fast" else "runs/demo"))
     out = out if out.is_absolute() else ROOT / out
     ctx = Ctx(out=out, profile=copy.deepcopy(PROFILES[name]), name=name, threads=args.threads,
-              sets=parse_sets(args.sets, TRAINING_STAGES))
+              sets=parse_sets(args.sets, TRAINING_STAGES), configs=parse_configs(args.configs))
     out.mkdir(parents=True, exist_ok=True)
     print(f"ARM demo, profile '{name}', output {out}")
     start = time.time()
@@ -432,8 +473,14 @@ def main(argv: list[str] | None = None) -> int:
             continue
         marker = ctx.p("stages", f"{stage}.json")
         complete = marker.exists() and all(ctx.p(o).exists() for o in outputs)
+        config = ctx.config(stage) if stage in TRAINING_STAGES else None
         if complete and stage not in args.force and "all" not in args.force:
-            print(f"[{i}/{len(STAGES)}] {stage}: complete, skipped ({json.loads(marker.read_text())['summary']})")
+            done = json.loads(marker.read_text())
+            if done.get("config", config) != config:
+                # the later stages were built on the old output, so skipping this one would mix the two
+                raise SystemExit(f"{stage}: {out} holds a {stage} trained from {done['config']}, not "
+                                 f"{config}; use another --out, or --force all to redo everything")
+            print(f"[{i}/{len(STAGES)}] {stage}: complete, skipped ({done['summary']})")
             continue
         print(f"[{i}/{len(STAGES)}] {stage} ...", flush=True)
         t0 = time.time()
@@ -445,7 +492,8 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"stage {stage} finished but did not write {missing}")
         seconds = round(time.time() - t0, 1)
         atomic_write(marker, json.dumps({"stage": stage, "seconds": seconds, "summary": summary,
-                                         "profile": name}, indent=2))
+                                         "profile": name, **({"config": config} if config else {})},
+                                        indent=2))
         print(f"[{i}/{len(STAGES)}] {stage}: {summary} ({seconds:.0f} s)", flush=True)
     print(f"done in {time.time() - start:.0f} s; open {ctx.p('report.html')}")
     return 0

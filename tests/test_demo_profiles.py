@@ -62,3 +62,42 @@ def test_gpu_profile_puts_training_on_the_gpu_and_cpu_profiles_do_not(demo, tmp_
     small = _ctx(demo, tmp_path / "small", "small")
     assert small.workers() == 0
     assert small.stage_overrides("lm") == {}
+
+
+def test_config_swaps_a_stage_and_its_export_still_feeds_the_next(demo, tmp_path) -> None:
+    ctx = _ctx(demo, tmp_path, "small")
+    ctx.configs = demo.parse_configs(["tokenizer=configs/tokenizer/shapes-local.yaml"])
+    assert ctx.config("tokenizer") == "configs/tokenizer/shapes-local.yaml"
+    assert ctx.config("lm") == "configs/lm/shapes-quickstart.yaml"
+    path = demo.derived_config(ctx, ctx.config("tokenizer"), "tokenizer", {}, 100)
+    init = yaml.safe_load(path.read_text())["model"]["init_args"]
+    assert init["proj_in"]["class_path"] == "mlp"                          # the swapped config's model
+    assert init["export_dir"] == str(tmp_path / "tokenizer")               # not runs/tokenizer-local
+    assert init["encoder"]["init_args"]["checkpoint_path"].startswith(str(tmp_path / "teacher"))
+    teacher = demo.derived_config(ctx, ctx.config("teacher"), "teacher", {}, 100)
+    assert yaml.safe_load(teacher.read_text())["model"]["init_args"]["output_dir"] == str(tmp_path / "teacher")
+
+
+@pytest.mark.parametrize("item, message", [
+    ("tokenizer:configs/tokenizer/shapes-local.yaml", "STAGE=PATH"),
+    ("tokens=configs/tokenizer/shapes-local.yaml", "unknown training stage 'tokens'"),
+    ("tokenizer=configs/tokenizer/nope.yaml", "no such file"),
+])
+def test_bad_config_says_what_is_wrong(demo, item, message) -> None:
+    with pytest.raises(SystemExit, match=message):
+        demo.parse_configs([item])
+
+
+def test_rerun_with_another_config_is_refused_not_mixed(demo, tmp_path) -> None:
+    # a complete teacher stage, trained from the shipped config
+    for name in ("teacher/image_tower.safetensors", "teacher/teacher.json"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("")
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "stages" / "teacher.json").write_text(
+        '{"summary": "done", "config": "configs/tokenizer/shapes-teacher.yaml"}')
+    assert demo.main(["--out", str(tmp_path), "--only", "teacher"]) == 0   # same config: skipped
+    with pytest.raises(SystemExit, match="trained from configs/tokenizer/shapes-teacher.yaml, not "
+                                         "configs/tokenizer/shapes-local.yaml"):
+        demo.main(["--out", str(tmp_path), "--only", "teacher",
+                   "--config", "teacher=configs/tokenizer/shapes-local.yaml"])
