@@ -5,17 +5,18 @@
 # what the CPU side evaluates (tokenizer, teacher, LM, stage records, logs) into $OUT.
 #
 #   bash scripts/measure/gpu_reproduce.sh [demo.py arguments...]
+#   RUN=runs/gpu-local bash scripts/measure/gpu_reproduce.sh --config tokenizer=configs/tokenizer/shapes-local.yaml
 #
 # Before the call, here: build our wheels (pip wheel --no-deps --no-build-isolation
 # packages/arm-* -w .whl) and download, for the machine's Python, the ones it lacks
 # (jsonargparse docstring_parser typeshed_client vector-quantize-pytorch einx frozendict loguru
 # torch-einops-utils lpips; pip download --no-deps --only-binary=:all: --python-version 3.12).
-# After it: untar gpu.tgz into runs/, then cat lm.safetensors.part-* > runs/gpu/lm/model.safetensors.
-# Evaluation (eval_tokenizer, eval_sft) then runs on any machine, with the same --out:
+# After it: untar gpu.tgz into runs/, then cat lm.safetensors.part-* > $RUN/lm/model.safetensors.
+# Evaluation (eval_tokenizer, eval_sft) then runs on any machine, with the same --out (and --config):
 #   python scripts/demo.py --profile gpu --out runs/gpu --only eval_tokenizer eval_sft
 set -u
 OUT=${OUT:-/tmp/gpu-out}
-RUN=runs/gpu
+RUN=${RUN:-runs/gpu}   # under runs/: the archive holds runs/$(basename RUN)
 mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --force-reinstall .whl/*.whl || exit 1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
@@ -28,7 +29,7 @@ timeout "${BUDGET_S:-560}" python3 scripts/demo.py --profile gpu --out "$RUN" \
 echo "demo exit ${PIPESTATUS[0]} after $(( $(date +%s) - start )) s"
 # The LM's weights (22 MB) travel split in two; everything else in one archive.
 tar czf "$OUT/gpu.tgz" --exclude='*.ckpt' --exclude='tokens/shard-*' --exclude='lm/model.safetensors' \
-    -C runs gpu 2>/dev/null
+    -C runs "$(basename "$RUN")" 2>/dev/null
 if [ -f "$RUN/lm/model.safetensors" ]; then
     split -b 15M "$RUN/lm/model.safetensors" "$OUT/lm.safetensors.part-"
 fi
