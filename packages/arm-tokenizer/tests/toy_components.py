@@ -47,6 +47,14 @@ class ToyModule(LightningModule):
         return torch.optim.SGD(self.parameters(), lr=self.lr)
 
 
+class ToySavedModule(ToyModule):
+    """:class:`ToyModule` that saves its hyper-parameters in checkpoints, as ARM's modules do."""
+
+    def __init__(self, part: ToyPart, lr: float = 0.1) -> None:
+        super().__init__(part, lr)
+        self.save_hyperparameters()
+
+
 class ToyData(LightningDataModule):
     """Random vectors.
 

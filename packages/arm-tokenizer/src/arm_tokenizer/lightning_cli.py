@@ -11,12 +11,15 @@ LightningCLI parses and what its saved ``config.yaml`` contains, so runs replay 
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import warnings
+from typing import Any
 
 import yaml
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities import rank_zero_warn
 
 from arm_tokenizer.config_check import (
     ConfigError,
@@ -45,6 +48,46 @@ class ARMLightningCLI(LightningCLI):
         # Components may declare argument links (e.g. data image size -> model image size)
         # by a classmethod `link_arguments(parser)`; nothing is linked by default.
         pass
+
+    def _parse_ckpt_path(self) -> None:
+        """On ``--ckpt_path``, the config's model arguments win over the checkpoint's.
+
+        Lightning replaces them with the hyper-parameters saved in the checkpoint
+        (Lightning-AI/pytorch-lightning#21455, open), so a resume with an edited
+        ``export_dir``, learning rate or warm-up would silently run the old values, and an
+        export would overwrite the first run's. What the YAML and the command line say is
+        what runs, as for the trainer's arguments; the keys that differ are named in a warning.
+        """
+        sub = self.config.get("subcommand")
+        if not sub or self.config[sub].get("model") is None:
+            super()._parse_ckpt_path()
+            return
+        given = copy.deepcopy(self.config[sub]["model"])
+        super()._parse_ckpt_path()
+        changed = _differences(_leaves(self.config[sub]["model"]), _leaves(given))
+        self.config[sub]["model"] = given
+        if changed:
+            rank_zero_warn(f"resuming from {self.config[sub].get('ckpt_path')} with model arguments that "
+                           f"differ from the checkpoint's; the config's are used: {'; '.join(changed)}")
+
+
+def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
+    """``model`` config -> {"init_args.lr": 0.1, ...}; Lightning files checkpoint values
+    under ``dict_kwargs``, which are the same constructor arguments."""
+    if hasattr(node, "as_dict"):
+        node = node.as_dict()
+    if not isinstance(node, dict):
+        return {prefix: node}
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        key = "init_args" if key == "dict_kwargs" else key
+        out.update(_leaves(value, f"{prefix}.{key}" if prefix else key))
+    return out
+
+
+def _differences(checkpoint: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    return [f"{key}: {checkpoint[key]!r} (checkpoint) -> {config.get(key)!r} (config)"
+            for key in sorted(checkpoint) if key in config and checkpoint[key] != config[key]]
 
 
 def translate_argv(argv: list[str]) -> tuple[list[str], list[str]]:
