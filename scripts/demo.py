@@ -92,8 +92,8 @@ class Ctx:
     configs: dict[str, str] = field(default_factory=dict)  # --config STAGE=PATH
 
     def config(self, stage: str) -> str:
-        """The config a training stage trains from: ``--config``, else the profile's, else the shipped one."""
-        return self.configs.get(stage) or self.profile.get("configs", {}).get(stage) or DEFAULT_CONFIGS[stage]
+        """The config a training stage trains from: ``--config``'s, else the shipped one."""
+        return self.configs.get(stage, DEFAULT_CONFIGS[stage])
 
     def p(self, *parts: str) -> Path:
         return self.out.joinpath(*parts)
