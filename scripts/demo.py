@@ -264,9 +264,14 @@ def fit(ctx: Ctx, script: str, source: str, stage: str, overrides: dict, steps: 
     # ~50 logged points per curve whatever the profile's length
     overrides = {"trainer.log_every_n_steps": max(1, min(25, steps // 50)), **overrides,
                  **ctx.stage_overrides(stage)}
+    last = ctx.p(f"{stage}-ckpt", "last.ckpt")
+    trained_from = ctx.p(f"{stage}-ckpt", "source")   # the config behind last.ckpt
+    if last.exists() and trained_from.exists() and trained_from.read_text() != source:
+        raise SystemExit(f"{stage}: {last} was trained from {trained_from.read_text()}, not {source}; "
+                         f"use another --out, or --force {stage} to start it again")
+    atomic_write(trained_from, source)
     config = derived_config(ctx, source, stage, overrides, ckpt_every=max(1, min(200, steps // 4)))
     cmd = [str(BIN / script), "fit", "--config", str(config)]
-    last = ctx.p(f"{stage}-ckpt", "last.ckpt")
     if last.exists():
         print(f"   resuming from {last}")
         cmd += ["--ckpt_path", str(last)]
@@ -474,7 +479,8 @@ def main(argv: list[str] | None = None) -> int:
         marker = ctx.p("stages", f"{stage}.json")
         complete = marker.exists() and all(ctx.p(o).exists() for o in outputs)
         config = ctx.config(stage) if stage in TRAINING_STAGES else None
-        if complete and stage not in args.force and "all" not in args.force:
+        forced = stage in args.force or "all" in args.force
+        if complete and not forced:
             done = json.loads(marker.read_text())
             if done.get("config", config) != config:
                 # the later stages were built on the old output, so skipping this one would mix the two
@@ -484,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"[{i}/{len(STAGES)}] {stage} ...", flush=True)
         t0 = time.time()
-        if stage in args.force and stage != "report":
+        if forced and stage != "report":   # a forced stage trains again rather than resuming
             shutil.rmtree(ctx.p(f"{stage}-ckpt"), ignore_errors=True)
         summary = fn(ctx)
         missing = [o for o in outputs if not ctx.p(o).exists()]

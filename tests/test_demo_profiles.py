@@ -101,3 +101,14 @@ def test_rerun_with_another_config_is_refused_not_mixed(demo, tmp_path) -> None:
                                          "configs/tokenizer/shapes-local.yaml"):
         demo.main(["--out", str(tmp_path), "--only", "teacher",
                    "--config", "teacher=configs/tokenizer/shapes-local.yaml"])
+
+
+def test_an_interrupted_stage_does_not_resume_under_another_config(demo, tmp_path) -> None:
+    ctx = _ctx(demo, tmp_path, "small")
+    (tmp_path / "tokenizer-ckpt").mkdir()
+    (tmp_path / "tokenizer-ckpt" / "last.ckpt").write_bytes(b"")
+    (tmp_path / "tokenizer-ckpt" / "source").write_text("configs/tokenizer/shapes-quickstart.yaml")
+    ctx.configs = {"tokenizer": "configs/tokenizer/shapes-local.yaml"}
+    with pytest.raises(SystemExit, match="was trained from configs/tokenizer/shapes-quickstart.yaml, "
+                                         "not configs/tokenizer/shapes-local.yaml"):
+        demo.stage_tokenizer(ctx)
