@@ -55,9 +55,9 @@ def questions(samples):
         objs = s.spec.objects
         group = count_group(len(objs))
         for o in objs:
-            if sum(p.color == o.color for p in objs) == 1:
+            if sum(other.color == o.color for other in objs) == 1:
                 out.append((k, 0, COLORS.index(o.color), SHAPES.index(o.shape), group))
-            if sum(p.shape == o.shape for p in objs) == 1:
+            if sum(other.shape == o.shape for other in objs) == 1:
                 out.append((k, 1, SHAPES.index(o.shape), COLORS.index(o.color), group))
     return out
 
