@@ -80,13 +80,12 @@ class Reader(nn.Module):
         return self.heads[task](h[:, 0])
 
 
-def run(path, train, test, qtrain, qtest):
-    tok = VisualTokenizer.from_pretrained(path).eval()
-    with torch.no_grad():
-        def codes(samples):
-            x = scene_images(samples)
-            return torch.cat([tok(x[i : i + 64]).quant.indices for i in range(0, len(x), 64)]).long()
-        ctrain, ctest = codes(train), codes(test)
+def run(path, tok, train, test, qtrain, qtest):
+    def codes(samples):   # encode: the code ids only, without proj_out
+        x = scene_images(samples)
+        return torch.cat([tok.encode(x[i : i + 64]) for i in range(0, len(x), 64)])
+
+    ctrain, ctest = codes(train), codes(test)
     torch.manual_seed(0)
     model = Reader(tok.codebook_size, ctrain.shape[1], a.width)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
@@ -119,12 +118,13 @@ def run(path, train, test, qtrain, qtest):
             "final_train_loss": round(loss.item(), 4), "seconds": round(time.time() - start, 1), **res}
 
 
-sizes = {VisualTokenizer.from_pretrained(t).image_size[0] for t in a.tokenizers}
+toks = {path: VisualTokenizer.from_pretrained(path) for path in a.tokenizers}
+sizes = {tok.image_size[0] for tok in toks.values()}
 if len(sizes) != 1:
     raise SystemExit(f"the tokenizers read different image sizes {sorted(sizes)}; compare like with like")
 size = sizes.pop()
 train = shapes_scenes("train", a.train, 1, size)
 test = shapes_scenes(a.split, a.test, 0, size)
 qtrain, qtest = questions(train), questions(test)
-for path in a.tokenizers:
-    print(json.dumps(run(path, train, test, qtrain, qtest)), flush=True)
+for path, tok in toks.items():
+    print(json.dumps(run(path, tok, train, test, qtrain, qtest)), flush=True)
