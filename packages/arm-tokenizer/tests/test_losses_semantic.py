@@ -168,3 +168,48 @@ def test_semantic_losses_honour_the_loss_contract(cls):
     from arm_tokenizer.testing.contracts import check_tokenizer_loss, example_instance
 
     check_tokenizer_loss(example_instance(cls))
+
+
+# ---------------------------------------------------------------- encoder perceptual loss
+def test_encoder_perceptual_loss_is_the_feature_distance_of_the_reencoded_reconstruction():
+    from arm_tokenizer.losses.perceptual import EncoderPerceptualLoss
+    from arm_tokenizer.testing.contracts import make_loss_inputs
+
+    inputs = make_loss_inputs(width=8)
+    loss = EncoderPerceptualLoss(distance="cosine")
+    assert registry.get("tokenizer_loss", "encoder_perceptual") is EncoderPerceptualLoss
+    out = loss(inputs)
+    with torch.no_grad():
+        feats = inputs.encoder(inputs.reconstruction)
+    expected = (1 - F.cosine_similarity(feats, inputs.encoder_features, dim=-1)).mean()
+    assert torch.allclose(out.loss, expected, atol=1e-6)
+    l2 = EncoderPerceptualLoss(distance="l2")(inputs).loss
+    assert torch.allclose(l2, F.mse_loss(feats, inputs.encoder_features), atol=1e-6)
+    # The reconstruction of the image itself costs nothing.
+    inputs.reconstruction = inputs.images.clone()
+    assert float(EncoderPerceptualLoss()(inputs).loss) < 1e-6
+
+
+def test_encoder_perceptual_loss_trains_the_decoder_never_the_encoder():
+    from arm_tokenizer.losses.perceptual import EncoderPerceptualLoss
+    from arm_tokenizer.testing.contracts import make_loss_inputs
+
+    inputs = make_loss_inputs(width=8)
+    inputs.encoder.requires_grad_(True)  # even a trainable encoder gets no gradient from it
+    EncoderPerceptualLoss()(inputs).loss.backward()
+    assert all(p.grad is None for p in inputs.encoder.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in inputs.decoder.parameters())
+
+
+def test_encoder_perceptual_loss_bad_input_is_a_clear_error():
+    from arm_tokenizer.losses.perceptual import EncoderPerceptualLoss
+    from arm_tokenizer.testing.contracts import make_loss_inputs
+
+    with pytest.raises(ValueError, match="distance must be one of"):
+        EncoderPerceptualLoss(distance="l3")
+    no_encoder = make_loss_inputs(width=8)
+    no_encoder.encoder = None
+    with pytest.raises(ValueError, match="LossInputs.encoder"):
+        EncoderPerceptualLoss()(no_encoder)
+    with pytest.raises(TypeError, match="flow_matching"):
+        EncoderPerceptualLoss()(make_loss_inputs(width=8, generative=True))

@@ -64,6 +64,20 @@ class LossOutput:
     logs: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+def direct_reconstruction(inputs: LossInputs, loss_name: str) -> torch.Tensor:
+    """The direct decoder's reconstruction ``(B, 3, H, W)``: the module's shared one when it
+    computed it, else ``decoder(features, grid)``. Generative (flow) decoders have none."""
+    if inputs.reconstruction is not None:
+        return inputs.reconstruction
+    decoder = inputs.decoder
+    if getattr(decoder, "generative", False):
+        raise TypeError(
+            f"{loss_name} needs a direct decoder, but {type(decoder).__name__} is generative "
+            "(a DiT trained by flow matching): use the `flow_matching` loss instead"
+        )
+    return decoder(inputs.features, inputs.grid)
+
+
 class TokenizerLoss(Configurable, nn.Module):
     """Base class of ``arm.tokenizer_losses``.
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from arm_tokenizer.losses.base import LossInputs, LossOutput, TokenizerLoss
+from arm_tokenizer.losses.base import LossInputs, LossOutput, TokenizerLoss, direct_reconstruction
 from arm_tokenizer.losses.gan import (
     GAN_LOSSES,
     PatchGANDiscriminator,
@@ -144,15 +144,7 @@ class PixelReconstructionLoss(TokenizerLoss):
         return self.discriminator
 
     def _reconstruction(self, inputs: LossInputs) -> torch.Tensor:
-        if inputs.reconstruction is not None:
-            return inputs.reconstruction
-        decoder = inputs.decoder
-        if getattr(decoder, "generative", False):
-            raise TypeError(
-                f"PixelReconstructionLoss needs a direct decoder, but {type(decoder).__name__} is "
-                "generative (a DiT trained by flow matching): use the `flow_matching` loss instead"
-            )
-        return decoder(inputs.features, inputs.grid)
+        return direct_reconstruction(inputs, "PixelReconstructionLoss")
 
     def gan_active(self, step: int) -> bool:
         return self.discriminator is not None and step >= self.gan_start_step

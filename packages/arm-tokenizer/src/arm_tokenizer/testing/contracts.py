@@ -295,20 +295,24 @@ def check_decoder(obj: nn.Module, grid: tuple[int, int] = (2, 3), batch: int = 2
 # ---------------------------------------------------------------------- losses
 def make_loss_inputs(width: int = 8, generative: bool = False, captions: bool = True, batch: int = 2,
                      grid: tuple[int, int] = (2, 2), patch_size: int = 4) -> Any:
-    """A small :class:`LossInputs` with trainable leaves and a toy decoder."""
+    """A small :class:`LossInputs` with trainable leaves, a toy decoder and a frozen toy encoder
+    (whose features of the images are ``encoder_features``)."""
+    from arm_tokenizer.encoders.cnn import CNNEncoder
     from arm_tokenizer.losses.base import LossInputs
     from arm_tokenizer.testing.toys import ToyDecoder, ToyFlowDecoder
 
     torch.manual_seed(0)
     n = grid[0] * grid[1]
     decoder = (ToyFlowDecoder if generative else ToyDecoder)(in_dim=width, patch_size=patch_size)
+    encoder = CNNEncoder(patch_size=patch_size, width=4, max_width=8, num_res_blocks=0, out_dim=width,
+                         frozen=True)
     pre_quant = torch.randn(batch, n, width, requires_grad=True)
     quantized = pre_quant.tanh()
     features = quantized * 1.5
     images = torch.rand(batch, 3, grid[0] * patch_size, grid[1] * patch_size) * 2 - 1
     texts = ["a red circle", "a blue square", "two green triangles", "a yellow star"]
     return LossInputs(
-        images=images, grid=grid, encoder_features=torch.randn(batch, n, width), pre_quant=pre_quant,
+        images=images, grid=grid, encoder_features=encoder(images), encoder=encoder, pre_quant=pre_quant,
         quantized=quantized, features=features, indices=torch.randint(0, 16, (batch, n)), decoder=decoder,
         captions=[texts[i % len(texts)] for i in range(batch)] if captions else None,
         reconstruction=None if generative else decoder(features, grid), step=0,
