@@ -19,9 +19,16 @@ import torch.nn.functional as F
 
 from arm_tokenizer.losses.base import LossInputs, LossOutput, TokenizerLoss
 
-__all__ = ["FeatureLoss", "feature_distance"]
+__all__ = ["FEATURE_DISTANCES", "FeatureLoss", "check_feature_distance", "feature_distance"]
 
-_DISTANCES = ("cosine", "l2", "smooth_l1")
+FEATURE_DISTANCES = ("cosine", "l2", "smooth_l1")
+
+
+def check_feature_distance(distance: str, owner: str) -> str:
+    """``distance`` if :func:`feature_distance` knows it, else a ValueError naming ``owner``."""
+    if distance not in FEATURE_DISTANCES:
+        raise ValueError(f"{owner}.distance must be one of {FEATURE_DISTANCES}, got {distance!r}")
+    return distance
 
 
 def feature_distance(pred: torch.Tensor, target: torch.Tensor, distance: str = "cosine") -> torch.Tensor:
@@ -37,7 +44,7 @@ def feature_distance(pred: torch.Tensor, target: torch.Tensor, distance: str = "
         return F.mse_loss(pred, target)
     if distance == "smooth_l1":
         return F.smooth_l1_loss(pred, target)
-    raise ValueError(f"feature loss: unknown distance {distance!r}; choose one of {_DISTANCES}")
+    raise ValueError(f"feature loss: unknown distance {distance!r}; choose one of {FEATURE_DISTANCES}")
 
 
 class FeatureLoss(TokenizerLoss):
@@ -58,9 +65,7 @@ class FeatureLoss(TokenizerLoss):
         name: str | None = None,
     ) -> None:
         super().__init__(weight=weight, name=name)
-        if distance not in _DISTANCES:
-            raise ValueError(f"FeatureLoss.distance must be one of {_DISTANCES}, got {distance!r}")
-        self.distance = distance
+        self.distance = check_feature_distance(distance, "FeatureLoss")
 
     def forward(self, inputs: LossInputs) -> LossOutput:
         target = inputs.encoder_features.detach()

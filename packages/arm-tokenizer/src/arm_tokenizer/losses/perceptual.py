@@ -28,12 +28,9 @@ import torch
 from torch.func import functional_call
 
 from arm_tokenizer.losses.base import LossInputs, LossOutput, TokenizerLoss, direct_reconstruction
-from arm_tokenizer.losses.feature import feature_distance
+from arm_tokenizer.losses.feature import check_feature_distance, feature_distance
 
 __all__ = ["EncoderPerceptualLoss"]
-
-_DISTANCES = ("cosine", "l2", "smooth_l1")
-
 
 class EncoderPerceptualLoss(TokenizerLoss):
     """Distance between the encoder's features of the reconstruction and of the image.
@@ -56,9 +53,7 @@ class EncoderPerceptualLoss(TokenizerLoss):
             name: log key (``train/loss_<name>``), default ``perc``.
         """
         super().__init__(weight=weight, name=name)
-        if distance not in _DISTANCES:
-            raise ValueError(f"EncoderPerceptualLoss.distance must be one of {_DISTANCES}, got {distance!r}")
-        self.distance = distance
+        self.distance = check_feature_distance(distance, "EncoderPerceptualLoss")
 
     def forward(self, inputs: LossInputs) -> LossOutput:
         encoder = inputs.encoder
