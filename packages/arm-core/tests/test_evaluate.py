@@ -185,3 +185,26 @@ def test_cli_end_to_end(tmp_path, monkeypatch) -> None:
     assert 0.0 <= m["vqa"]["heldout"]["accuracy"] <= 1.0
     for r in m["edit"]["heldout"].values():
         assert 0.0 <= r["adherence"] <= 1.0 and 0.0 <= r["consistency"] <= 1.0
+
+
+def test_edit_image_scale_sweep() -> None:
+    """Several image scales: each text scale above 1 runs with each, keyed ``cfg=T,img=I``;
+    text scale 1 stays the single unguided run, and the summary picks among all of them."""
+    t2i, edit = OracleT2I(), OracleEdit()
+
+    class _LM:
+        directory = "oracle"
+
+    t2i.lm = _LM()
+    m = evaluate_pipelines(t2i, edit, OracleUnd(), split="heldout", seen_split=None, n=3,
+                           cfg_scales=[1.0, 2.0], edit_image_scale=[1.25, 3.0], tasks=["edit"],
+                           progress=False)
+    assert list(m["edit"]["heldout"]) == ["cfg=1", "cfg=2,img=1.25", "cfg=2,img=3"]
+    assert [(c["text_guidance_scale"], c["image_guidance_scale"]) for c in edit.calls] == [
+        (1.0, 1.0), (2.0, 1.25), (2.0, 3.0)]
+    assert m["settings"]["edit_image_scale"] == [1.25, 3.0]
+    assert m["summary"]["edit"]["best_scale"] in m["edit"]["heldout"]
+    with pytest.raises(ValueError, match="edit_image_scale"):
+        evaluate_pipelines(t2i, edit, OracleUnd(), n=1, edit_image_scale=[], tasks=["edit"])
+    with pytest.raises(ValueError, match="edit_image_scale"):
+        evaluate_pipelines(t2i, edit, OracleUnd(), n=1, edit_image_scale=0.0, tasks=["edit"])

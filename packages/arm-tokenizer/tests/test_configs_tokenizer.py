@@ -13,8 +13,11 @@ import yaml
 REPO = Path(__file__).resolve().parents[3]
 CONFIGS = REPO / "configs" / "tokenizer"
 NAMES = ["shapes-recon-only.yaml", "shapes-quickstart.yaml", "shapes-local.yaml", "arm-siglip2-fsq.yaml"]
-# decoders retrained on a quickstart export's fixed tokens: the conv decoder + GAN, and a Pixel DiT
-DECODER_FINETUNES = ["shapes-decoder-finetune.yaml", "shapes-pixel-dit-decoder.yaml"]
+# decoders retrained on an export's fixed tokens: the quickstart's with the conv decoder + GAN
+# and with a Pixel DiT, the local tokenizer's with encoder_perceptual (fine-tune -> base config)
+DECODER_FINETUNES = {"shapes-decoder-finetune.yaml": "shapes-quickstart.yaml",
+                     "shapes-pixel-dit-decoder.yaml": "shapes-quickstart.yaml",
+                     "shapes-local-decoder-finetune.yaml": "shapes-local.yaml"}
 
 pytestmark = pytest.mark.skipif(not CONFIGS.is_dir(), reason="configs/ ships with the repository, not the wheel")
 
@@ -143,21 +146,21 @@ def test_recon_only_is_the_quickstart_without_semantic_losses():
 
 
 @pytest.mark.parametrize("name", DECODER_FINETUNES)
-def test_decoder_finetune_keeps_the_quickstart_tokens(name, teacher_dir, image_dir, tmp_path):
-    """A decoder fine-tune YAML names the quickstart's encoder side; run scaled down from a
-    quickstart export, it loads that export and leaves every token id as it was."""
+def test_decoder_finetune_keeps_the_base_tokens(name, teacher_dir, image_dir, tmp_path):
+    """A decoder fine-tune YAML names its base config's encoder side; run scaled down from
+    an export of that base, it loads the export and leaves every token id as it was."""
     import torch
     from arm_tokenizer.tokenizer import VisualTokenizer
 
-    quick = yaml.safe_load((CONFIGS / "shapes-quickstart.yaml").read_text())
+    base = yaml.safe_load((CONFIGS / DECODER_FINETUNES[name]).read_text())
     ft = yaml.safe_load((CONFIGS / name).read_text())
-    same_decoder = ft["model"]["init_args"]["decoder"]["class_path"] == quick["model"]["init_args"]["decoder"]["class_path"]
+    same_decoder = ft["model"]["init_args"]["decoder"]["class_path"] == base["model"]["init_args"]["decoder"]["class_path"]
     for key in ("encoder", "proj_in", "quantizer", "proj_out", "image_size") + (("decoder",) if same_decoder else ()):
-        assert ft["model"]["init_args"][key] == quick["model"]["init_args"][key], key
-    assert ft["model"]["init_args"]["init_from"] == quick["model"]["init_args"]["export_dir"]
+        assert ft["model"]["init_args"][key] == base["model"]["init_args"][key], key
+    assert ft["model"]["init_args"]["init_from"] == base["model"]["init_args"]["export_dir"]
     assert set(ft["model"]["init_args"]["freeze"]) == {"encoder", "proj_in", "quantizer"}
 
-    small = _scale_down(quick, teacher_dir, image_dir, tmp_path / "q")
+    small = _scale_down(base, teacher_dir, image_dir, tmp_path / "q")
     (tmp_path / "q.yaml").write_text(yaml.safe_dump(small))
     _run(["fit", "--config", str(tmp_path / "q.yaml"), "--trainer.max_steps=1",
           "--trainer.limit_val_batches=0", "--trainer.logger=false"])
@@ -166,7 +169,8 @@ def test_decoder_finetune_keeps_the_quickstart_tokens(name, teacher_dir, image_d
     cfg["model"]["init_args"]["init_from"] = str(export)
     (tmp_path / "ft.yaml").write_text(yaml.safe_dump(cfg))
     cli = _run(["fit", "--config", str(tmp_path / "ft.yaml"), "--trainer.fast_dev_run=2"])
-    assert "train/loss_pix" in cli.trainer.logged_metrics
+    logged = cli.trainer.logged_metrics
+    assert all(f"train/loss_{loss.name}" in logged for loss in cli.model.losses), sorted(logged)
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     assert torch.equal(cli.model.tokenizer.eval().encode(x), VisualTokenizer.from_pretrained(export).encode(x))
 

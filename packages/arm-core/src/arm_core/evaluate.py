@@ -18,11 +18,14 @@ The benchmark is arm-data's rule-based evaluator (``arm_data.shapes``), GenEval-
 
 Every generation setting is run at each guidance scale in ``cfg_scales`` (1 = no
 guidance; ARM claims semantic tokens need little), and ``best`` picks the best scale per
-task (T2I: overall on the main split; editing: adherence + consistency). Output is a JSON
+task (T2I: overall on the main split; editing: adherence + consistency). Editing has a
+second scale, over the source image (ARM: 1.25), which trades adherence for consistency;
+``edit_image_scale`` may list several, and each text scale above 1 is then run with each
+(keys ``cfg=T,img=I``; with one image scale the keys stay ``cfg=T``). Output is a JSON
 dict (:func:`evaluate_lm`), written by ``arm-lm evaluate``::
 
     arm-lm evaluate --lm runs/lm --tokenizer runs/tokenizer --split heldout --n 200 \\
-        --cfg 1.0 1.5 3.0 --out metrics.json
+        --cfg 1.0 1.5 3.0 --edit-image-scale 1.25 2 3 --out metrics.json
 
 Used by the demo report and by arm-rl (before/after RL).
 """
@@ -187,7 +190,7 @@ def evaluate_edit_split(pipe: Edit, split: str, n: int, text_scale: float, image
 def evaluate_pipelines(t2i: TextToImage, edit: Edit, und: Understand, *, split: str = "heldout",
                        seen_split: str | None = "val", n: int = 200,
                        cfg_scales: Sequence[float] = (1.0, 1.5, 3.0),
-                       edit_image_scale: float = 1.25, tasks: Sequence[str] = TASKS,
+                       edit_image_scale: float | Sequence[float] = 1.25, tasks: Sequence[str] = TASKS,
                        temperature: float = 1.0, top_k: int | None = None, seed: int = 0,
                        data_seed: int = 0, questions_per_image: int = 1, batch_size: int = 32,
                        progress: bool = True) -> dict[str, Any]:
@@ -200,11 +203,13 @@ def evaluate_pipelines(t2i: TextToImage, edit: Edit, und: Understand, *, split: 
     scales = [float(s) for s in cfg_scales] or [1.0]
     if any(s <= 0 for s in scales):
         raise ValueError(f"guidance scales must be > 0, got {scales}")
+    image_scales = _edit_image_scales(edit_image_scale)
     splits = [split] + ([seen_split] if seen_split and seen_split != split else [])
     t0 = time.perf_counter()
     res: dict[str, Any] = {
         "settings": {"split": split, "seen_split": seen_split, "n": n, "cfg_scales": scales,
-                     "edit_image_scale": edit_image_scale, "temperature": temperature,
+                     "edit_image_scale": image_scales[0] if len(image_scales) == 1 else image_scales,
+                     "temperature": temperature,
                      "top_k": top_k, "seed": seed, "data_seed": data_seed,
                      "questions_per_image": questions_per_image, "tasks": list(tasks),
                      "lm": str(t2i.lm.directory)},
@@ -220,12 +225,35 @@ def evaluate_pipelines(t2i: TextToImage, edit: Edit, und: Understand, *, split: 
                                              batch_size=batch_size, progress=progress)
                       for sp in splits}
     if "edit" in tasks:
-        res["edit"] = {sp: {f"cfg={s:g}": evaluate_edit_split(
-            edit, sp, n, s, 1.0 if s == 1.0 else edit_image_scale, **gen) for s in scales}
-            for sp in splits}
+        res["edit"] = {sp: {key: evaluate_edit_split(edit, sp, n, ts, im, **gen)
+                            for key, ts, im in _edit_settings(scales, image_scales)}
+                       for sp in splits}
     res["summary"] = _summary(res, split)
     res["seconds"] = round(time.perf_counter() - t0, 1)
     return res
+
+
+def _edit_image_scales(edit_image_scale: float | Sequence[float]) -> list[float]:
+    scales = ([float(edit_image_scale)] if isinstance(edit_image_scale, (int, float))
+              else [float(s) for s in edit_image_scale])
+    if not scales or any(s <= 0 for s in scales):
+        raise ValueError(f"edit_image_scale must be one or more scales > 0, got {edit_image_scale!r}")
+    return scales
+
+
+def _edit_settings(text_scales: Sequence[float],
+                   image_scales: Sequence[float]) -> list[tuple[str, float, float]]:
+    """``(key, text scale, image scale)`` per edit run. Text scale 1 is the unguided run
+    (image scale 1 too), once; every other text scale runs with each image scale."""
+    out = []
+    for ts in text_scales:
+        if ts == 1.0:
+            out.append(("cfg=1", 1.0, 1.0))
+        elif len(image_scales) == 1:
+            out.append((f"cfg={ts:g}", ts, image_scales[0]))
+        else:
+            out.extend((f"cfg={ts:g},img={im:g}", ts, im) for im in image_scales)
+    return out
 
 
 def _summary(res: dict[str, Any], split: str) -> dict[str, Any]:
@@ -286,7 +314,9 @@ def cli_evaluate(argv: list[str]) -> int:
     p.add_argument("--seen-split", default="val", help="seen-composition split ('' to skip)")
     p.add_argument("--n", type=int, default=200, help="scenes per split")
     p.add_argument("--cfg", type=float, nargs="+", default=[1.0, 1.5, 3.0], help="guidance scales")
-    p.add_argument("--edit-image-scale", type=float, default=1.25)
+    p.add_argument("--edit-image-scale", type=float, nargs="+", default=[1.25],
+                   help="editing's guidance over the source image (ARM: 1.25); several are "
+                        "each run with every --cfg above 1")
     p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=None)
