@@ -112,3 +112,17 @@ def test_an_interrupted_stage_does_not_resume_under_another_config(demo, tmp_pat
     with pytest.raises(SystemExit, match="was trained from configs/tokenizer/shapes-quickstart.yaml, "
                                          "not configs/tokenizer/shapes-local.yaml"):
         demo.stage_tokenizer(ctx)
+
+
+def test_gpu_profile_evaluates_editing_at_two_image_scales(demo, tmp_path) -> None:
+    """The gpu profile's evaluation runs editing at ARM's image scale and at 3 (gpu_local.md);
+    the CPU profiles keep arm-lm evaluate's default (ARM's 1.25 alone)."""
+    def image_scales(profile: str) -> list[str] | None:
+        cmd = demo.evaluate_command(_ctx(demo, tmp_path / profile, profile), tmp_path / "lm", tmp_path / "m.json")
+        if "--edit-image-scale" not in cmd:
+            return None
+        i = cmd.index("--edit-image-scale") + 1
+        return cmd[i:i + len(demo.PROFILES[profile]["eval_edit_image_scale"])]
+
+    assert image_scales("gpu") == ["1.25", "3.0"]
+    assert image_scales("small") is None and image_scales("fast") is None
