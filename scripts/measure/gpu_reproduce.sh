@@ -30,8 +30,9 @@ python3 -c "import torch, lightning; print('torch', torch.__version__, 'lightnin
 export PYTHONUNBUFFERED=1
 start=$(date +%s)
 # Lightning's progress bars (\r updates) stay out of the returned log.
+no_bars() { tr '\r' '\n' | grep -v -E "it/s|s/it"; }
 timeout "${BUDGET_S:-560}" python3 scripts/demo.py --profile gpu --out "$RUN" \
-    --only teacher tokenizer tokens lm "$@" 2>&1 | tr '\r' '\n' | grep -v -E "it/s|s/it" | tee "$OUT/demo.log"
+    --only teacher tokenizer tokens lm "$@" 2>&1 | no_bars | tee "$OUT/demo.log"
 echo "demo exit ${PIPESTATUS[0]} after $(( $(date +%s) - start )) s"
 if [ -n "${DECODER_FT:-}" ] && [ -f "$RUN/tokenizer/config.json" ]; then
     ft_s=${DECODER_FT_S:-110}
@@ -41,7 +42,7 @@ if [ -n "${DECODER_FT:-}" ] && [ -f "$RUN/tokenizer/config.json" ]; then
         --model.init_args.init_from "$RUN/tokenizer" --model.init_args.export_dir "$RUN/tokenizer-ft" \
         --model.init_args.encoder.init_args.checkpoint_path "$RUN/teacher/image_tower.safetensors" \
         --data.init_args.batch_size 64 --data.init_args.num_workers 12 \
-        2>&1 | tr '\r' '\n' | grep -v -E "it/s|s/it" | tail -5 | tee -a "$OUT/demo.log"
+        2>&1 | no_bars | tail -5 | tee -a "$OUT/demo.log"
     echo "decoder fine-tune exit ${PIPESTATUS[0]} after $(( $(date +%s) - start )) s"
 fi
 # The LM's weights (22 MB) travel split in two; everything else in one archive.
