@@ -1,7 +1,8 @@
 # make demo  - the whole ARM pipeline on ShapesWorld (sets itself up)
 # make test  - every package's tests, the cross-package tests, and the install-alone check
 # make bench - benchmarks into bench-results/bench.json
-# Each target creates .venv and installs the pinned torch pair + the four packages if needed.
+# Each target creates .venv and installs the pinned torch pair + the four packages if needed,
+# other dependencies at the versions in constraints/dev.txt.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -10,17 +11,19 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.arm-installed
 PROFILE ?= small
 TORCH_PAIR := torch==2.14.1 torchvision==0.29.1
+# the tested versions of everything else (the packages' own ranges stay open for users)
+CONSTRAINTS := constraints/dev.txt
 PYTEST_ARGS ?=
 
 .PHONY: setup demo reproduce reproduce-gpu test test-alone bench clean-demo
 
 setup: $(STAMP)
 
-$(STAMP): packages/arm-tokenizer/pyproject.toml packages/arm-data/pyproject.toml packages/arm-core/pyproject.toml packages/arm-rl/pyproject.toml
+$(STAMP): $(CONSTRAINTS) packages/arm-tokenizer/pyproject.toml packages/arm-data/pyproject.toml packages/arm-core/pyproject.toml packages/arm-rl/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
-	$(PIP) install -q $(TORCH_PAIR)
-	$(PIP) install -q $(TORCH_PAIR) -e 'packages/arm-tokenizer[test]' -e 'packages/arm-data[test]' -e 'packages/arm-core[hf,test]' -e 'packages/arm-rl[test]' matplotlib
+	$(PIP) install -q -c $(CONSTRAINTS) $(TORCH_PAIR)
+	$(PIP) install -q -c $(CONSTRAINTS) $(TORCH_PAIR) -e 'packages/arm-tokenizer[test]' -e 'packages/arm-data[test]' -e 'packages/arm-core[hf,test]' -e 'packages/arm-rl[test]' matplotlib
 	touch $(STAMP)
 
 demo: $(STAMP)
