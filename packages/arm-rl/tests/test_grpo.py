@@ -10,6 +10,7 @@ from arm_rl.grpo import (
     check_aggregation,
     default_normalize_std,
     group_advantages,
+    group_std,
     grpo_loss,
     k3_kl,
     zero_variance_groups,
@@ -116,6 +117,11 @@ def test_group_advantages():
     torch.testing.assert_close(a[:2], torch.tensor([0.5, -0.5]) / s)
     assert a[2:4].abs().max() == 0                       # zero-variance group stays finite, zero
     assert zero_variance_groups(r, 2).tolist() == [False, True, False]
+    # within-group std: prompt-fixed values have a batch std but no group std
+    fixed = torch.tensor([0.0, 0.0, 1.0, 1.0])
+    assert fixed.std() > 0.5 and group_std(fixed, 2) == 0
+    stds = [torch.tensor(g).std() for g in ([1.0, 0.0], [0.5, 0.5], [0.2, 0.4])]
+    torch.testing.assert_close(group_std(r, 2), torch.stack(stds).mean())
     with pytest.raises(ValueError, match="groups of 4"):
         group_advantages(r, 4)
     with pytest.raises(ValueError, match=">= 2"):

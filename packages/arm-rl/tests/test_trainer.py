@@ -60,7 +60,8 @@ def test_grpo_raises_reward_and_exports(tiny_lm, tmp_path):
     before, after = score(start.model), score(exported.model)
     assert after > before + 0.2, (before, after)
     logged = trainer.logged_metrics
-    for k in ("train/reward/mean", "train/reward/t2i/mean", "train/reward/edit/std", "train/kl",
+    for k in ("train/reward/mean", "train/reward/t2i/mean", "train/reward/edit/std",
+              "train/reward/edit/group_std", "train/kl",
               "train/clip_fraction", "train/entropy", "train/response_length", "train/loss"):
         assert k in logged, sorted(logged)
     assert logged["train/response_length"] == 16

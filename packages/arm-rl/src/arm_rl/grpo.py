@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["AGGREGATIONS", "GRPOLossOutput", "group_advantages", "k3_kl", "grpo_loss",
-           "check_aggregation", "default_normalize_std", "zero_variance_groups"]
+           "check_aggregation", "default_normalize_std", "zero_variance_groups", "group_std"]
 
 AGGREGATIONS: tuple[str, ...] = ("grpo", "dr_grpo", "token")
 _ALIASES = {"dapo": "token", "seq_mean": "grpo", "drgrpo": "dr_grpo", "dr-grpo": "dr_grpo"}
@@ -89,6 +89,16 @@ def zero_variance_groups(rewards: Tensor, group_size: int, tol: float = 0.0) -> 
     carry no learning signal (DAPO's dynamic sampling drops them)."""
     r = rewards.float().view(-1, group_size)
     return (r.max(dim=1).values - r.min(dim=1).values) <= tol
+
+
+def group_std(values: Tensor, group_size: int) -> Tensor:
+    """Mean within-group standard deviation of ``(P * G,)`` values (a scalar).
+
+    GRPO learns only from differences inside a group, so this (not the batch std, which
+    mixes easy and hard prompts) is the signal a reward or reward part gives the policy:
+    a part whose value is fixed by the prompt has a batch std but no group std.
+    """
+    return values.float().view(-1, group_size).std(dim=1).mean()
 
 
 def k3_kl(logp: Tensor, ref_logp: Tensor) -> Tensor:

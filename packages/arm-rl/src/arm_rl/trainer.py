@@ -25,8 +25,10 @@ Logged (``train/...``): ``loss``, ``policy_loss``, ``kl``, ``clip_fraction``,
 visual tokens under the policy's ``old_logp``; with ``policy_mode: unguided`` and CFG the
 samples come from the guided sampler, so this is the conditional policy's cross-entropy on
 them rather than its own entropy), ``response_length`` (visual tokens per
-rollout), ``reward/mean`` and per task ``reward/<task>/mean|std`` and
-``reward/<task>/<part>/mean|std`` for each sub-reward, ``groups_kept`` (dynamic sampling)
+rollout), ``reward/mean`` and per task ``reward/<task>/mean|std|group_std`` and
+``reward/<task>/<part>/mean|std|group_std`` for each sub-reward (``group_std``: the mean
+within-group std, the only variation GRPO learns from; a part with a batch std but no
+group std is fixed by the prompt), ``groups_kept`` (dynamic sampling)
 and ``skipped`` (1 on a rollout batch with no group left to learn from; its optimization
 figures are logged as NaN, not carried over). Sample grids every ``sample_every_n_steps``
 rollout batches go to TensorBoard (when that logger is used) and to
@@ -55,6 +57,7 @@ from arm_rl.grpo import (
     check_aggregation,
     default_normalize_std,
     group_advantages,
+    group_std,
     grpo_loss,
     zero_variance_groups,
 )
@@ -347,10 +350,12 @@ class GRPOTrainer(pl.LightningModule):
         for b in rollouts:
             self._log(f"reward/{b.task}/mean", b.rewards.mean(), len(b))
             self._log(f"reward/{b.task}/std", b.rewards.std() if len(b) > 1 else 0.0, len(b))
+            self._log(f"reward/{b.task}/group_std", group_std(b.rewards, G), len(b))
             for name, v in b.reward_parts.items():
                 v = v.float()
                 self._log(f"reward/{b.task}/{name}/mean", v.mean(), len(b))
                 self._log(f"reward/{b.task}/{name}/std", v.std() if v.numel() > 1 else 0.0, len(b))
+                self._log(f"reward/{b.task}/{name}/group_std", group_std(v, G), len(b))
             a = group_advantages(b.rewards, G, self.normalize_std)
             n_groups += len(b) // G
             if hp.dynamic_sampling:
