@@ -129,6 +129,32 @@ def test_object_probe_tells_local_from_scene_level_shape():
     assert local["color"]["single"] < 0.6  # no color in these features
 
 
+def test_object_probe_by_pair_tells_factorized_from_entangled_shape():
+    # At the object's cell: its shape one-hot (colour-free), or its (colour, shape) pair one-hot
+    # (shape coded jointly with colour: a held-out pair's feature never fires in training).
+    from arm_data.shapes.palette import COLORS, SHAPES
+
+    train, test = shapes_scenes("train", 200, 1, 64), shapes_scenes("heldout", 120, 0, 64)
+    by_image = {scene_images([s])[0].numpy().tobytes(): s for s in train + test}
+
+    def features(joint):
+        def features_of(x):
+            out = torch.zeros(len(x), 64, len(COLORS) * len(SHAPES))
+            for b, image in enumerate(x):
+                for o in by_image[image.numpy().tobytes()].spec.objects:
+                    k = SHAPES.index(o.shape) + (len(SHAPES) * list(COLORS).index(o.color) if joint else 0)
+                    out[b, min(7, int(o.y * 8)) * 8 + min(7, int(o.x * 8)), k] += 1
+            return out
+        return features_of
+
+    factorized = object_probe(features(False), train, test)
+    entangled = object_probe(features(True), train, test)
+    assert factorized["n_by_pair"] == entangled["n_by_pair"] and min(factorized["n_by_pair"].values()) > 20
+    assert factorized["shape_by_pair"]["heldout_pair"] >= 0.95
+    assert entangled["shape_by_pair"]["seen_pair"] >= 0.95
+    assert entangled["shape_by_pair"]["heldout_pair"] < 0.4
+
+
 def test_missing_tokenizer_dir_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="is not a directory"):
         shapes_command(["eval-tokenizer", "--tokenizer", str(tmp_path / "nope")])

@@ -257,3 +257,53 @@ def test_quickstart_encoder_is_the_teacher_tower():
             assert loss["init_args"]["in_dim"] == width
             key = "text_encoder" if loss["class_path"] == "siglip_loss" else "caption_lm"
             assert loss["init_args"][key]["init_args"]["checkpoint"] == teacher["output_dir"]
+
+
+def test_colour_free_views_grey_the_image_and_drop_colour_words(tmp_path):
+    import lightning.pytorch as pl
+
+    with pytest.raises(ValueError, match="gray_drop_words"):
+        _tiny_trainer(gray_prob=0.5)
+    with pytest.raises(ValueError, match="gray_prob"):
+        _tiny_trainer(gray_prob=1.5, gray_drop_words=["red"])
+    model = _tiny_trainer(gray_prob=0.5, gray_drop_words=["red", "violet", "blue"])
+    batch = toy_batch(4)
+    caps = ["Red circle, a violet square", "a bored blue-ish star", "a red square", "red"]
+    which = torch.tensor([True, True, False, True])
+    images, out = model.colour_free(batch["images"], caps, which)
+    # whole words in any case go, the rest of the caption stays; unselected rows are untouched
+    assert out == ["circle, a square", "a bored -ish star", "a red square", ""]
+    assert torch.equal(images[2], batch["images"][2])
+    for k in (0, 1, 3):
+        assert torch.allclose(images[k][0], images[k][1]) and torch.allclose(images[k][1], images[k][2])
+        assert not torch.allclose(images[k], batch["images"][k])   # the toy shapes are coloured
+    lum = (batch["images"][0] * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0)
+    torch.testing.assert_close(images[0][0], lum)
+
+    # in training: the losses see the colour-free views (the same ones for the same step)
+    seen: list[list[str]] = []
+
+    class Spy(TeacherTrainer):
+        def losses(self, batch):
+            seen.append(list(batch["captions"]))
+            return super().losses(batch)
+
+    class Toy(pl.LightningDataModule):
+        def train_dataloader(self):
+            return DataLoader([toy_batch(16, start=16 * i) for i in range(2)], batch_size=None)
+
+    colours = ["red", "green", "blue", "yellow"]
+    for _ in range(2):
+        torch.manual_seed(3)
+        spy = Spy(image_tower_kwargs=dict(TINY_TOWER_KWARGS), embed_dim=32, vocab_size=64, text_dim=32,
+                  text_depth=1, text_heads=2, max_text_len=16, caption_dim=32, caption_depth=1,
+                  caption_heads=2, output_dir=str(tmp_path / "t"), spm_corpus_batches=2,
+                  gray_prob=0.5, gray_drop_words=colours)
+        pl.Trainer(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                   enable_model_summary=False, accelerator="cpu", num_sanity_val_steps=0,
+                   limit_val_batches=0).fit(spy, datamodule=Toy())
+    first, second = seen[:2], seen[2:]
+    assert first == second                                   # the views repeat for a run's seed
+    plain = [c for b in first for c in b if any(w in c.split() for w in colours)]
+    grey = [c for b in first for c in b if not any(w in c.split() for w in colours)]
+    assert plain and grey and all(c.startswith("a ") for c in grey)

@@ -26,7 +26,11 @@ scenes of one split (``heldout`` by default):
   neighbourhood, with the test accuracy split by the scene's object count (``single``,
   ``two``, ``three_plus``). The single-object probe can read 99% while an object's shape is
   lost once a neighbour shares its tokens; an LM answering "what color is the star?" in a
-  crowded scene needs it there.
+  crowded scene needs it there. ``shape_by_pair`` / ``color_by_pair`` split the same
+  accuracy by whether the object's (color, shape) is a held-out pair (``heldout_pair``:
+  tested on the ``heldout`` split, a reader fit on train must name the shape of a pair it
+  never saw) or not (``seen_pair``); features that code shape jointly with color fail the
+  first and pass the second.
 
 arm-data depends on arm-tokenizer, so this lives here rather than in arm-tokenizer, whose
 users may not have ShapesWorld.
@@ -112,6 +116,7 @@ def object_probe_features(train_features: torch.Tensor, test_features: torch.Ten
     from arm_tokenizer.probe import fit_linear_probe, labels_to_ids
 
     from arm_data.shapes.spec import COUNT_GROUPS, count_group
+    from arm_data.shapes.splits import HELDOUT_PAIRS
 
     ftr = object_neighbourhoods(train_features.float(), train, radius)
     fte = object_neighbourhoods(test_features.float(), test, radius)
@@ -119,6 +124,10 @@ def object_probe_features(train_features: torch.Tensor, test_features: torch.Ten
     members = {g: [i for i, h in enumerate(groups) if h == g] for g in COUNT_GROUPS}
     out: dict[str, Any] = {"neighbourhood": f"{2 * radius + 1}x{2 * radius + 1}",
                            "n": {g: len(idx) for g, idx in members.items()}}
+    held = [(o.color, o.shape) in HELDOUT_PAIRS for s in test for o in s.spec.objects]
+    pairs = {"heldout_pair": [i for i, h in enumerate(held) if h],
+             "seen_pair": [i for i, h in enumerate(held) if not h]}
+    out["n_by_pair"] = {k: len(idx) for k, idx in pairs.items()}
     for attr in ("color", "shape"):
         ytr_labels = [getattr(o, attr) for s in train for o in s.spec.objects]
         yte_labels = [getattr(o, attr) for s in test for o in s.spec.objects]
@@ -127,6 +136,7 @@ def object_probe_features(train_features: torch.Tensor, test_features: torch.Ten
         yte, _ = labels_to_ids(yte_labels, classes)
         hit = (fit_linear_probe(ftr, ytr, len(classes))(fte).argmax(1) == yte).double()
         out[attr] = {g: float(hit[idx].mean()) if idx else None for g, idx in members.items()}
+        out[f"{attr}_by_pair"] = {k: float(hit[idx].mean()) if idx else None for k, idx in pairs.items()}
     return out
 
 

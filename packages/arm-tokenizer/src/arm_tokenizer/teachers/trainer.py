@@ -18,7 +18,15 @@ L_pixel`` when ``pixel_weight > 0``: a small conv decoder rebuilds the image fro
 tokens, an L1 loss, so the tokens keep where things are and what their outlines look like.
 SigLIP2 gets local, dense patch features from its extra decoder and self-distillation /
 masked-prediction losses; this term is our stand-in for those at toy scale. The pixel head
-is a training aid and is not exported). The sentencepiece model
+is a training aid and is not exported).
+
+**Colour-free views** (``gray_prob > 0``): during training each image is, with probability
+``gray_prob``, replaced by its luminance (grey in all three channels) and the
+``gray_drop_words`` (the data's colour words) are removed from its caption, so the losses
+ask the tower to name shape, size and place from outlines alone. Without them a tower can
+code shape jointly with hue ("yellow square" features), and a reader trained on the
+colour-shape pairs it saw cannot name the shape of a pair it did not see. A grey view
+shows no colour, so it adds no colour-shape pair to the training data. The sentencepiece model
 is trained in :meth:`setup` from the captions of the first ``spm_corpus_batches`` training
 batches (deterministic: the caption *set* is sorted). When training ends, the teacher
 directory is written to ``output_dir`` (see :mod:`arm_tokenizer.teachers.frozen`), ready
@@ -28,6 +36,8 @@ for ``TimmEncoder``, ``teacher_text`` and ``teacher_caption_lm``.
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Sequence
 from typing import Any
 
 import lightning.pytorch as pl
@@ -81,6 +91,12 @@ class TeacherTrainer(pl.LightningModule):
         lr: AdamW peak learning rate.
         weight_decay: AdamW weight decay (matrices only).
         warmup_steps: linear warm-up steps before the cosine decay.
+        gray_prob: probability that a training image is shown as a colour-free (luminance)
+            view with the ``gray_drop_words`` removed from its caption; 0 = off.
+        gray_drop_words: the words a colour-free view's caption loses (whole words, any
+            case): every colour word the captions use, synonyms included. Required when
+            ``gray_prob > 0``: a caption that names a colour the image no longer shows would
+            teach the tower to guess hue from shape.
     """
 
     def __init__(
@@ -109,9 +125,20 @@ class TeacherTrainer(pl.LightningModule):
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
         warmup_steps: int = 20,
+        gray_prob: float = 0.0,
+        gray_drop_words: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        if not 0.0 <= gray_prob <= 1.0:
+            raise ValueError(f"TeacherTrainer: gray_prob must be in [0, 1], got {gray_prob}")
+        words = [str(w).strip() for w in (gray_drop_words or ()) if str(w).strip()]
+        if gray_prob > 0 and not words:
+            raise ValueError("TeacherTrainer: gray_prob > 0 needs gray_drop_words (the captions' colour "
+                             "words): a grey view whose caption still names a colour teaches hue from shape")
+        self._drop_words = (re.compile(r"\b(?:" + "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+                                       + r")\b", re.IGNORECASE) if words else None)
+        self._gray_seed = torch.initial_seed() % (2**31)     # seed_everything's seed
         self.output_dir = output_dir
         kwargs = dict(DEFAULT_IMAGE_TOWER_KWARGS if image_tower_kwargs is None else image_tower_kwargs)
         self.image_tower = build_image_tower(image_tower, kwargs)
@@ -226,7 +253,27 @@ class TeacherTrainer(pl.LightningModule):
             out["loss_pix"] = pix
         return out
 
+    def colour_free(self, images: torch.Tensor, captions: list[str],
+                    which: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
+        """The batch with the images ``which`` selects as luminance views and their captions
+        without the ``gray_drop_words`` (see the module docstring)."""
+        if self._drop_words is None:
+            raise ValueError("TeacherTrainer.colour_free needs gray_drop_words")
+        w = images.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+        gray = (images * w).sum(1, keepdim=True).expand_as(images)
+        images = torch.where(which.view(-1, 1, 1, 1), gray, images)
+        captions = [" ".join(self._drop_words.sub(" ", c).split()) if k else c
+                    for c, k in zip(captions, which.tolist(), strict=True)]
+        return images, captions
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        if self.hparams.gray_prob > 0:
+            images = batch["images"]
+            # drawn from (run seed, step), not the global stream, so a resumed run repeats it
+            g = torch.Generator().manual_seed(self._gray_seed * 1_000_003 + self.global_step)
+            which = (torch.rand(images.shape[0], generator=g) < self.hparams.gray_prob).to(images.device)
+            images, captions = self.colour_free(images, list(batch["captions"]), which)
+            batch = {**batch, "images": images, "captions": captions}
         out = self.losses(batch)
         b = batch["images"].shape[0]
         self.log_dict({f"train/{k}": v.detach() for k, v in out.items()}, prog_bar=False, batch_size=b)
