@@ -15,7 +15,6 @@ Every colour lacks one shape in train, so a reader fit by maximum likelihood can
 failure (benchmarks/results/heldout_pairs.md).
 
     python scripts/measure/probe_colour_prior.py runs/gpu-local/teacher
-    python scripts/measure/probe_colour_prior.py runs/gpu-local/tokenizer --tokenizer   # its frozen encoder
 
 Prints one JSON line.
 """
@@ -27,23 +26,14 @@ from arm_data.shapes.palette import COLORS, SHAPES
 from arm_data.shapes.splits import HELDOUT_PAIRS
 from arm_data.shapes.tokenizer_eval import object_neighbourhoods, scene_images, shapes_scenes
 from arm_tokenizer.probe import fit_linear_probe, labels_to_ids
+from arm_tokenizer.teachers.frozen import load_image_tower
 
 p = argparse.ArgumentParser()
-p.add_argument("directory", help="a teacher directory (or a VisualTokenizer with --tokenizer)")
-p.add_argument("--tokenizer", action="store_true", help="probe a VisualTokenizer's frozen encoder")
+p.add_argument("directory", help="a teacher directory (a tokenizer's frozen encoder is its teacher's tower)")
 p.add_argument("--train", type=int, default=1500)
 p.add_argument("--test", type=int, default=600)
 a = p.parse_args()
-
-if a.tokenizer:
-    from arm_tokenizer.tokenizer import VisualTokenizer
-
-    tok = VisualTokenizer.from_pretrained(a.directory).eval()
-    tower = lambda x: tok(x).encoder_features  # noqa: E731
-else:
-    from arm_tokenizer.teachers.frozen import load_image_tower
-
-    tower = load_image_tower(a.directory).eval()
+tower = load_image_tower(a.directory).eval()
 
 
 @torch.no_grad()
