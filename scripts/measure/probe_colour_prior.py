@@ -15,6 +15,7 @@ Every colour lacks one shape in train, so a reader fit by maximum likelihood can
 failure (benchmarks/results/heldout_pairs.md).
 
     python scripts/measure/probe_colour_prior.py runs/gpu-local/teacher
+    python scripts/measure/probe_colour_prior.py runs/gpu-local/tokenizer --tokens
 
 Prints one JSON line.
 """
@@ -27,13 +28,25 @@ from arm_data.shapes.splits import HELDOUT_PAIRS
 from arm_data.shapes.tokenizer_eval import object_neighbourhoods, scene_images, shapes_scenes
 from arm_tokenizer.probe import fit_linear_probe, labels_to_ids
 from arm_tokenizer.teachers.frozen import load_image_tower
+from arm_tokenizer.tokenizer import VisualTokenizer
 
 p = argparse.ArgumentParser()
 p.add_argument("directory", help="a teacher directory (a tokenizer's frozen encoder is its teacher's tower)")
+p.add_argument("--tokens", action="store_true",
+               help="directory is a VisualTokenizer: probe its de-quantized tokens (what the LM's codes stand for)")
 p.add_argument("--train", type=int, default=1500)
 p.add_argument("--test", type=int, default=600)
 a = p.parse_args()
-tower = load_image_tower(a.directory).eval()
+
+
+def load(directory):
+    if not a.tokens:
+        return load_image_tower(directory).eval()
+    tok = VisualTokenizer.from_pretrained(directory).eval()
+    return lambda x: tok(x).features
+
+
+tower = load(a.directory)
 
 
 @torch.no_grad()
