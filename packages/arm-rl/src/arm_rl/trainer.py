@@ -355,7 +355,8 @@ class GRPOTrainer(pl.LightningModule):
                 v = v.float()
                 self._log(f"reward/{b.task}/{name}/mean", v.mean(), len(b))
                 self._log(f"reward/{b.task}/{name}/std", v.std() if v.numel() > 1 else 0.0, len(b))
-                self._log(f"reward/{b.task}/{name}/group_std", group_std(v, G), len(b))
+                if v.numel() == len(b):           # per-rollout parts only (a plugin may log scalars)
+                    self._log(f"reward/{b.task}/{name}/group_std", group_std(v, G), len(b))
             a = group_advantages(b.rewards, G, self.normalize_std)
             n_groups += len(b) // G
             if hp.dynamic_sampling:
