@@ -26,6 +26,7 @@ import torch
 from arm_data.shapes.palette import COLORS, SHAPES
 from arm_data.shapes.splits import HELDOUT_PAIRS
 from arm_data.shapes.tokenizer_eval import object_neighbourhoods, scene_images, shapes_scenes
+from arm_tokenizer.images import luminance
 from arm_tokenizer.probe import fit_linear_probe, labels_to_ids
 from arm_tokenizer.teachers.frozen import load_image_tower
 from arm_tokenizer.tokenizer import VisualTokenizer
@@ -54,10 +55,6 @@ def features(x):
     return torch.cat([tower(x[i : i + 64]) for i in range(0, len(x), 64)]).float()
 
 
-def grey(x):
-    return (x * x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True).expand_as(x)
-
-
 train, test = shapes_scenes("train", a.train, 1, 64), shapes_scenes("heldout", a.test, 0, 64)
 xtr, xte = scene_images(train), scene_images(test)
 
@@ -78,7 +75,7 @@ def shape_accuracy(f_train, f_test):
 
 nb = {(split, view): object_neighbourhoods(features(fn(x)), samples, 1).double()
       for split, x, samples in (("train", xtr, train), ("test", xte, test))
-      for view, fn in (("colour", lambda z: z), ("grey", grey))}
+      for view, fn in (("colour", lambda z: z), ("grey", luminance))}
 out = {"directory": a.directory, "n_objects": {"heldout_pair": int(held.sum()), "seen_pair": int((~held).sum())},
        "as_is": shape_accuracy(nb["train", "colour"], nb["test", "colour"]),
        "grey": shape_accuracy(nb["train", "grey"], nb["test", "grey"]),

@@ -28,9 +28,9 @@ def teacher_dir(tmp_path_factory):
     return build_toy_teacher(tmp_path_factory.mktemp("teacher") / "t", steps=4)
 
 
-def _tiny_trainer(**kw) -> TeacherTrainer:
+def _tiny_trainer(cls: type[TeacherTrainer] = TeacherTrainer, **kw) -> TeacherTrainer:
     torch.manual_seed(0)
-    return TeacherTrainer(image_tower_kwargs=dict(TINY_TOWER_KWARGS), embed_dim=32, vocab_size=64, text_dim=32,
+    return cls(image_tower_kwargs=dict(TINY_TOWER_KWARGS), embed_dim=32, vocab_size=64, text_dim=32,
                           text_depth=1, text_heads=2, max_text_len=16, caption_dim=32, caption_depth=1,
                           caption_heads=2, **kw)
 
@@ -294,11 +294,8 @@ def test_colour_free_views_grey_the_image_and_drop_colour_words(tmp_path):
 
     colours = ["red", "green", "blue", "yellow"]
     for _ in range(2):
-        torch.manual_seed(3)
-        spy = Spy(image_tower_kwargs=dict(TINY_TOWER_KWARGS), embed_dim=32, vocab_size=64, text_dim=32,
-                  text_depth=1, text_heads=2, max_text_len=16, caption_dim=32, caption_depth=1,
-                  caption_heads=2, output_dir=str(tmp_path / "t"), spm_corpus_batches=2,
-                  gray_prob=0.5, gray_drop_words=colours)
+        spy = _tiny_trainer(Spy, output_dir=str(tmp_path / "t"), spm_corpus_batches=2,
+                            gray_prob=0.5, gray_drop_words=colours)
         pl.Trainer(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                    enable_model_summary=False, accelerator="cpu", num_sanity_val_steps=0,
                    limit_val_batches=0).fit(spy, datamodule=Toy())

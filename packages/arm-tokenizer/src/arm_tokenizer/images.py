@@ -46,6 +46,7 @@ __all__ = [
     "pil_to_tensor",
     "tensor_to_pil",
     "to_tensor_batch",
+    "luminance",
 ]
 
 # 8192 x 8192: far above any training resolution, far below what exhausts memory
@@ -239,6 +240,13 @@ def pil_to_tensor(img: Image.Image) -> torch.Tensor:
     arr = np.asarray(img, dtype=np.uint8)
     t = torch.from_numpy(arr.copy()).permute(2, 0, 1).to(torch.float32)
     return t.div_(127.5).sub_(1.0)
+
+
+def luminance(images: torch.Tensor) -> torch.Tensor:
+    """``(B, 3, H, W)`` images as their luma (ITU-R 601: 0.299 R + 0.587 G + 0.114 B, as
+    Pillow's ``convert("L")``) repeated in all three channels: the same image without hue."""
+    w = images.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    return (images * w).sum(1, keepdim=True).expand_as(images)
 
 
 def tensor_to_pil(x: torch.Tensor) -> Image.Image:

@@ -45,6 +45,7 @@ import torch
 from torch import nn
 
 from arm_tokenizer.decoders.conv import ConvDecoder
+from arm_tokenizer.images import luminance
 from arm_tokenizer.losses.siglip import caption_match_labels, sigmoid_contrastive_loss
 from arm_tokenizer.teachers.frozen import save_teacher
 from arm_tokenizer.teachers.modules import (
@@ -259,9 +260,7 @@ class TeacherTrainer(pl.LightningModule):
         without the ``gray_drop_words`` (see the module docstring)."""
         if self._drop_words is None:
             raise ValueError("TeacherTrainer.colour_free needs gray_drop_words")
-        w = images.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-        gray = (images * w).sum(1, keepdim=True).expand_as(images)
-        images = torch.where(which.view(-1, 1, 1, 1), gray, images)
+        images = torch.where(which.view(-1, 1, 1, 1), luminance(images), images)
         captions = [" ".join(self._drop_words.sub(" ", c).split()) if k else c
                     for c, k in zip(captions, which.tolist(), strict=True)]
         return images, captions
