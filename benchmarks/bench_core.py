@@ -8,6 +8,13 @@ CPU (always)
   ``cpu_train``: training tokens/s (forward + backward + AdamW) of our model vs a
   ``transformers`` ``LlamaForCausalLM`` of the same shape (when transformers is installed).
 
+  ``cpu_image_head``: text-to-image generation with CFG through ``Engine`` with
+  ``image_head_steps`` on (inside an image span only the image codes are scored) vs off
+  (the full head and a vocab-wide sampler every step), and RL's teacher-forced scoring
+  (``score_guided``, forward + backward) with ``image_head`` on vs off; on the demo's
+  ``shapes-small`` shape and on ARM-7B's vocabulary (152,064 text ids + 65,536 codes) over
+  a small body, where the head is most of a step.
+
 CUDA (when a GPU is present)
   ``cuda_mfu``: bf16 training step of the ``llama-1b`` shape; model FLOPs utilization
   = (6·N + 12·L·T·d) FLOPs/token x tokens/s / peak bf16 FLOP/s (PaLM's accounting,
@@ -44,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from arm_core.config import Config
 from arm_core.constraints import ImageSpanConstraint
-from arm_core.generation import Engine, Guidance
+from arm_core.generation import Engine, Guidance, score_guided
 from arm_core.hf import config_to_hf
 from arm_core.lightning_module import lm_loss
 from arm_core.model import GPT
@@ -130,6 +137,60 @@ def bench_cpu_decode(cfg: Config, prompt_len: int, new_tokens: int) -> dict[str,
             "new_tokens": new_tokens, "kv_cache_tok_s": new_tokens / t_cache,
             "recompute_tok_s": new_tokens / t_full, "speedup": t_full / t_cache,
             "same_tokens": cached == recompute()}
+
+
+# ---- image-span head -----------------------------------------------------------------------
+def bench_cpu_image_head(cfg: Config, n_images: int, grid: tuple[int, int],
+                         repeats: int) -> dict[str, Any]:
+    torch.manual_seed(0)
+    model = GPT(cfg).eval()
+    boi, eoi, hid, wid = 0, 1, 2, 3                                  # text ids used as specials
+    constraint = ImageSpanConstraint(boi, eoi, cfg.image_offset, cfg.image_codebook_size,
+                                     height_tokens={hid: grid[0]}, width_tokens={wid: grid[1]})
+    n_tok = grid[0] * grid[1]
+    prompts = [torch.randint(4, min(cfg.text_vocab_size, cfg.image_offset), (12,)).tolist()
+               + [hid, wid, boi] for _ in range(n_images)]
+    guidance = Guidance([[5, hid, wid, boi]] * n_images, scale=1.5)
+    kw = dict(temperature=1.0, top_k=1000, constraint=constraint, seed=0, guidance=guidance,
+              eos_ids=[eoi])
+    res: dict[str, Any] = {"model": cfg.name, "vocab_size": cfg.vocab_size,
+                           "image_codes": cfg.image_codebook_size,
+                           "params": model.num_parameters(), "n_images": n_images,
+                           "grid": list(grid), "cfg_scale": 1.5, "top_k": 1000}
+    cpu = torch.device("cpu")
+    outs = {}
+    for on in (False, True):
+        engine = Engine(model, max_seq_len=15 + n_tok + 1, image_head_steps=on)
+        engine.generate(prompts, n_tok + 1, **kw)                     # warm-up
+        t = _timed(lambda e=engine: e.generate(prompts, n_tok + 1, **kw), cpu, repeats)
+        res[f"generate_tok_s_image_head_{'on' if on else 'off'}"] = n_images * n_tok / t
+        outs[on] = engine.generate(prompts, n_tok + 1, temperature=0, constraint=constraint,
+                                   guidance=guidance, eos_ids=[eoi])
+    res["generate_speedup"] = (res["generate_tok_s_image_head_on"]
+                               / res["generate_tok_s_image_head_off"])
+    res["greedy_tokens_equal"] = bool(torch.equal(outs[True].tokens, outs[False].tokens))
+    # RL's scoring of the rollouts: teacher forcing both CFG branches, then backward
+    sampled = Engine(model).generate(prompts, n_tok + 1, **kw)
+    model.train()
+    lps = {}
+    for on in (False, True):
+        def step(on=on):
+            model.zero_grad(set_to_none=True)
+            lp = score_guided(model, prompts, sampled.tokens, sampled.mask, guidance=guidance,
+                              temperature=1.0, top_k=1000, constraint=constraint, image_head=on)
+            lp.sum().backward()
+            lps[on] = lp.detach()
+        step()
+        res[f"score_s_image_head_{'on' if on else 'off'}"] = _timed(step, cpu, repeats)
+    model.zero_grad(set_to_none=True)
+    res["score_speedup"] = res["score_s_image_head_off"] / res["score_s_image_head_on"]
+    res["score_max_abs_diff"] = float((lps[True] - lps[False]).abs().max())
+    # float32 logits the scorer materializes: every position x V, against codes x K plus the
+    # eoi column x V
+    rows = 2 * n_images
+    res["score_logit_mb_off"] = rows * (n_tok + 1) * cfg.vocab_size * 4 / 2**20
+    res["score_logit_mb_on"] = rows * (n_tok * cfg.image_codebook_size + cfg.vocab_size) * 4 / 2**20
+    return res
 
 
 # ---- training throughput ----------------------------------------------------------------------
@@ -414,6 +475,17 @@ def main(argv: list[str] | None = None) -> int:
     if wanted("cpu_train"):
         results["cpu_train"] = bench_cpu_train(tiny if s else shapes, 2 if s else 4, 16 if s else 256,
                                                1 if s else 5)
+        write()
+    if wanted("cpu_image_head"):
+        # ARM-7B's vocabulary over a small body: the share of the head in a step at that vocab
+        arm_vocab = tiny if s else Config.from_dict({**Config.from_name(
+            "arm-7b", n_layer=2, n_embd=256, n_head=4, n_query_groups=2, head_size=64,
+            intermediate_size=704, max_seq_len=512).to_dict(), "name": "arm-7b-vocab-small-body"})
+        results["cpu_image_head"] = [
+            bench_cpu_image_head(tiny if s else shapes, 2 if s else 8, (2, 3) if s else (8, 8),
+                                 1 if s else 3)]
+        if not s:
+            results["cpu_image_head"].append(bench_cpu_image_head(arm_vocab, 4, (8, 8), 2))
         write()
     dev = torch.device("cuda" if cuda else "cpu")
     if cuda and not s:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from arm_core.config import Config
 from arm_core.constraints import ImageSpanConstraint
-from arm_core.generation import Engine, Guidance, sample_step
+from arm_core.generation import Engine, Guidance, sample_image_step, sample_step
 from arm_core.model import GPT
 from arm_core.sampling import SamplingParams
 
@@ -33,6 +33,13 @@ def test_decode_step_and_sampler_have_no_graph_breaks(image_position_slots):
         model.prefill(ids, (valid.long().cumsum(1) - 1).clamp(min=0), valid)
         ex = torch._dynamo.explain(model.decode_step)(
             torch.tensor([[7], [8]]), torch.tensor([[3], [2]]), torch.tensor([3]))
+    assert ex.graph_break_count == 0 and ex.graph_count == 1, ex.break_reasons
+    with torch.no_grad():
+        ex = torch._dynamo.explain(model.decode_step_image)(
+            torch.tensor([[9], [9]]), torch.tensor([[4], [3]]), torch.tensor([4]))
+    assert ex.graph_break_count == 0 and ex.graph_count == 1, ex.break_reasons
+    ex = torch._dynamo.explain(sample_image_step)(
+        torch.randn(4, 32), torch.rand(2, 32), SamplingParams(0.7, 5, 0.9), 2, 1.5, 1.0, True, 64)
     assert ex.graph_break_count == 0 and ex.graph_count == 1, ex.break_reasons
     tables = CONSTRAINT.tables(96)
     state, _ = tables.scan(ids, valid)

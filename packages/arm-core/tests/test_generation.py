@@ -210,6 +210,79 @@ def test_logprobs_come_from_the_sampling_distribution(model, edit):
         assert not torch.allclose(out.logprobs[i, :n], out.unguided_logprobs[i, :n])
 
 
+@pytest.mark.parametrize("branches", [1, 2, 3], ids=["plain", "t2i-cfg", "edit-cfg"])
+def test_image_head_steps_change_the_cost_not_the_distribution(model, branches, monkeypatch):
+    cond = [[1, 2, 52, BOI], [9, 52, BOI]]
+    gd = None if branches == 1 else Guidance(
+        [[52, BOI], [52, BOI]], scale=1.5, image_scale=1.25,
+        image_prompts=[[2, 52, BOI], [52, BOI]] if branches == 3 else None)
+    kw = dict(constraint=CONSTRAINT, guidance=gd, eos_ids=[EOI], return_unguided_logprobs=True)
+    calls = {"image": 0}
+    real = model.decode_step_image
+
+    def spy(*a):
+        calls["image"] += 1
+        return real(*a)
+
+    monkeypatch.setattr(model, "decode_step_image", spy)
+    fast = Engine(model).generate(cond, 8, temperature=0, **kw)
+    assert calls["image"] == 2 * 3 - 1            # steps 1..5 of the 2x3 grid; step 0 is prefill's
+    full = Engine(model, image_head_steps=False).generate(cond, 8, temperature=0, **kw)
+    assert calls["image"] == 5
+    assert torch.equal(fast.tokens, full.tokens) and fast.lengths.tolist() == [7, 7]
+    assert torch.allclose(fast.logprobs, full.logprobs, atol=1e-5)
+    assert torch.allclose(fast.unguided_logprobs, full.unguided_logprobs, atol=1e-5)
+
+    # sampled with truncation: the same log-probs as the full-head scorer reports
+    out = Engine(model).generate(cond, 8, temperature=0.9, top_k=7, top_p=0.9, seed=3, **kw)
+    assert CONSTRAINT.image_offset <= int(out.tokens[:, :6].min())
+    assert out.tokens[:, 6].eq(EOI).all()
+    score_kw = dict(guidance=gd, temperature=0.9, top_k=7, top_p=0.9, constraint=CONSTRAINT,
+                    return_untruncated=True)
+    fast_lp = score_guided(model, cond, out.tokens, out.mask, **score_kw)
+    full_lp = score_guided(model, cond, out.tokens, out.mask, image_head=False, **score_kw)
+    for f, r in zip(fast_lp, full_lp, strict=True):
+        assert torch.allclose(f, r, atol=1e-5)
+    assert torch.allclose(fast_lp[0], out.logprobs, atol=1e-4)
+    grads = []                                    # and the same gradient (RL's loss)
+    for image_head in (True, False):
+        model.zero_grad(set_to_none=True)
+        lp = score_guided(model, cond, out.tokens, out.mask, image_head=image_head, **score_kw)[0]
+        lp.sum().backward()
+        grads.append(torch.cat([model.visual_head.weight.grad.flatten(),
+                                model.layers[0].mlp.down_proj.weight.grad.flatten()]))
+    model.zero_grad(set_to_none=True)
+    assert torch.allclose(grads[0], grads[1], atol=1e-5)
+
+
+def test_image_head_steps_wait_for_every_row(model, monkeypatch):
+    calls = {"image": 0}
+    real = model.decode_step_image
+
+    def spy(*a):
+        calls["image"] += 1
+        return real(*a)
+
+    monkeypatch.setattr(model, "decode_step_image", spy)
+    eng = Engine(model)
+    # one row has 2 codes left (a 1x2 grid), the other 6: codes-only for the first 2 steps
+    eng.generate([[53, BOI], [52, BOI]], 8, temperature=0, constraint=CONSTRAINT)
+    assert calls["image"] == 1
+    # a row still in text: the full head from the start
+    eng.generate([[1, 2, 3], [52, BOI]], 8, temperature=0, constraint=CONSTRAINT)
+    assert calls["image"] == 1
+
+
+def test_a_completion_that_breaks_the_grammar_scores_as_with_the_full_head(model):
+    # text inside the span gets -inf, as under the full head's mask (and the span then
+    # owes one more code, so eoi is out of place too)
+    bad = torch.tensor([[5, 64, 65, 66, 67, 68, EOI]])
+    lp = score_guided(model, [[52, BOI]], bad, constraint=CONSTRAINT)
+    ref = score_guided(model, [[52, BOI]], bad, constraint=CONSTRAINT, image_head=False)
+    assert lp[0, 0] == float("-inf") and lp[0, -1] == float("-inf")
+    assert torch.allclose(lp, ref, atol=1e-5)
+
+
 def test_score_is_differentiable_and_padding_invariant(model):
     a, b = [1, 2, 3, 4, 5, 6], [7, 8, 9]
     ids, valid = left_pad([a, b])

@@ -202,3 +202,17 @@ def test_registered_under_arm_lms():
     assert registry.get("lm", "gpt") is GPT
     model = registry.create("lm", "gpt", config=Config.from_name("tiny"))
     assert isinstance(model, GPT) and model.config.name == "tiny"
+
+
+@pytest.mark.parametrize("variant", ["separate", "shared", "tied"])
+def test_image_head_is_the_code_slice_of_the_full_head(variant):
+    torch.manual_seed(0)
+    kw = dict(separate_visual_head=variant == "separate")
+    cfg = Config.from_name("tiny", **kw, **({"tie_embeddings": True} if variant == "tied" else {}))
+    model = GPT(cfg)
+    h = torch.randn(3, 5, cfg.n_embd)
+    off, K = cfg.image_offset, cfg.image_codebook_size
+    assert torch.allclose(model.image_head(h), model.head(h)[..., off:off + K], atol=1e-6)
+    with pytest.raises(ValueError, match="text-only"):
+        GPT(Config.from_name("tiny", image_codebook_size=0, separate_visual_head=False,
+                             image_offset=0)).image_head(h)

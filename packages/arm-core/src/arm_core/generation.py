@@ -8,6 +8,12 @@ with ``compile=True`` both are compiled with ``fullgraph=True``. Output buffers 
 preallocated. Stopping early (every row finished) is checked every ``sync_every`` steps,
 the only host sync in the loop.
 
+Image spans score only the image codes: while every row owes an image code (the prompt
+ended in ``boi``), the step runs :meth:`GPT.decode_step_image` + :func:`sample_image_step`,
+whose head and sampler span the ``K`` codes instead of the ``V`` ids (ARM: 152k text ids
+beside the codebook). Inside a span the constraint allows exactly the codes, so the
+distribution is the same; :func:`score_guided` does the same for image positions.
+
 Guidance (see :mod:`arm_core.sampling` for the formulas) runs the branches as one stacked
 batch: ``[cond; uncond]`` for text-to-image, ``[full; image; uncond]`` for editing; every
 branch receives the same sampled token.
@@ -121,20 +127,51 @@ def sample_step(logits: Tensor, state: SpanState | None, tables: SpanTables | No
     ``logits`` ``(n_branches·B, V)``; returns ``tokens``, ``logprobs``, ``unguided_logprobs``
     (zeros when not wanted), each ``(B,)``.
     """
+    allowed = tables.allowed(state) if tables is not None else None
+    return _guided_sample(logits, allowed, uniform, params, n_branches, scale, image_scale,
+                          want_unguided)
+
+
+def sample_image_step(code_logits: Tensor, uniform: Tensor | None, params: SamplingParams,
+                      n_branches: int, scale: float, image_scale: float, want_unguided: bool,
+                      image_offset: int) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`sample_step` for a step where every row must emit an image code.
+
+    ``code_logits`` ``(n_branches·B, K)`` score the codes alone (:meth:`GPT.image_head`). The
+    constraint allows every code and nothing else there, so its mask is dropped and the
+    softmax, top-k and top-p run over ``K`` entries instead of ``V``: the same distribution,
+    hence the same greedy tokens and log-probs. Returns token *ids* (``image_offset + k``).
+    """
+    k, logp, unguided = _guided_sample(code_logits, None, uniform, params, n_branches, scale,
+                                       image_scale, want_unguided)
+    return k + image_offset, logp, unguided
+
+
+def _guided_sample(logits: Tensor, allowed: Tensor | None, uniform: Tensor | None,
+                   params: SamplingParams, n_branches: int, scale: float, image_scale: float,
+                   want_unguided: bool) -> tuple[Tensor, Tensor, Tensor]:
     logits = logits.float()
     guided = combine_guidance(logits, n_branches, scale, image_scale)
-    if tables is not None:
-        guided = tables.mask_logits(guided, state)
+    if allowed is not None:
+        guided = guided.masked_fill(~allowed, float("-inf"))
     tokens, logp = sample_with_logprobs(guided, params, uniform)
     if want_unguided:
         cond = logits[: guided.shape[0]]
-        if tables is not None:
-            cond = tables.mask_logits(cond, state)
+        if allowed is not None:
+            cond = cond.masked_fill(~allowed, float("-inf"))
         t = params.temperature if params.temperature > 0 else 1.0
         unguided = (cond / t).log_softmax(-1).gather(-1, tokens[:, None]).squeeze(-1)
     else:
         unguided = torch.zeros_like(logp)
     return tokens, logp, unguided
+
+
+def image_head_applies(constraint: ImageSpanConstraint | None, config: Any) -> bool:
+    """Whether the model's image head scores exactly the constraint's image codes (then steps
+    inside an image span can use :meth:`GPT.image_head` instead of the full head)."""
+    return (constraint is not None and config.image_codebook_size > 0
+            and constraint.image_offset == config.image_offset
+            and constraint.codebook_size == config.image_codebook_size)
 
 
 class Engine:
@@ -151,19 +188,29 @@ class Engine:
         compile_options: Inductor options instead of ``compile_mode`` (torch.compile takes
             one or the other), e.g. ``{"triton.cudagraphs": True,
             "coordinate_descent_tuning": True}`` for CUDA graphs with tuned batch-1 kernels.
+        image_head_steps: While every row is inside an image span with codes left (a
+            text-to-image or edit prompt ending in ``boi``, under a constraint), compute
+            only the image codes' logits (:meth:`GPT.decode_step_image`) and sample over
+            them. Same distribution, greedy tokens and log-probs as the full head; the
+            sampling noise is drawn over ``K`` instead of ``V`` entries, so seeded samples
+            differ from ``False``. ``False``: the full head at every step.
     """
 
     def __init__(self, model: GPT, max_seq_len: int | None = None, compile: bool = False,
                  compile_mode: str | None = None, compile_backend: str = "inductor",
-                 sync_every: int = 16, compile_options: dict[str, Any] | None = None) -> None:
+                 sync_every: int = 16, compile_options: dict[str, Any] | None = None,
+                 image_head_steps: bool = True) -> None:
         self.model = model
         self.max_seq_len = max_seq_len or model.config.max_seq_len
         if self.max_seq_len > model.config.max_seq_len:
             raise ValueError(f"max_seq_len={self.max_seq_len} exceeds the model's "
                              f"{model.config.max_seq_len}")
         self.sync_every = max(1, sync_every)
+        self.image_head_steps = image_head_steps
         self._decode = model.decode_step
         self._sample = sample_step
+        self._decode_image = model.decode_step_image
+        self._sample_image = sample_image_step
         self._compiled = compile
         if compile_mode is not None and compile_options is not None:
             raise ValueError("Engine: pass compile_mode or compile_options, not both "
@@ -179,6 +226,8 @@ class Engine:
                 kw["options"] = dict(compile_options)
             self._decode = torch.compile(model.decode_step, **kw)
             self._sample = torch.compile(sample_step, **kw)
+            self._decode_image = torch.compile(model.decode_step_image, **kw)
+            self._sample_image = torch.compile(sample_image_step, **kw)
 
     @property
     def device(self) -> torch.device:
@@ -270,6 +319,12 @@ class Engine:
             if int(need.max()) > max_new_tokens:
                 raise ValueError(f"a prompt opens an image of {int(need.max()) - 1} codes but "
                                  f"max_new_tokens={max_new_tokens} cannot hold it and its eoi")
+        # steps [0, image_steps): every row owes an image code, so only codes are scored
+        image_steps = 0
+        if self.image_head_steps and image_head_applies(constraint, cfg):
+            owes = state.in_image & (state.remaining > 0)
+            image_steps = int(torch.where(owes, state.remaining, torch.zeros_like(owes,
+                                                                                  dtype=torch.long)).min())
         if generator is None and not params.greedy:
             generator = torch.Generator(device=dev if dev.type != "mps" else "cpu")
             # seed=None: draw one from torch's global RNG, so repeated calls differ (RL
@@ -301,10 +356,18 @@ class Engine:
 
             steps = tqdm(steps, desc=progress if isinstance(progress, str) else "decode",
                          unit="tok", leave=False)
+        off, K = cfg.image_offset, cfg.image_codebook_size
+        if image_steps:
+            logits = logits[:, off: off + K]
         for step in steps:
-            u = None if params.greedy else gumbel_noise((B, V), generator, dev)
-            tok, lp, ulp = self._sample(logits, state, tables, u, params, n_br, scale,
-                                        image_scale, return_unguided_logprobs)
+            if step < image_steps:          # logits are the codes' (n_br·B, K)
+                u = None if params.greedy else gumbel_noise((B, K), generator, dev)
+                tok, lp, ulp = self._sample_image(logits, u, params, n_br, scale, image_scale,
+                                                  return_unguided_logprobs, off)
+            else:
+                u = None if params.greedy else gumbel_noise((B, V), generator, dev)
+                tok, lp, ulp = self._sample(logits, state, tables, u, params, n_br, scale,
+                                            image_scale, return_unguided_logprobs)
             alive = ~finished
             out[:, step] = torch.where(alive, tok, torch.full_like(tok, pad_id))
             out_lp[:, step] = torch.where(alive, lp, torch.zeros_like(lp))
@@ -319,7 +382,8 @@ class Engine:
                 break
             if self._cudagraphs:          # outputs of the previous replay are consumed
                 torch.compiler.cudagraph_mark_step_begin()
-            logits = self._decode(tok.repeat(n_br)[:, None], next_pos, cache_pos)
+            decode = self._decode_image if step + 1 < image_steps else self._decode
+            logits = decode(tok.repeat(n_br)[:, None], next_pos, cache_pos)
             next_pos = next_pos + 1
             cache_pos = cache_pos + 1
         mask = torch.arange(max_new_tokens, device=dev)[None] < lengths[:, None]
@@ -408,7 +472,8 @@ def score_guided(model: GPT, prompts: Sequence[Sequence[int]], completions: Tens
                  completion_mask: Tensor | None = None, *, guidance: Guidance | None = None,
                  temperature: float = 1.0, top_k: int | None = None, top_p: float = 1.0,
                  constraint: ImageSpanConstraint | None = None,
-                 return_untruncated: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+                 return_untruncated: bool = False,
+                 image_head: bool = True) -> Tensor | tuple[Tensor, Tensor]:
     """Log-probs ``(B, N)`` of ``completions`` under the distribution :meth:`Engine.generate`
     samples from (guidance, constraint, temperature, top-k/top-p), in one batched forward of
     all guidance branches (teacher forcing; differentiable). With the generation's own
@@ -419,6 +484,10 @@ def score_guided(model: GPT, prompts: Sequence[Sequence[int]], completions: Tens
     sampler can no longer draw has log-prob ``-inf`` there; the untruncated one stays finite
     (what a KL estimate between two models needs).
 
+    Positions where the constraint allows only image codes are scored by the image head
+    alone (:meth:`GPT.image_head`: the same log-probs without ``(B, N, V)`` logits); the
+    others (``eoi``, text) by the full head.
+
     Args:
         model: The LM.
         prompts: ``B`` conditional prompts.
@@ -428,6 +497,8 @@ def score_guided(model: GPT, prompts: Sequence[Sequence[int]], completions: Tens
         temperature, top_k, top_p: The sampling parameters used.
         constraint: The image-span constraint used.
         return_untruncated: Also return the log-probs without top-k/top-p.
+        image_head: Score image-code positions with the image head alone (``False``: the
+            full head everywhere; the same values, more memory).
     """
     params = SamplingParams(temperature, top_k, top_p)
     V = model.config.vocab_size
@@ -448,23 +519,47 @@ def score_guided(model: GPT, prompts: Sequence[Sequence[int]], completions: Tens
     ids, valid = left_pad(rows, 0, completions.device)
     pos = (valid.long().cumsum(1) - 1).clamp(min=0)
     doc = torch.where(valid, torch.zeros_like(ids), torch.full_like(ids, -1))
-    logits = model(ids, position_ids=pos, doc_ids=doc)[:, -N - 1:-1].float()   # (n_br·B, N, V)
-    guided = combine_guidance(logits, n_br, guidance.scale if guidance else 1.0,
-                              guidance.image_scale if guidance else 1.0)
+    hidden = model.forward_hidden(ids, position_ids=pos, doc_ids=doc)[:, -N - 1:-1]  # (n_br·B, N, C)
+    scales = (guidance.scale, guidance.image_scale) if guidance is not None else (1.0, 1.0)
+    variants = [params] + ([SamplingParams(temperature, None, 1.0)] if return_untruncated else [])
+    before: list[SpanState] = []
+    tables = None
     if constraint is not None:
         tables = constraint.tables(model.config.vocab_size, completions.device)
         P = ids.shape[1] - N
         state, _ = tables.scan(ids[:B, :P], valid[:B, :P])
         _, before = tables.scan(completions, None, state)
-        allowed = torch.stack([tables.allowed(s_) for s_ in before], dim=1)       # (B, N, V)
-        guided = guided.masked_fill(~allowed, float("-inf"))
-    def pick(p: SamplingParams) -> Tensor:
-        lp = sampling_logprobs(guided, p).gather(-1, completions[..., None]).squeeze(-1)
+    # positions where the constraint allows exactly the image codes: scored by the image
+    # head alone (same distribution, no (B, N, V) logits); the rest by the full head
+    code_pos = torch.zeros(B, N, dtype=torch.bool, device=completions.device)
+    if image_head and image_head_applies(constraint, model.config):
+        code_pos = torch.stack([s_.in_image & (s_.remaining > 0) for s_ in before], dim=1)
+    outs = [torch.zeros(B, N, device=completions.device) for _ in variants]
+    if bool(code_pos.any()):
+        off, K = model.config.image_offset, model.config.image_codebook_size
+        guided = combine_guidance(model.image_head(hidden).float(), n_br, *scales)  # (B, N, K)
+        k = completions - off
+        is_code = (k >= 0) & (k < K)
+        for i, p in enumerate(variants):
+            lp = sampling_logprobs(guided, p).gather(-1, k.clamp(0, K - 1)[..., None]).squeeze(-1)
+            lp = torch.where(is_code, lp, torch.full_like(lp, float("-inf")))
+            outs[i] = torch.where(code_pos, lp, outs[i])
+    cols = (~code_pos).any(0).nonzero().squeeze(-1).tolist()       # columns needing all ids
+    if cols:
+        guided = combine_guidance(model.head(hidden[:, cols]).float(), n_br, *scales)  # (B, n, V)
+        if tables is not None:
+            allowed = torch.stack([tables.allowed(before[j]) for j in cols], dim=1)
+            guided = guided.masked_fill(~allowed, float("-inf"))
+        idx = torch.tensor(cols, device=completions.device)
+        for i, p in enumerate(variants):
+            lp = sampling_logprobs(guided, p).gather(-1, completions[:, cols, None]).squeeze(-1)
+            outs[i] = torch.where(code_pos, outs[i], outs[i].index_copy(1, idx, lp))
+
+    def finish(lp: Tensor) -> Tensor:
         if completion_mask is not None:
             lp = torch.where(completion_mask, lp, torch.zeros_like(lp))
         return lp
 
-    logp = pick(params)
     if not return_untruncated:
-        return logp
-    return logp, pick(SamplingParams(temperature, None, 1.0))
+        return finish(outs[0])
+    return finish(outs[0]), finish(outs[1])

@@ -21,7 +21,8 @@ Three entry points, one job each (no ``forward`` that switches mode on ``None``s
   scoring over full sequences, optionally *packed* (several documents per row).
 - :meth:`GPT.prefill`: run a (left-padded) prompt, filling the KV cache.
 - :meth:`GPT.decode_step`: one token per row against the cache; static shapes, no host
-  syncs, compiles with ``fullgraph=True``.
+  syncs, compiles with ``fullgraph=True``. :meth:`GPT.decode_step_image` is the same step
+  scoring only the image codes, for steps inside an image span.
 
 Packed sequences: ``doc_ids`` ``(B, T)`` labels each token's document. The attention mask is
 block-diagonal causal, ``mask[b, i, j] = (doc[b, i] == doc[b, j]) & (j <= i)``, passed to
@@ -359,6 +360,24 @@ class GPT(nn.Module):
         off = self.config.image_offset
         return torch.cat([text[..., :off], self.visual_head(hidden), text[..., off:]], dim=-1)
 
+    def image_head_weight(self) -> Tensor:
+        """``(K, C)``: the rows that score the image codes (the visual head, or the image-id
+        rows of the shared head)."""
+        c = self.config
+        if c.image_codebook_size == 0:
+            raise ValueError("a text-only model (image_codebook_size=0) has no image head")
+        if self.visual_head is not None:
+            return self.visual_head.weight
+        return self.text_head_weight()[c.image_offset: c.image_end]
+
+    def image_head(self, hidden: Tensor) -> Tensor:
+        """Final-normed hidden ``(..., C)`` -> logits of the image codes alone ``(..., K)``
+        (column ``k`` = id ``image_offset + k``): equal to ``head(hidden)[..., off:off+K]``
+        without computing the text logits. Inside an open image span only codes are
+        allowed, so this is all the sampler and the RL scorer need there; with ARM's
+        152k-id text head it skips most of the head's weights and logits."""
+        return F.linear(hidden, self.image_head_weight())
+
     # ---- training / scoring ----------------------------------------------------------------
     def forward_hidden(self, input_ids: Tensor, position_ids: Tensor | None = None,
                        doc_ids: Tensor | None = None) -> Tensor:
@@ -460,10 +479,18 @@ class GPT(nn.Module):
     def decode_step(self, input_ids: Tensor, position_ids: Tensor, cache_pos: Tensor) -> Tensor:
         """One token per row: ``input_ids`` ``(B, 1)``, ``position_ids`` ``(B, 1)``, shared
         slot ``cache_pos`` ``(1,)`` -> logits ``(B, V)``. No host syncs; compile-clean."""
-        kv = self.kv_cache
-        kv.mark(cache_pos, torch.ones_like(input_ids, dtype=torch.bool))
+        return self.head(self._decode_hidden(input_ids, position_ids, cache_pos))
+
+    def decode_step_image(self, input_ids: Tensor, position_ids: Tensor,
+                          cache_pos: Tensor) -> Tensor:
+        """:meth:`decode_step` for rows whose next token must be an image code: logits of the
+        codes alone ``(B, K)`` (:meth:`image_head`)."""
+        return self.image_head(self._decode_hidden(input_ids, position_ids, cache_pos))
+
+    def _decode_hidden(self, input_ids: Tensor, position_ids: Tensor, cache_pos: Tensor) -> Tensor:
+        self.kv_cache.mark(cache_pos, torch.ones_like(input_ids, dtype=torch.bool))
         x = self._forward_cached(input_ids, position_ids, cache_pos)
-        return self.head(self.norm(x[:, -1]))
+        return self.norm(x[:, -1])
 
     # ---- utilities -------------------------------------------------------------------------
     def num_parameters(self, trainable_only: bool = False) -> int:
