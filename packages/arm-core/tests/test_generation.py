@@ -210,13 +210,8 @@ def test_logprobs_come_from_the_sampling_distribution(model, edit):
         assert not torch.allclose(out.logprobs[i, :n], out.unguided_logprobs[i, :n])
 
 
-@pytest.mark.parametrize("branches", [1, 2, 3], ids=["plain", "t2i-cfg", "edit-cfg"])
-def test_image_head_steps_change_the_cost_not_the_distribution(model, branches, monkeypatch):
-    cond = [[1, 2, 52, BOI], [9, 52, BOI]]
-    gd = None if branches == 1 else Guidance(
-        [[52, BOI], [52, BOI]], scale=1.5, image_scale=1.25,
-        image_prompts=[[2, 52, BOI], [52, BOI]] if branches == 3 else None)
-    kw = dict(constraint=CONSTRAINT, guidance=gd, eos_ids=[EOI], return_unguided_logprobs=True)
+def _count_image_steps(model, monkeypatch) -> dict[str, int]:
+    """Count the engine's codes-only decode steps (``calls["image"]``)."""
     calls = {"image": 0}
     real = model.decode_step_image
 
@@ -225,6 +220,17 @@ def test_image_head_steps_change_the_cost_not_the_distribution(model, branches, 
         return real(*a)
 
     monkeypatch.setattr(model, "decode_step_image", spy)
+    return calls
+
+
+@pytest.mark.parametrize("branches", [1, 2, 3], ids=["plain", "t2i-cfg", "edit-cfg"])
+def test_image_head_steps_change_the_cost_not_the_distribution(model, branches, monkeypatch):
+    cond = [[1, 2, 52, BOI], [9, 52, BOI]]
+    gd = None if branches == 1 else Guidance(
+        [[52, BOI], [52, BOI]], scale=1.5, image_scale=1.25,
+        image_prompts=[[2, 52, BOI], [52, BOI]] if branches == 3 else None)
+    kw = dict(constraint=CONSTRAINT, guidance=gd, eos_ids=[EOI], return_unguided_logprobs=True)
+    calls = _count_image_steps(model, monkeypatch)
     fast = Engine(model).generate(cond, 8, temperature=0, **kw)
     assert calls["image"] == 2 * 3 - 1            # steps 1..5 of the 2x3 grid; step 0 is prefill's
     full = Engine(model, image_head_steps=False).generate(cond, 8, temperature=0, **kw)
@@ -256,14 +262,7 @@ def test_image_head_steps_change_the_cost_not_the_distribution(model, branches, 
 
 
 def test_image_head_steps_wait_for_every_row(model, monkeypatch):
-    calls = {"image": 0}
-    real = model.decode_step_image
-
-    def spy(*a):
-        calls["image"] += 1
-        return real(*a)
-
-    monkeypatch.setattr(model, "decode_step_image", spy)
+    calls = _count_image_steps(model, monkeypatch)
     eng = Engine(model)
     # one row has 2 codes left (a 1x2 grid), the other 6: codes-only for the first 2 steps
     eng.generate([[53, BOI], [52, BOI]], 8, temperature=0, constraint=CONSTRAINT)
