@@ -323,8 +323,7 @@ class Engine:
         image_steps = 0
         if self.image_head_steps and image_head_applies(constraint, cfg):
             owes = state.in_image & (state.remaining > 0)
-            image_steps = int(torch.where(owes, state.remaining, torch.zeros_like(owes,
-                                                                                  dtype=torch.long)).min())
+            image_steps = int(torch.where(owes, state.remaining, 0).min())
         if generator is None and not params.greedy:
             generator = torch.Generator(device=dev if dev.type != "mps" else "cpu")
             # seed=None: draw one from torch's global RNG, so repeated calls differ (RL
