@@ -24,7 +24,8 @@ CUDA (when a GPU is present)
   HBM bandwidth / bytes of the weights one step reads; HF ``generate`` beside it.
   ``cuda_cfg_image_gen``: many images at once, each ``h·w`` constrained image tokens with
   CFG (one doubled batch), vs HF ``generate`` with ``guidance_scale`` (HF's decoder-only
-  CFG), tokens/s.
+  CFG), tokens/s; and our engine with the full head at every step (``image_head_steps``
+  off) beside it.
 
 ``--smoke`` runs every section, CUDA ones included, with tiny shapes on the available
 device: a quick check that the script itself works. ``--only`` picks sections. On CUDA the
@@ -406,8 +407,15 @@ def bench_cfg_image_gen(cfg: Config, n_images: int, grid: tuple[int, int], promp
     t = _timed(lambda: engine.generate(prompts, n_tok + 1, **kw), device)
     out = engine.generate(prompts, n_tok + 1, **kw)
     ok = bool((out.tokens[:, :n_tok] >= cfg.image_offset).all() and (out.tokens[:, n_tok] == eoi).all())
+    # the same engine with the full head at every step (its full-head step is compiled
+    # already: the eoi step used it)
+    engine.image_head_steps = False
+    engine.generate(prompts, n_tok + 1, **kw)
+    t_full = _timed(lambda: engine.generate(prompts, n_tok + 1, **kw), device)
     res = {"model": cfg.name, "n_images": n_images, "grid": list(grid), "cfg_scale": 1.5,
-           "ours_image_tok_s": n_images * n_tok / t, "spans_well_formed": ok}
+           "ours_image_tok_s": n_images * n_tok / t, "spans_well_formed": ok,
+           "ours_full_head_image_tok_s": n_images * n_tok / t_full,
+           "image_head_speedup": t_full / t}
     engine = model = None
     _free(device)
     hf = _hf_model(cfg, device, dtype)
