@@ -17,9 +17,23 @@ def test_python_examples_run(tmp_path, monkeypatch):
         exec(compile(block, "README.md", "exec"), {"__name__": "readme_example"})
 
 
+RESULTS = ROOT / "benchmarks" / "results"
+
+
 def test_referenced_configs_and_paths_exist():
-    for path in sorted(set(re.findall(r"(configs/[\w/.-]+\.yaml|examples/[\w/.-]+|scripts/[\w.]+)", README))):
-        assert (ROOT / path).exists(), path
+    for text in (README, (RESULTS / "README.md").read_text()):
+        for path in sorted(set(re.findall(
+                r"(configs/[\w/.-]+\.yaml|examples/[\w/.-]+|scripts/[\w.]+|benchmarks/results/[\w.]+)",
+                text))):
+            assert (ROOT / path).exists(), path
+
+
+def test_the_bars_table_names_existing_write_ups():
+    table = README.split("### Where the quality bars stand")[1].split("\n\n")[2]
+    names = set(re.findall(r"`(\w+\.md)`", table))
+    assert len(names) >= 5
+    for name in names:
+        assert (RESULTS / name).exists(), name
 
 
 def test_registry_names_used_in_readme_are_registered():
