@@ -3,8 +3,10 @@ an LM that arm-core loads; a composite rule + self-judge reward config runs too.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from arm_rl.cli import EXTRA_COMMANDS
 from arm_tokenizer.cli_base import run_cli
@@ -72,3 +74,58 @@ def test_composite_with_self_judge(tiny_lm, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert _fit(path, tiny_lm / "lm") == 0
     assert load_lm(tmp_path / "runs" / "rl-t2i").metadata["global_step"] == 1
+
+
+REWARD_MODULE = '''
+import torch
+from arm_rl.rewards.base import Reward, as_tensor
+
+CALLS = []
+
+
+class Brightness(Reward):
+    """Mean brightness of each image in [0, 1], pulled towards ``target``."""
+
+    def __init__(self, target: float = 0.5, name: str | None = None, device: str = "cpu") -> None:
+        super().__init__(name, device)
+        self.target = target
+
+    def compute(self, images, records, codes=None):
+        CALLS.append(len(images))
+        mean = (as_tensor(images).mean(dim=(1, 2, 3)) + 1) / 2
+        return 1 - (mean - self.target).abs()
+'''
+
+
+@pytest.fixture
+def third_party_reward(tmp_path, monkeypatch):
+    """A reward in a module of its own, registered ad hoc (as a pip plugin's entry point would)."""
+    from arm_tokenizer import registry
+
+    (tmp_path / "my_rewards.py").write_text(REWARD_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("ARM_EXTRA_COMPONENTS", "reward:brightness=my_rewards:Brightness")
+    registry.refresh()
+    yield
+    sys.modules.pop("my_rewards", None)
+    registry.refresh()
+
+
+def test_a_third_party_reward_trains_by_name_from_yaml(tiny_lm, tmp_path, monkeypatch,
+                                                        third_party_reward, capsys):
+    import my_rewards
+
+    cfg = yaml.safe_load((CONFIGS / "shapes-t2i-grpo.yaml").read_text())
+    cfg["model"]["init_args"]["t2i_reward"] = {"class_path": "brightness",
+                                               "init_args": {"target": 0.8}}
+    path = tmp_path / "bright.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    monkeypatch.chdir(tmp_path)
+    assert _fit(path, tiny_lm / "lm") == 0
+    assert my_rewards.CALLS == [2]                    # one prompt x a group of 2, one call
+
+    cfg["model"]["init_args"]["t2i_reward"]["class_path"] = "brightnes"
+    path.write_text(yaml.safe_dump(cfg))
+    assert _fit(path, tiny_lm / "lm") == 2
+    err = capsys.readouterr().err
+    assert "unknown component 'brightnes'" in err and "brightness" in err
