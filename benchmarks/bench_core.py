@@ -490,10 +490,10 @@ def main(argv: list[str] | None = None) -> int:
             "arm-7b", n_layer=2, n_embd=256, n_head=4, n_query_groups=2, head_size=64,
             intermediate_size=704, max_seq_len=512).to_dict(), "name": "arm-7b-vocab-small-body"})
         results["cpu_image_head"] = [
-            bench_cpu_image_head(tiny if s else shapes, 2 if s else 8, (2, 3) if s else (8, 8),
-                                 1 if s else 3)]
+            bench_cpu_image_head(tiny if s else shapes, 2 if s else 16, (2, 3) if s else (8, 8),
+                                 1 if s else 5)]
         if not s:
-            results["cpu_image_head"].append(bench_cpu_image_head(arm_vocab, 4, (8, 8), 2))
+            results["cpu_image_head"].append(bench_cpu_image_head(arm_vocab, 4, (8, 8), 3))
         write()
     dev = torch.device("cuda" if cuda else "cpu")
     if cuda and not s:
