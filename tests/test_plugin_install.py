@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
 
 import pytest
 import yaml
-
 from conftest import ROOT, run_script
 
 TEMPLATE = ROOT / "examples" / "plugin-template"
