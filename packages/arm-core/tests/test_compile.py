@@ -81,3 +81,15 @@ def test_compile_options_instead_of_mode():
                                      constraint=CONSTRAINT).tokens, eager.tokens)
     assert Engine(model, compile=True, compile_backend="eager",
                   compile_options={"triton.cudagraphs": True})._cudagraphs
+
+
+def test_compiled_engine_serves_many_batch_sizes():
+    # the codes-only sampler sees contiguous logits at every step (prefill's slice too), so
+    # one compile per batch shape, not two: fullgraph turns the recompile limit into an error
+    torch._dynamo.reset()
+    model = _model()
+    eng = Engine(model, max_seq_len=32, compile=True, compile_backend="eager")
+    for B in range(1, 7):
+        out = eng.generate([[1, 52, 50]] * B, 8, temperature=0.9, top_k=5, constraint=CONSTRAINT,
+                           seed=0, eos_ids=[51])
+        assert out.tokens[:, 6].eq(51).all()

@@ -357,7 +357,8 @@ class Engine:
                          unit="tok", leave=False)
         off, K = cfg.image_offset, cfg.image_codebook_size
         if image_steps:
-            logits = logits[:, off: off + K]
+            # contiguous, as decode_step_image's outputs are: one compiled sampler per shape
+            logits = logits[:, off: off + K].contiguous()
         for step in steps:
             if step < image_steps:          # logits are the codes' (n_br·B, K)
                 u = None if params.greedy else gumbel_noise((B, K), generator, dev)
