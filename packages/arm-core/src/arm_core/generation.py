@@ -546,14 +546,17 @@ def score_guided(model: GPT, prompts: Sequence[Sequence[int]], completions: Tens
             outs[i] = torch.where(code_pos, lp, outs[i])
     cols = (~code_pos).any(0).nonzero().squeeze(-1).tolist()       # columns needing all ids
     if cols:
-        guided = combine_guidance(model.head(hidden[:, cols]).float(), n_br, *scales)  # (B, n, V)
+        every = len(cols) == N                      # no code positions: plain slices, no copies
+        h = hidden if every else hidden[:, cols]
+        guided = combine_guidance(model.head(h).float(), n_br, *scales)              # (B, n, V)
         if tables is not None:
             allowed = torch.stack([tables.allowed(before[j]) for j in cols], dim=1)
             guided = guided.masked_fill(~allowed, float("-inf"))
         idx = torch.tensor(cols, device=completions.device)
+        comp = completions if every else completions[:, cols]
         for i, p in enumerate(variants):
-            lp = sampling_logprobs(guided, p).gather(-1, completions[:, cols, None]).squeeze(-1)
-            outs[i] = torch.where(code_pos, outs[i], outs[i].index_copy(1, idx, lp))
+            lp = sampling_logprobs(guided, p).gather(-1, comp[..., None]).squeeze(-1)
+            outs[i] = lp if every else torch.where(code_pos, outs[i], outs[i].index_copy(1, idx, lp))
 
     def finish(lp: Tensor) -> Tensor:
         if completion_mask is not None:
