@@ -141,17 +141,24 @@ def bench_cpu_decode(cfg: Config, prompt_len: int, new_tokens: int) -> dict[str,
 
 
 # ---- image-span head -----------------------------------------------------------------------
+def _t2i_prompts(cfg: Config, n_images: int, grid: tuple[int, int], prompt_len: int):
+    """Random text-to-image prompts ending in ``<h><w><boi>``, their unconditional twins and
+    the constraint (text ids 0-3 serve as boi, eoi and the shape tokens)."""
+    boi, eoi, hid, wid = 0, 1, 2, 3
+    constraint = ImageSpanConstraint(boi, eoi, cfg.image_offset, cfg.image_codebook_size,
+                                     height_tokens={hid: grid[0]}, width_tokens={wid: grid[1]})
+    prompts = [torch.randint(4, min(cfg.text_vocab_size, cfg.image_offset), (prompt_len,)).tolist()
+               + [hid, wid, boi] for _ in range(n_images)]
+    return constraint, prompts, [[5, hid, wid, boi]] * n_images
+
+
 def bench_cpu_image_head(cfg: Config, n_images: int, grid: tuple[int, int],
                          repeats: int) -> dict[str, Any]:
     torch.manual_seed(0)
     model = GPT(cfg).eval()
-    boi, eoi, hid, wid = 0, 1, 2, 3                                  # text ids used as specials
-    constraint = ImageSpanConstraint(boi, eoi, cfg.image_offset, cfg.image_codebook_size,
-                                     height_tokens={hid: grid[0]}, width_tokens={wid: grid[1]})
-    n_tok = grid[0] * grid[1]
-    prompts = [torch.randint(4, min(cfg.text_vocab_size, cfg.image_offset), (12,)).tolist()
-               + [hid, wid, boi] for _ in range(n_images)]
-    guidance = Guidance([[5, hid, wid, boi]] * n_images, scale=1.5)
+    constraint, prompts, uncond = _t2i_prompts(cfg, n_images, grid, 12)
+    eoi, n_tok = constraint.eoi_id, grid[0] * grid[1]
+    guidance = Guidance(uncond, scale=1.5)
     kw = dict(temperature=1.0, top_k=1000, constraint=constraint, seed=0, guidance=guidance,
               eos_ids=[eoi])
     res: dict[str, Any] = {"model": cfg.name, "vocab_size": cfg.vocab_size,
@@ -391,13 +398,8 @@ def bench_cfg_image_gen(cfg: Config, n_images: int, grid: tuple[int, int], promp
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     with _default_dtype(dtype), torch.device(device):
         model = GPT(cfg).eval()
-    boi, eoi, hid, wid = 0, 1, 2, 3                                  # text ids used as specials
-    constraint = ImageSpanConstraint(boi, eoi, cfg.image_offset, cfg.image_codebook_size,
-                                     height_tokens={hid: grid[0]}, width_tokens={wid: grid[1]})
-    n_tok = grid[0] * grid[1]
-    prompts = [torch.randint(4, cfg.text_vocab_size, (prompt_len,)).tolist() + [hid, wid, boi]
-               for _ in range(n_images)]
-    uncond = [[5, hid, wid, boi]] * n_images
+    constraint, prompts, uncond = _t2i_prompts(cfg, n_images, grid, prompt_len)
+    eoi, n_tok = constraint.eoi_id, grid[0] * grid[1]
     engine = Engine(model, max_seq_len=prompt_len + 3 + n_tok + 1, compile=args.compile,
                     compile_mode="reduce-overhead" if device.type == "cuda" else None)
     kw = dict(temperature=1.0, top_k=100, constraint=constraint, seed=0,

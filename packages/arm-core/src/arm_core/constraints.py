@@ -49,6 +49,12 @@ class SpanState:
         return cls(z, z.clone(), z.clone(),
                    torch.zeros(batch_size, dtype=torch.bool, device=device))
 
+    @property
+    def owes_code(self) -> Tensor:
+        """``(B,)`` bool: the row is inside a span with codes left, so the next token must be
+        an image code (and any code may be)."""
+        return self.in_image & (self.remaining > 0)
+
     def repeat(self, n: int) -> SpanState:
         return SpanState(self.height.repeat(n), self.width.repeat(n), self.remaining.repeat(n),
                          self.in_image.repeat(n))

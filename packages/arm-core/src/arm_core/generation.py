@@ -322,8 +322,7 @@ class Engine:
         # steps [0, image_steps): every row owes an image code, so only codes are scored
         image_steps = 0
         if self.image_head_steps and image_head_applies(constraint, cfg):
-            owes = state.in_image & (state.remaining > 0)
-            image_steps = int(torch.where(owes, state.remaining, 0).min())
+            image_steps = int(torch.where(state.owes_code, state.remaining, 0).min())
         if generator is None and not params.greedy:
             generator = torch.Generator(device=dev if dev.type != "mps" else "cpu")
             # seed=None: draw one from torch's global RNG, so repeated calls differ (RL
@@ -533,7 +532,7 @@ def score_guided(model: GPT, prompts: Sequence[Sequence[int]], completions: Tens
     # head alone (same distribution, no (B, N, V) logits); the rest by the full head
     code_pos = torch.zeros(B, N, dtype=torch.bool, device=completions.device)
     if image_head and image_head_applies(constraint, model.config):
-        code_pos = torch.stack([s_.in_image & (s_.remaining > 0) for s_ in before], dim=1)
+        code_pos = torch.stack([s_.owes_code for s_ in before], dim=1)
     outs = [torch.zeros(B, N, device=completions.device) for _ in variants]
     if bool(code_pos.any()):
         off, K = model.config.image_offset, model.config.image_codebook_size
