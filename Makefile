@@ -37,11 +37,11 @@ reproduce-gpu: $(STAMP)
 	$(PY) scripts/demo.py --profile gpu --out runs/reproduce-gpu
 
 # arm-tokenizer's and arm-data's own tests run in a venv where each is installed without the
-# packages above it (scripts/check_install_alone.sh); arm-core, arm-rl and the cross-package
-# tests run in the full workspace venv.
+# packages above it (scripts/check_install_alone.sh); arm-core, arm-rl, the cross-package tests
+# and the experiments' tests (experiments/, not installed) run in the full workspace venv.
 test: $(STAMP)
 	bash scripts/check_install_alone.sh $(VENV)
-	OMP_NUM_THREADS=2 $(PY) -m pytest -q -p no:cacheprovider packages/arm-core/tests packages/arm-rl/tests tests $(PYTEST_ARGS)
+	OMP_NUM_THREADS=2 $(PY) -m pytest -q -p no:cacheprovider packages/arm-core/tests packages/arm-rl/tests tests experiments/tests $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) scripts/bench.py --out bench-results/bench.json

@@ -61,7 +61,7 @@ from arm_core.model import GPT
 PEAKS = {"H100": (989e12, 3.35e12), "H200": (989e12, 4.8e12), "A100": (312e12, 2.0e12)}
 # Batch-1 decode on CUDA: CUDA graphs plus inductor's coordinate-descent tuning of its
 # kernels; on an H200 this read 197 tok/s against 188 for mode="reduce-overhead" alone
-# (7B shape, scripts/measure/decode_variants.py, benchmarks/results/cuda_h200.md).
+# (7B shape, experiments/decode_variants.py, benchmarks/results/cuda_h200.md).
 CUDA_DECODE_COMPILE = {"compile_options": {"triton.cudagraphs": True,
                                            "coordinate_descent_tuning": True}}
 

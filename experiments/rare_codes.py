@@ -3,7 +3,7 @@
 held-out and another training stream (seed 7), the fraction of tokens whose code was seen
 never / fewer than 10 / fewer than 100 times, and of images with an unseen code.
 
-    python scripts/measure/rare_codes.py runs/gpu-local/tokenizer [N=10000]
+    python experiments/rare_codes.py runs/gpu-local/tokenizer [N=10000]
 
 Prints JSON.
 """

@@ -6,7 +6,7 @@ prompt) and of the compiled decode step replayed alone, so the loop's own overhe
 both as a fraction of the bandwidth roofline (weights read per token / HBM bytes/s, the
 datasheet rate and the copy rate measured here). JSON to ``--out``.
 
-    python scripts/measure/decode_variants.py --out decode.json
+    python experiments/decode_variants.py --out decode.json
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from arm_core.config import Config  # noqa: E402
 from arm_core.generation import Engine  # noqa: E402
 from arm_core.model import GPT  # noqa: E402

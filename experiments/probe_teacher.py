@@ -4,8 +4,8 @@ tower's patch tokens: the token under the object's centre, its 3x3 neighbourhood
 (concatenated) and the mean over all tokens; and, as a reference, the raw pixels of a 24x24
 crop around the object.
 
-    python scripts/measure/probe_teacher.py runs/demo/teacher            # a teacher directory
-    python scripts/measure/probe_teacher.py runs/demo/tokenizer --tokenizer  # its de-quantized tokens
+    python experiments/probe_teacher.py runs/demo/teacher            # a teacher directory
+    python experiments/probe_teacher.py runs/demo/tokenizer --tokenizer  # its de-quantized tokens
 
 Prints one JSON line per readout.
 """

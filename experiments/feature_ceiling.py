@@ -5,7 +5,7 @@ Trains the quickstart's conv decoder straight on the tower's *continuous* patch 
 any tokenizer behind that frozen tower can reach with that decoder. The gap between this
 and the tokenizer is the quantizer's; the gap between this and 28 dB is the tower's.
 
-    python scripts/measure/feature_ceiling.py --teacher runs/reproduce/teacher --steps 1500
+    python experiments/feature_ceiling.py --teacher runs/reproduce/teacher --steps 1500
 
 Features of the training scenes are computed once (the tower is frozen); L1 loss, AdamW,
 cosine schedule. Prints one JSON line.

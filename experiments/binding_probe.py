@@ -14,7 +14,7 @@ Accuracy on ``--split`` scenes is split by the scene's object count, as ``arm-lm
 VQA and ``object_probe`` are. Several tokenizers in one call are trained with the same seed,
 data and steps.
 
-    python scripts/measure/binding_probe.py runs/tokcap/fsq1000 runs/tokcap/fsq4096-bin-mlp
+    python experiments/binding_probe.py runs/tokcap/fsq1000 runs/tokcap/fsq4096-bin-mlp
 
 Prints one JSON line per tokenizer.
 """

@@ -14,7 +14,7 @@ and the trained LM into ``<out>/lm`` (evaluate it on any machine with ``arm-lm e
 4. ``engine``: on the trained LM in fp32, greedy decoding with the KV cache equals full
    recompute token for token, and the compiled engine (inductor, CUDA graphs) equals eager.
 
-    python scripts/measure/cuda_check.py --data runs/sft2/tokens --out runs/gpu
+    python experiments/cuda_check.py --data runs/sft2/tokens --out runs/gpu
 
 ``--smoke`` runs every section on the CPU with a few steps and no inductor (the script's own
 check, not a measurement).

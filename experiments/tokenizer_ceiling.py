@@ -11,7 +11,7 @@ decoder's drawing of them. This script scores that drawing, on the same scenes t
 
 Below these figures no amount of LM training or RL can go further on this tokenizer.
 
-    python scripts/measure/tokenizer_ceiling.py --tokenizer runs/gpu/tokenizer-ft --n 150 \\
+    python experiments/tokenizer_ceiling.py --tokenizer runs/gpu/tokenizer-ft --n 150 \\
         --out ceiling.json
 """
 

@@ -6,7 +6,7 @@ Every RL run is `arm-rl fit` / `arm-rl staged` on the shipped configs in configs
 only these overrides: steps, group size, prompts per step, learning rate and paths (the
 derived configs are written next to the results so any row can be re-run by hand).
 
-    python scripts/measure/rl_recipes.py --sft runs/reproduce/lm --tokenizer runs/reproduce/tokenizer \
+    python experiments/rl_recipes.py --sft runs/reproduce/lm --tokenizer runs/reproduce/tokenizer \
         --out runs/recipes --steps 30 --lr 2e-4
 
 Writes <out>/recipes.json and <out>/recipes.md.
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 p = argparse.ArgumentParser()

@@ -3,7 +3,7 @@
 # machine that has torch but no package index, on the fixed tokens of runs/gpu/tokenizer, and
 # pack it into $OUT for evaluation here. Carry: .whl, runs/gpu/tokenizer, runs/gpu/teacher.
 #
-#   bash scripts/measure/gpu_pixel_dit.sh [arm-tokenizer fit overrides...]
+#   bash experiments/gpu_pixel_dit.sh [arm-tokenizer fit overrides...]
 #
 # Before the call, build the wheels as gpu_reproduce.sh says. After it:
 #   mkdir -p runs/gpu/tokenizer-dit && cp $FILES/tokenizer-dit/config.json runs/gpu/tokenizer-dit/

@@ -1,6 +1,6 @@
 """ARM's tokenizer loss ablation, in miniature on ShapesWorld.
 
-The paper (arXiv 2606.11188; numbers in ``shared/DESIGN.md``) trains its tokenizer with
+The paper (arXiv 2606.11188) trains its tokenizer with
 ``1·L_cap + 5·L_pix + 5·L_sig + 1·L_feat`` and ablates the terms, reporting ImageNet
 zero-shot accuracy / PSNR / codebook usage:
 
@@ -29,8 +29,11 @@ in minutes. ``pix`` only is added as the baseline the issue asks for. Each row r
 
 Run (after training the teacher with ``configs/tokenizer/shapes-teacher.yaml``)::
 
-    OMP_NUM_THREADS=1 python -m arm_tokenizer.experiments.ablation --teacher runs/teacher \\
+    OMP_NUM_THREADS=1 .venv/bin/python experiments/tokenizer_ablation.py --teacher runs/teacher \\
         --steps 400 --out results/tokenizer_ablation
+
+The result of such a run is ``benchmarks/results/tokenizer_ablation.md``. Lab material: not
+installed with any package, not API (see ``experiments/README.md``).
 
 ShapesWorld comes from arm-data, which sits *above* arm-tokenizer: this experiment finds
 it through the registry (the ``shapes_world`` datamodule and the world its dataset wraps),
@@ -456,7 +459,7 @@ def merge_results(parts: list[str], out: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ARM's tokenizer loss ablation in miniature on ShapesWorld."""
-    p = argparse.ArgumentParser(prog="arm_tokenizer.experiments.ablation", description=main.__doc__)
+    p = argparse.ArgumentParser(prog="experiments/tokenizer_ablation.py", description=main.__doc__)
     p.add_argument("--teacher", default="runs/teacher", help="teacher directory (shapes-teacher.yaml output)")
     p.add_argument("--out", default="results/tokenizer_ablation", help="output path stem (.json and .md)")
     p.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated rows from {list(ROWS)}")

@@ -3,7 +3,7 @@ ones: does it name the shape the training split's colour prior allows instead
 (benchmarks/results/heldout_pairs.md)? Greedy answers, one question per single-object scene
 (ShapesWorld seed 5), ``N`` scenes per split.
 
-    python scripts/measure/lm_shape_answers.py runs/gpu-local/lm runs/gpu-local/tokenizer-perc 150 [grey]
+    python experiments/lm_shape_answers.py runs/gpu-local/lm runs/gpu-local/tokenizer-perc 150 [grey]
 
 With ``grey`` the LM sees each image's luminance instead (the question still names the
 colour): with no hue in the picture the colour prior has nothing to act on.

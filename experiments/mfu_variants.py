@@ -9,7 +9,7 @@ each change to the training step is worth, on the same card in the same process:
 * the same at a larger batch (fewer optimizer steps per token);
 * the same with inductor's coordinate-descent tuning of its generated kernels.
 
-    python scripts/measure/mfu_variants.py --out mfu_variants.json
+    python experiments/mfu_variants.py --out mfu_variants.json
 
 MFU uses the bench's accounting (6·N + 12·L·T·d FLOPs per token, the datasheet's peak).
 JSON is written after each variant, so a run cut short keeps what it measured.
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 from arm_core.config import Config  # noqa: E402
 from arm_core.lightning_module import lm_loss  # noqa: E402

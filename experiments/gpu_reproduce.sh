@@ -4,14 +4,14 @@
 # dependencies the machine lacks), run scripts/demo.py --profile gpu up to the LM, and pack
 # what the CPU side evaluates (tokenizer, teacher, LM, stage records, logs) into $OUT.
 #
-#   bash scripts/measure/gpu_reproduce.sh [demo.py arguments...]
-#   RUN=runs/gpu-local bash scripts/measure/gpu_reproduce.sh --config tokenizer=configs/tokenizer/shapes-local.yaml
+#   bash experiments/gpu_reproduce.sh [demo.py arguments...]
+#   RUN=runs/gpu-local bash experiments/gpu_reproduce.sh --config tokenizer=configs/tokenizer/shapes-local.yaml
 #
 # DECODER_FT=<config> then fine-tunes the exported tokenizer's decoder on its fixed tokens
 # (paths moved under $RUN, DECODER_FT_S seconds, batch 64) into $RUN/tokenizer-ft; the LM stays
 # valid for it (benchmarks/results/gpu_local.md):
 #   RUN=runs/gpu-local DECODER_FT=configs/tokenizer/shapes-local-decoder-finetune.yaml \
-#       bash scripts/measure/gpu_reproduce.sh --config tokenizer=configs/tokenizer/shapes-local.yaml
+#       bash experiments/gpu_reproduce.sh --config tokenizer=configs/tokenizer/shapes-local.yaml
 #
 # Before the call, here: build our wheels (pip wheel --no-deps --no-build-isolation
 # packages/arm-* -w .whl) and download, for the machine's Python, the ones it lacks

@@ -14,8 +14,8 @@ Every colour lacks one shape in train, so a reader fit by maximum likelihood can
 "red, so not a triangle"; ``as_is`` low with ``colour_projected`` high says that is the
 failure (benchmarks/results/heldout_pairs.md).
 
-    python scripts/measure/probe_colour_prior.py runs/gpu-local/teacher
-    python scripts/measure/probe_colour_prior.py runs/gpu-local/tokenizer --tokens
+    python experiments/probe_colour_prior.py runs/gpu-local/teacher
+    python experiments/probe_colour_prior.py runs/gpu-local/tokenizer --tokens
 
 Prints one JSON line.
 """

@@ -15,9 +15,9 @@ its 3x3 / 5x5 neighbourhood (radius 1 / 2; one-hot codes stop at 3x3). The gap b
 pairs never in train) the gap between ``codes`` and ``code_vectors`` is what an id-per-code
 reading loses in generalization.
 
-    python scripts/measure/probe_objects.py runs/gpu/tokenizer --split val
-    python scripts/measure/probe_objects.py runs/gpu-local/tokenizer --split heldout --lm runs/gpu-local/lm
-    python scripts/measure/probe_objects.py runs/gpu-local/teacher --teacher --split heldout
+    python experiments/probe_objects.py runs/gpu/tokenizer --split val
+    python experiments/probe_objects.py runs/gpu-local/tokenizer --split heldout --lm runs/gpu-local/lm
+    python experiments/probe_objects.py runs/gpu-local/teacher --teacher --split heldout
 
 On ``heldout`` each line also has ``shape_by_pair`` / ``color_by_pair``: objects whose
 (color, shape) pair never occurs in train against the rest.

@@ -1,1 +1,0 @@
-"""Experiments that reproduce the paper's tables in miniature (run as modules)."""
