@@ -105,6 +105,53 @@ def test_interrupted_run_resumes_to_byte_identical_shards(tmp_path):
     assert json.loads((out / "manifest.json").read_text()) == json.loads((ref / "manifest.json").read_text())
 
 
+def _plant_temp(directory, target_name: str, data: bytes) -> str:
+    """A temp file named exactly as atomic_write_bytes names it (as a SIGKILL mid-write leaves it)."""
+    import os
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{target_name}.", suffix=".tmp", dir=directory)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return os.path.basename(tmp)
+
+
+def test_stale_temporaries_removed_on_resume_and_fresh_start(tmp_path):
+    ref, out, fresh = tmp_path / "ref", tmp_path / "out", tmp_path / "fresh"
+    run(ref)
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_0(k):
+        if k == 0:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        run(out, after_shard=stop_after_0)
+    # what a run killed while writing shard 1 and the manifest leaves behind
+    stale = [_plant_temp(out, shard_name(1), b"half a shard"), _plant_temp(out, "manifest.json", b"{")]
+    (out / ".notes.tmp").write_text("not ours")  # other files are left alone
+    (out / "shard-notes.txt").write_text("not ours either")
+    assert all((out / name).exists() for name in stale)
+    redone = []
+    run(out, after_shard=redone.append)
+    assert redone == [1, 2, 3]
+    assert not [name for name in stale if (out / name).exists()]
+    assert not list(out.glob(".shard-*.tmp")) and not list(out.glob(".manifest.json.*.tmp"))
+    assert (out / ".notes.tmp").exists() and (out / "shard-notes.txt").exists()
+    assert shard_bytes(out) == shard_bytes(ref)
+    assert json.loads((out / "manifest.json").read_text()) == json.loads((ref / "manifest.json").read_text())
+    assert len(list(iter_records(out))) == 30
+
+    # a fresh start in a directory holding only a dead run's temporaries cleans them too
+    fresh.mkdir()
+    stale = _plant_temp(fresh, shard_name(0), b"x")
+    run(fresh)
+    assert not (fresh / stale).exists() and not list(fresh.glob(".*.tmp"))
+    assert shard_bytes(fresh) == shard_bytes(ref)
+
+
 def test_corrupted_finished_shard_is_redone(tmp_path):
     run(tmp_path)
     good = shard_bytes(tmp_path)

@@ -308,3 +308,89 @@ def test_wds_duplicate_member_reported(tmp_path):
     with pytest.warns(SkippedSampleWarning, match="duplicate"):
         items = {it["key"]: it["text"] for it in ds}
     assert items["dup"] == "first" and dict(ds.policy.counts) == {"invalid_record": 1}
+
+
+# ---- where exactly: JSON line/column, our own max_pixels, the tar member's name
+
+GOOD_LINE = '{"task": "pair", "image": "images/g0.png", "text": "ok"}'
+
+
+@pytest.mark.parametrize("bad,column,what", [
+    # cut after a key: the value is missing where the line ends (not at "line 2, column 1")
+    ('{"task": "pair", "image": "images/g0.png", "text": ', 52, "Expecting value"),
+    # cut inside a string: the string that is never closed (not the line break after it)
+    ('{"task": "pair", "image": "images/g0.png", "text": "unterminated', 52, "Unterminated string starting"),
+    ('{"task": "pair", "image": "images/g0.png", "text": "ok"', 56, "Expecting ',' delimiter"),
+], ids=["after-key", "in-string", "unclosed-object"])
+@pytest.mark.parametrize("ending", ["\n", "\r\n", ""], ids=["lf", "crlf", "eof"])
+def test_jsonl_truncated_line_reported_at_its_line_and_column(tmp_path, bad, column, what, ending):
+    write_jsonl(_good(), tmp_path)  # lines 1-3
+    manifest = tmp_path / "manifest.jsonl"
+    with open(manifest, "a", newline="") as f:
+        f.write(GOOD_LINE + "\n" + bad + ending)  # the cut line is line 5 (the last one)
+    with pytest.raises(BadSampleError) as e:
+        PairDataset(str(tmp_path), size=8, on_error="raise")
+    err = e.value
+    assert err.reason == "invalid_json" and err.source == f"{manifest}:5"
+    assert f"{what} at line 5, column {column}" in err.detail, err.detail
+    assert str(manifest) in str(err)
+
+
+def test_jsonl_bad_line_in_the_middle_and_bad_utf8_column(tmp_path):
+    write_jsonl(_good(), tmp_path)
+    manifest = tmp_path / "manifest.jsonl"
+    lines = manifest.read_bytes().splitlines(keepends=True)
+    lines.insert(1, b'{"task": "pair", "image": "images/g0.png", "text": \n')
+    lines.insert(3, b'{"task": "pair", "image": "images/g0.png", "text": "caf\xe9"}\n')
+    manifest.write_bytes(b"".join(lines))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SkippedSampleWarning)
+        ds = PairDataset(str(tmp_path), size=8, max_skip_fraction=1.0)
+    assert len(ds) == 3 and ds.policy.num_skipped == 2
+    examples = ds.policy.examples
+    assert any(f"{manifest}:2" in x and "Expecting value at line 2, column 52" in x for x in examples["invalid_json"])
+    assert any(f"{manifest}:4" in x and "line 4, column 56 (byte 55)" in x for x in examples["bad_utf8"])
+
+
+def test_json_sidecar_error_gives_the_file_line():
+    from arm_data.datasets.common import parse_json_object
+
+    with pytest.raises(BadSampleError) as e:
+        parse_json_object(b'{\n  "question": "q",\n  "answer": \n}\n', "k.json")
+    assert "Expecting value at line 4, column 1" in e.value.detail
+
+
+def test_decompression_bomb_message_quotes_our_max_pixels(tmp_path, monkeypatch):
+    write_folder(_good(), tmp_path)
+    Image.new("RGB", (300, 300)).save(tmp_path / "bomb.png")
+    (tmp_path / "bomb.txt").write_text("x")
+    # Pillow's own guard fires first at open (90,000 px is over twice its limit of 20,000)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 20_000)
+    ds = PairDataset(str(tmp_path), size=8, max_pixels=10_000, on_error="raise")
+    with pytest.raises(BadSampleError) as e:
+        [ds[i] for i in range(len(ds))]
+    msg = str(e.value)
+    assert e.value.reason == "image_too_large" and "bomb.png" in msg
+    assert "90000 pixels exceeds max_pixels=10000" in msg
+    assert "max_pixels=90000 or more" in msg  # how to raise it
+    assert "20000" not in msg and "limit of" not in msg  # not Pillow's limit or wording
+    # our limit is the one that counts: above Pillow's warning threshold, within max_pixels -> loads
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50_000)
+    ds = PairDataset(str(tmp_path), size=8, max_pixels=100_000, on_error="raise")
+    assert len([ds[i] for i in range(len(ds))]) == 4
+    # without our limit, Pillow's global one is named, with how to raise it
+    ds = PairDataset(str(tmp_path), size=8, max_pixels=None, on_error="raise")
+    with pytest.raises(BadSampleError) as e:
+        [ds[i] for i in range(len(ds))]
+    assert "PIL.Image.MAX_IMAGE_PIXELS=50000" in str(e.value) and "max_pixels=90000" in str(e.value)
+
+
+def test_corrupt_tar_member_error_names_shard_and_member(tmp_path):
+    make, name, reason = wds_corrupt_image_member(tmp_path)
+    with pytest.raises(BadSampleError) as e:
+        _read_all(make(on_error="raise"))
+    msg = str(e.value)
+    assert e.value.reason == "corrupt_image"
+    assert "shard-000000.tar:junk.png" in e.value.source
+    assert "cannot identify image file 'shard-000000.tar:junk.png'" in msg
+    assert "BytesIO" not in msg and "object at 0x" not in msg

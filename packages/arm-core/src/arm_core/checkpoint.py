@@ -5,13 +5,18 @@ users load to *run* the model is an exported directory, written by :func:`save_l
 training module does it at fit end)::
 
     lm/
-      model.safetensors        weights of arm_core.model.GPT (shared tensors stored once)
-      config.json              {"format": "arm-lm", "model": Config, "vocab": VocabLayout,
+      model.safetensors        weights of the LM (shared tensors stored once)
+      config.json              {"format": "arm-lm", "lm": "gpt", "model": Config, "vocab": VocabLayout,
                                 "text_tokenizer": "text_tokenizer.model",
                                 "visual_tokenizer": {"path", "relative_path", "codebook_size"},
                                 "versions": {...}, "metadata": {...}}
       text_tokenizer.model     the sentencepiece model the text ids come from (copied), or
                                text_tokenizer.json for a HF tokenizer (an LM from Qwen2.5)
+
+``lm`` is the registered name (registry kind ``lm``, entry-point group ``arm.lms``) of the
+LM class, so :func:`load_lm` rebuilds the same class: the built-in ``gpt``
+(:class:`arm_core.model.GPT`) or a plugin's. Exports written before the field existed have
+no ``lm`` and load as ``gpt``.
 
 The visual tokenizer is *referenced*, not copied (it is large and shared with arm-data's
 pre-tokenization); the reference keeps both the absolute path and the path relative to the
@@ -29,13 +34,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
+from arm_tokenizer.checkpoint import make_temp_dir, new_file_mode
 from safetensors.torch import load_file, save_file
 
 from arm_core.config import Config
@@ -67,13 +72,15 @@ class CheckpointError(ValueError):
 class LMCheckpoint:
     """What :func:`load_lm` returns.
 
-    model: the ``arm_core.model.GPT`` in eval mode on the requested device.
+    model: the LM (``arm_core.model.GPT`` or the registered class ``lm_name`` names) in eval
+        mode on the requested device.
     config: its :class:`~arm_core.config.Config`.
     layout: the ``arm_data.vocab.VocabLayout`` it was trained with (None for a text-only LM).
     text_tokenizer_path: the copied sentencepiece model, or None.
     visual_tokenizer_dir: the referenced visual tokenizer directory if it exists, else None.
     directory: the checkpoint directory.
     metadata: free-form training metadata saved with it (steps, data, ...).
+    lm_name: the registered name of the model's class (kind ``lm``; ``gpt`` by default).
     """
 
     model: torch.nn.Module
@@ -83,6 +90,7 @@ class LMCheckpoint:
     visual_tokenizer_dir: Path | None
     directory: Path
     metadata: dict[str, Any] = field(default_factory=dict)
+    lm_name: str = "gpt"
 
     def load_text_tokenizer(self) -> Any:
         """The ``arm_data.text_tokenizer.TextTokenizer`` saved with the checkpoint."""
@@ -151,20 +159,25 @@ def save_lm(
     text_tokenizer: str | os.PathLike | None = None,
     visual_tokenizer_dir: str | os.PathLike | None = None,
     metadata: dict[str, Any] | None = None,
+    lm: str | None = None,
 ) -> Path:
     """Write a self-contained LM checkpoint directory atomically; returns its path.
 
     Args:
         directory: target directory (replaced if it exists).
-        model: the GPT module or its state dict.
+        model: the LM module or its state dict.
         config: the model's Config (its vocabulary must agree with ``layout``).
         layout: the ``VocabLayout`` (or its dict) used to build the training sequences.
         text_tokenizer: path of the sentencepiece ``.model`` file or HF ``tokenizer.json``
             (or a directory holding one); copied into the checkpoint.
         visual_tokenizer_dir: the visual tokenizer the image codes come from (referenced).
         metadata: JSON-able extra information (training steps, data, metrics).
+        lm: the registered name (kind ``lm``) of the model's class, recorded so
+            :func:`load_lm` rebuilds that class; None: looked up from ``model``'s class
+            (``gpt`` for a state dict).
     """
     directory = Path(directory)
+    lm_name = _lm_name_for_save(model, lm, directory)
     state = model.state_dict() if isinstance(model, torch.nn.Module) else dict(model)
     layout_dict = None
     if layout is not None:
@@ -180,6 +193,7 @@ def save_lm(
     cfg = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
+        "lm": lm_name,
         "model": config.to_dict(),
         "vocab": layout_dict,
         "text_tokenizer": _text_tokenizer_name(tok_src) if tok_src is not None else None,
@@ -189,9 +203,11 @@ def save_lm(
         "metadata": metadata or {},
     }
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-"))
+    # umask permissions (mkdtemp alone would leave the renamed export 0700)
+    tmp = make_temp_dir(directory.parent, prefix=f".{directory.name}.tmp-")
     try:
         save_file(unique, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+        os.chmod(tmp / WEIGHTS_NAME, new_file_mode())  # safetensors creates its files 0600
         if tok_src is not None:
             shutil.copyfile(tok_src, tmp / _text_tokenizer_name(tok_src))
         (tmp / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
@@ -208,6 +224,30 @@ def save_lm(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return directory
+
+
+def _lm_name_for_save(model: torch.nn.Module | dict[str, torch.Tensor], lm: str | None,
+                      directory: Path) -> str:
+    from arm_core.model import DEFAULT_LM, lm_name_of, resolve_lm
+
+    if lm is None:
+        if not isinstance(model, torch.nn.Module):
+            return DEFAULT_LM
+        try:
+            return lm_name_of(model)
+        except ValueError as e:
+            raise CheckpointError(f"save_lm({directory}): {e}") from None
+    try:
+        name, cls = resolve_lm(lm)
+    except LookupError as e:      # the registry's unknown-name / duplicate errors
+        raise CheckpointError(f"save_lm({directory}): lm={lm!r}: {e}") from None
+    if isinstance(model, torch.nn.Module):
+        own = type(getattr(model, "_orig_mod", model))
+        if not issubclass(own, cls):
+            raise CheckpointError(f"save_lm({directory}): lm={lm!r} is {cls.__module__}.{cls.__qualname__} "
+                                  f"but the model is a {own.__module__}.{own.__qualname__}; pass the "
+                                  "name its class is registered under")
+    return name
 
 
 def _text_tokenizer_name(src: Path) -> str:
@@ -294,11 +334,10 @@ def load_lm(directory: str | os.PathLike, device: str | torch.device = "cpu",
         expected_layout: a ``VocabLayout`` the caller's data uses; a different one is an
             error saying which numbers differ.
     """
-    from arm_core.model import GPT
-
     directory = Path(directory)
     cfg = read_lm_config(directory)
     config = Config.from_dict(cfg["model"])
+    lm_name, lm_cls = _lm_class_for_load(directory, cfg)
     layout = None
     if cfg.get("vocab") is not None:
         from arm_data.vocab import VocabLayout
@@ -310,14 +349,7 @@ def load_lm(directory: str | os.PathLike, device: str | torch.device = "cpu",
     state = load_file(str(directory / WEIGHTS_NAME))
     for alias, src in (cfg.get("tied_weights") or {}).items():
         state[alias] = state[src]
-    with torch.device("meta"):
-        model = GPT(config)
-    _check_shapes(model, state, directory, config)
-    model.load_state_dict(state, strict=True, assign=True)
-    # The RoPE frequencies are a non-persistent buffer (not in the file): recompute them.
-    from arm_core.model import rope_inv_freq
-
-    model.register_buffer("inv_freq", rope_inv_freq(config), persistent=False)
+    model = _build_loaded(lm_name, lm_cls, config, state, directory)
     model = model.to(device=device)
     if dtype is not None:
         model = model.to(dtype=dtype)
@@ -329,7 +361,43 @@ def load_lm(directory: str | os.PathLike, device: str | torch.device = "cpu",
                               "is missing; re-export the checkpoint")
     return LMCheckpoint(model=model, config=config, layout=layout, text_tokenizer_path=tok_path,
                         visual_tokenizer_dir=resolve_visual_tokenizer(directory, cfg),
-                        directory=directory, metadata=cfg.get("metadata") or {})
+                        directory=directory, metadata=cfg.get("metadata") or {}, lm_name=lm_name)
+
+
+def _lm_class_for_load(directory: Path, cfg: dict[str, Any]) -> tuple[str, type]:
+    """The registered LM class the export names (``gpt`` for exports without ``lm``)."""
+    from arm_core.model import DEFAULT_LM, LM_KIND, resolve_lm
+
+    name = cfg.get("lm") or DEFAULT_LM
+    try:
+        return resolve_lm(name)
+    except LookupError as e:      # unknown name, or a plugin that failed to import
+        raise CheckpointError(
+            f"{directory}: the LM was exported as {LM_KIND} {name!r}, which cannot be loaded "
+            f"here: {e} Install the package that registers it (entry point group 'arm.lms') or "
+            "register it with ARM_EXTRA_COMPONENTS") from None
+
+
+def _build_loaded(name: str, cls: type, config: Config, state: dict[str, torch.Tensor],
+                  directory: Path) -> torch.nn.Module:
+    """``cls(config)`` with the saved weights.
+
+    Built on the meta device and assigned (no random init, no second copy); buffers that
+    are not in the file (GPT's RoPE frequencies) are recomputed. A plugin class with other
+    non-persistent buffers is built normally instead, so its constructor computes them."""
+    from arm_core.model import GPT, rope_inv_freq
+
+    with torch.device("meta"):
+        model = cls(config)
+    _check_shapes(model, state, directory, config)
+    model.load_state_dict(state, strict=True, assign=True)
+    if isinstance(model, GPT):
+        # The RoPE frequencies are a non-persistent buffer (not in the file): recompute them.
+        model.register_buffer("inv_freq", rope_inv_freq(config), persistent=False)
+    if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
+        model = cls(config)
+        model.load_state_dict(state, strict=True)
+    return model
 
 
 def _check_shapes(model: torch.nn.Module, state: dict[str, torch.Tensor], directory: Path,

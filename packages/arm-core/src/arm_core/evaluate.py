@@ -64,11 +64,20 @@ def _mean(xs: Sequence[float]) -> float | None:
     return float(sum(xs) / len(xs)) if xs else None
 
 
-def _world(split: str, seed: int, size: tuple[int, int], n: int) -> Any:
+def _se(xs: Sequence[float]) -> float | None:
+    """Standard error of the mean of ``xs`` (sample standard deviation / sqrt(n))."""
+    n = len(xs)
+    if n < 2:
+        return None
+    m = sum(xs) / n
+    return float((sum((x - m) ** 2 for x in xs) / (n - 1) / n) ** 0.5)
+
+
+def _world(split: str, seed: int, size: tuple[int, int], n: int, difficulty: Any = "full") -> Any:
     from arm_data.shapes import ShapesWorld
 
     h, w = size
-    return ShapesWorld(split=split, seed=seed, width=w, height=h, length=max(1, n))
+    return ShapesWorld(split=split, seed=seed, width=w, height=h, length=max(1, n), difficulty=difficulty)
 
 
 def _image_size(pipe: Any) -> tuple[int, int]:
@@ -79,13 +88,14 @@ def _image_size(pipe: Any) -> tuple[int, int]:
 def evaluate_t2i_split(pipe: TextToImage, split: str, n: int, scale: float, *, seed: int = 0,
                        data_seed: int = 0, temperature: float = 1.0, top_k: int | None = None,
                        batch_size: int = 32, progress: bool = False,
-                       keep_images: int = 0) -> dict[str, Any]:
-    """Generate ``n`` images for the split's captions at guidance ``scale`` and score them."""
+                       keep_images: int = 0, difficulty: Any = "full") -> dict[str, Any]:
+    """Generate ``n`` images for the split's captions at guidance ``scale`` and score them
+    (scenes from the ShapesWorld of ``difficulty``)."""
     from arm_data.shapes import evaluate_t2i
     from arm_data.shapes.evaluator import clause_pass_rates
     from arm_data.shapes.spec import count_group
 
-    world = _world(split, data_seed, _image_size(pipe), n)
+    world = _world(split, data_seed, _image_size(pipe), n, difficulty)
     samples = [world[i] for i in range(n)]
     images = pipe([s.caption for s in samples], guidance_scale=scale, temperature=temperature,
                   top_k=top_k, seed=seed, batch_size=batch_size, progress=progress)
@@ -98,7 +108,7 @@ def evaluate_t2i_split(pipe: TextToImage, split: str, n: int, scale: float, *, s
         clauses.extend(r.clauses)
         groups[count_group(s.spec.count)].append(r.score)
     out: dict[str, Any] = {
-        "n": n, "overall": _mean(scores), "strict": _mean(strict),
+        "n": n, "overall": _mean(scores), "overall_se": _se(scores), "strict": _mean(strict),
         "by_clause": dict(sorted(clause_pass_rates(clauses).items())),
         "by_objects": {g: {"n": len(v), "overall": _mean(v)} for g, v in sorted(groups.items())},
     }
@@ -110,7 +120,7 @@ def evaluate_t2i_split(pipe: TextToImage, split: str, n: int, scale: float, *, s
 def evaluate_vqa_split(pipe: Understand, split: str, n: int, *, data_seed: int = 0,
                        questions_per_image: int = 1, max_new_tokens: int = 16,
                        batch_size: int = 32, progress: bool = False,
-                       keep_examples: int = 0) -> dict[str, Any]:
+                       keep_examples: int = 0, difficulty: Any = "full") -> dict[str, Any]:
     """Greedy answers to the split's questions, exact match after normalisation.
 
     Besides ``by_kind``, ``by_objects`` groups accuracy by the scene's object count, and
@@ -120,7 +130,7 @@ def evaluate_vqa_split(pipe: Understand, split: str, n: int, *, data_seed: int =
     which)."""
     from arm_data.shapes.spec import count_group
 
-    world = _world(split, data_seed, _image_size(pipe), n)
+    world = _world(split, data_seed, _image_size(pipe), n, difficulty)
     images, questions, answers, kinds, groups = [], [], [], [], []
     for i in range(n):
         s = world[i]
@@ -141,7 +151,7 @@ def evaluate_vqa_split(pipe: Understand, split: str, n: int, *, data_seed: int =
         by_objects[g].append(c)
         by_kind_objects[k][g].append(c)
     out: dict[str, Any] = {
-        "n": len(correct), "accuracy": _mean(correct),
+        "n": len(correct), "accuracy": _mean(correct), "accuracy_se": _se(correct),
         "by_kind": {k: _mean(v) for k, v in sorted(by_kind.items())},
         "by_objects": {g: {"n": len(v), "accuracy": _mean(v)} for g, v in sorted(by_objects.items())},
         "by_kind_objects": {k: {g: {"n": len(v), "accuracy": _mean(v)} for g, v in sorted(d.items())}
@@ -156,11 +166,12 @@ def evaluate_vqa_split(pipe: Understand, split: str, n: int, *, data_seed: int =
 def evaluate_edit_split(pipe: Edit, split: str, n: int, text_scale: float, image_scale: float, *,
                         seed: int = 0, data_seed: int = 0, temperature: float = 1.0,
                         top_k: int | None = None, batch_size: int = 32,
-                        progress: bool = False, keep_images: int = 0) -> dict[str, Any]:
+                        progress: bool = False, keep_images: int = 0,
+                        difficulty: Any = "full") -> dict[str, Any]:
     """Edit ``n`` source images by their instructions and score adherence / consistency."""
     from arm_data.shapes import evaluate_edit
 
-    world = _world(split, data_seed, _image_size(pipe), n)
+    world = _world(split, data_seed, _image_size(pipe), n, difficulty)
     trips = [world[i].edit for i in range(n)]
     sources = [t.source_image for t in trips]
     outs = pipe(sources, [t.instruction for t in trips], text_guidance_scale=text_scale,
@@ -177,7 +188,8 @@ def evaluate_edit_split(pipe: Edit, split: str, n: int, text_scale: float, image
         by_kind[kind]["consistency"].append(r.consistency)
     out: dict[str, Any] = {
         "n": n, "text_scale": text_scale, "image_scale": image_scale,
-        "adherence": _mean(adh), "consistency": _mean(con),
+        "adherence": _mean(adh), "adherence_se": _se(adh),
+        "consistency": _mean(con), "consistency_se": _se(con),
         "by_kind": {k: {m: _mean(v) for m, v in d.items()} | {"n": len(d["adherence"])}
                     for k, d in sorted(by_kind.items())},
     }
@@ -193,8 +205,12 @@ def evaluate_pipelines(t2i: TextToImage, edit: Edit, und: Understand, *, split: 
                        edit_image_scale: float | Sequence[float] = 1.25, tasks: Sequence[str] = TASKS,
                        temperature: float = 1.0, top_k: int | None = None, seed: int = 0,
                        data_seed: int = 0, questions_per_image: int = 1, batch_size: int = 32,
-                       progress: bool = True) -> dict[str, Any]:
-    """All metrics for loaded pipelines (see the module docstring for the JSON layout)."""
+                       progress: bool = True, difficulty: Any = "full") -> dict[str, Any]:
+    """All metrics for loaded pipelines (see the module docstring for the JSON layout), on the
+    ShapesWorld of ``difficulty`` (``full``, ``demo`` or Difficulty fields)."""
+    from arm_data.shapes.difficulty import get_difficulty
+
+    difficulty = get_difficulty(difficulty)
     bad = [t for t in tasks if t not in TASKS]
     if bad:
         raise ValueError(f"unknown evaluation task(s) {bad}; choose from {list(TASKS)}")
@@ -212,17 +228,19 @@ def evaluate_pipelines(t2i: TextToImage, edit: Edit, und: Understand, *, split: 
                      "temperature": temperature,
                      "top_k": top_k, "seed": seed, "data_seed": data_seed,
                      "questions_per_image": questions_per_image, "tasks": list(tasks),
+                     "difficulty": difficulty.name,
                      "lm": str(t2i.lm.directory)},
     }
     gen = dict(seed=seed, data_seed=data_seed, temperature=temperature, top_k=top_k,
-               batch_size=batch_size, progress=progress)
+               batch_size=batch_size, progress=progress, difficulty=difficulty)
     if "t2i" in tasks:
         res["t2i"] = {sp: {f"cfg={s:g}": evaluate_t2i_split(t2i, sp, n, s, **gen) for s in scales}
                       for sp in splits}
     if "vqa" in tasks:
         res["vqa"] = {sp: evaluate_vqa_split(und, sp, n, data_seed=data_seed,
                                              questions_per_image=questions_per_image,
-                                             batch_size=batch_size, progress=progress)
+                                             batch_size=batch_size, progress=progress,
+                                             difficulty=difficulty)
                       for sp in splits}
     if "edit" in tasks:
         res["edit"] = {sp: {key: evaluate_edit_split(edit, sp, n, ts, im, **gen)
@@ -263,18 +281,20 @@ def _summary(res: dict[str, Any], split: str) -> dict[str, Any]:
         runs = res["t2i"][split]
         best = max(runs, key=lambda k: runs[k]["overall"] or 0.0)
         out["t2i"] = {"cfg1": runs.get("cfg=1", {}).get("overall"), "best_scale": best,
-                      "best": runs[best]["overall"]}
+                      "best": runs[best]["overall"], "best_se": runs[best].get("overall_se")}
         for sp, r in res["t2i"].items():
-            out["t2i"][f"{sp}@best"] = {"overall": r[best]["overall"],
+            out["t2i"][f"{sp}@best"] = {"overall": r[best]["overall"], "overall_se": r[best].get("overall_se"),
                                         "by_objects": r[best]["by_objects"]}
     if "vqa" in res:
         out["vqa"] = {sp: r["accuracy"] for sp, r in res["vqa"].items()}
+        out["vqa_se"] = {sp: r.get("accuracy_se") for sp, r in res["vqa"].items()}
     if "edit" in res:
         runs = res["edit"][split]
         best = max(runs, key=lambda k: (runs[k]["adherence"] or 0.0) + (runs[k]["consistency"] or 0.0))
         out["edit"] = {"cfg1": {m: runs.get("cfg=1", {}).get(m) for m in ("adherence", "consistency")},
                        "best_scale": best,
-                       "best": {m: runs[best][m] for m in ("adherence", "consistency")}}
+                       "best": {m: runs[best][m] for m in ("adherence", "consistency")},
+                       "best_se": {m: runs[best].get(f"{m}_se") for m in ("adherence", "consistency")}}
     return out
 
 
@@ -325,6 +345,8 @@ def cli_evaluate(argv: list[str]) -> int:
     p.add_argument("--questions-per-image", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--difficulty", default="full",
+                   help="the ShapesWorld to evaluate on: full (default) or demo (arm_data.shapes.difficulty)")
     p.add_argument("--out", default="metrics.json")
     a = p.parse_args(argv)
     m = evaluate_lm(a.lm, a.tokenizer, device=a.device, split=a.split,
@@ -332,7 +354,7 @@ def cli_evaluate(argv: list[str]) -> int:
                     edit_image_scale=a.edit_image_scale, tasks=a.tasks,
                     temperature=a.temperature, top_k=a.top_k, seed=a.seed,
                     data_seed=a.data_seed, questions_per_image=a.questions_per_image,
-                    batch_size=a.batch_size)
+                    batch_size=a.batch_size, difficulty=a.difficulty)
     write_metrics(m, a.out)
     print(json.dumps(m["summary"], indent=2))
     print(f"wrote {a.out} ({m['seconds']} s)")

@@ -16,6 +16,10 @@ ARM's multimodal models export as plain HF models with the full unified vocabula
 separate visual head's rows are written into ``lm_head`` at the image-code ids (the logits
 are identical), and ``arm_config.json`` beside ``config.json`` records the layout so
 :func:`load_hf` splits the head again.
+
+The weight maps are those of the built-in LM, :class:`arm_core.model.GPT` (registry kind
+``lm``, name ``gpt``): :func:`load_hf` always builds that class, whatever other LMs plugins
+register, and its exports (``save_lm``) record ``gpt``.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from arm_tokenizer.checkpoint import atomic_write_bytes, new_file_mode
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -281,6 +286,7 @@ def _atomic_save(tensors: dict[str, torch.Tensor], dst: Path, metadata: dict[str
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=metadata)
+        os.chmod(tmp, new_file_mode())  # umask permissions (mkstemp and safetensors use 0600)
         os.replace(tmp, dst)
     finally:
         if os.path.exists(tmp):
@@ -288,10 +294,7 @@ def _atomic_save(tensors: dict[str, torch.Tensor], dst: Path, metadata: dict[str
 
 
 def _atomic_write_text(text: str, dst: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, dst)
+    atomic_write_bytes(dst, text.encode("utf-8"))  # umask permissions, temp removed on failure
 
 
 def save_hf(model: GPT, path: str | Path, model_type: str | None = None,

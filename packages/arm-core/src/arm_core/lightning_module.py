@@ -13,7 +13,8 @@ arm-data's mixed-task token data module, packed to a fixed length::
 What this module adds around :class:`arm_core.model.GPT`:
 
 * the model is built in :meth:`LMTrainer.configure_model` (so FSDP can shard it as it is
-  built) from a preset name + overrides, with the vocabulary taken from a ``VocabLayout``
+  built) from a preset name + overrides, as the registered LM ``lm`` (registry kind ``lm``:
+  the built-in ``gpt`` or a plugin's class; the export records the name), with the vocabulary taken from a ``VocabLayout``
   (argument ``vocab`` or the data module's ``layout``), optionally initialised from a
   Hugging Face directory with the vocabulary extended (``arm_core.hf``);
 * loss: token-mean CE over non-ignored targets, optional z-loss (PaLM's
@@ -201,6 +202,11 @@ class LMTrainer(pl.LightningModule):
             visual tokenizer's code geometry (``arm_core.code_init``): the fraction of each
             row's initial variance taken from it; 0 = plain random rows. New models and
             ``hf_dir`` only; needs the tokenizer (``visual_tokenizer`` or the data's).
+        lm: the LM architecture: a name registered under kind ``lm`` (entry-point group
+            ``arm.lms``; ``arm-lm list lm``), built as ``cls(config)`` from the preset's
+            Config, like ``preset`` a name in the YAML (``lm: gpt``). The export and the
+            Lightning checkpoint record it, so loading rebuilds the same class. With
+            ``init_from`` it must be the export's; ``hf_dir`` imports into ``gpt`` only.
     """
 
     def __init__(
@@ -227,9 +233,20 @@ class LMTrainer(pl.LightningModule):
         seed_init: int = 0,
         task_loss_weights: dict[str, float] | None = None,
         code_init_share: float = 0.0,
+        lm: str = "gpt",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        from arm_core.model import DEFAULT_LM, resolve_lm
+
+        # fail fast on an unknown LM name: the registry's error names the kind, the name
+        # and the registered LMs
+        self.lm_name, _ = resolve_lm(lm)
+        if hf_dir is not None and self.lm_name != DEFAULT_LM:
+            raise ValueError(f"LMTrainer: hf_dir imports a Hugging Face Qwen2/Llama checkpoint into the "
+                             f"built-in {DEFAULT_LM!r} LM (arm_core.model.GPT); lm={lm!r} cannot be "
+                             f"initialised from it. Set lm: {DEFAULT_LM}, or train {lm!r} from scratch "
+                             "or from an export of it (init_from)")
         if not 0.0 <= code_init_share < 1.0:
             raise ValueError(f"LMTrainer.code_init_share must be in [0, 1), got {code_init_share}")
         bad = {k: v for k, v in (task_loss_weights or {}).items() if not (v >= 0.0)}
@@ -286,10 +303,10 @@ class LMTrainer(pl.LightningModule):
         return cfg
 
     def configure_model(self) -> None:
-        """Build (or HF-initialise) the GPT once; FSDP shards it after this returns."""
+        """Build (or HF-initialise) the LM once; FSDP shards it after this returns."""
         if self.model is not None:
             return
-        from arm_core.model import GPT
+        from arm_core.model import build_lm
 
         self.layout = self._resolve_layout()
         if self.hparams.hf_dir:
@@ -301,7 +318,7 @@ class LMTrainer(pl.LightningModule):
             gen = torch.random.fork_rng(devices=[])
             with gen:
                 torch.manual_seed(self.hparams.seed_init)
-                self.model = GPT(self.config)
+                self.model = build_lm(self.lm_name, self.config)
         if self.hparams.code_init_share:
             self._init_code_rows()
         if self.hparams.activation_checkpointing:
@@ -325,14 +342,14 @@ class LMTrainer(pl.LightningModule):
         init_code_rows(self.model, vectors, share=self.hparams.code_init_share, generator=gen)
 
     def _rebuild(self, config: Config, layout: dict[str, Any] | None) -> None:
-        from arm_core.model import GPT
+        from arm_core.model import build_lm
 
         self.config = config
         if layout is not None:
             from arm_data.vocab import VocabLayout
 
             self.layout = VocabLayout.from_dict(layout)
-        self.model = GPT(config)
+        self.model = build_lm(self.lm_name, config)
         if self.hparams.activation_checkpointing:
             self._apply_activation_checkpointing()
         self._set_callables()
@@ -364,6 +381,10 @@ class LMTrainer(pl.LightningModule):
 
         overrides = self._loaded_overrides("init_from", directory)
         ckpt = load_lm(directory, expected_layout=layout)
+        if ckpt.lm_name != self.lm_name:
+            raise ValueError(f"LMTrainer.init_from: {directory} holds a {ckpt.lm_name!r} LM but lm is "
+                             f"{self.lm_name!r}; the architecture comes from the export: set "
+                             f"lm: {ckpt.lm_name}")
         model = ckpt.model.train()
         self._apply_loaded_overrides(model, overrides)
         if self.layout is None:
@@ -409,6 +430,10 @@ class LMTrainer(pl.LightningModule):
                              f"for the model; set data.init_args.text_tokenizer={own}")
 
     def _apply_activation_checkpointing(self) -> None:
+        if not hasattr(self.model, "set_activation_checkpointing"):
+            raise ValueError(f"LMTrainer.activation_checkpointing: the {self.lm_name!r} LM "
+                             f"({type(self.model).__qualname__}) has no set_activation_checkpointing; "
+                             "set activation_checkpointing: false")
         self.model.set_activation_checkpointing(True)
 
     # ------------------------------------------------------------------ training
@@ -567,12 +592,19 @@ class LMTrainer(pl.LightningModule):
         }
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             checkpoint["arm_rng"]["cuda"] = torch.cuda.get_rng_state_all()
+        checkpoint["arm_lm"] = self.lm_name
         if self.config is not None:
             checkpoint["arm_lm_config"] = self.config.to_dict()
         if self.layout is not None:
             checkpoint["arm_vocab"] = self.layout.to_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        from arm_core.model import DEFAULT_LM
+
+        saved_lm = checkpoint.get("arm_lm", DEFAULT_LM)     # checkpoints before the field: gpt
+        if saved_lm != self.lm_name:
+            raise ValueError(f"this checkpoint holds a {saved_lm!r} LM but the module builds "
+                             f"{self.lm_name!r}; resume (or load) with lm: {saved_lm}")
         saved = checkpoint.get("arm_lm_config")
         if saved is not None and self.config is not None and saved != self.config.to_dict():
             if self._trainer is None:
@@ -612,7 +644,8 @@ class LMTrainer(pl.LightningModule):
             state_dict = self.model.state_dict()
         state_dict = {_strip_wrappers(k): v for k, v in state_dict.items()}
         return save_lm(directory, state_dict, self.config, layout=self.layout,
-                       text_tokenizer=tok, visual_tokenizer_dir=vis, metadata=metadata)
+                       text_tokenizer=tok, visual_tokenizer_dir=vis, metadata=metadata,
+                       lm=self.lm_name)
 
     def on_fit_end(self) -> None:
         if self.hparams.export_dir == "":

@@ -58,7 +58,12 @@ from arm_core.config import Config
 from arm_core.kv_cache import KVCache
 
 __all__ = ["GPT", "Block", "CausalSelfAttention", "SwiGLU", "RMSNorm", "rope_inv_freq",
-           "apply_rope", "doc_positions", "doc_causal_mask", "extend_vocab"]
+           "apply_rope", "doc_positions", "doc_causal_mask", "extend_vocab", "DEFAULT_LM",
+           "LM_KIND", "resolve_lm", "build_lm", "lm_name_of"]
+
+#: The registry kind of LM architectures (entry-point group ``arm.lms``) and the built-in one.
+LM_KIND = "lm"
+DEFAULT_LM = "gpt"
 
 
 class RMSNorm(nn.Module):
@@ -566,3 +571,63 @@ def extend_vocab(model: GPT, config: Config, noise_std: float = 0.0,
     new.load_state_dict(sd, strict=True, assign=True)
     new.inv_freq = rope_inv_freq(config).to(ref.device)
     return new
+
+
+# ---- the LM registry (kind ``lm``) --------------------------------------------------------
+# An LM architecture is a class registered under the entry-point group ``arm.lms`` (the
+# built-in ``gpt`` = :class:`GPT`; a plugin adds its own, or ``ARM_EXTRA_COMPONENTS=
+# "lm:my_lm=my_module:MyLM"``). Its contract: ``cls(config: Config)`` builds an ``nn.Module``
+# with a ``config`` attribute and ``forward(input_ids, position_ids=None, doc_ids=None)``
+# returning ``(B, T, V)`` logits (what ``LMTrainer`` trains); generation, pipelines and RL
+# also use :class:`GPT`'s cached-inference methods, which a GPT subclass inherits.
+def resolve_lm(name: str) -> tuple[str, type[nn.Module]]:
+    """``(registered name, class)`` of the LM ``name``: a registry name of kind ``lm``
+    (``gpt``), or the class name / dotted path of a registered one (``GPT``,
+    ``arm_core.model.GPT``). An unknown name raises the registry's
+    ``UnknownComponentError``, which names the kind, the name and the registered LMs."""
+    from arm_tokenizer import registry
+
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"an LM name must be a registered {LM_KIND!r} name such as "
+                         f"{DEFAULT_LM!r}, got {name!r}")
+    try:
+        comp = registry.find(LM_KIND, name)
+    except registry.UnknownComponentError:
+        comp = registry.resolve(name, kind=LM_KIND)   # a registered class by name or path
+        if comp is None:
+            raise
+    return comp.name, comp.load()
+
+
+def build_lm(name: str, config: Config) -> nn.Module:
+    """Instantiate the registered LM ``name`` for ``config`` (``cls(config)``)."""
+    reg_name, cls = resolve_lm(name)
+    model = cls(config)
+    if not isinstance(model, nn.Module) or getattr(model, "config", None) is None:
+        raise TypeError(f"{LM_KIND} {reg_name!r} ({cls.__module__}.{cls.__qualname__}) must build an "
+                        "nn.Module with a `config` attribute from cls(config)")
+    return model
+
+
+def lm_name_of(model: nn.Module) -> str:
+    """The registered name of ``model``'s class (unwrapping ``torch.compile``).
+
+    :class:`GPT` is ``gpt``; another class is looked up among the registered LMs. An
+    unregistered GPT subclass is recorded as ``gpt`` (it loads back as a plain GPT, as
+    before LMs were registered); any other unregistered class is an error."""
+    cls = type(getattr(model, "_orig_mod", model))
+    if cls is GPT:
+        return DEFAULT_LM
+    from arm_tokenizer import registry
+
+    for comp in registry.list_components(LM_KIND):
+        try:
+            if comp.load() is cls:
+                return comp.name
+        except registry.PluginLoadError:
+            continue
+    if issubclass(cls, GPT):
+        return DEFAULT_LM
+    raise ValueError(f"{cls.__module__}.{cls.__qualname__} is not a registered {LM_KIND!r}: register it "
+                     f"(entry point group 'arm.lms', or ARM_EXTRA_COMPONENTS=\"{LM_KIND}:NAME="
+                     f"{cls.__module__}:{cls.__qualname__}\") or pass its registered name explicitly")

@@ -46,6 +46,27 @@ LONG_GENERATION = 256
 
 # Looks like special-token syntax: <boi>, <h=4>, <foo_bar>.
 _SPECIAL_RE = re.compile(r"<[A-Za-z_][A-Za-z0-9_]*(=\d+)?>")
+# A shape token: <h=4> (grid rows) or <w=8> (grid columns).
+_SHAPE_RE = re.compile(r"<([hw])=(\d+)>")
+# What each built-in special does, for the message when one appears in user text.
+_SPECIAL_ROLES = {
+    "<pad>": "padding",
+    "<bos>": "the start of every sequence",
+    "<eos>": "the end of an answer or sequence",
+    "<boi>": "opens an image span, before the image's codes",
+    "<eoi>": "closes an image span",
+    "<t2i>": "the text-to-image task marker",
+    "<und>": "the understanding task marker",
+    "<edit>": "the editing task marker",
+    "<text>": "the text task marker",
+    "<user>": "the user turn marker",
+    "<assistant>": "the assistant turn marker",
+    "<null>": "the dropped condition of guidance's unconditional branch",
+}
+
+
+def _grid_example(axis: str, n: int) -> str:
+    return f"({n}, w)" if axis == "h" else f"(h, {n})"
 
 
 class PipelineError(ValueError):
@@ -153,13 +174,47 @@ class _Pipeline:
         m = _SPECIAL_RE.search(text)
         if m:
             tok = m.group(0)
-            known = list(self.layout.special_tokens)
-            kind = ("is a special token" if tok in known
-                    else "looks like a special token but is not one of this vocabulary's")
+            L = self.layout
+            shape = _SHAPE_RE.fullmatch(tok)
+            if shape:
+                axis, n = shape.group(1), int(shape.group(2))
+                raise PipelineError(
+                    f"{what} {i} contains {tok!r}, a shape token ({'rows' if axis == 'h' else 'columns'} "
+                    f"of the image's token grid). The pipeline adds the shape tokens itself, from "
+                    f"{self._grid_source()}; remove {tok!r} from the text"
+                    + (f" and pass grid={_grid_example(axis, n)} to ask for that grid"
+                       if self._takes_grid else "")
+                    + f" (this LM's shape tokens cover 1..{L.max_grid_h} x 1..{L.max_grid_w})")
+            known = list(L.special_tokens)
+            if tok in _SPECIAL_ROLES and tok in known:
+                raise PipelineError(
+                    f"{what} {i} contains {tok!r}, which is a special token the pipeline adds "
+                    f"itself ({_SPECIAL_ROLES[tok]}); remove it from the text")
+            if tok in known:
+                raise PipelineError(
+                    f"{what} {i} contains {tok!r}, which is a special token of this vocabulary "
+                    f"(known: {known}); pipeline inputs are plain text, the pipeline builds the "
+                    "sequence around them: remove it from the text")
             raise PipelineError(
-                f"{what} {i} contains {tok!r}, which {kind} (known: {known}, plus <h=N>/<w=N> "
-                "shape tokens). Pipelines add special tokens themselves; remove it from the text")
+                f"{what} {i} contains {tok!r}, which looks like a special token but is not one of "
+                f"this vocabulary's (known: {known}, plus <h=N>/<w=N> shape tokens, which the "
+                "pipeline adds from the grid). Pipelines add special tokens themselves; remove it "
+                "from the text")
         return text
+
+    # Whether __call__ takes a ``grid`` argument (Understand reads the image's grid).
+    _takes_grid = True
+
+    def _grid_source(self) -> str:
+        """Where the shape tokens of this pipeline's prompts come from (for error messages)."""
+        return "the grid=(h, w) argument"
+
+    def _default_grid_text(self) -> str:
+        try:
+            h, w = self.default_grid
+        except PipelineError:
+            return "none loaded"
+        return f"{h}x{w}"
 
     def _check_fit(self, prompt_len: int, new_tokens: int, i: int, what: str) -> None:
         ctx = self.engine.max_seq_len
@@ -268,6 +323,10 @@ class _Pipeline:
 class TextToImage(_Pipeline):
     """Text prompts -> images. ``TextToImage.from_pretrained(lm_dir, tokenizer_dir=None)``."""
 
+    def _grid_source(self) -> str:
+        return ("the grid=(h, w) argument (`arm-lm generate --grid H W`; default: the visual "
+                f"tokenizer's grid, {self._default_grid_text()})")
+
     def __call__(self, prompts: str | Sequence[str], *, grid: Sequence[int] | None = None,
                  guidance_scale: float = 1.5, temperature: float = 1.0, top_k: int | None = None,
                  top_p: float = 1.0, seed: int | None = 0, num_images_per_prompt: int = 1,
@@ -309,6 +368,10 @@ class TextToImage(_Pipeline):
 
 class Edit(_Pipeline):
     """Source images + instructions -> edited images (two-branch guidance)."""
+
+    def _grid_source(self) -> str:
+        return ("the grid=(h, w) argument for the edited image (`arm-lm generate --grid H W`; "
+                "default: the source image's grid) and the source image's own grid")
 
     def __call__(self, images: Any, instructions: str | Sequence[str], *,
                  text_guidance_scale: float = 1.5, image_guidance_scale: float = 1.25,
@@ -366,6 +429,12 @@ class Edit(_Pipeline):
 
 class Understand(_Pipeline):
     """Images + questions -> text answers (greedy by default)."""
+
+    _takes_grid = False
+
+    def _grid_source(self) -> str:
+        return (f"the image's token grid (the visual tokenizer's, {self._default_grid_text()}); "
+                "a question needs no shape tokens")
 
     def __call__(self, images: Any, questions: str | Sequence[str], *, max_new_tokens: int = 32,
                  temperature: float = 0.0, top_k: int | None = None, top_p: float = 1.0,

@@ -12,7 +12,8 @@ Guarantees (tested):
   SHA-256) only after its rename.
 * **Resumable**: a re-run with the same settings skips finished shards (listed, present,
   checksum matching) and redoes the rest; a run with different settings into the same
-  directory is refused (it would mix two tokenizations).
+  directory is refused (it would mix two tokenizations). Temp files a killed run left
+  (``.shard-*.tmp``, ``.manifest.json.*.tmp``) are removed when a run starts.
 * **Reproducible**: shard ``k`` holds source items ``[k*S, (k+1)*S)`` encoded in fixed
   batches, so pre-tokenizing twice -- even with an interruption in between -- gives
   byte-identical shards (same tokenizer, batch size and device).
@@ -28,6 +29,7 @@ import argparse
 import hashlib
 import math
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +40,15 @@ from torch.utils.data import DataLoader, Dataset
 
 from arm_data.errors import BadSampleError, ErrorPolicy
 from arm_data.formats import ImageTokens
-from arm_data.shards import RECORD_TASKS, Manifest, ShardError, TokenRecord, shard_name, write_shard
+from arm_data.shards import (
+    MANIFEST_NAME,
+    RECORD_TASKS,
+    Manifest,
+    ShardError,
+    TokenRecord,
+    shard_name,
+    write_shard,
+)
 
 
 @runtime_checkable
@@ -174,22 +184,29 @@ class ShapesSource:
             pair), ``edit`` (the edit triplet).
         length: number of scenes (ShapesWorld is unbounded; ``--count`` sets it).
         num_questions: QA pairs per scene.
+        difficulty: the world's content (``full``, ``demo`` or Difficulty fields).
     """
 
-    def __init__(self, split: str, seed: int, tasks: Sequence[str], length: int, num_questions: int = 4) -> None:
+    def __init__(self, split: str, seed: int, tasks: Sequence[str], length: int, num_questions: int = 4,
+                 difficulty: Any = "full") -> None:
         from arm_data.shapes import SPLITS
+        from arm_data.shapes.difficulty import get_difficulty
 
         if split not in SPLITS:
             raise ValueError(f"unknown ShapesWorld split {split!r}; choose from {list(SPLITS)}")
         self.split, self.seed, self.tasks, self.length = split, int(seed), tuple(tasks), int(length)
         self.num_questions = int(num_questions)
+        self.difficulty = get_difficulty(difficulty)
         self._worlds: dict[tuple[int, int], Any] = {}
 
     def __len__(self) -> int:
         return self.length
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "shapes", "split": self.split, "seed": self.seed, "num_questions": self.num_questions}
+        out = {"kind": "shapes", "split": self.split, "seed": self.seed, "num_questions": self.num_questions}
+        if self.difficulty.name != "full":  # (full-world manifests stay as they were)
+            out["difficulty"] = self.difficulty.to_dict()
+        return out
 
     def _world(self, image_size: tuple[int, int]) -> Any:
         from arm_data.shapes.world import ShapesWorld
@@ -197,7 +214,8 @@ class ShapesSource:
         if image_size not in self._worlds:
             h, w = image_size
             self._worlds[image_size] = ShapesWorld(split=self.split, seed=self.seed, width=w, height=h,
-                                                   length=max(1, self.length), num_questions=self.num_questions)
+                                                   length=max(1, self.length), num_questions=self.num_questions,
+                                                   difficulty=self.difficulty)
         return self._worlds[image_size]
 
     def load(self, i: int, image_size: tuple[int, int]) -> list[RawRecord]:
@@ -294,7 +312,7 @@ class RecordsSource:
 
 
 def make_source(spec: str, tasks: Sequence[str], count: int | None, seed: int = 0,
-                num_questions: int = 4) -> PretokenizeSource:
+                num_questions: int = 4, difficulty: Any = "full") -> PretokenizeSource:
     """``shapes:SPLIT`` or a dataset path -> a source."""
     bad = [t for t in tasks if t not in RECORD_TASKS]
     if bad or not tasks:
@@ -302,7 +320,7 @@ def make_source(spec: str, tasks: Sequence[str], count: int | None, seed: int = 
     if spec.startswith("shapes:"):
         if count is None:
             raise ValueError("ShapesWorld is unbounded: give --count (number of scenes)")
-        return ShapesSource(spec.split(":", 1)[1], seed, tasks, count, num_questions)
+        return ShapesSource(spec.split(":", 1)[1], seed, tasks, count, num_questions, difficulty)
     if not os.path.exists(spec) and not any(c in spec for c in "*?{"):
         raise FileNotFoundError(f"--source {spec!r}: no such dataset path (or use shapes:train|val|heldout)")
     return RecordsSource(spec, tasks)
@@ -417,6 +435,7 @@ def pretokenize(
         "image_size": list(image_size),
     }
     manifest = _open_manifest(out, settings, num_shards)
+    remove_stale_temporaries(out)  # left by a run killed mid-write
     if tokenizer_dir is not None and manifest.info.get("tokenizer_dir") != os.path.abspath(tokenizer_dir):
         manifest.info["tokenizer_dir"] = os.path.abspath(tokenizer_dir)
         manifest.save(out)
@@ -508,6 +527,30 @@ def _encode(tokenizer: Any, raws: list[RawRecord], batch_size: int, device: str,
                         key=r.key, index=r.index, extra=r.extra) for r in raws]
 
 
+# The temp files atomic_write_bytes makes for a shard or the manifest: ".<name>.<random>.tmp".
+_STALE_TMP = re.compile(r"^\.(shard-\d+\.safetensors|" + re.escape(MANIFEST_NAME) + r")\..+\.tmp$")
+
+
+def remove_stale_temporaries(out: str | os.PathLike) -> list[Path]:
+    """Delete the temp files of shard and manifest writes in ``out`` that a killed run left.
+
+    Only this module's own temporaries (``.shard-NNNNN.safetensors.*.tmp`` and
+    ``.manifest.json.*.tmp``) are touched; other files are left alone. Called when a run
+    starts (fresh or resumed), so it assumes no other run is writing into ``out`` at the
+    same time (two runs into one directory are not supported anyway). Returns the removed
+    paths.
+    """
+    removed = []
+    for entry in os.scandir(out):
+        if _STALE_TMP.match(entry.name) and entry.is_file(follow_symlinks=False):
+            try:
+                os.unlink(entry.path)
+            except FileNotFoundError:
+                continue
+            removed.append(Path(entry.path))
+    return removed
+
+
 def _open_manifest(out: Path, settings: dict[str, Any], num_shards: int) -> Manifest:
     try:
         manifest = Manifest.load(out)
@@ -552,13 +595,19 @@ def cli_main(argv: list[str]) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0, help="ShapesWorld seed")
     p.add_argument("--questions", type=int, default=4, help="ShapesWorld QA pairs per scene")
+    p.add_argument("--difficulty", default="full",
+                   help="ShapesWorld content for shapes: sources: full (default) or demo (arm_data.shapes.difficulty)")
     p.add_argument("--on-error", choices=["skip", "raise"], default="skip")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
-    source = make_source(args.source, tasks, args.count, seed=args.seed, num_questions=args.questions)
+    try:
+        source = make_source(args.source, tasks, args.count, seed=args.seed, num_questions=args.questions,
+                             difficulty=args.difficulty)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
     tok = load_visual_tokenizer(args.tokenizer, args.device)
     policy = ErrorPolicy(on_error=args.on_error)
     m = pretokenize(tok, source, args.out, shard_size=args.shard_size, count=args.count,

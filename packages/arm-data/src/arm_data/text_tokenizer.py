@@ -313,11 +313,13 @@ def record_texts(texts: dict) -> list[str]:
     return out
 
 
-def shapes_texts(split: str = "train", count: int = 10_000, seed: int = 0) -> list[str]:
-    """Captions, QA pairs and edit instructions of ``count`` ShapesWorld scenes (no rendering)."""
+def shapes_texts(split: str = "train", count: int = 10_000, seed: int = 0,
+                 difficulty: Any = "full") -> list[str]:
+    """Captions, QA pairs and edit instructions of ``count`` ShapesWorld scenes (no rendering)
+    of the world of ``difficulty`` (``full``, ``demo`` or Difficulty fields)."""
     from arm_data.shapes.world import ShapesWorld
 
-    world = ShapesWorld(split=split, seed=seed, length=max(1, count))
+    world = ShapesWorld(split=split, seed=seed, length=max(1, count), difficulty=difficulty)
     out: list[str] = []
     for i in range(count):
         s = world[i]
@@ -337,6 +339,7 @@ def train_text_tokenizer_command(argv: list[str]) -> int:
     p.add_argument("--source", help="shapes:train|val|heldout: train on ShapesWorld text")
     p.add_argument("--count", type=int, default=10_000, help="ShapesWorld scenes for --source")
     p.add_argument("--seed", type=int, default=0, help="ShapesWorld seed for --source")
+    p.add_argument("--difficulty", default="full", help="ShapesWorld content for --source: full or demo")
     p.add_argument("--files", nargs="*", default=[], help="UTF-8 text files, one sentence per line")
     p.add_argument("--out", help="output .model path or directory")
     p.add_argument("--vocab-size", type=int, default=1024)
@@ -351,7 +354,7 @@ def train_text_tokenizer_command(argv: list[str]) -> int:
     if args.source:
         if not args.source.startswith("shapes:"):
             p.error(f"--source must be shapes:SPLIT, got {args.source!r} (use --files for text files)")
-        texts.extend(shapes_texts(args.source.split(":", 1)[1], args.count, args.seed))
+        texts.extend(shapes_texts(args.source.split(":", 1)[1], args.count, args.seed, args.difficulty))
     if not texts and not args.files:
         p.error("give at least one of --shards, --source, --files")
     out = args.out or (str(Path(args.shards) / MODEL_FILENAME) if args.shards else None)

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -363,16 +362,9 @@ class VocabLayout:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the layout as JSON, atomically (temp file in the same dir + rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(self.to_json() + "\n")
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        from arm_tokenizer.checkpoint import atomic_write_bytes  # umask permissions, not 0600
+
+        atomic_write_bytes(path, (self.to_json() + "\n").encode("utf-8"))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> VocabLayout:

@@ -100,10 +100,11 @@ class ShapesPromptDataset(Dataset):
         task_weights: e.g. ``{"t2i": 0.5, "edit": 0.5}``.
         seed: world seed and task-choice seed.
         split: must be ``train`` (evaluation splits are for measuring RL, never for training it).
+        difficulty: the ShapesWorld the prompts come from (``full``, ``demo`` or Difficulty fields).
     """
 
     def __init__(self, length: int, task_weights: dict[str, float], seed: int = 0,
-                 split: str = "train") -> None:
+                 split: str = "train", difficulty: Any = "full") -> None:
         if split != "train":
             raise ValueError(f"RL prompts come from the ShapesWorld train split only, got split={split!r}: "
                              "val/heldout are what RL is measured on")
@@ -112,7 +113,7 @@ class ShapesPromptDataset(Dataset):
         from arm_data.shapes import ShapesWorld
 
         self.weights = check_task_weights(task_weights)
-        self.world = ShapesWorld(split=split, seed=seed, length=length)
+        self.world = ShapesWorld(split=split, seed=seed, length=length, difficulty=difficulty)
         self.seed, self.length = seed, length
 
     def __len__(self) -> int:
@@ -148,12 +149,18 @@ class ShapesPromptDataModule(pl.LightningDataModule):
         seed: world and task-mix seed.
         split: must be ``train``.
         shuffle: shuffle each epoch.
+        difficulty: the ShapesWorld the prompts come from: ``full`` (default), ``demo``, or
+            a mapping of :class:`~arm_data.shapes.difficulty.Difficulty` fields; use the
+            world the policy was trained on.
     """
 
     def __init__(self, task_weights: dict[str, float] | None = None, prompts_per_step: int = 4,
                  num_prompts: int = 10_000, seed: int = 0, split: str = "train",
-                 shuffle: bool = True) -> None:
+                 shuffle: bool = True, difficulty: str | dict[str, Any] = "full") -> None:
         super().__init__()
+        from arm_data.shapes.difficulty import get_difficulty
+
+        self.difficulty = get_difficulty(difficulty)
         if task_weights is not None and not task_weights:
             raise ValueError("task_weights is empty: give e.g. {'t2i': 1.0}, or leave it unset for T2I only")
         self.task_weights = check_task_weights(task_weights or {"t2i": 1.0})
@@ -169,7 +176,8 @@ class ShapesPromptDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.dataset is None:
-            self.dataset = ShapesPromptDataset(self.num_prompts, self.task_weights, self.seed, self.split)
+            self.dataset = ShapesPromptDataset(self.num_prompts, self.task_weights, self.seed, self.split,
+                                               difficulty=self.difficulty)
 
     def train_dataloader(self) -> DataLoader:
         self.setup("fit")

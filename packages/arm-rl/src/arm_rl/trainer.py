@@ -34,6 +34,10 @@ figures are logged as NaN, not carried over). Sample grids every ``sample_every_
 rollout batches go to TensorBoard (when that logger is used) and to
 ``<log_dir>/samples/step<global step>-<task>.png``.
 
+A data module whose training loader produces no batches at all (an empty prompt set) is
+an error (:class:`NoTrainingBatchesError`, naming the data module) rather than a run that
+ends at step 0 and exports the unchanged policy; nothing is exported then.
+
 Resuming from a Lightning checkpoint (``ckpt_path``) continues the rollout sampler's random
 stream where it stopped, and the prompt order with it (``ShapesPromptDataModule`` is
 resumable), so a resumed run draws the same rollouts as an uninterrupted one.
@@ -64,11 +68,16 @@ from arm_rl.grpo import (
 from arm_rl.rewards.base import Reward, RewardError
 from arm_rl.rollout import POLICY_MODES, RolloutBatch, RolloutSampler, TaskSampling
 
-__all__ = ["GRPOTrainer", "RLNumericsError", "ReferenceMismatchError", "make_grid"]
+__all__ = ["GRPOTrainer", "RLNumericsError", "ReferenceMismatchError", "NoTrainingBatchesError",
+           "make_grid"]
 
 
 class RLNumericsError(FloatingPointError):
     """A non-finite loss or gradient; the optimizer was not stepped (says which batch/reward)."""
+
+
+class NoTrainingBatchesError(ValueError):
+    """The data module's training loader produced no batches: nothing was trained (or exported)."""
 
 
 class ReferenceMismatchError(ValueError):
@@ -206,6 +215,9 @@ class GRPOTrainer(pl.LightningModule):
         self.__dict__.update(_reference=None, _visual=None, _lm=None, _sampler=None, _engine=None,
                              _generator=None)
         self._rollout_batches = 0        # rollout batches done (sample-grid interval, resume)
+        self._fit_batches = 0            # training batches seen in this fit
+        self._epoch_batches = 0          # ... in the current epoch
+        self._empty_epochs = 0           # consecutive epochs without a batch
 
     # ------------------------------------------------------------------ building
     @property
@@ -233,7 +245,8 @@ class GRPOTrainer(pl.LightningModule):
         if hp.beta > 0:
             ref_dir = hp.reference_checkpoint or hp.policy_checkpoint
             ref = load_lm(ref_dir)
-            diff = _config_diff(lm.config.to_dict(), ref.config.to_dict())
+            diff = _config_diff({"lm": lm.lm_name, **lm.config.to_dict()},
+                                {"lm": ref.lm_name, **ref.config.to_dict()})
             if ref.layout is None or ref.layout.to_dict() != lm.layout.to_dict():
                 diff.append("vocabulary layouts differ")
             if diff:
@@ -253,6 +266,8 @@ class GRPOTrainer(pl.LightningModule):
 
     def on_fit_start(self) -> None:
         from arm_core.generation import Engine
+
+        self._fit_batches = self._epoch_batches = self._empty_epochs = 0
 
         dev = self.device
         if self.reference is not None:
@@ -338,7 +353,56 @@ class GRPOTrainer(pl.LightningModule):
     def _log(self, name: str, value: Any, bs: int) -> None:
         self.log(f"train/{name}", float(value), on_step=True, on_epoch=False, batch_size=bs)
 
+    def on_train_epoch_start(self) -> None:
+        self._epoch_batches = 0
+
+    def on_train_epoch_end(self) -> None:
+        if self._epoch_batches:
+            self._empty_epochs = 0
+            return
+        # An iterable loader that yields nothing ends every epoch at once; with max_steps set
+        # (max_epochs unlimited) Lightning would start empty epochs forever. One empty epoch
+        # can be legitimate (a resume exactly at an epoch's end); two in a row are not.
+        self._empty_epochs += 1
+        if self._empty_epochs >= 2:
+            raise NoTrainingBatchesError(self._no_batches_message(
+                f"yielded no batch in {self._empty_epochs} consecutive epochs"))
+
+    def _data_source_name(self) -> str:
+        dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is None:
+            return "the train_dataloaders given to Trainer.fit"
+        cls = type(dm)
+        return f"data module {cls.__module__}.{cls.__qualname__}"
+
+    def _export_target(self) -> str | None:
+        if self.hparams.export_dir == "":
+            return None
+        return self.hparams.export_dir or os.path.join(self.trainer.default_root_dir, "policy")
+
+    def _no_batches_message(self, detail: str) -> str:
+        target = self._export_target()
+        export = (f"no policy was exported (export_dir {target} left as it was)" if target
+                  else "nothing was exported")
+        return (f"the {self._data_source_name()} produced no training batches (its train_dataloader() "
+                f"{detail}): GRPO trained nothing and {export}. Give it prompts: check its "
+                "prompt source, num_prompts / prompts_per_step and any filter that may drop every "
+                "prompt")
+
+    def _check_trained_on_something(self) -> None:
+        """At fit end: a loader that produced no batch is an error, not a step-0 export."""
+        if self._fit_batches:
+            return
+        fit_loop = self.trainer.fit_loop
+        if fit_loop.max_batches == 0:                     # a sized loader of length 0
+            raise NoTrainingBatchesError(self._no_batches_message("has length 0"))
+        if self._empty_epochs:                            # an iterable that yielded nothing
+            raise NoTrainingBatchesError(self._no_batches_message(
+                f"yielded no batch in {self._empty_epochs} epoch(s)"))
+
     def training_step(self, batch: list[Any], batch_idx: int) -> None:
+        self._fit_batches += 1
+        self._epoch_batches += 1
         hp = self.hparams
         G = hp.group_size
         rollouts = self.make_rollouts(batch, batch_idx)
@@ -487,12 +551,13 @@ class GRPOTrainer(pl.LightningModule):
         vis = self.hparams.visual_tokenizer or lm.visual_tokenizer_dir
         return save_lm(directory, self.policy.state_dict(), lm.config, layout=lm.layout,
                        text_tokenizer=lm.text_tokenizer_path, visual_tokenizer_dir=vis,
-                       metadata=metadata)
+                       metadata=metadata, lm=lm.lm_name)
 
     def on_fit_end(self) -> None:
-        if self.hparams.export_dir == "":
+        self._check_trained_on_something()
+        target = self._export_target()
+        if target is None:
             return
-        target = self.hparams.export_dir or os.path.join(self.trainer.default_root_dir, "policy")
         if self.trainer.is_global_zero:
             meta = {"global_step": int(self.trainer.global_step), "stage": "grpo",
                     "started_from": str(self.hparams.policy_checkpoint),

@@ -31,13 +31,24 @@ import inspect
 import pathlib
 from typing import Any, ClassVar
 
-__all__ = ["Configurable", "ConfigError", "instantiate", "import_class", "to_config_value"]
+__all__ = ["Configurable", "ConfigError", "ComponentImportError", "instantiate", "import_class",
+           "iter_component_configs", "to_config_value"]
 
 _ARGS_ATTR = "_arm_init_args"
 
 
 class ConfigError(ValueError):
     """A component config that cannot be written or rebuilt (the message says which key)."""
+
+
+class ComponentImportError(ConfigError, ImportError):
+    """A config's ``class_path`` names a module that is not installed (``module`` is the
+    missing top-level module)."""
+
+    def __init__(self, message: str, class_path: str = "", module: str = "") -> None:
+        super().__init__(message)
+        self.class_path = class_path
+        self.module = module
 
 
 class Configurable:
@@ -165,12 +176,14 @@ def import_class(class_path: str) -> type:
     if not isinstance(class_path, str) or "." not in class_path:
         raise ConfigError(f"class_path must be a dotted 'module.Class' string, got {class_path!r}")
     parts = class_path.split(".")
+    missing: ModuleNotFoundError | None = None
     for split in range(len(parts) - 1, 0, -1):
         module_name, attrs = ".".join(parts[:split]), parts[split:]
         try:
             obj: Any = importlib.import_module(module_name)
         except ModuleNotFoundError as e:
-            if e.name and module_name.startswith(e.name):
+            if e.name and (module_name == e.name or module_name.startswith(e.name + ".")):
+                missing = missing or e
                 continue  # try a shorter module path
             raise
         try:
@@ -179,7 +192,28 @@ def import_class(class_path: str) -> type:
         except AttributeError:
             raise ConfigError(f"{class_path}: module {module_name!r} has no attribute {'.'.join(attrs)!r}") from None
         return obj
-    raise ConfigError(f"cannot import class {class_path!r}: no importable module prefix")
+    top, name = parts[0], (missing.name if missing is not None and missing.name else parts[0])
+    if name == top:
+        why = f"module {top!r} is not installed; install the package that provides it"
+    else:  # the package is there, one of its modules is not (another version of it?)
+        why = f"module {name!r} does not exist in the installed {top!r} (another version of it?)"
+    raise ComponentImportError(f"cannot import class {class_path!r}: {why} ({missing})",
+                               class_path=class_path, module=name)
+
+
+def iter_component_configs(config: Any, where: str = "model"):
+    """``(where, class_path)`` of every component config in a tree, outermost first, e.g.
+    ``("model.init_args.quantizer", "arm_tokenizer.quantizers.fsq.FSQQuantizer")``."""
+    if _is_component_config(config):
+        yield where, config["class_path"]
+        for k, v in (config.get("init_args") or {}).items():
+            yield from iter_component_configs(v, f"{where}.init_args.{k}")
+    elif isinstance(config, list):
+        for i, v in enumerate(config):
+            yield from iter_component_configs(v, f"{where}[{i}]")
+    elif isinstance(config, dict):
+        for k, v in config.items():
+            yield from iter_component_configs(v, f"{where}.{k}")
 
 
 def _is_component_config(value: Any) -> bool:

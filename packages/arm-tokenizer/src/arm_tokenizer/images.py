@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -95,7 +96,51 @@ def _source_name(source: ImageSource, name: str | None) -> str:
     return str(getattr(source, "name", "<stream>"))
 
 
-def _open(source: ImageSource, label: str) -> Image.Image:
+def _pillow_pixels(err: Exception) -> int | None:
+    """The pixel count in Pillow's decompression-bomb message ("Image size (N pixels) ...")."""
+    m = re.search(r"\((\d+) pixels\)", str(err))
+    return int(m.group(1)) if m else None
+
+
+def _too_large(label: str, max_pixels: int | None, pixels: int | None, size: tuple[int, int] | None = None,
+               pillow: Exception | None = None) -> ImageLoadError:
+    """The ``too_large`` error: the image's pixel count, the limit that refused it, how to raise it."""
+    count = f"{size[0]}x{size[1]} = {pixels} pixels" if size and pixels else (
+        f"{pixels} pixels" if pixels else "its size")
+    limit = Image.MAX_IMAGE_PIXELS
+    if pixels is None:  # an unparseable Pillow message: pass it on as it is
+        return ImageLoadError(label, "too_large", f"{pillow} (max_pixels={max_pixels})")
+    if max_pixels is not None and pixels > max_pixels:
+        return ImageLoadError(
+            label, "too_large",
+            f"{count} exceeds max_pixels={max_pixels} (possible decompression bomb); if the image "
+            f"is trusted, raise the limit: max_pixels={pixels} or more (the max_pixels argument "
+            f"of the reader or of load_image)",
+        )
+    if max_pixels is not None:  # within ours, but over twice Pillow's global limit: Pillow refuses
+        return ImageLoadError(
+            label, "too_large",
+            f"{count} is within max_pixels={max_pixels} but over twice Pillow's global limit "
+            f"PIL.Image.MAX_IMAGE_PIXELS={limit}, which Pillow enforces itself; to load it, also "
+            f"raise that: PIL.Image.MAX_IMAGE_PIXELS = {pixels}",
+        )
+    hint = (f"pass max_pixels={pixels} or more to use that limit instead" if limit is None or pixels <= 2 * limit
+            else f"raise it: PIL.Image.MAX_IMAGE_PIXELS = {pixels}")
+    return ImageLoadError(
+        label, "too_large",
+        f"{count} exceeds Pillow's global limit PIL.Image.MAX_IMAGE_PIXELS={limit} (possible "
+        f"decompression bomb; with max_pixels=None only Pillow's limit applies); if the image is "
+        f"trusted, {hint}",
+    )
+
+
+def _bomb_filter(max_pixels: int | None) -> str:
+    """Pillow only warns between 1x and 2x its global limit: with our own ``max_pixels`` that
+    warning is moot (our check decides); without it, it is the guard, made an error."""
+    return "ignore" if max_pixels is not None else "error"
+
+
+def _open(source: ImageSource, label: str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Open lazily (header only) and check for empty input; no pixels are decoded here."""
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
@@ -112,14 +157,22 @@ def _open(source: ImageSource, label: str) -> Image.Image:
         fp = source
     try:
         with warnings.catch_warnings():
-            # Image.open already checks the header size: above MAX_IMAGE_PIXELS it only warns
-            # (up to 2x), which we turn into the same error as the 2x case
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Image.open already checks the header size against Pillow's global limit
+            warnings.simplefilter(_bomb_filter(max_pixels), Image.DecompressionBombWarning)
             return Image.open(fp)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageLoadError(label, "too_large", str(e)) from e
+        raise _too_large(label, max_pixels, _pillow_pixels(e), pillow=e) from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ImageLoadError(label, "corrupt", f"{type(e).__name__}: {e}") from e
+        raise ImageLoadError(label, "corrupt", _pillow_message(e, fp, label)) from e
+
+
+def _pillow_message(err: Exception, fp: object, label: str) -> str:
+    """``Type: message``, with the in-memory stream Pillow names (``<_io.BytesIO object at
+    0x...>``) replaced by the image's name."""
+    msg = str(err)
+    if not isinstance(fp, str):
+        msg = msg.replace(repr(fp), repr(label))
+    return f"{type(err).__name__}: {msg}"
 
 
 def _high_bit_depth_to_l(img: Image.Image) -> Image.Image:
@@ -198,21 +251,18 @@ def load_image(
             ``"corrupt"`` and the file named.
     """
     label = _source_name(source, name)
-    img = _open(source, label)
+    img = _open(source, label, max_pixels)
     try:
         w, h = img.size
         if max_pixels is not None and w * h > max_pixels:
-            raise ImageLoadError(
-                label, "too_large",
-                f"{w}x{h} = {w * h} pixels exceeds max_pixels={max_pixels} (possible decompression bomb)",
-            )
+            raise _too_large(label, max_pixels, w * h, size=(w, h))
         try:
             with warnings.catch_warnings():
-                # Pillow warns (not raises) between 1x and 2x MAX_IMAGE_PIXELS; make it an error.
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                # some formats check sizes again while decoding (e.g. GIF frames)
+                warnings.simplefilter(_bomb_filter(max_pixels), Image.DecompressionBombWarning)
                 img.load()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            raise ImageLoadError(label, "too_large", str(e)) from e
+            raise _too_large(label, max_pixels, _pillow_pixels(e), pillow=e) from e
         except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as e:
             # Truncated files raise OSError("image file is truncated ...") unless the global
             # ImageFile.LOAD_TRUNCATED_IMAGES is set; we never set it.

@@ -60,22 +60,38 @@ def read_text(path: str | os.PathLike, where: str | None = None) -> str:
     return decode_text(data, where)
 
 
-def parse_json_object(data: bytes | str, where: str) -> dict[str, Any]:
+def parse_json_object(data: bytes | str, where: str, first_line: int | None = None) -> dict[str, Any]:
     """Parse JSON that must be an object.
+
+    Args:
+        data: the JSON text (a whole sidecar file, or one JSONL line without its newline).
+        where: how errors name the source (a path, ``manifest.jsonl:17``, ``shard.tar:key.json``).
+        first_line: the file line ``data`` starts on (a JSONL line's number); errors then
+            give file line numbers. ``None``: ``data`` is a whole file.
 
     Raises:
         BadSampleError: ``bad_utf8`` (bytes that are not UTF-8) or ``invalid_json``
-            (syntax error, with line/column, or a non-object value).
+            (syntax error, or a non-object value); both give the 1-based line and column
+            (characters) of the problem.
     """
+    base = (first_line or 1) - 1
     if isinstance(data, bytes):
         try:
             data = data.decode("utf-8-sig")
         except UnicodeDecodeError as e:
-            raise BadSampleError(where, "bad_utf8", f"not valid UTF-8 at byte {e.start}") from e
+            before = data[:e.start]
+            line = base + before.count(b"\n") + 1
+            col = len(before[before.rfind(b"\n") + 1:].decode("utf-8-sig", "replace")) + 1
+            raise BadSampleError(where, "bad_utf8", f"not valid UTF-8 at line {line}, column {col} "
+                                 f"(byte {e.start}): {data[e.start:e.start + 8]!r}") from e
     try:
         obj = json.loads(data)
     except json.JSONDecodeError as e:
-        raise BadSampleError(where, "invalid_json", f"{e.msg} at column {e.colno}") from e
+        msg = e.msg[:-3] if e.msg.endswith(" at") else e.msg  # "Unterminated string starting at"
+        detail = f"{msg} at line {base + e.lineno}, column {e.colno}"
+        if e.pos >= len(data.rstrip()):
+            detail += f" (the end of the {'line' if first_line is not None else 'file'}: truncated?)"
+        raise BadSampleError(where, "invalid_json", detail) from e
     except RecursionError as e:
         raise BadSampleError(where, "invalid_json", "JSON nested too deeply") from e
     if not isinstance(obj, dict):

@@ -96,7 +96,8 @@ class JsonlRecords:
             BadSampleError: ``invalid_json``, ``bad_utf8`` or ``invalid_record``, at file:line.
         """
         where = f"{self.path}:{lineno}"
-        obj = parse_json_object(raw, where)
+        # without its line break: a line cut short then fails where it ends, at this line
+        obj = parse_json_object(raw.rstrip(b"\r\n"), where, first_line=lineno)
         task = obj.get("task", self.task)
         if task not in TASKS:
             raise BadSampleError(where, "invalid_record", f"unknown task {task!r}; choose from {TASKS}")

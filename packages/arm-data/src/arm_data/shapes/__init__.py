@@ -44,6 +44,9 @@ _EXPORTS: dict[str, str] = {
     "region_of": "arm_data.shapes.spec",
     "render": "arm_data.shapes.rendering",
     "render_array": "arm_data.shapes.rendering",
+    "DIFFICULTIES": "arm_data.shapes.difficulty",
+    "Difficulty": "arm_data.shapes.difficulty",
+    "get_difficulty": "arm_data.shapes.difficulty",
     "HELDOUT_COUNTS": "arm_data.shapes.splits",
     "HELDOUT_PAIRS": "arm_data.shapes.splits",
     "SPLITS": "arm_data.shapes.splits",
@@ -101,6 +104,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from arm_data.shapes.captions import Caption, make_caption, referring_expression  # noqa: F401
     from arm_data.shapes.datamodule import ShapesWorldDataModule  # noqa: F401
     from arm_data.shapes.dataset import ShapesEditDataset, ShapesImageDataset, ShapesVQADataset  # noqa: F401
+    from arm_data.shapes.difficulty import DIFFICULTIES, Difficulty, get_difficulty  # noqa: F401
     from arm_data.shapes.edits import EDIT_KINDS, EditSpec, apply_edit, describe_edit, make_edit  # noqa: F401
     from arm_data.shapes.evaluator import (  # noqa: F401
         CLAUSE_KINDS,

@@ -22,7 +22,6 @@ import io
 import json
 import os
 import platform
-import tempfile
 import time
 from multiprocessing import get_context
 from typing import Any
@@ -165,11 +164,10 @@ def main(argv: list[str] | None = None) -> int:
     out = {"scenes_per_condition": a.scenes, "seed": a.seed, "rows": rows, "speed": speed,
            "elapsed_s": time.perf_counter() - t0, "python": platform.python_version(),
            "machine": platform.machine()}
+    from arm_tokenizer.checkpoint import atomic_write_bytes
+
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(a.out)), suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(out, f, indent=1)
-    os.replace(tmp, a.out)
+    atomic_write_bytes(a.out, json.dumps(out, indent=1).encode())
     print(json.dumps(speed))
     return 0
 

@@ -8,11 +8,14 @@ composition split. Registered as datamodule ``shapes_world``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
 from arm_data.shapes.dataset import ShapesImageDataset, collate_shapes
+from arm_data.shapes.difficulty import get_difficulty
 from arm_data.shapes.splits import check_split
 
 
@@ -34,14 +37,19 @@ class ShapesWorldDataModule(pl.LightningDataModule):
         test_split: split used for testing (``heldout``: unseen color-shape pairs).
         shuffle: shuffle the training indices every epoch.
         pin_memory: pin host memory for faster GPU transfer.
+        difficulty: the world's content: ``full`` (default), ``demo``, or a mapping of
+            :class:`~arm_data.shapes.difficulty.Difficulty` fields (shapes, colors,
+            sizes, backgrounds, train_counts, heldout_counts, heldout_pairs).
     """
 
     def __init__(self, image_size: int = 64, width: int | None = None, height: int | None = None,
                  batch_size: int = 32, num_workers: int = 0, train_length: int = 20_000,
                  val_length: int = 512, test_length: int = 512, seed: int = 0,
                  train_split: str = "train", val_split: str = "val", test_split: str = "heldout",
-                 shuffle: bool = True, pin_memory: bool = False) -> None:
+                 shuffle: bool = True, pin_memory: bool = False,
+                 difficulty: str | dict[str, Any] = "full") -> None:
         super().__init__()
+        self.difficulty = get_difficulty(difficulty)  # checked now, not in a worker
         self.width = int(width if width is not None else image_size)
         self.height = int(height if height is not None else image_size)
         for name, v in (("width", self.width), ("height", self.height)):
@@ -75,7 +83,7 @@ class ShapesWorldDataModule(pl.LightningDataModule):
         if stage not in self._datasets:
             self._datasets[stage] = ShapesImageDataset(
                 split=self.splits[stage], seed=self.seed, width=self.width, height=self.height,
-                length=self.lengths[stage])
+                length=self.lengths[stage], difficulty=self.difficulty)
         return self._datasets[stage]
 
     def setup(self, stage: str | None = None) -> None:

@@ -58,11 +58,12 @@ class ShapesImageDataset(_ShapesBase):
         width: image width in pixels.
         height: image height in pixels.
         length: number of items (the stream is infinite; this sets an epoch).
+        difficulty: the world's content (``full``, ``demo`` or Difficulty fields; see ShapesWorld).
     """
 
     def __init__(self, split: str = "train", seed: int = 0, width: int = 64, height: int = 64,
-                 length: int = DEFAULT_LENGTH) -> None:
-        super().__init__(split, seed, width, height, length, num_questions=0)
+                 length: int = DEFAULT_LENGTH, difficulty: Any = "full") -> None:
+        super().__init__(split, seed, width, height, length, num_questions=0, difficulty=difficulty)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         s = self.world[self._check(index)]
@@ -81,16 +82,18 @@ class ShapesVQADataset(_ShapesBase):
         width: image width in pixels.
         height: image height in pixels.
         length: number of items.
+        difficulty: the world's content (``full``, ``demo`` or Difficulty fields; see ShapesWorld).
         questions_per_image: questions drawn per scene.
         qa_kinds: allowed question kinds.
     """
 
     def __init__(self, split: str = "train", seed: int = 0, width: int = 64, height: int = 64,
                  length: int = DEFAULT_LENGTH, questions_per_image: int = 2,
-                 qa_kinds: tuple[str, ...] = QA_KINDS) -> None:
+                 qa_kinds: tuple[str, ...] = QA_KINDS, difficulty: Any = "full") -> None:
         if questions_per_image < 1:
             raise ValueError(f"questions_per_image must be >= 1, got {questions_per_image}")
         super().__init__(split, seed, width, height, length, num_questions=questions_per_image,
+                         difficulty=difficulty,
                          qa_kinds=tuple(qa_kinds))
         self.q = questions_per_image
 
@@ -112,12 +115,14 @@ class ShapesEditDataset(_ShapesBase):
         width: image width in pixels.
         height: image height in pixels.
         length: number of items.
+        difficulty: the world's content (``full``, ``demo`` or Difficulty fields; see ShapesWorld).
         edit_kinds: allowed edit kinds.
     """
 
     def __init__(self, split: str = "train", seed: int = 0, width: int = 64, height: int = 64,
-                 length: int = DEFAULT_LENGTH, edit_kinds: tuple[str, ...] = EDIT_KINDS) -> None:
-        super().__init__(split, seed, width, height, length, num_questions=0,
+                 length: int = DEFAULT_LENGTH, edit_kinds: tuple[str, ...] = EDIT_KINDS,
+                 difficulty: Any = "full") -> None:
+        super().__init__(split, seed, width, height, length, num_questions=0, difficulty=difficulty,
                          edit_kinds=tuple(edit_kinds))
 
     def __getitem__(self, index: int) -> dict[str, Any]:

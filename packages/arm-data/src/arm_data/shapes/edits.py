@@ -18,7 +18,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from arm_data.shapes.captions import COLOR_WORDS, SIZE_WORDS, object_phrase, referring_expression
-from arm_data.shapes.palette import COLORS, REGIONS, SHAPES, SIZES, check_choice, region_index
+from arm_data.shapes.difficulty import FULL, Difficulty
+from arm_data.shapes.palette import COLORS, REGIONS, SIZES, check_choice, region_index
 from arm_data.shapes.spec import MAX_OBJECTS, ObjectSpec, SceneSpec
 from arm_data.shapes.splits import allowed_counts, fits, pair_allowed, random_object, scene_allowed
 
@@ -173,17 +174,19 @@ def describe_edit(spec: SceneSpec, edit: EditSpec, rng: random.Random) -> str:
     return tpl.format(a=ref, b=ref2)
 
 
-def _propose(spec: SceneSpec, kind: str, rng: random.Random, split: str) -> EditSpec | None:
+def _propose(spec: SceneSpec, kind: str, rng: random.Random, split: str,
+             difficulty: Difficulty = FULL) -> EditSpec | None:
+    d = difficulty
     objs = list(spec.objects)
     n = len(objs)
     if kind == "add":
-        if n + 1 not in allowed_counts(split) or n >= MAX_OBJECTS:
+        if n + 1 not in allowed_counts(split, d) or n >= MAX_OBJECTS:
             return None
         free = [r for r in REGIONS if r not in {o.region for o in objs}]
         for _ in range(4):
-            c, s = rng.choice(list(COLORS)), rng.choice(SHAPES)
-            if pair_allowed(c, s, split):
-                o = random_object(rng, c, s, rng.choice(free), objs)
+            c, s = rng.choice(list(d.colors)), rng.choice(d.shapes)
+            if pair_allowed(c, s, split, d):
+                o = random_object(rng, c, s, rng.choice(free), objs, difficulty=d)
                 if o is not None:
                     return EditSpec("add", obj=o)
         return None
@@ -192,21 +195,21 @@ def _propose(spec: SceneSpec, kind: str, rng: random.Random, split: str) -> Edit
     i = rng.randrange(n)
     o, others = objs[i], objs[:i] + objs[i + 1:]
     if kind == "recolor":
-        colors = [c for c in COLORS if c != o.color and pair_allowed(c, o.shape, split)]
-        return EditSpec("recolor", index=i, color=rng.choice(colors))
+        colors = [c for c in d.colors if c != o.color and pair_allowed(c, o.shape, split, d)]
+        return EditSpec("recolor", index=i, color=rng.choice(colors)) if colors else None
     if kind == "resize":
-        sizes = [z for z in SIZES if z != o.size and fits(replace(o, size=z), others)]
+        sizes = [z for z in d.sizes if z != o.size and fits(replace(o, size=z), others)]
         return EditSpec("resize", index=i, size=rng.choice(sizes)) if sizes else None
     if kind == "move":
         free = [r for r in REGIONS if r not in {p.region for p in objs}]
         rng.shuffle(free)
         for region in free[:4]:
-            p = random_object(rng, o.color, o.shape, region, others, size=o.size)
+            p = random_object(rng, o.color, o.shape, region, others, size=o.size, difficulty=d)
             if p is not None:
                 return EditSpec("move", index=i, x=p.x, y=p.y)
         return None
     if kind == "remove":
-        return EditSpec("remove", index=i) if n - 1 in allowed_counts(split) else None
+        return EditSpec("remove", index=i) if n - 1 in allowed_counts(split, d) else None
     if kind == "swap":
         cands = [j for j in range(n) if j != i and (objs[j].color, objs[j].shape) != (o.color, o.shape)]
         rng.shuffle(cands)
@@ -220,21 +223,22 @@ def _propose(spec: SceneSpec, kind: str, rng: random.Random, split: str) -> Edit
 
 
 def make_edit(spec: SceneSpec, rng: random.Random, split: str = "train",
-              kinds: tuple[str, ...] = EDIT_KINDS) -> tuple[EditSpec, SceneSpec, str]:
-    """A random valid edit of ``spec``: ``(edit, target_spec, instruction)``.
+              kinds: tuple[str, ...] = EDIT_KINDS,
+              difficulty: Difficulty = FULL) -> tuple[EditSpec, SceneSpec, str]:
+    """A random valid edit of ``spec`` within ``difficulty``: ``(edit, target_spec, instruction)``.
 
-    Kinds are tried in random order until one is possible (``recolor`` always is).
+    Kinds are tried in random order until one is possible (``recolor`` nearly always is).
     """
     for k in kinds:
         check_choice(k, EDIT_KINDS, "edit kind")
     order = list(kinds)
     rng.shuffle(order)
     for kind in order + ["recolor"]:
-        edit = _propose(spec, kind, rng, split)
+        edit = _propose(spec, kind, rng, split, difficulty)
         if edit is None:
             continue
         target = apply_edit(spec, edit)
-        if split != "heldout" and not scene_allowed(target, split):
+        if split != "heldout" and not scene_allowed(target, split, difficulty):
             continue
         return edit, target, describe_edit(spec, edit, rng)
     raise ValueError(f"no edit of kinds {kinds} is possible on this scene")

@@ -22,7 +22,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -75,15 +74,10 @@ def _records(world: ShapesWorld, task: str, start: int, count: int) -> Iterator[
 
 
 def _atomic_json(path: Path, obj: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    # the shared writer: a file with the umask's permissions, replaced in one step
+    from arm_tokenizer.checkpoint import atomic_write_bytes
+
+    atomic_write_bytes(path, json.dumps(obj, indent=1).encode("utf-8"))
 
 
 def export_split(out: str | os.PathLike, split: str = "train", task: str = "pair",

@@ -21,7 +21,8 @@ from arm_data.shapes.captions import (
     plural,
     referring_expression,
 )
-from arm_data.shapes.palette import COLORS, REGIONS, SHAPES, SIZES
+from arm_data.shapes.difficulty import FULL, Difficulty
+from arm_data.shapes.palette import REGIONS
 from arm_data.shapes.spec import SceneSpec
 
 QA_KINDS: tuple[str, ...] = ("color", "shape", "count", "position", "size", "existence",
@@ -44,7 +45,9 @@ def _cap(s: str) -> str:
     return s[0].upper() + s[1:]
 
 
-def _one(spec: SceneSpec, kind: str, rng: random.Random) -> QAPair | None:
+def _one(spec: SceneSpec, kind: str, rng: random.Random, difficulty: Difficulty = FULL) -> QAPair | None:
+    # distractors (absent colors, shapes, sizes) come from the world's own sets
+    COLORS, SHAPES, SIZES = difficulty.colors, difficulty.shapes, difficulty.sizes  # noqa: N806
     objs = spec.objects
     i = rng.randrange(len(objs))
     o = objs[i]
@@ -126,8 +129,9 @@ def _one(spec: SceneSpec, kind: str, rng: random.Random) -> QAPair | None:
 
 
 def make_qa(spec: SceneSpec, rng: random.Random, n: int = 4,
-            kinds: tuple[str, ...] = QA_KINDS) -> list[QAPair]:
-    """Up to ``n`` distinct questions about ``spec`` of the given ``kinds``."""
+            kinds: tuple[str, ...] = QA_KINDS, difficulty: Difficulty = FULL) -> list[QAPair]:
+    """Up to ``n`` distinct questions about ``spec`` of the given ``kinds``; absent colors,
+    shapes and sizes (negatives) are drawn from ``difficulty``'s sets."""
     for k in kinds:
         if k not in QA_KINDS:
             raise ValueError(f"unknown QA kind {k!r}; choose one of {', '.join(QA_KINDS)}")
@@ -138,7 +142,7 @@ def make_qa(spec: SceneSpec, rng: random.Random, n: int = 4,
     for _ in range(n * 6):
         if len(out) >= n:
             break
-        qa = _one(spec, rng.choice(kinds), rng)
+        qa = _one(spec, rng.choice(kinds), rng, difficulty)
         if qa is not None and qa.question not in seen:
             seen.add(qa.question)
             out.append(qa)

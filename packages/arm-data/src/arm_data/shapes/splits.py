@@ -15,6 +15,10 @@ hexagon, pink ellipse. Every shape and every color still appears in ``train`` wi
 other partners, so the split measures compositional generalization. Held-out object
 count: 4.
 
+These are the rules of the ``full`` world (the default); a
+:class:`~arm_data.shapes.difficulty.Difficulty` narrows shapes, colors, sizes, backgrounds,
+counts and held-out pairs, and every function here takes one (``difficulty=``).
+
 Placement: each object gets its own 3x3 region; its center lies in that region at least
 ``REGION_MARGIN`` of a cell away from the region borders (so its region is unambiguous),
 the whole shape stays ``BORDER_MARGIN`` inside the image and circumcircles keep
@@ -27,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import random
 
+from arm_data.shapes.difficulty import FULL, FULL_HELDOUT_PAIRS, Difficulty
 from arm_data.shapes.palette import (
     BORDER_MARGIN,
     COLORS,
@@ -41,15 +46,7 @@ from arm_data.shapes.spec import Background, ObjectSpec, SceneSpec
 
 SPLITS: tuple[str, ...] = ("train", "val", "heldout")
 
-HELDOUT_PAIRS: tuple[tuple[str, str], ...] = (
-    ("red", "triangle"),
-    ("blue", "star"),
-    ("green", "circle"),
-    ("yellow", "square"),
-    ("purple", "cross"),
-    ("orange", "hexagon"),
-    ("pink", "ellipse"),
-)
+HELDOUT_PAIRS: tuple[tuple[str, str], ...] = FULL_HELDOUT_PAIRS
 HELDOUT_COUNTS: tuple[int, ...] = (4,)
 TRAIN_COUNTS: tuple[int, ...] = (1, 2, 3)
 HELDOUT_SPLIT_COUNTS: tuple[int, ...] = (1, 2, 3, 4)
@@ -82,26 +79,32 @@ def sample_rng(seed: int, split: str, index: int, purpose: str = "scene") -> ran
     return random.Random(int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big"))
 
 
-def allowed_counts(split: str) -> tuple[int, ...]:
-    return HELDOUT_SPLIT_COUNTS if check_split(split) == "heldout" else TRAIN_COUNTS
+def allowed_counts(split: str, difficulty: Difficulty = FULL) -> tuple[int, ...]:
+    return difficulty.heldout_counts if check_split(split) == "heldout" else difficulty.train_counts
 
 
-def pair_allowed(color: str, shape: str, split: str) -> bool:
+def pair_allowed(color: str, shape: str, split: str, difficulty: Difficulty = FULL) -> bool:
     """May an object of this (color, shape) appear in ``split``?"""
-    return split == "heldout" or (color, shape) not in _HELDOUT_SET
-
-
-def scene_allowed(spec: SceneSpec, split: str) -> bool:
-    """Does ``spec`` obey ``split``'s composition rules (counts and pairs)?"""
-    if spec.count not in allowed_counts(split):
+    if color not in difficulty.colors or shape not in difficulty.shapes:
         return False
+    return split == "heldout" or (color, shape) not in difficulty.heldout_pairs
+
+
+def scene_allowed(spec: SceneSpec, split: str, difficulty: Difficulty = FULL) -> bool:
+    """Does ``spec`` obey ``split``'s composition rules (counts and pairs)?"""
+    if spec.count not in allowed_counts(split, difficulty):
+        return False
+    if not all(pair_allowed(c, s, "heldout", difficulty) for c, s in spec.pairs()):
+        return False  # a color or shape this world does not have
+    held = set(difficulty.heldout_pairs)
     if split == "heldout":
-        return any(p in _HELDOUT_SET for p in spec.pairs())
-    return not any(p in _HELDOUT_SET for p in spec.pairs())
+        return any(p in held for p in spec.pairs())
+    return not any(p in held for p in spec.pairs())
 
 
-def sample_background(rng: random.Random) -> Background:
-    kind = rng.choices(list(BACKGROUND_WEIGHTS), weights=list(BACKGROUND_WEIGHTS.values()))[0]
+def sample_background(rng: random.Random, difficulty: Difficulty = FULL) -> Background:
+    kinds = [k for k in BACKGROUND_WEIGHTS if k in difficulty.backgrounds]
+    kind = rng.choices(kinds, weights=[BACKGROUND_WEIGHTS[k] for k in kinds])[0]
 
     def tone() -> tuple[int, int, int]:
         base = rng.randint(218, 246)
@@ -143,11 +146,12 @@ def place_in_region(rng: random.Random, region: str, radius: float) -> tuple[flo
 
 def random_object(rng: random.Random, color: str, shape: str, region: str,
                   others: list[ObjectSpec], size: str | None = None,
-                  tries: int = 12) -> ObjectSpec | None:
+                  tries: int = 12, difficulty: Difficulty = FULL) -> ObjectSpec | None:
     """An object of the given kind placed in ``region``, clear of ``others``, or None."""
-    sizes = [size] if size else list(SIZES)
+    sizes = [size] if size else list(difficulty.sizes)
     for t in range(tries):
-        sz = sizes[0] if size else rng.choice(sizes if t < tries // 2 else ["small", "medium"])
+        # after half the tries, only the two smallest sizes (they fit more often)
+        sz = sizes[0] if size else rng.choice(sizes if t < tries // 2 else sizes[:2])
         pos = place_in_region(rng, region, SIZES[sz])
         if pos is None:
             continue
@@ -158,39 +162,42 @@ def random_object(rng: random.Random, color: str, shape: str, region: str,
     return None
 
 
-def _random_pair(rng: random.Random, split: str, objects: list[ObjectSpec]) -> tuple[str, str]:
+def _random_pair(rng: random.Random, split: str, objects: list[ObjectSpec],
+                 difficulty: Difficulty = FULL) -> tuple[str, str]:
     if objects and rng.random() < DUPLICATE_PROB:
         o = rng.choice(objects)
         return o.color, o.shape
     while True:
-        c, s = rng.choice(list(COLORS)), rng.choice(SHAPES)
-        if pair_allowed(c, s, split):
+        c, s = rng.choice(list(difficulty.colors)), rng.choice(difficulty.shapes)
+        if pair_allowed(c, s, split, difficulty):
             return c, s
 
 
-def sample_scene(rng: random.Random, split: str = "train", allow_overlap: bool = False) -> SceneSpec:
-    """A random scene obeying ``split``'s rules, drawn from ``rng`` only.
+def sample_scene(rng: random.Random, split: str = "train", allow_overlap: bool = False,
+                 difficulty: Difficulty = FULL) -> SceneSpec:
+    """A random scene obeying ``split``'s rules and ``difficulty``, drawn from ``rng`` only.
 
     ``allow_overlap=True`` drops the gap between objects (each still has its own region,
     so large neighbours may overlap; the evaluator's figures hold for the default only).
     """
     check_split(split)
     while True:
-        n = rng.choice(allowed_counts(split))
+        n = rng.choice(allowed_counts(split, difficulty))
         regions = rng.sample(REGIONS, n)
         objects: list[ObjectSpec] = []
         for k, region in enumerate(regions):
             if split == "heldout" and k == 0:
-                color, shape = rng.choice(HELDOUT_PAIRS)
+                color, shape = rng.choice(difficulty.heldout_pairs)
             else:
-                color, shape = _random_pair(rng, split, objects)
-            obj = random_object(rng, color, shape, region, [] if allow_overlap else objects)
+                color, shape = _random_pair(rng, split, objects, difficulty)
+            obj = random_object(rng, color, shape, region, [] if allow_overlap else objects,
+                                difficulty=difficulty)
             if obj is None:
                 break
             objects.append(obj)
         if len(objects) != n:
             continue  # crowded draw: try again (still deterministic in rng)
         rng.shuffle(objects)  # the held-out object is not always first
-        spec = SceneSpec(objects=tuple(objects), background=sample_background(rng))
-        assert scene_allowed(spec, split)
+        spec = SceneSpec(objects=tuple(objects), background=sample_background(rng, difficulty))
+        assert scene_allowed(spec, split, difficulty)
         return spec

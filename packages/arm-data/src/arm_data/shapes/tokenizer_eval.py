@@ -48,12 +48,14 @@ __all__ = ["evaluate_tokenizer", "object_neighbourhoods", "object_probe", "objec
            "reconstruction_metrics", "scene_images", "shapes_scenes"]
 
 
-def shapes_scenes(split: str, n: int, seed: int, size: int, single_object: bool = False) -> list[Any]:
+def shapes_scenes(split: str, n: int, seed: int, size: int, single_object: bool = False,
+                  difficulty: Any = "full") -> list[Any]:
     """The first ``n`` ShapesWorld samples of ``split`` at ``size`` px (only single-object
-    scenes when ``single_object``): the scenes every tokenizer measurement here uses."""
+    scenes when ``single_object``) in a world of ``difficulty``: the scenes every tokenizer
+    measurement here uses."""
     from arm_data.shapes.world import ShapesWorld
 
-    world = ShapesWorld(split=split, seed=seed, width=size, height=size)
+    world = ShapesWorld(split=split, seed=seed, width=size, height=size, difficulty=difficulty)
     out, i = [], 0
     while len(out) < n:
         if i >= 50 * n:
@@ -115,8 +117,8 @@ def object_probe_features(train_features: torch.Tensor, test_features: torch.Ten
     features already computed, so one forward pass serves several radii."""
     from arm_tokenizer.probe import fit_linear_probe, labels_to_ids
 
+    from arm_data.shapes.difficulty import get_difficulty
     from arm_data.shapes.spec import COUNT_GROUPS, count_group
-    from arm_data.shapes.splits import HELDOUT_PAIRS
 
     ftr = object_neighbourhoods(train_features.float(), train, radius)
     fte = object_neighbourhoods(test_features.float(), test, radius)
@@ -124,7 +126,8 @@ def object_probe_features(train_features: torch.Tensor, test_features: torch.Ten
     members = {g: [i for i, h in enumerate(groups) if h == g] for g in COUNT_GROUPS}
     out: dict[str, Any] = {"neighbourhood": f"{2 * radius + 1}x{2 * radius + 1}",
                            "n": {g: len(idx) for g, idx in members.items()}}
-    held = [(o.color, o.shape) in HELDOUT_PAIRS for s in test for o in s.spec.objects]
+    held_pairs = {p for s in test[:1] for p in get_difficulty(getattr(s, "difficulty", None)).heldout_pairs}
+    held = [(o.color, o.shape) in held_pairs for s in test for o in s.spec.objects]
     pairs = {"heldout_pair": [i for i, h in enumerate(held) if h],
              "seen_pair": [i for i, h in enumerate(held) if not h]}
     out["n_by_pair"] = {k: len(idx) for k, idx in pairs.items()}
@@ -185,6 +188,7 @@ def evaluate_tokenizer(
     seed: int = 0,
     batch_size: int = 64,
     decode_steps: int | None = None,
+    difficulty: Any = "full",
 ) -> dict[str, Any]:
     """Measure ``tokenizer`` (a :class:`~arm_tokenizer.VisualTokenizer`) on ShapesWorld.
 
@@ -203,6 +207,7 @@ def evaluate_tokenizer(
         seed: the worlds' seed.
         batch_size: images per forward pass.
         decode_steps: sampler steps for a generative (DiT) decoder.
+        difficulty: the ShapesWorld the scenes come from (``full``, ``demo`` or Difficulty fields).
 
     Returns a JSON-ready dict (see the module docstring for each entry).
     """
@@ -212,6 +217,8 @@ def evaluate_tokenizer(
         ridge_retrieval_at_1,
     )
 
+    from arm_data.shapes.difficulty import get_difficulty
+
     h, w = tokenizer.image_size
     if h != w:
         raise ValueError(f"evaluate_tokenizer: ShapesWorld scenes here are square; the tokenizer takes {h}x{w}")
@@ -220,7 +227,7 @@ def evaluate_tokenizer(
     was_training = tokenizer.training
     tokenizer.eval()
     try:
-        samples = shapes_scenes(split, n, seed, h)
+        samples = shapes_scenes(split, n, seed, h, difficulty=difficulty)
         x = scene_images(samples)
         counts = torch.zeros(tokenizer.codebook_size)
         recon = []
@@ -231,7 +238,7 @@ def evaluate_tokenizer(
             recon.append(tokenizer.decode(idx, **kw).float().cpu())
         r = torch.cat(recon)
         result: dict[str, Any] = {
-            "split": split, "n": n, "image_size": h, "tokens_per_image": tokenizer.tokens_per_image,
+            "split": split, "difficulty": get_difficulty(difficulty).name, "n": n, "image_size": h, "tokens_per_image": tokenizer.tokens_per_image,
             "codebook_size": tokenizer.codebook_size,
             **reconstruction_metrics(r, x, samples),
             "codebook_usage": float((counts > 0).float().mean()),
@@ -239,8 +246,8 @@ def evaluate_tokenizer(
             "object_probe": None,
         }
         if probe_train > 0 and probe_test > 0:
-            tr = shapes_scenes("train", probe_train, seed + 1, h, single_object=True)
-            te = shapes_scenes(probe_split, probe_test, seed, h, single_object=True)
+            tr = shapes_scenes("train", probe_train, seed + 1, h, single_object=True, difficulty=difficulty)
+            te = shapes_scenes(probe_split, probe_test, seed, h, single_object=True, difficulty=difficulty)
             ftr = pooled_token_embeddings(tokenizer, scene_images(tr), batch_size)
             fte = pooled_token_embeddings(tokenizer, scene_images(te), batch_size)
             for attr in ("color", "shape"):
@@ -250,10 +257,10 @@ def evaluate_tokenizer(
         if object_probe_train > 0 and object_probe_test > 0:
             result["object_probe"] = object_probe(
                 lambda im: tokenizer(im).features,
-                shapes_scenes("train", object_probe_train, seed + 3, h),
-                shapes_scenes(probe_split, object_probe_test, seed, h), batch_size)
+                shapes_scenes("train", object_probe_train, seed + 3, h, difficulty=difficulty),
+                shapes_scenes(probe_split, object_probe_test, seed, h, difficulty=difficulty), batch_size)
         if text_encoder is not None:
-            fit = shapes_scenes("train", max(n, 256), seed + 2, h)
+            fit = shapes_scenes("train", max(n, 256), seed + 2, h, difficulty=difficulty)
             f_fit = pooled_token_embeddings(tokenizer, scene_images(fit), batch_size)
             f_test = pooled_token_embeddings(tokenizer, x, batch_size)
             t_fit = text_encoder.encode_text([s.caption for s in fit]).float().cpu()

@@ -16,6 +16,7 @@ from typing import Any
 from PIL import Image
 
 from arm_data.shapes.captions import Caption, make_caption
+from arm_data.shapes.difficulty import Difficulty, get_difficulty
 from arm_data.shapes.edits import EDIT_KINDS, EditSpec, make_edit
 from arm_data.shapes.qa import QA_KINDS, QAPair, make_qa
 from arm_data.shapes.rendering import render
@@ -62,6 +63,7 @@ class ShapesSample:
     edit: EditTriplet
     width: int = 64
     height: int = 64
+    difficulty: Difficulty = field(default_factory=lambda: get_difficulty("full"), repr=False)
     _image: Image.Image | None = field(default=None, repr=False)
 
     @property
@@ -107,13 +109,18 @@ class ShapesWorld:
         edit_kinds: allowed edit kinds (subset of ``EDIT_KINDS``).
         allow_overlap: let objects overlap (default False: non-overlapping scenes, on
             which the evaluator's accuracy is measured).
+        difficulty: which shapes, colors, sizes, backgrounds and object counts the world
+            has: a preset name (``full``, the default, or ``demo``), a mapping of
+            :class:`~arm_data.shapes.difficulty.Difficulty` fields, or a ``Difficulty``.
     """
 
     def __init__(self, split: str = "train", seed: int = 0, width: int = 64, height: int = 64,
                  length: int = DEFAULT_LENGTH, num_questions: int = 4,
                  qa_kinds: tuple[str, ...] = QA_KINDS,
-                 edit_kinds: tuple[str, ...] = EDIT_KINDS, allow_overlap: bool = False) -> None:
+                 edit_kinds: tuple[str, ...] = EDIT_KINDS, allow_overlap: bool = False,
+                 difficulty: str | Difficulty | dict | None = "full") -> None:
         self.split = check_split(split)
+        self.difficulty = get_difficulty(difficulty)
         self.seed = int(seed)
         for name, v in (("width", width), ("height", height)):
             if not isinstance(v, int) or not 8 <= v <= 2048:
@@ -132,7 +139,7 @@ class ShapesWorld:
     def spec(self, index: int) -> SceneSpec:
         """Only the scene of sample ``index`` (cheap: no text, no pixels)."""
         return sample_scene(sample_rng(self.seed, self.split, index, "scene"), self.split,
-                            allow_overlap=self.allow_overlap)
+                            allow_overlap=self.allow_overlap, difficulty=self.difficulty)
 
     def __getitem__(self, index: int) -> ShapesSample:
         if not isinstance(index, int):
@@ -144,18 +151,20 @@ class ShapesWorld:
         spec = self.spec(index)
         rng = lambda purpose: sample_rng(self.seed, self.split, index, purpose)  # noqa: E731
         caption = make_caption(spec, rng("caption"))
-        qa = make_qa(spec, rng("qa"), n=self.num_questions, kinds=self.qa_kinds)
-        edit, target, instruction = make_edit(spec, rng("edit"), self.split, self.edit_kinds)
+        qa = make_qa(spec, rng("qa"), n=self.num_questions, kinds=self.qa_kinds, difficulty=self.difficulty)
+        edit, target, instruction = make_edit(spec, rng("edit"), self.split, self.edit_kinds,
+                                              difficulty=self.difficulty)
         triplet = EditTriplet(source=spec, instruction=instruction, target=target, edit=edit,
                               width=self.width, height=self.height)
         return ShapesSample(index=index, split=self.split, seed=self.seed, spec=spec,
                             caption_info=caption, qa=qa, edit=triplet,
-                            width=self.width, height=self.height)
+                            width=self.width, height=self.height, difficulty=self.difficulty)
 
     def __iter__(self):
         for i in range(self.length):
             yield self[i]
 
     def __repr__(self) -> str:
+        diff = "" if self.difficulty.name == "full" else f", difficulty={self.difficulty.name!r}"
         return (f"ShapesWorld(split={self.split!r}, seed={self.seed}, width={self.width}, "
-                f"height={self.height}, length={self.length})")
+                f"height={self.height}, length={self.length}{diff})")

@@ -7,7 +7,10 @@ the contract tests never care which quantizer is plugged in.
 
 from __future__ import annotations
 
+import numbers
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -81,3 +84,53 @@ def usage_stats(indices: torch.Tensor, codebook_size: int) -> dict[str, torch.Te
             "perplexity": entropy.exp().mean(),
             "usage": (counts > 0).float().mean(),
         }
+
+
+def check_levels(levels: Any, owner: str, example: str = "[8, 5, 5, 5]", minimum: int = 2) -> list[int]:
+    """Validate a per-dimension ``levels`` list; returns it as a list of ints.
+
+    Accepts a list, tuple or other sequence of integers (numpy/torch integer scalars too);
+    refuses a string (``"2222"`` or ``"8,5,5"``), bytes, a single number, a dict or a set,
+    and entries that are not integers (``8.0``, ``"8"``, ``True``) or are below ``minimum``.
+
+    Raises:
+        TypeError: ``levels`` is not a sequence of integers (message names ``owner``,
+            the value given and an example).
+        ValueError: ``levels`` is empty or an entry is below ``minimum``.
+    """
+    hint = f"give a list of ints >= {minimum}, one per code dimension, e.g. levels={example}"
+    if hasattr(levels, "tolist") and not isinstance(levels, (str, bytes)):  # numpy array / tensor
+        levels = levels.tolist()
+    if isinstance(levels, (str, bytes, bytearray, Mapping)) or not isinstance(levels, Sequence):
+        raise TypeError(f"{owner}: levels must be a list of ints, got {type(levels).__name__} {levels!r}; {hint}")
+    out = []
+    for i, v in enumerate(levels):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise TypeError(
+                f"{owner}: levels[{i}] is {type(v).__name__} {v!r} (levels={list(levels)!r}), not an int; {hint}"
+            )
+        if int(v) < minimum:
+            raise ValueError(f"{owner}: levels[{i}] = {int(v)} is below {minimum} (levels={list(levels)!r}); {hint}")
+        out.append(int(v))
+    if not out:
+        raise ValueError(f"{owner}: levels is empty ({levels!r}); {hint}")
+    return out
+
+
+def check_int(value: Any, name: str, owner: str, minimum: int, example: int, optional: bool = False) -> int | None:
+    """Validate an integer argument (``codebook_size``, ``num_quantizers``, ``dim`` ...).
+
+    ``None`` passes when ``optional``. Strings, floats, bools and sequences are refused.
+
+    Raises:
+        TypeError: not an int (message names ``owner``, ``name``, the value and an example).
+        ValueError: below ``minimum``.
+    """
+    if value is None and optional:
+        return None
+    hint = f"e.g. {name}={example}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{owner}: {name} must be an int >= {minimum}, got {type(value).__name__} {value!r}; {hint}")
+    if int(value) < minimum:
+        raise ValueError(f"{owner}: {name} must be >= {minimum}, got {int(value)}; {hint}")
+    return int(value)

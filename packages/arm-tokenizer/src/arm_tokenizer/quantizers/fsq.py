@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from vector_quantize_pytorch import FSQ
 
-from arm_tokenizer.quantizers.base import Quantizer, QuantizerOutput, usage_stats
+from arm_tokenizer.quantizers.base import Quantizer, QuantizerOutput, check_int, check_levels, usage_stats
 
 __all__ = ["FSQQuantizer"]
 
@@ -53,9 +53,8 @@ class FSQQuantizer(Quantizer):
         noise_dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        levels = [int(v) for v in levels]
-        if not levels or min(levels) < 2:
-            raise ValueError(f"FSQ levels must be a non-empty list of ints >= 2, got {levels}")
+        levels = check_levels(levels, "FSQQuantizer", example="[8, 5, 5, 5]")
+        dim = check_int(dim, "dim", "FSQQuantizer", minimum=1, example=len(levels), optional=True)
         if preserve_symmetry is None:
             preserve_symmetry = 2 in levels
         self.levels = levels

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from vector_quantize_pytorch import LFQ
 
-from arm_tokenizer.quantizers.base import Quantizer, QuantizerOutput, usage_stats
+from arm_tokenizer.quantizers.base import Quantizer, QuantizerOutput, check_int, usage_stats
 
 __all__ = ["LFQQuantizer"]
 
@@ -41,6 +41,8 @@ class LFQQuantizer(Quantizer):
         spherical: bool = False,
     ) -> None:
         super().__init__()
+        codebook_size = check_int(codebook_size, "codebook_size", "LFQQuantizer", minimum=2, example=1024)
+        dim = check_int(dim, "dim", "LFQQuantizer", minimum=1, example=10, optional=True)
         bits = int(codebook_size).bit_length() - 1
         if codebook_size < 2 or 2**bits != codebook_size:
             raise ValueError(f"LFQ codebook_size must be a power of 2 (>= 2), got {codebook_size}")

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from vector_quantize_pytorch import ResidualFSQ
 
-from arm_tokenizer.quantizers.base import Quantizer, QuantizerOutput, usage_stats
+from arm_tokenizer.quantizers.base import Quantizer, QuantizerOutput, check_int, check_levels, usage_stats
 
 __all__ = ["ResidualFSQQuantizer"]
 
@@ -31,11 +31,9 @@ class ResidualFSQQuantizer(Quantizer):
     def __init__(self, levels: Sequence[int] = (8, 5, 5, 5), num_quantizers: int = 2,
                  dim: int | None = None) -> None:
         super().__init__()
-        levels = [int(v) for v in levels]
-        if not levels or min(levels) < 2:
-            raise ValueError(f"ResidualFSQ levels must be ints >= 2, got {levels}")
-        if num_quantizers < 1:
-            raise ValueError(f"num_quantizers must be >= 1, got {num_quantizers}")
+        levels = check_levels(levels, "ResidualFSQQuantizer", example="[8, 5, 5, 5]")
+        num_quantizers = check_int(num_quantizers, "num_quantizers", "ResidualFSQQuantizer", minimum=1, example=2)
+        dim = check_int(dim, "dim", "ResidualFSQQuantizer", minimum=1, example=len(levels), optional=True)
         self.levels = levels
         self.dim = int(dim) if dim is not None else len(levels)
         self.num_codebooks = int(num_quantizers)

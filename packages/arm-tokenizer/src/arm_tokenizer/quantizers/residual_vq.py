@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from vector_quantize_pytorch import ResidualVQ
 
-from arm_tokenizer.quantizers.base import Quantizer, QuantizerOutput, usage_stats
+from arm_tokenizer.quantizers.base import Quantizer, QuantizerOutput, check_int, usage_stats
 from arm_tokenizer.quantizers.ddp_sync import CodebookSyncMixin
 
 __all__ = ["ResidualVQQuantizer"]
@@ -53,8 +53,9 @@ class ResidualVQQuantizer(CodebookSyncMixin, Quantizer):
         sync_kmeans: bool = True,
     ) -> None:
         super().__init__()
-        if num_quantizers < 1 or codebook_size < 2:
-            raise ValueError(f"need num_quantizers >= 1 and codebook_size >= 2, got {num_quantizers}, {codebook_size}")
+        num_quantizers = check_int(num_quantizers, "num_quantizers", "ResidualVQQuantizer", minimum=1, example=4)
+        codebook_size = check_int(codebook_size, "codebook_size", "ResidualVQQuantizer", minimum=2, example=1024)
+        dim = check_int(dim, "dim", "ResidualVQQuantizer", minimum=1, example=64)
         self.dim = int(dim)
         self.codebook_size = int(codebook_size)
         self.num_codebooks = int(num_quantizers)

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from vector_quantize_pytorch import VectorQuantize
 
-from arm_tokenizer.quantizers.base import Quantizer, QuantizerOutput, usage_stats
+from arm_tokenizer.quantizers.base import Quantizer, QuantizerOutput, check_int, usage_stats
 from arm_tokenizer.quantizers.ddp_sync import CodebookSyncMixin
 
 __all__ = ["VQQuantizer"]
@@ -63,8 +63,9 @@ class VQQuantizer(CodebookSyncMixin, Quantizer):
         sync_kmeans: bool = True,
     ) -> None:
         super().__init__()
-        if codebook_size < 2:
-            raise ValueError(f"VQQuantizer codebook_size must be >= 2, got {codebook_size}")
+        codebook_size = check_int(codebook_size, "codebook_size", "VQQuantizer", minimum=2, example=1024)
+        dim = check_int(dim, "dim", "VQQuantizer", minimum=1, example=64)
+        codebook_dim = check_int(codebook_dim, "codebook_dim", "VQQuantizer", minimum=1, example=8, optional=True)
         self.dim = int(dim)
         self.codebook_size = int(codebook_size)
         self.num_codebooks = 1

@@ -98,6 +98,8 @@ class TeacherTrainer(pl.LightningModule):
             case): every colour word the captions use, synonyms included. Required when
             ``gray_prob > 0``: a caption that names a colour the image no longer shows would
             teach the tower to guess hue from shape.
+        image_size: side of the (square) training images in pixels: sets the token grid the
+            pixel head decodes from (a ViT tower's own ``img_size`` kwarg takes precedence).
     """
 
     def __init__(
@@ -128,6 +130,7 @@ class TeacherTrainer(pl.LightningModule):
         warmup_steps: int = 20,
         gray_prob: float = 0.0,
         gray_drop_words: Sequence[str] | None = None,
+        image_size: int = 64,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -145,7 +148,7 @@ class TeacherTrainer(pl.LightningModule):
         self.image_tower = build_image_tower(image_tower, kwargs)
         self.mean, self.std = image_tower_mean_std(self.image_tower)
         with torch.no_grad():
-            size = int(kwargs.get("img_size", 64))
+            size = int(kwargs.get("img_size", image_size))  # a ViT's own img_size wins
             probe = patch_tokens(self.image_tower.eval(), torch.zeros(1, 3, size, size), self.mean, self.std)
         self.image_tower.train()
         feat_dim, n_tokens = int(probe.shape[-1]), int(probe.shape[1])
