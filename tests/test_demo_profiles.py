@@ -68,7 +68,7 @@ def test_config_swaps_a_stage_and_its_export_still_feeds_the_next(demo, tmp_path
     ctx = _ctx(demo, tmp_path, "small")
     ctx.configs = demo.parse_configs(["tokenizer=configs/tokenizer/shapes-local.yaml"])
     assert ctx.config("tokenizer") == "configs/tokenizer/shapes-local.yaml"
-    assert ctx.config("lm") == "configs/lm/shapes-quickstart.yaml"
+    assert ctx.config("lm") == "configs/lm/demo.yaml"              # the small profile's own
     path = demo.derived_config(ctx, ctx.config("tokenizer"), "tokenizer", {}, 100)
     init = yaml.safe_load(path.read_text())["model"]["init_args"]
     assert init["proj_in"]["class_path"] == "mlp"                          # the swapped config's model
@@ -95,12 +95,12 @@ def test_rerun_with_another_config_is_refused_not_mixed(demo, tmp_path) -> None:
         (tmp_path / name).write_text("")
     (tmp_path / "stages").mkdir()
     (tmp_path / "stages" / "teacher.json").write_text(
-        '{"summary": "done", "config": "configs/tokenizer/shapes-teacher.yaml"}')
-    assert demo.main(["--out", str(tmp_path), "--only", "teacher"]) == 0   # same config: skipped
-    with pytest.raises(SystemExit, match="trained from configs/tokenizer/shapes-teacher.yaml, not "
+        '{"summary": "done", "config": "configs/tokenizer/demo-teacher.yaml"}')
+    small = ["--out", str(tmp_path), "--only", "teacher", "--profile", "small"]
+    assert demo.main(small) == 0   # same config: skipped
+    with pytest.raises(SystemExit, match="trained from configs/tokenizer/demo-teacher.yaml, not "
                                          "configs/tokenizer/shapes-local.yaml"):
-        demo.main(["--out", str(tmp_path), "--only", "teacher",
-                   "--config", "teacher=configs/tokenizer/shapes-local.yaml"])
+        demo.main([*small, "--config", "teacher=configs/tokenizer/shapes-local.yaml"])
 
 
 def test_an_interrupted_stage_does_not_resume_under_another_config(demo, tmp_path) -> None:
@@ -126,3 +126,24 @@ def test_gpu_profile_evaluates_editing_at_two_image_scales(demo, tmp_path) -> No
 
     assert image_scales("gpu") == ["1.25", "3.0"]
     assert image_scales("small") is None and image_scales("fast") is None
+
+
+def test_small_profile_runs_the_demo_world_and_auto_picks_by_cuda(demo, tmp_path, monkeypatch) -> None:
+    ctx = _ctx(demo, tmp_path, "small", ["lm:trainer.max_steps=5"])
+    assert ctx.difficulty == "demo"
+    assert ctx.stage_overrides("tokenizer")["data.init_args.difficulty"] == "demo"
+    assert ctx.stage_overrides("rl")["data.init_args.difficulty"] == "demo"
+    assert "data.init_args.difficulty" not in ctx.stage_overrides("lm")       # the shards carry it
+    cmd = demo.evaluate_command(ctx, tmp_path / "lm", tmp_path / "m.json")
+    assert cmd[cmd.index("--difficulty") + 1] == "demo"
+    assert cmd[cmd.index("--n") + 1] == "200"                                  # the bars' sample size
+    full = _ctx(demo, tmp_path / "full", "full")
+    assert full.difficulty == "full" and "data.init_args.difficulty" not in full.stage_overrides("tokenizer")
+    assert full.config("lm") == "configs/lm/shapes-quickstart.yaml"
+    seeded = demo.Ctx(out=tmp_path, profile=copy.deepcopy(demo.PROFILES["small"]), name="small", threads=1, seed=3)
+    assert seeded.stage_overrides("lm")["seed_everything"] == 3
+    monkeypatch.setattr(demo, "cuda_available", lambda: True)
+    assert demo.resolve_profile("auto")[0] == "gpu"
+    monkeypatch.setattr(demo, "cuda_available", lambda: False)
+    assert demo.resolve_profile("auto")[0] == "small"
+    assert demo.resolve_profile("full") == ("full", "asked for")

@@ -184,9 +184,9 @@ def test_bad_preset_and_batch() -> None:
         m.training_step({"input_ids": torch.zeros(1, 4, dtype=torch.long)}, 0)
 
 
-def test_fit_learns_logs_tasks_and_exports(tmp_path) -> None:
-    torch.manual_seed(0)
-    m = _module(export_dir=str(tmp_path / "lm"), max_steps=30, lr=1e-2)
+def test_fit_learns_logs_tasks_and_exports(tmp_path, arm_test_seed) -> None:
+    torch.manual_seed(arm_test_seed)
+    m = _module(export_dir=str(tmp_path / "lm"), max_steps=30, lr=1e-2, seed_init=arm_test_seed)
     losses = []
 
     class Rec(pl.Callback):
@@ -196,7 +196,8 @@ def test_fit_learns_logs_tasks_and_exports(tmp_path) -> None:
     tr = _trainer(tmp_path, max_steps=30, callbacks=[Rec()], log_every_n_steps=1)
     tr.fit(m, datamodule=DM())
     assert m.config.vocab_size == LAYOUT.total_size          # vocab from the data module
-    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
+    # measured: last/first ~0.48-0.49 for seeds 0-7 (1 and 2 threads); 0.8 leaves ample margin
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5, losses
     logged = tr.logged_metrics
     assert "train/loss_text" in logged and "train/loss_t2i" in logged
     assert "train/loss_und" not in logged                     # no und tokens in this data
@@ -251,15 +252,15 @@ def test_activation_checkpointing_same_gradients() -> None:
     assert torch.allclose(grads[0], grads[1], atol=1e-6)
 
 
-def test_compile_bf16_mixed_and_gradient_accumulation(tmp_path) -> None:
+def test_compile_bf16_mixed_and_gradient_accumulation(tmp_path, arm_test_seed) -> None:
     """The YAML flags a GPU run sets, here on the CPU: compile=True (inductor, the model and
     the loss) trains to the same weights as eager; bf16-mixed with accumulate_grad_batches=2
     takes one optimizer step per two batches and stays close to fp32 (bf16 noise only)."""
     finals, moved = {}, None
     for name, compile_, precision in (("eager", False, "32-true"), ("compiled", True, "32-true"),
                                       ("bf16", False, "bf16-mixed")):
-        torch.manual_seed(0)
-        m = _module(compile=compile_, max_steps=3, lr=2e-2)
+        torch.manual_seed(arm_test_seed)
+        m = _module(compile=compile_, max_steps=3, lr=2e-2, seed_init=arm_test_seed)
         m.configure_model()
         assert (m._loss is lm_loss) != compile_             # compile=True compiles the loss too
         init = torch.cat([p.detach().reshape(-1).clone() for p in m.model.parameters()])
@@ -268,9 +269,12 @@ def test_compile_bf16_mixed_and_gradient_accumulation(tmp_path) -> None:
         assert trainer.global_step == 3 and trainer.fit_loop.epoch_loop.batch_progress.total.completed == 6
         finals[name] = torch.cat([p.detach().reshape(-1) for p in m.model.parameters()])
         moved = moved if moved is not None else (finals[name] - init).norm()
+    # measured (seeds 0-5): moved ~4.5; compiled vs eager ~6e-6 of it; bf16 vs eager 0.06-0.13 of it
+    # (Adam's first steps turn small rounding differences into sign flips). A wrong accumulation
+    # or precision path would be off by about the whole update (>= 1).
     assert moved > 0.1                                                  # it trained
     assert (finals["compiled"] - finals["eager"]).norm() < 1e-3 * moved
-    assert (finals["bf16"] - finals["eager"]).norm() < 0.25 * moved
+    assert (finals["bf16"] - finals["eager"]).norm() < 0.5 * moved
 
 
 def test_fsdp_strategy_wraps_blocks() -> None:
@@ -349,10 +353,10 @@ def test_init_from_hf_with_a_padded_vocabulary_drops_the_padding(tmp_path) -> No
                   model_overrides={"max_seq_len": 64}, export_dir="").configure_model()
 
 
-def test_init_from_export_continues_training(tmp_path) -> None:
+def test_init_from_export_continues_training(tmp_path, arm_test_seed) -> None:
     """init_from starts from an export's weights (fresh schedule), keeps training, re-exports."""
-    torch.manual_seed(0)
-    first = _module(export_dir=str(tmp_path / "lm1"), max_steps=10, lr=1e-2)
+    torch.manual_seed(arm_test_seed)
+    first = _module(export_dir=str(tmp_path / "lm1"), max_steps=10, lr=1e-2, seed_init=arm_test_seed)
     _trainer(tmp_path / "a", max_steps=10).fit(first, datamodule=DM())
     exported = load_lm(tmp_path / "lm1").model.state_dict()
 
@@ -380,7 +384,7 @@ def test_init_from_export_continues_training(tmp_path) -> None:
     with torch.no_grad():
         after = lm_loss(again.model(batch["input_ids"], batch["position_ids"], batch["doc_ids"]),
                         batch["targets"])[0]
-    assert after < before
+    assert after < before          # measured: 2.91-2.97 -> 2.51-2.58 for seeds 0-5
 
     # a different vocabulary, an architecture override, both sources: clear errors
     other = VocabLayout(text_vocab_size=24, codebook_size=16, max_grid_h=4, max_grid_w=4)

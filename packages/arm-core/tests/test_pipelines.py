@@ -3,14 +3,22 @@
 The LM memorises: two captions -> two image-code grids, two images -> their colour
 names, one edit. If the pipelines build prompts that differ from the training format, or
 decode the wrong span, these answers come out wrong.
+
+The fixture trains until the model is sure of every answer the tests below expect (not for a
+fixed number of steps: float results differ across CPUs, and so does where a run lands), so the
+greedy outputs the tests compare exactly hold on any machine once the fixture returns.
 """
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
 from arm_core.checkpoint import load_lm, save_lm
 from arm_core.config import Config
+from arm_core.constraints import ImageSpanConstraint
+from arm_core.generation import Guidance, score_guided
 from arm_core.lightning_module import lm_loss
 from arm_core.model import GPT
 from arm_core.pipelines import Edit, PipelineError, TextToImage, Understand
@@ -20,13 +28,26 @@ from arm_tokenizer.encoders.cnn import CNNEncoder
 from arm_tokenizer.projections import LinearProjection
 from arm_tokenizer.quantizers.fsq import FSQQuantizer
 from arm_tokenizer.testing.toys import ToyDecoder
-from arm_tokenizer.tokenizer import VisualTokenizer
+from arm_tokenizer.tokenizer import VisualTokenizer, images_to_tensor
 from PIL import Image
 
 CAPTIONS = ["a red circle", "a blue square"]
 QUESTION = "what color is it?"
 ANSWERS = ["red", "blue"]
 EDIT = "make it blue"
+
+# The fixture's stopping rule. Every token a test below expects from greedy decoding must have
+# probability >= MIN_PROB under the exact (guided, constrained) distribution the pipeline decodes
+# from: then it beats every other token by >= log(0.9 / 0.1) = 2.2 nats of logit, far beyond
+# the ~1e-5 that batching, KV caching or another CPU change. The loss bound is a sanity check.
+MIN_PROB = 0.9
+MAX_LOSS = 0.05
+CHECK_EVERY = 10
+MAX_STEPS = 1500        # seeds 0-15 took 60-290 steps (a few seconds); the cap leaves 5x room
+# The random visual tokenizer must give the two images different codes, and each code must
+# be robust: FSQ with 2 levels takes the sign of each pre-quantization value, so none may lie
+# within this distance of 0 (else batch size or CPU could flip a code between two encodes).
+MIN_PRE_QUANT = 1e-3
 
 
 def _images() -> list[Image.Image]:
@@ -36,20 +57,76 @@ def _images() -> list[Image.Image]:
     return [red, blue]
 
 
+def _visual_tokenizer(seed: int, imgs: list[Image.Image]) -> VisualTokenizer:
+    """A random toy tokenizer (constructed, not trained) whose codes for ``imgs`` are distinct
+    and robust; draws again (a bounded number of times) when one is not."""
+    worst = None
+    for attempt in range(16):
+        torch.manual_seed(seed * 16 + attempt)
+        vis = VisualTokenizer(CNNEncoder(patch_size=8, width=8, max_width=16, out_dim=16),
+                              FSQQuantizer(levels=[2, 2, 2, 2]), ToyDecoder(in_dim=16, patch_size=8),
+                              proj_in=LinearProjection(16, 4), proj_out=LinearProjection(4, 16),
+                              image_size=32).eval()
+        with torch.no_grad():
+            pre = vis(images_to_tensor(imgs, vis.image_size)).pre_quant
+        codes = vis.encode(imgs)
+        margin = float(pre.abs().min())
+        if not torch.equal(codes[0], codes[1]) and margin >= MIN_PRE_QUANT:
+            return vis
+        worst = (attempt, margin, torch.equal(codes[0], codes[1]))
+    raise AssertionError(f"no toy visual tokenizer with distinct, robust codes in 16 draws (seed {seed}; "
+                         f"last: margin {worst[1]:.2e}, codes equal {worst[2]})")
+
+
+def _expected_decisions(fmt: TaskFormatter, text: TextTokenizer, layout, codes: torch.Tensor):
+    """What the tests expect greedy decoding to produce: (name, prompt, completion, guidance),
+    with the prompts and guidance branches the pipelines build for those calls."""
+    A, B = (ImageTokens(c, 4, 4) for c in codes)
+
+    def image(c) -> list[int]:
+        return [layout.image_offset + int(k) for k in c] + [layout.eoi_id]
+
+    out = []
+    for i, caption in enumerate(CAPTIONS):                      # TextToImage at scales 1 and 1.5
+        out.append((f"t2i[{i}] cfg=1", fmt.t2i_prompt(caption, 4, 4), image(codes[i]), None))
+        out.append((f"t2i[{i}] cfg=1.5", fmt.t2i_prompt(caption, 4, 4), image(codes[i]),
+                    Guidance([fmt.t2i_prompt(None, 4, 4)], scale=1.5)))
+    out.append(("t2i 2x8 cfg=1.5", fmt.t2i_prompt(CAPTIONS[0], 2, 8), image(torch.arange(16) % 16),
+                Guidance([fmt.t2i_prompt(None, 2, 8)], scale=1.5)))
+    for i, (im, answer) in enumerate(zip((A, B), ANSWERS, strict=True)):   # Understand (greedy)
+        out.append((f"und[{i}]", fmt.und_prompt(im, QUESTION), text.encode(answer) + [layout.eos_id], None))
+    p = fmt.edit_cfg_prompts(A, EDIT)                           # Edit at three guidance settings
+    out.append(("edit 1/1", p["full"], image(codes[1]), None))
+    out.append(("edit 1.5/1", p["full"], image(codes[1]), Guidance([p["image"]], scale=1.5)))
+    out.append(("edit 1.5/1.25", p["full"], image(codes[1]),
+                Guidance([p["uncond"]], scale=1.5, image_prompts=[p["image"]], image_scale=1.25)))
+    return out
+
+
+@torch.no_grad()
+def _weakest(model: GPT, decisions, constraint: ImageSpanConstraint) -> tuple[str, float]:
+    """The expected decision the model is least sure of, and its probability."""
+    model.eval()
+    worst = ("", 1.0)
+    for name, prompt, completion, guidance in decisions:
+        lp = score_guided(model, [prompt], torch.tensor([completion]), guidance=guidance,
+                          temperature=0.0, constraint=constraint)
+        p = math.exp(float(lp.min()))
+        if p < worst[1]:
+            worst = (name, p)
+    model.train()
+    return worst
+
+
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, arm_test_seed):
     root = tmp_path_factory.mktemp("pipe")
-    torch.manual_seed(0)
     text = TextTokenizer.train(CAPTIONS * 3 + [QUESTION, EDIT] + ANSWERS * 3, vocab_size=300)
     text.save(root / "tt")
-    vis = VisualTokenizer(CNNEncoder(patch_size=8, width=8, max_width=16, out_dim=16),
-                          FSQQuantizer(levels=[2, 2, 2, 2]), ToyDecoder(in_dim=16, patch_size=8),
-                          proj_in=LinearProjection(16, 4), proj_out=LinearProjection(4, 16),
-                          image_size=32).eval()
-    layout = text.layout(codebook_size=vis.codebook_size, max_grid_h=8, max_grid_w=8)
     imgs = _images()
+    vis = _visual_tokenizer(arm_test_seed, imgs)
+    layout = text.layout(codebook_size=vis.codebook_size, max_grid_h=8, max_grid_w=8)
     codes = vis.encode(imgs)
-    assert not torch.equal(codes[0], codes[1])
     A, B = (ImageTokens(c, 4, 4) for c in codes)
     wide = ImageTokens(torch.arange(16) % vis.codebook_size, 2, 8)
     fmt = TaskFormatter(layout, text)
@@ -68,20 +145,40 @@ def setup(tmp_path_factory):
     cfg = Config.from_name("tiny", n_embd=64, intermediate_size=128).with_vocab(
         layout.total_size, layout.image_offset, layout.codebook_size,
         text_vocab_size=layout.text_vocab_size)
+    torch.manual_seed(arm_test_seed)
     model = GPT(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    for _ in range(150):
-        loss = lm_loss(model(ids), tgt)[0]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    assert loss.item() < 0.05
+    decisions = _expected_decisions(fmt, text, layout, codes)
+    constraint = ImageSpanConstraint.from_layout(layout)
+    step, loss, weakest = 0, float("inf"), ("", 0.0)
+    while step < MAX_STEPS:
+        for _ in range(CHECK_EVERY):
+            batch_loss = lm_loss(model(ids), tgt)[0]
+            opt.zero_grad()
+            batch_loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)   # fewer loss spikes at lr 1e-2
+            opt.step()
+        step += CHECK_EVERY
+        with torch.no_grad():
+            loss = float(lm_loss(model.eval()(ids), tgt)[0])
+        weakest = _weakest(model, decisions, constraint)
+        if loss < MAX_LOSS and weakest[1] >= MIN_PROB:
+            break
+    else:
+        raise AssertionError(
+            f"the tiny LM did not memorise its sequences within the cap of {MAX_STEPS} steps "
+            f"(seed {arm_test_seed}): loss {loss:.4f} (needs < {MAX_LOSS}), least sure of "
+            f"{weakest[0]!r} at p={weakest[1]:.3f} (needs >= {MIN_PROB})")
+    model.eval()
+    print(f"test_pipelines fixture: seed {arm_test_seed}, {step} steps, loss {loss:.5f}, "
+          f"weakest decision {weakest[0]!r} p={weakest[1]:.4f}")
     vis.save_pretrained(root / "tok")
     save_lm(root / "lm", model, cfg, layout=layout, text_tokenizer=root / "tt",
             visual_tokenizer_dir=root / "tok")
     save_lm(root / "lm-noref", model, cfg, layout=layout, text_tokenizer=root / "tt")
     lm = load_lm(root / "lm")
-    return dict(lm=lm, vis=vis, codes=codes, imgs=imgs, layout=layout, root=root)
+    return dict(lm=lm, vis=vis, codes=codes, imgs=imgs, layout=layout, root=root,
+                steps=step, loss=loss)
 
 
 def test_text_to_image_follows_prompt(setup) -> None:

@@ -1,14 +1,55 @@
 """Tiny fixtures: a random tiny arm-core LM export + a toy visual tokenizer + a text tokenizer
-trained on ShapesWorld train text, so rollouts, rewards and the trainer run for real in seconds."""
+trained on ShapesWorld train text, so rollouts, rewards and the trainer run for real in seconds.
+
+ARM_TEST_SEED (environment, default 0) seeds the tests: ``_seed_each_test`` (autouse) calls
+``torch.manual_seed`` / ``random.seed`` / ``numpy.random.seed`` with it before every test, and
+``tiny_lm`` and the training tests take their seed from ``arm_test_seed``. Run e.g.
+``ARM_TEST_SEED=1 pytest packages/arm-rl/tests`` to check that no test relies on one lucky draw
+(tests that pin their own seed for a bit-exact same-process comparison keep it).
+"""
 
 from __future__ import annotations
+
+import os
+import random
 
 import pytest
 import torch
 
 
+def _env_seed() -> int:
+    raw = os.environ.get("ARM_TEST_SEED", "0")
+    try:
+        seed = int(raw)
+    except ValueError:
+        seed = -1
+    if not 0 <= seed < 2**32:
+        raise pytest.UsageError(f"ARM_TEST_SEED must be an integer in [0, 2**32), got {raw!r}")
+    return seed
+
+
+ARM_TEST_SEED = _env_seed()
+
+
 @pytest.fixture(scope="session")
-def tiny_lm(tmp_path_factory):
+def arm_test_seed() -> int:
+    """The suite's seed (``ARM_TEST_SEED``, default 0)."""
+    return ARM_TEST_SEED
+
+
+@pytest.fixture(autouse=True)
+def _seed_each_test(arm_test_seed: int) -> None:
+    torch.manual_seed(arm_test_seed)
+    random.seed(arm_test_seed)
+    try:
+        import numpy as np
+    except ImportError:  # pragma: no cover - numpy comes with the test dependencies
+        return
+    np.random.seed(arm_test_seed)
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tmp_path_factory, arm_test_seed):
     from arm_core.checkpoint import save_lm
     from arm_core.config import Config
     from arm_core.model import GPT
@@ -21,7 +62,7 @@ def tiny_lm(tmp_path_factory):
     from arm_tokenizer.tokenizer import VisualTokenizer
 
     root = tmp_path_factory.mktemp("rl")
-    torch.manual_seed(0)
+    torch.manual_seed(arm_test_seed)
     world = ShapesWorld("train", 0, 64, 64)
     texts = [t for i in range(30) for t in (world[i].caption, world[i].edit.instruction,
                                             *[q.question for q in world[i].qa])]

