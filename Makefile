@@ -9,7 +9,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.arm-installed
-PROFILE ?= small
+PROFILE ?= auto
 TORCH_PAIR := torch==2.14.1 torchvision==0.29.1
 # the tested versions of everything else (the packages' own ranges stay open for users)
 CONSTRAINTS := constraints/dev.txt

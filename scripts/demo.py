@@ -48,17 +48,31 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
-# Step counts and sizes per profile. "small" is `make demo` (<= 20 min on 2 CPU cores);
-# "full" is `make reproduce` (the longer run behind the README results); "fast" is the end-to-end test.
+# The demo world and its configs: ShapesWorld's `demo` difficulty (4 shapes x 4 colors, 1-2
+# objects, plain backgrounds) and 4x4 = 16 tokens per image, so that every stage learns in
+# minutes on a CPU (configs/*/demo-*.yaml say what differs from the full-world configs).
+DEMO_CONFIGS = {
+    "teacher": "configs/tokenizer/demo-teacher.yaml",
+    "tokenizer": "configs/tokenizer/demo-tokenizer.yaml",
+    "lm": "configs/lm/demo.yaml",
+    "rl": "configs/rl/demo-grpo.yaml",
+}
+
+# Step counts and sizes per profile. "small" is `make demo` on a CPU (<= 20 min on 2 cores,
+# setup included) on the demo world; "gpu" is `make demo` on a CUDA machine and `make
+# reproduce-gpu` (the full world); "full" is `make reproduce` (the full world on a CPU, hours);
+# "fast" is the end-to-end test (the demo world, a few steps).
 PROFILES: dict[str, dict] = {
     "fast": dict(teacher_steps=3, tokenizer_steps=4, batch=8, pretok_count=48, shard_size=16,
                  lm_steps=6, lm_batch=2, rl_steps=1, rl_group=2, rl_prompts=2,
-                 eval_n=4, eval_cfg=[1.0, 3.0], val_batches=1),
-    # small: measured 1,127 s of stages + 173 s of setup from a fresh clone at 250/250/300
-    # teacher/tokenizer/LM steps (21.7 min, over budget), hence 200/200/200 (README).
-    "small": dict(teacher_steps=200, tokenizer_steps=200, batch=32, pretok_count=2000, shard_size=500,
-                  lm_steps=200, lm_batch=4, rl_steps=8, rl_group=4, rl_prompts=2,
-                  eval_n=40, eval_cfg=[1.0, 3.0], val_batches=2),
+                 eval_n=4, eval_cfg=[1.0, 3.0], val_batches=1,
+                 difficulty="demo", configs=DEMO_CONFIGS),
+    # small: measured alone on a 2-core CPU (benchmarks/results/README.md, 2026-12-06): teacher
+    # 79 s, tokenizer 171 s, LM 1,400 steps 585 s (1,000 here), evaluations ~30 s each.
+    "small": dict(teacher_steps=600, tokenizer_steps=1200, batch=32, pretok_count=8000, shard_size=2000,
+                  lm_steps=1000, lm_batch=8, rl_steps=10, rl_group=8, rl_prompts=4,
+                  eval_n=200, eval_cfg=[1.0, 3.0], val_batches=2,
+                  difficulty="demo", configs=DEMO_CONFIGS),
     # "full": measured 1 h 51 min with 800 ViT-teacher steps (README); the ConvNet teacher gets 1,500.
     "full": dict(teacher_steps=1500, tokenizer_steps=2500, batch=32, pretok_count=10000, shard_size=1000,
                  lm_steps=1500, lm_batch=4, rl_steps=30, rl_group=8, rl_prompts=2,
@@ -91,12 +105,19 @@ class Ctx:
     profile: dict
     name: str
     threads: int
+    seed: int = 0                                          # --seed: every training stage's seed_everything
     sets: dict[str, dict] = field(default_factory=dict)   # --set STAGE:KEY=VALUE, by stage
     configs: dict[str, str] = field(default_factory=dict)  # --config STAGE=PATH
 
     def config(self, stage: str) -> str:
-        """The config a training stage trains from: ``--config``'s, else the shipped one."""
-        return self.configs.get(stage, DEFAULT_CONFIGS[stage])
+        """The config a training stage trains from: ``--config``'s, else the profile's, else
+        the shipped full-world one."""
+        return self.configs.get(stage, self.profile.get("configs", DEFAULT_CONFIGS)[stage])
+
+    @property
+    def difficulty(self) -> str:
+        """The ShapesWorld difficulty every stage trains and evaluates on."""
+        return self.profile.get("difficulty", "full")
 
     def p(self, *parts: str) -> Path:
         return self.out.joinpath(*parts)
@@ -112,6 +133,13 @@ class Ctx:
     def stage_overrides(self, stage: str) -> dict:
         """What the profile, then ``--set``, change in a training stage's config."""
         out: dict = {}
+        if self.seed:
+            # model initialisation, data order and sampling; the scenes (and so the evaluation's
+            # held-out scenes) stay the same
+            out["seed_everything"] = self.seed
+        if stage in ("teacher", "tokenizer", "rl") and self.difficulty != "full":
+            # the profile's world, whatever config the stage trains from (--config included)
+            out["data.init_args.difficulty"] = self.difficulty
         if self.gpu:
             out["trainer.accelerator"] = "gpu"
             if stage in ("teacher", "tokenizer", "lm"):
@@ -344,6 +372,7 @@ def stage_eval_tokenizer(ctx: Ctx) -> str:
     n = max(16, pr["eval_n"] * 2)
     run([str(BIN / "arm-data"), "shapes", "eval-tokenizer", "--tokenizer", str(ctx.p("tokenizer")),
          "--teacher", str(ctx.p("teacher")), "--split", "heldout", "--n", str(n),
+         "--difficulty", ctx.difficulty,
          "--probe-train", str(min(800, max(40, 4 * n))), "--probe-test", str(min(400, max(20, 2 * n))),
          "--object-probe-train", str(min(600, max(40, 3 * n))),
          "--object-probe-test", str(min(300, max(20, 2 * n))),
@@ -360,7 +389,8 @@ def stage_eval_tokenizer(ctx: Ctx) -> str:
 def stage_tokens(ctx: Ctx) -> str:
     pr = ctx.profile
     cmd = [str(BIN / "arm-data"), "pretokenize", "--tokenizer", str(ctx.p("tokenizer")),
-           "--source", "shapes:train", "--out", str(ctx.p("tokens")), "--count", str(pr["pretok_count"]),
+           "--source", "shapes:train", "--difficulty", ctx.difficulty,
+           "--out", str(ctx.p("tokens")), "--count", str(pr["pretok_count"]),
            "--shard-size", str(pr["shard_size"])]
     if ctx.gpu:
         cmd += ["--device", "cuda", "--workers", str(ctx.workers())]
@@ -388,6 +418,7 @@ def evaluate_command(ctx: Ctx, lm_dir: Path, out: Path) -> list[str]:
     pr = ctx.profile
     cmd = [str(BIN / "arm-lm"), "evaluate", "--lm", str(lm_dir), "--tokenizer", str(ctx.p("tokenizer")),
            "--split", "heldout", "--n", str(pr["eval_n"]), "--cfg", *map(str, pr["eval_cfg"]),
+           "--difficulty", ctx.difficulty, "--seed", str(ctx.seed),
            "--out", str(out)]
     if pr.get("eval_edit_image_scale"):
         cmd += ["--edit-image-scale", *map(str, pr["eval_edit_image_scale"])]
@@ -460,14 +491,26 @@ STAGES: list[tuple[str, Callable[[Ctx], str], list[str]]] = [
 TRAINING_STAGES = list(DEFAULT_CONFIGS)
 
 
+def resolve_profile(requested: str) -> tuple[str, str]:
+    """The profile to run and why: ``auto`` is ``gpu`` on a machine with CUDA, else ``small``."""
+    if requested != "auto":
+        return requested, "asked for"
+    if cuda_available():
+        return "gpu", "chosen: a CUDA GPU is available; PROFILE=small runs the CPU demo"
+    return "small", "chosen: no CUDA GPU; PROFILE=gpu|full|small overrides"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the ARM pipeline on ShapesWorld.")
-    parser.add_argument("--profile", choices=sorted(PROFILES), default="small")
+    parser.add_argument("--profile", choices=["auto", *sorted(PROFILES)], default="auto",
+                        help="auto (default): gpu where CUDA is available, else small")
     parser.add_argument("--fast", action="store_true", help="shorthand for --profile fast")
     parser.add_argument("--out", default=None, help="output directory (default runs/demo, runs/demo-fast)")
     parser.add_argument("--only", nargs="*", help="run only these stages (their inputs must exist)")
     parser.add_argument("--force", nargs="*", default=[], help="re-run these stages even if complete")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed_everything of every training stage (initialisation, data order, sampling)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="STAGE:KEY=VALUE",
                         help="override a config key of one training stage (YAML value), e.g. "
                              "lm:trainer.max_steps=100; repeatable")
@@ -475,13 +518,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="train a stage from this config instead of the shipped one, e.g. "
                              "tokenizer=configs/tokenizer/shapes-local.yaml; repeatable")
     args = parser.parse_args(argv)
-    name = "fast" if args.fast else args.profile
+    name, why = ("fast", "--fast") if args.fast else resolve_profile(args.profile)
     out = Path(args.out or ("runs/demo-fast" if name == "fast" else "runs/demo"))
     out = out if out.is_absolute() else ROOT / out
-    ctx = Ctx(out=out, profile=copy.deepcopy(PROFILES[name]), name=name, threads=args.threads,
+    ctx = Ctx(out=out, profile=copy.deepcopy(PROFILES[name]), name=name, threads=args.threads, seed=args.seed,
               sets=parse_sets(args.sets, TRAINING_STAGES), configs=parse_configs(args.configs))
     out.mkdir(parents=True, exist_ok=True)
-    print(f"ARM demo, profile '{name}', output {out}")
+    print(f"ARM demo, profile '{name}' ({why}), ShapesWorld difficulty '{ctx.difficulty}', output {out}")
     start = time.time()
     for i, (stage, fn, outputs) in enumerate(STAGES, 1):
         if args.only and stage not in args.only:

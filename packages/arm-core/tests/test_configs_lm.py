@@ -34,7 +34,7 @@ def _fit(argv: list[str]) -> int:
 def test_yaml_files_parse_and_name_registered_components() -> None:
     from arm_tokenizer import registry
 
-    for name in ("shapes-quickstart.yaml", "arm-7b.yaml"):
+    for name in ("shapes-quickstart.yaml", "demo.yaml", "arm-7b.yaml"):
         cfg = yaml.safe_load((CONFIGS / name).read_text())
         assert registry.resolve(cfg["model"]["class_path"]) is not None, name
         assert registry.resolve(cfg["data"]["class_path"]) is not None, name

@@ -113,3 +113,12 @@ def test_data_module_and_pretokenize_source_take_a_difficulty() -> None:
     source = make_source("shapes:train", ["pair"], 4, difficulty="demo")
     assert source.describe()["difficulty"]["name"] == "demo"
     assert "difficulty" not in make_source("shapes:train", ["pair"], 4).describe()
+
+
+def test_a_one_size_world_still_asks_yes_no_questions() -> None:
+    d = get_difficulty({"shapes": ["circle", "star"], "colors": ["red", "blue"], "sizes": ["large"],
+                        "heldout_pairs": [["red", "star"]], "train_counts": [1, 2]})
+    world = ShapesWorld("train", 0, 32, 32, difficulty=d)
+    answers = {qa.answer for i in range(200) for qa in world[i].qa if qa.kind == "attribute_yesno"}
+    assert answers == {"yes", "no"}         # "no" names a size from the full palette
+    assert all(o.size == "large" for i in range(200) for o in world[i].spec.objects)

@@ -12,7 +12,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[3]
 CONFIGS = REPO / "configs" / "tokenizer"
-NAMES = ["shapes-recon-only.yaml", "shapes-quickstart.yaml", "shapes-local.yaml", "arm-siglip2-fsq.yaml"]
+NAMES = ["shapes-recon-only.yaml", "shapes-quickstart.yaml", "shapes-local.yaml", "arm-siglip2-fsq.yaml",
+         "demo-tokenizer.yaml"]
 # decoders retrained on an export's fixed tokens: the quickstart's with the conv decoder + GAN
 # and with a Pixel DiT, the local tokenizer's with encoder_perceptual (fine-tune -> base config)
 DECODER_FINETUNES = {"shapes-decoder-finetune.yaml": "shapes-quickstart.yaml",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from arm_data.shapes.captions import (
     COLOR_WORDS,
@@ -22,7 +23,10 @@ from arm_data.shapes.captions import (
     referring_expression,
 )
 from arm_data.shapes.difficulty import FULL, Difficulty
+from arm_data.shapes.palette import COLORS as ALL_COLORS
 from arm_data.shapes.palette import REGIONS
+from arm_data.shapes.palette import SHAPES as ALL_SHAPES
+from arm_data.shapes.palette import SIZES as ALL_SIZES
 from arm_data.shapes.spec import SceneSpec
 
 QA_KINDS: tuple[str, ...] = ("color", "shape", "count", "position", "size", "existence",
@@ -43,6 +47,12 @@ class QAPair:
 
 def _cap(s: str) -> str:
     return s[0].upper() + s[1:]
+
+
+def _others(world: tuple[str, ...], palette: Any, value: str) -> list[str]:
+    """Values other than ``value`` for a "no" answer: the world's own, or the palette's when
+    the world has only this one (a one-size world may still be asked "is it small?")."""
+    return [v for v in world if v != value] or [v for v in palette if v != value]
 
 
 def _one(spec: SceneSpec, kind: str, rng: random.Random, difficulty: Difficulty = FULL) -> QAPair | None:
@@ -95,7 +105,8 @@ def _one(spec: SceneSpec, kind: str, rng: random.Random, difficulty: Difficulty 
             color, shape = o.color, o.shape
         else:
             pairs = set(spec.pairs())
-            absent = [(c, s) for c in COLORS for s in SHAPES if (c, s) not in pairs]
+            absent = ([(c, s) for c in COLORS for s in SHAPES if (c, s) not in pairs]
+                      or [(c, s) for c in ALL_COLORS for s in ALL_SHAPES if (c, s) not in pairs])
             color, shape = rng.choice(absent)
         c, s = rng.choice(COLOR_WORDS[color]), rng.choice(SHAPE_WORDS[shape])
         q = rng.choice(("Is there a {c} {s}?", "Does the image contain a {c} {s}?", "Can you see a {c} {s}?"))
@@ -106,11 +117,11 @@ def _one(spec: SceneSpec, kind: str, rng: random.Random, difficulty: Difficulty 
         s = rng.choice(SHAPE_WORDS[o.shape])
         if rng.random() < 0.5:
             attr, truth = (o.color, True) if rng.random() < 0.5 else (
-                rng.choice([c for c in COLORS if c != o.color]), False)
+                rng.choice(_others(COLORS, ALL_COLORS, o.color)), False)
             q = f"Is the {s} {rng.choice(COLOR_WORDS[attr])}?"
         else:
             attr, truth = (o.size, True) if rng.random() < 0.5 else (
-                rng.choice([z for z in SIZES if z != o.size]), False)
+                rng.choice(_others(SIZES, ALL_SIZES, o.size)), False)
             q = f"Is the {s} {attr}?"
         return QAPair(q, "yes" if truth else "no", kind)
     if kind == "relation_yesno":
