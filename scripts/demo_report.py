@@ -137,10 +137,10 @@ def _plot_curves(out: Path, figdir: Path) -> list[str]:
         if not keys:
             continue
         fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.6), squeeze=False)
-        for ax, key in zip(axes[0], keys):
+        for ax, key in zip(axes[0], keys, strict=False):
             pts = [(int(r["step"]), float(r[key])) for r in rows if r.get(key) not in (None, "")]
             if pts:
-                ax.plot(*zip(*pts), lw=1.2)
+                ax.plot(*zip(*pts, strict=False), lw=1.2)
             ax.set_title(key, fontsize=8)
             ax.tick_params(labelsize=7)
         fig.suptitle(stage, fontsize=9)
@@ -162,7 +162,6 @@ def _examples(out: Path, figdir: Path, difficulty: str) -> dict[str, Any]:
     ``N_SHOW`` held-out scenes of the demo's world (the scenes ``arm-lm evaluate`` scores
     first). JSON-able: images are file names under ``figdir``."""
     import torch
-
     from arm_data.shapes import ShapesWorld, evaluate_edit, evaluate_t2i
     from arm_tokenizer.tokenizer import VisualTokenizer
 
@@ -174,7 +173,7 @@ def _examples(out: Path, figdir: Path, difficulty: str) -> dict[str, Any]:
                           "recon": [], "t2i": [], "edit": [], "vqa": []}
     with torch.no_grad():
         recon = tok.decode_to_pil(tok.encode([s.image for s in samples]))
-    for i, (s, r) in enumerate(zip(samples, recon)):
+    for i, (s, r) in enumerate(zip(samples, recon, strict=False)):
         score = evaluate_t2i(r, s.spec).score
         ex["recon"].append({"orig": _save(s.image, figdir, f"recon_{i}_orig.png"),
                             "recon": _save(r, figdir, f"recon_{i}_recon.png"), "score": score})
@@ -195,21 +194,21 @@ def _examples(out: Path, figdir: Path, difficulty: str) -> dict[str, Any]:
         cfg = ex["sampling"][tag] = _sampling(out, tag)
         t2i, edit, und = load_pipelines(lm_dir, out / "tokenizer")
         imgs = t2i([s.caption for s in samples], guidance_scale=cfg["t2i_cfg"], seed=0, progress=False)
-        for i, (s, img) in enumerate(zip(samples, imgs)):
+        for i, (s, img) in enumerate(zip(samples, imgs, strict=False)):
             ex["t2i"][i][tag] = _save(img, figdir, f"t2i_{tag}_{i}.png")
             ex["t2i"][i][f"{tag}_score"] = evaluate_t2i(img, s.spec, check=s.caption_attributes,
                                                         relations=s.caption_relations).score
         edited = edit([s.edit.source_image for s in samples], [s.edit.instruction for s in samples],
                       text_guidance_scale=cfg["edit_text"], image_guidance_scale=cfg["edit_image"],
                       seed=0, progress=False)
-        for i, (s, img) in enumerate(zip(samples, edited)):
+        for i, (s, img) in enumerate(zip(samples, edited, strict=False)):
             r = evaluate_edit(img, s.edit.source, s.edit.target, edit=s.edit.edit,
                               source_image=s.edit.source_image)
             ex["edit"][i][tag] = _save(img, figdir, f"edit_{tag}_{i}.png")
             ex["edit"][i][f"{tag}_scores"] = (r.adherence, r.consistency)
         answers = und([s.image for s in samples], [e["question"] for e in ex["vqa"]],
                       temperature=0.0, progress=False)
-        for e, a in zip(ex["vqa"], answers):
+        for e, a in zip(ex["vqa"], answers, strict=False):
             e[tag] = a
             e[f"{tag}_correct"] = normalize_answer(a) == normalize_answer(str(e["truth"]))
     return ex
@@ -333,7 +332,7 @@ def compose_overview(ex: dict, figdir: Path, sections: tuple[str, ...] = ("t2i",
         for row in rows:
             h = 0
             for e in row:
-                for (kind, *rest), (_, w) in zip(_cells(s, e), cols):
+                for (kind, *rest), (_, w) in zip(_cells(s, e), cols, strict=False):
                     h = max(h, cell + _LINE + 2 if kind == "img" else len(_wrap(rest[0], font, w)) * _LINE)
             heights.append(h)
         header_lines = max(len(head.split("\n")) for head, _ in cols)
@@ -361,10 +360,10 @@ def compose_overview(ex: dict, figdir: Path, sections: tuple[str, ...] = ("t2i",
         for k in range(1, min(per_row[s], len(ex[s][:n]))):  # a faint rule between groups
             x = _PAD + k * (group + _GROUP_GAP) - _GROUP_GAP // 2
             draw.line((x, y - header_h, x, y + sum(heights) + _GAP * (len(heights) - 1)), fill=(220, 220, 220))
-        for row, h in zip(rows, heights):
+        for row, h in zip(rows, heights, strict=False):
             for k, e in enumerate(row):
                 x = _PAD + k * (group + _GROUP_GAP)
-                for (kind, *rest), (_, w) in zip(_cells(s, e), cols):
+                for (kind, *rest), (_, w) in zip(_cells(s, e), cols, strict=False):
                     if kind == "img":
                         name, caption, color = rest
                         if name and (figdir / name).exists():

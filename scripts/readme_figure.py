@@ -27,9 +27,8 @@ N_EXAMPLES = 4  # per section
 
 def figure(run: Path, n: int = N_EXAMPLES):
     """The picture of ``run`` as a PIL image (SystemExit with one line if the run lacks a report)."""
-    from PIL import Image
-
     from demo_report import compose_overview
+    from PIL import Image
 
     figdir = run / "report"
     examples, overview = figdir / "examples.json", figdir / "overview.png"

@@ -47,8 +47,8 @@ def test_report_has_every_section_and_its_images(demo_run):
     out, _ = demo_run
     page = (out / "report.html").read_text()
     positions = [page.find(f"<h2>{section}") for section in SECTIONS]
-    assert all(p >= 0 for p in positions), dict(zip(SECTIONS, positions))
-    assert positions == sorted(positions), dict(zip(SECTIONS, positions))
+    assert all(p >= 0 for p in positions), dict(zip(SECTIONS, positions, strict=False))
+    assert positions == sorted(positions), dict(zip(SECTIONS, positions, strict=False))
     images = re.findall(r'src="(report/[^"]+)"', page)
     assert len(images) >= 6 * 4
     for rel in images:

@@ -10,39 +10,5 @@ same-process comparison keep doing so).
 
 from __future__ import annotations
 
-import os
-import random
-
-import pytest
-import torch
-
-
-def _env_seed() -> int:
-    raw = os.environ.get("ARM_TEST_SEED", "0")
-    try:
-        seed = int(raw)
-    except ValueError:
-        seed = -1
-    if not 0 <= seed < 2**32:
-        raise pytest.UsageError(f"ARM_TEST_SEED must be an integer in [0, 2**32), got {raw!r}")
-    return seed
-
-
-ARM_TEST_SEED = _env_seed()
-
-
-@pytest.fixture(scope="session")
-def arm_test_seed() -> int:
-    """The suite's seed (``ARM_TEST_SEED``, default 0)."""
-    return ARM_TEST_SEED
-
-
-@pytest.fixture(autouse=True)
-def _seed_each_test(arm_test_seed: int) -> None:
-    torch.manual_seed(arm_test_seed)
-    random.seed(arm_test_seed)
-    try:
-        import numpy as np
-    except ImportError:  # pragma: no cover - numpy comes with the test dependencies
-        return
-    np.random.seed(arm_test_seed)
+# ARM_TEST_SEED: one seed for every suite (arm_tokenizer.testing.seeding)
+from arm_tokenizer.testing.seeding import _seed_each_test, arm_test_seed  # noqa: E402, F401

@@ -109,9 +109,8 @@ def _trainer(root, steps: int, **kw) -> pl.Trainer:
 
 
 def _batch():
-    from torch.utils.data import DataLoader
-
     import my_lms
+    from torch.utils.data import DataLoader
 
     return next(iter(DataLoader(my_lms.Rows(8), batch_size=8)))
 

@@ -7,46 +7,16 @@ tests that train something take their seed from ``arm_test_seed``. Run e.g.
 lucky draw (tests that pin their own seed for a bit-exact same-process comparison keep it).
 """
 
-import os
-import random
 import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 sys.path.insert(0, str(Path(__file__).parent))  # toy_components for registry/CLI tests
 
 
-def _env_seed() -> int:
-    raw = os.environ.get("ARM_TEST_SEED", "0")
-    try:
-        seed = int(raw)
-    except ValueError:
-        seed = -1
-    if not 0 <= seed < 2**32:
-        raise pytest.UsageError(f"ARM_TEST_SEED must be an integer in [0, 2**32), got {raw!r}")
-    return seed
-
-
-ARM_TEST_SEED = _env_seed()
-
-
-@pytest.fixture(scope="session")
-def arm_test_seed() -> int:
-    """The suite's seed (``ARM_TEST_SEED``, default 0)."""
-    return ARM_TEST_SEED
-
-
-@pytest.fixture(autouse=True)
-def _seed_each_test(arm_test_seed: int) -> None:
-    torch.manual_seed(arm_test_seed)
-    random.seed(arm_test_seed)
-    try:
-        import numpy as np
-    except ImportError:  # pragma: no cover - numpy comes with the test dependencies
-        return
-    np.random.seed(arm_test_seed)
+# ARM_TEST_SEED: one seed for every suite (arm_tokenizer.testing.seeding)
+from arm_tokenizer.testing.seeding import _seed_each_test, arm_test_seed  # noqa: E402, F401
 
 
 @pytest.fixture

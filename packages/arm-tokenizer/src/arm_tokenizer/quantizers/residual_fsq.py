@@ -14,7 +14,13 @@ from typing import Any
 import torch
 from vector_quantize_pytorch import ResidualFSQ
 
-from arm_tokenizer.quantizers.base import Quantizer, QuantizerOutput, check_int, check_levels, usage_stats
+from arm_tokenizer.quantizers.base import (
+    Quantizer,
+    QuantizerOutput,
+    check_int,
+    check_levels,
+    usage_stats,
+)
 
 __all__ = ["ResidualFSQQuantizer"]
 
