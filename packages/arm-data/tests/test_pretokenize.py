@@ -79,19 +79,23 @@ def test_shards_hold_the_encoded_images_and_texts(tmp_path):
     assert not list(tmp_path.glob(".*tmp"))
 
 
+class Interrupt(Exception):
+    """Raised from ``after_shard`` to stop a run where a crash would."""
+
+
+def stop_after(n: int):
+    def hook(k: int) -> None:
+        if k == n:
+            raise Interrupt
+    return hook
+
+
 def test_interrupted_run_resumes_to_byte_identical_shards(tmp_path):
     ref, out = tmp_path / "ref", tmp_path / "out"
     run(ref)
 
-    class Interrupt(Exception):
-        pass
-
-    def stop_after_1(k):
-        if k == 1:
-            raise Interrupt
-
     with pytest.raises(Interrupt):
-        run(out, after_shard=stop_after_1)
+        run(out, after_shard=stop_after(1))
     partial = Manifest.load(out)
     assert sorted(partial.shards) == [shard_name(0), shard_name(1)] and not partial.complete
     with pytest.raises(ShardError, match="only 2 of 4 shards"):
@@ -120,15 +124,8 @@ def test_stale_temporaries_removed_on_resume_and_fresh_start(tmp_path):
     ref, out, fresh = tmp_path / "ref", tmp_path / "out", tmp_path / "fresh"
     run(ref)
 
-    class Interrupt(Exception):
-        pass
-
-    def stop_after_0(k):
-        if k == 0:
-            raise Interrupt
-
     with pytest.raises(Interrupt):
-        run(out, after_shard=stop_after_0)
+        run(out, after_shard=stop_after(0))
     # what a run killed while writing shard 1 and the manifest leaves behind
     stale = [_plant_temp(out, shard_name(1), b"half a shard"), _plant_temp(out, "manifest.json", b"{")]
     (out / ".notes.tmp").write_text("not ours")  # other files are left alone
