@@ -164,16 +164,6 @@ def _cmd_splits(argv: list[str]) -> int:
     return 0
 
 
-def _difficulty(name: str):
-    """``--difficulty`` checked up front: an unknown name is one line, not a traceback."""
-    from arm_data.shapes.difficulty import get_difficulty
-
-    try:
-        return get_difficulty(name)
-    except ValueError as e:
-        raise SystemExit(f"error: --difficulty: {e}") from None
-
-
 def _cmd_eval_tokenizer(argv: list[str]) -> int:
     import torch
 
@@ -201,6 +191,9 @@ def _cmd_eval_tokenizer(argv: list[str]) -> int:
                    help="the ShapesWorld the scenes come from: full (default) or demo (see arm_data.shapes.difficulty)")
     p.add_argument("--out", help="also write the JSON here")
     a = p.parse_args(argv)
+    from arm_data.shapes.difficulty import get_difficulty
+
+    difficulty = get_difficulty(a.difficulty)  # before loading anything: a bad name is one line
     if not os.path.isdir(a.tokenizer):
         raise SystemExit(f"error: --tokenizer {a.tokenizer!r} is not a directory "
                          "(expected a VisualTokenizer.save_pretrained export)")
@@ -216,7 +209,7 @@ def _cmd_eval_tokenizer(argv: list[str]) -> int:
     res = evaluate_tokenizer(tokenizer, split=a.split, n=a.n, text_encoder=text_encoder,
                              probe_train=a.probe_train, probe_test=a.probe_test, probe_split=a.probe_split, seed=a.seed,
                              object_probe_train=a.object_probe_train, object_probe_test=a.object_probe_test,
-                             decode_steps=a.decode_steps, difficulty=_difficulty(a.difficulty))
+                             decode_steps=a.decode_steps, difficulty=difficulty)
     text = json.dumps(res, indent=1)
     print(text)
     if a.out:

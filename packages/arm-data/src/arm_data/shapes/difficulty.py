@@ -112,7 +112,7 @@ class Difficulty:
         set_("heldout_pairs", pairs)
         # Every color and shape must still be seen in training with some partner, or the
         # held-out split would measure an unseen word, not an unseen composition.
-        seen = {(c, s) for c in self.colors for s in self.shapes} - set(pairs)
+        seen = self.train_pairs
         unseen = ([c for c in self.colors if not any(p[0] == c for p in seen)]
                   + [s for s in self.shapes if not any(p[1] == s for p in seen)])
         if unseen:
@@ -121,7 +121,7 @@ class Difficulty:
 
     @property
     def train_pairs(self) -> tuple[tuple[str, str], ...]:
-        held = set(self.heldout_pairs or ())
+        held = set(self.heldout_pairs)
         return tuple((c, s) for c in self.colors for s in self.shapes if (c, s) not in held)
 
     def to_dict(self) -> dict[str, Any]:

@@ -31,14 +31,12 @@ from __future__ import annotations
 import hashlib
 import random
 
-from arm_data.shapes.difficulty import FULL, FULL_HELDOUT_PAIRS, Difficulty
+from arm_data.shapes.difficulty import FULL, Difficulty
 from arm_data.shapes.palette import (
     BORDER_MARGIN,
-    COLORS,
     MIN_GAP,
     REGION_MARGIN,
     REGIONS,
-    SHAPES,
     SIZES,
     TEXTURE_PATTERNS,
 )
@@ -46,14 +44,12 @@ from arm_data.shapes.spec import Background, ObjectSpec, SceneSpec
 
 SPLITS: tuple[str, ...] = ("train", "val", "heldout")
 
-HELDOUT_PAIRS: tuple[tuple[str, str], ...] = FULL_HELDOUT_PAIRS
-HELDOUT_COUNTS: tuple[int, ...] = (4,)
-TRAIN_COUNTS: tuple[int, ...] = (1, 2, 3)
-HELDOUT_SPLIT_COUNTS: tuple[int, ...] = (1, 2, 3, 4)
-
-_HELDOUT_SET = frozenset(HELDOUT_PAIRS)
-TRAIN_PAIRS: tuple[tuple[str, str], ...] = tuple(
-    (c, s) for c in COLORS for s in SHAPES if (c, s) not in _HELDOUT_SET)
+# The full world's rules under their historical names (the values live in ``FULL``).
+HELDOUT_PAIRS: tuple[tuple[str, str], ...] = FULL.heldout_pairs
+TRAIN_COUNTS: tuple[int, ...] = FULL.train_counts
+HELDOUT_SPLIT_COUNTS: tuple[int, ...] = FULL.heldout_counts
+HELDOUT_COUNTS: tuple[int, ...] = tuple(n for n in FULL.heldout_counts if n not in FULL.train_counts)
+TRAIN_PAIRS: tuple[tuple[str, str], ...] = FULL.train_pairs
 BACKGROUND_WEIGHTS = {"plain": 0.4, "gradient": 0.3, "texture": 0.3}
 # Probability that a multi-object scene repeats an existing (color, shape) pair, so that
 # captions exercise counts and plurals ("two red circles").

@@ -117,7 +117,6 @@ def object_probe_features(train_features: torch.Tensor, test_features: torch.Ten
     features already computed, so one forward pass serves several radii."""
     from arm_tokenizer.probe import fit_linear_probe, labels_to_ids
 
-    from arm_data.shapes.difficulty import get_difficulty
     from arm_data.shapes.spec import COUNT_GROUPS, count_group
 
     ftr = object_neighbourhoods(train_features.float(), train, radius)
@@ -126,7 +125,7 @@ def object_probe_features(train_features: torch.Tensor, test_features: torch.Ten
     members = {g: [i for i, h in enumerate(groups) if h == g] for g in COUNT_GROUPS}
     out: dict[str, Any] = {"neighbourhood": f"{2 * radius + 1}x{2 * radius + 1}",
                            "n": {g: len(idx) for g, idx in members.items()}}
-    held_pairs = {p for s in test[:1] for p in get_difficulty(getattr(s, "difficulty", None)).heldout_pairs}
+    held_pairs = set(test[0].difficulty.heldout_pairs) if test else set()  # the samples' own world
     held = [(o.color, o.shape) in held_pairs for s in test for o in s.spec.objects]
     pairs = {"heldout_pair": [i for i, h in enumerate(held) if h],
              "seen_pair": [i for i, h in enumerate(held) if not h]}

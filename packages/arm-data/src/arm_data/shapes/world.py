@@ -16,7 +16,7 @@ from typing import Any
 from PIL import Image
 
 from arm_data.shapes.captions import Caption, make_caption
-from arm_data.shapes.difficulty import Difficulty, get_difficulty
+from arm_data.shapes.difficulty import FULL, Difficulty, get_difficulty
 from arm_data.shapes.edits import EDIT_KINDS, EditSpec, make_edit
 from arm_data.shapes.qa import QA_KINDS, QAPair, make_qa
 from arm_data.shapes.rendering import render
@@ -63,7 +63,7 @@ class ShapesSample:
     edit: EditTriplet
     width: int = 64
     height: int = 64
-    difficulty: Difficulty = field(default_factory=lambda: get_difficulty("full"), repr=False)
+    difficulty: Difficulty = field(default=FULL, repr=False)
     _image: Image.Image | None = field(default=None, repr=False)
 
     @property
