@@ -23,7 +23,7 @@ $(STAMP): $(CONSTRAINTS) packages/arm-tokenizer/pyproject.toml packages/arm-data
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
 	$(PIP) install -q -c $(CONSTRAINTS) $(TORCH_PAIR)
-	$(PIP) install -q -c $(CONSTRAINTS) $(TORCH_PAIR) -e 'packages/arm-tokenizer[test]' -e 'packages/arm-data[test]' -e 'packages/arm-core[hf,test]' -e 'packages/arm-rl[test]' matplotlib
+	$(PIP) install -q -c $(CONSTRAINTS) $(TORCH_PAIR) -e 'packages/arm-tokenizer[hf,test]' -e 'packages/arm-data[test]' -e 'packages/arm-core[hf,quant,test]' -e 'packages/arm-rl[test]' matplotlib
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -29,9 +29,10 @@ ALONE_SITE=$("$WORK/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_p
 echo "$WORK/shadow" > "$ALONE_SITE/_arm_shadow_deps.pth"
 PY="$WORK/venv/bin/python"
 
-echo "== pip install packages/arm-tokenizer into a venv without the other ARM packages"
-if ! "$PY" -m pip install -q "$ROOT/packages/arm-tokenizer" >"$WORK/pip.log" 2>&1; then
-  grep -v "^WARNING: Location" "$WORK/pip.log"; echo "FAIL: pip install packages/arm-tokenizer"; exit 1
+echo "== pip install packages/arm-tokenizer[hf,test] into a venv without the other ARM packages"
+# [hf]: transformers, for the hf_vision / hf_text towers its tests load from tiny checkpoints.
+if ! "$PY" -m pip install -q "$ROOT/packages/arm-tokenizer[hf,test]" >"$WORK/pip.log" 2>&1; then
+  grep -v "^WARNING: Location" "$WORK/pip.log"; echo "FAIL: pip install packages/arm-tokenizer[hf,test]"; exit 1
 fi
 if grep -qiE "^(Collecting|Downloading) (torch|lightning)" "$WORK/pip.log"; then
   echo "note: pip fetched heavy dependencies the shadow should have provided"

@@ -27,7 +27,8 @@ dict (:func:`evaluate_lm`), written by ``arm-lm evaluate``::
     arm-lm evaluate --lm runs/lm --tokenizer runs/tokenizer --split heldout --n 200 \\
         --cfg 1.0 1.5 3.0 --edit-image-scale 1.25 2 3 --out metrics.json
 
-Used by the demo report and by arm-rl (before/after RL).
+Used by the demo report and by arm-rl (before/after RL). On your own data (``--data``,
+``--vqa``, ``--t2i-prompts``) the same command runs :mod:`arm_core.evaluate_data` instead.
 """
 
 from __future__ import annotations
@@ -324,37 +325,109 @@ def write_metrics(metrics: dict[str, Any], path: str | os.PathLike) -> Path:
 
 
 def cli_evaluate(argv: list[str]) -> int:
-    """Evaluate an LM on ShapesWorld (T2I, VQA, editing) and write metrics JSON."""
+    """Evaluate an LM on ShapesWorld (T2I, VQA, editing), or on your own data (per-task loss,
+    VQA exact match, T2I alignment), and write metrics JSON."""
     import argparse
 
-    p = argparse.ArgumentParser(prog="arm-lm evaluate", description=cli_evaluate.__doc__)
+    p = argparse.ArgumentParser(
+        prog="arm-lm evaluate", description=cli_evaluate.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="""\
+examples:
+  arm-lm evaluate --lm runs/lm --split heldout --n 200 --cfg 1 1.5 3 --out metrics.json
+  arm-lm evaluate --lm runs/lm --data data/val-tokens --vqa data/vqa.jsonl \\
+      --t2i-prompts data/prompts.jsonl --cfg 1.5 \\
+      --scorer-encoder timm --scorer-encoder-args '{model_name: resnet10t, checkpoint_path:
+      runs/teacher/image_tower.safetensors, model_kwargs: {output_stride: 8, channels: [32, 64, 64, 64]}}' \\
+      --scorer-text-encoder teacher_text --scorer-text-args '{checkpoint: runs/teacher}' --out real.json
+
+Any of --data, --vqa or --t2i-prompts evaluates on your own data (arm_core.evaluate_data)
+instead of ShapesWorld; the ShapesWorld options are then not used.""")
     p.add_argument("--lm", required=True, help="exported LM directory")
     p.add_argument("--tokenizer", default=None, help="visual tokenizer dir (default: the LM's)")
-    p.add_argument("--split", default="heldout", help="main split (held-out compositions)")
-    p.add_argument("--seen-split", default="val", help="seen-composition split ('' to skip)")
-    p.add_argument("--n", type=int, default=200, help="scenes per split")
-    p.add_argument("--cfg", type=float, nargs="+", default=[1.0, 1.5, 3.0], help="guidance scales")
-    p.add_argument("--edit-image-scale", type=float, nargs="+", default=[1.25],
-                   help="editing's guidance over the source image (ARM: 1.25); several are "
-                        "each run with every --cfg above 1")
-    p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    p.add_argument("--cfg", type=float, nargs="+", default=None,
+                   help="guidance scales (ShapesWorld default: 1 1.5 3; your own data: 1)")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-seed", type=int, default=0)
-    p.add_argument("--questions-per-image", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--difficulty", default="full",
-                   help="the ShapesWorld to evaluate on: full (default) or demo (arm_data.shapes.difficulty)")
     p.add_argument("--out", default="metrics.json")
+    sw = p.add_argument_group("ShapesWorld")
+    sw.add_argument("--split", default="heldout", help="main split (held-out compositions)")
+    sw.add_argument("--seen-split", default="val", help="seen-composition split ('' to skip)")
+    sw.add_argument("--n", type=int, default=200, help="scenes per split")
+    sw.add_argument("--edit-image-scale", type=float, nargs="+", default=[1.25],
+                    help="editing's guidance over the source image (ARM: 1.25); several are "
+                         "each run with every --cfg above 1")
+    sw.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    sw.add_argument("--data-seed", type=int, default=0)
+    sw.add_argument("--questions-per-image", type=int, default=1)
+    sw.add_argument("--difficulty", default="full",
+                    help="the ShapesWorld to evaluate on: full (default) or demo (arm_data.shapes.difficulty)")
+    own = p.add_argument_group("your own data (each figure with its standard error)")
+    own.add_argument("--data", default=None, metavar="DIR",
+                     help="pre-tokenized shards (arm-data pretokenize): mean token loss per task")
+    own.add_argument("--loss-tasks", nargs="+", default=["t2i", "und", "edit"],
+                     help="tasks whose loss --data measures, of t2i und edit text")
+    own.add_argument("--max-docs", type=int, default=None, help="at most this many documents per task")
+    own.add_argument("--vqa", default=None, metavar="FILE.jsonl",
+                     help='questions, one {"image", "question", "answer" or "answers", "kind"?} per line '
+                          "(image paths relative to the file): VQAv2-normalised exact match")
+    own.add_argument("--max-new-tokens", type=int, default=16, help="longest VQA answer")
+    own.add_argument("--t2i-prompts", default=None, metavar="FILE",
+                     help='prompts, one per line, or JSONL {"prompt", "image"?} (a reference image): '
+                          "image-text alignment of the generated images")
+    own.add_argument("--scorer-encoder", default=None, metavar="NAME",
+                     help="registered image encoder of the alignment scorer (e.g. timm, hf_vision)")
+    own.add_argument("--scorer-encoder-args", default=None, metavar="YAML", help="its init arguments")
+    own.add_argument("--scorer-text-encoder", default=None, metavar="NAME",
+                     help="registered text encoder of the scorer (e.g. teacher_text, hf_text)")
+    own.add_argument("--scorer-text-args", default=None, metavar="YAML", help="its init arguments")
+    own.add_argument("--scorer-head", default=None, metavar="TOKENIZER_DIR",
+                     help="a tokenizer export with a SigLIP head (siglip_head.json, from L_sig): the image head "
+                          "(and, without --scorer-text-encoder, the text encoder it was trained against)")
+    own.add_argument("--scorer-image-size", default=None, metavar="N|H,W",
+                     help="image size the scorer takes (default: the encoder's, else the images')")
     a = p.parse_args(argv)
+    if a.data or a.vqa or a.t2i_prompts:
+        return _cli_evaluate_data(a)
     m = evaluate_lm(a.lm, a.tokenizer, device=a.device, split=a.split,
-                    seen_split=a.seen_split or None, n=a.n, cfg_scales=a.cfg,
+                    seen_split=a.seen_split or None, n=a.n, cfg_scales=a.cfg or [1.0, 1.5, 3.0],
                     edit_image_scale=a.edit_image_scale, tasks=a.tasks,
                     temperature=a.temperature, top_k=a.top_k, seed=a.seed,
                     data_seed=a.data_seed, questions_per_image=a.questions_per_image,
                     batch_size=a.batch_size, difficulty=a.difficulty)
+    write_metrics(m, a.out)
+    print(json.dumps(m["summary"], indent=2))
+    print(f"wrote {a.out} ({m['seconds']} s)")
+    return 0
+
+
+def _cli_evaluate_data(a: Any) -> int:
+    """``arm-lm evaluate`` with --data / --vqa / --t2i-prompts (arm_core.evaluate_data)."""
+    from arm_core.evaluate_data import (
+        DualEncoder,
+        evaluate_data,
+        parse_component_args,
+        parse_image_size,
+    )
+
+    scorer = None
+    if a.t2i_prompts:
+        if not (a.scorer_encoder and (a.scorer_text_encoder or a.scorer_head)):
+            raise ValueError("--t2i-prompts needs a scorer: --scorer-encoder NAME with --scorer-text-encoder NAME "
+                             "and/or --scorer-head TOKENIZER_DIR (arguments by --scorer-encoder-args / "
+                             "--scorer-text-args)")
+        scorer = DualEncoder.from_registry(
+            a.scorer_encoder, a.scorer_text_encoder,
+            parse_component_args(a.scorer_encoder_args, "--scorer-encoder-args"),
+            parse_component_args(a.scorer_text_args, "--scorer-text-args"),
+            parse_image_size(a.scorer_image_size), head_dir=a.scorer_head)
+    m = evaluate_data(a.lm, a.tokenizer, data=a.data, loss_tasks=a.loss_tasks, max_documents=a.max_docs,
+                      vqa=a.vqa, t2i_prompts=a.t2i_prompts, scorer=scorer, cfg_scales=a.cfg or [1.0],
+                      temperature=a.temperature, top_k=a.top_k, seed=a.seed, batch_size=a.batch_size,
+                      max_new_tokens=a.max_new_tokens, device=a.device)
     write_metrics(m, a.out)
     print(json.dumps(m["summary"], indent=2))
     print(f"wrote {a.out} ({m['seconds']} s)")

@@ -20,7 +20,12 @@ Guarantees (tested):
 
 Sources: ``shapes:SPLIT`` (ShapesWorld; each scene gives a pair record, its QA pairs and
 an edit triplet, filtered by ``--tasks``) or a dataset path in one of the formats of
-``arm_data.datasets`` (folder with sidecars, JSONL manifest, WebDataset shards).
+``arm_data.datasets`` (folder with sidecars, JSONL manifest, WebDataset shards). Several
+sources in one run, each with its tasks and weight (``--source PATH[:TASKS][@WEIGHT]``
+repeated, or ``--sources FILE``), are mixed by :mod:`arm_data.source_mix`.
+
+Images are fitted to the tokenizer's ``image_size`` (from its ``config.json``) by the
+centre-crop policy: scaled to cover, then the centre cut out.
 """
 
 from __future__ import annotations
@@ -580,14 +585,61 @@ def load_visual_tokenizer(path: str, device: str = "cpu") -> Any:
     return VisualTokenizer.from_pretrained(p, map_location=device)
 
 
+_HELP_EPILOG = """\
+sources:
+  --source SPEC, repeatable; SPEC is PATH[:TASKS][@WEIGHT]:
+    shapes:SPLIT[:TASKS][@WEIGHT]   ShapesWorld scenes (SPLIT: train, val, heldout)
+    PATH[:TASKS][@WEIGHT]           a folder with sidecars, a JSONL manifest or WebDataset
+                                    shards (arm_data.datasets)
+  TASKS is a comma list of pair, vqa, edit (default: --tasks); WEIGHT defaults to 1.
+  --sources FILE lists the same in YAML or JSON, paths relative to the file:
+    - {path: photos, tasks: [pair], weight: 0.7}
+    - {path: vqa.jsonl, tasks: [vqa], weight: 0.2}
+    - {path: "shapes:train", tasks: [edit], weight: 0.1}
+
+weights:
+  With one source, --count N takes its first N items (all by default). With several, a
+  weight is the source's share of the run's items (normalised over the sources). An item
+  is one record of a dataset path, or one ShapesWorld scene (its pair record, its QA
+  records and its edit record, as TASKS say). With --count N, source i contributes
+  N * w_i / sum(w) items (largest remainder, so the shares add up to N), cycling
+  through its items in order when it has fewer; without --count, N is the largest total
+  at which no dataset source repeats an item. Sources are laid out one after another;
+  the manifest records each one's path, tasks, weight and items, and a re-run with
+  other sources or weights into the same --out is refused.
+
+images:
+  Every image is brought to the visual tokenizer's image_size, read from its
+  config.json (--tokenizer DIR): scaled to cover it (aspect ratio kept), then the
+  centre cut out (arm_tokenizer.images.ImageTransform, crop="center"); an image
+  already at that size is used as it is. Where a reader offers a resize policy of its
+  own, the image it returns is what gets fitted.
+
+examples:
+  arm-data pretokenize --tokenizer runs/tokenizer --source shapes:train --count 20000 \\
+      --out data/shapes-tokens
+  arm-data pretokenize --tokenizer runs/tokenizer --out data/mix \\
+      --source data/photos:pair@0.7 --source data/vqa.jsonl:vqa@0.2 \\
+      --source shapes:train:edit@0.1 --count 100000
+  arm-data pretokenize --tokenizer runs/tokenizer --sources data/mix.yaml --out data/mix
+"""
+
+
 def cli_main(argv: list[str]) -> int:
-    """Run a visual tokenizer over a dataset and write resumable token shards."""
-    p = argparse.ArgumentParser(prog="arm-data pretokenize", description=cli_main.__doc__)
-    p.add_argument("--tokenizer", required=True, help="visual tokenizer checkpoint dir (save_pretrained)")
-    p.add_argument("--source", required=True, help="shapes:train|val|heldout, or a dataset path")
+    """Run a visual tokenizer over one or several datasets and write resumable token shards."""
+    from arm_data.source_mix import make_sources, parse_source, read_sources_file
+
+    p = argparse.ArgumentParser(prog="arm-data pretokenize", description=cli_main.__doc__,
+                                epilog=_HELP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tokenizer", required=True,
+                   help="visual tokenizer checkpoint dir (save_pretrained); its image_size sets the image size")
+    p.add_argument("--source", action="append", metavar="SPEC",
+                   help="PATH[:TASKS][@WEIGHT] or shapes:SPLIT[:TASKS][@WEIGHT]; repeat for several (see below)")
+    p.add_argument("--sources", metavar="FILE", help="YAML/JSON list of {path, tasks, weight} (see below)")
     p.add_argument("--out", required=True, help="output directory (re-run the same command to resume)")
-    p.add_argument("--tasks", default="pair,vqa,edit", help="comma list of pair,vqa,edit")
-    p.add_argument("--count", type=int, default=None, help="items to tokenize (required for shapes:)")
+    p.add_argument("--tasks", default="pair,vqa,edit", help="comma list of pair,vqa,edit for sources that name none")
+    p.add_argument("--count", type=int, default=None,
+                   help="items to tokenize: of the one source (required for shapes:), or of the whole mix")
     p.add_argument("--shard-size", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: cores-1, max 8)")
@@ -600,17 +652,33 @@ def cli_main(argv: list[str]) -> int:
     p.add_argument("--on-error", choices=["skip", "raise"], default="skip")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
+    if bool(args.source) == bool(args.sources):
+        p.error("give the sources either as --source SPEC (repeatable) or as --sources FILE (one of them)")
     if args.threads:
         torch.set_num_threads(args.threads)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
-    source = make_source(args.source, tasks, args.count, seed=args.seed, num_questions=args.questions,
-                         difficulty=args.difficulty)
+    specs = read_sources_file(args.sources) if args.sources else [parse_source(s) for s in args.source]
+    count = args.count
+    if len(specs) == 1 and not args.sources:
+        # one source: as it always was (--count = its first items; the manifest unchanged)
+        spec = specs[0]
+        source = make_source(spec.path, list(spec.tasks or tasks), count, seed=args.seed,
+                             num_questions=args.questions, difficulty=args.difficulty)
+    else:
+        source = make_sources(specs, tasks, count, seed=args.seed, num_questions=args.questions,
+                              difficulty=args.difficulty)
+        count = None  # the mix holds exactly the run's items
     tok = load_visual_tokenizer(args.tokenizer, args.device)
     policy = ErrorPolicy(on_error=args.on_error)
-    m = pretokenize(tok, source, args.out, shard_size=args.shard_size, count=args.count,
+    m = pretokenize(tok, source, args.out, shard_size=args.shard_size, count=count,
                     batch_size=args.batch_size, num_workers=args.workers, device=args.device,
                     policy=policy, progress=not args.no_progress, tokenizer_dir=args.tokenizer)
     n_rec = sum(s["records"] for s in m.shards.values())
+    for k, d in enumerate(m.settings["source"].get("sources", [])):
+        avail = "unbounded" if d["available"] is None else f"of {d['available']}"
+        name = d.get("path") or f"shapes:{d.get('split')}"
+        print(f"  source {k}: {name} [{','.join(d['tasks'])}] weight {d['weight']:g}: "
+              f"{d['items']} items ({avail})")
     print(f"{args.out}: {len(m.shards)}/{m.num_shards} shards, {n_rec} records "
           f"(grid {m.grid[0]}x{m.grid[1]}, codebook {m.codebook_size}); {policy.summary()}")
     return 0

@@ -164,7 +164,7 @@ def resolve_class(name: str, expected: tuple[type, ...] = ()) -> tuple[str, type
     if not choices:  # an annotation no registry kind covers: suggest from every name
         choices = sorted({c.name for c in registry.list_components()})
     close = difflib.get_close_matches(name, choices, n=5, cutoff=0.5)
-    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    hint = registry.missing_package_hint(name) or (f" Did you mean: {', '.join(close)}?" if close else "")
     raise ConfigError(f"unknown component {name!r}.{hint} Choices: {', '.join(choices) or '(none)'}")
 
 

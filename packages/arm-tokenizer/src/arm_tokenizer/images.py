@@ -19,8 +19,12 @@ that tokenizer components take (see ``DESIGN.md``: pixels are always in ``[-1, 1
 * :func:`to_tensor_batch` turns a PIL image, a list of them or a tensor into a
   ``(B, 3, H, W)`` batch.
 * :class:`ImageTransform` is the resize + crop policy: resize so the target is covered
-  (aspect ratio kept), then a center or random crop; or ``crop="none"`` to resize straight
-  to the target (aspect ratio not kept). Sizes may be non-square.
+  (aspect ratio kept), then a center or random crop; ``crop="pad"`` to fit inside and pad;
+  or ``crop="none"`` to resize straight to the target (aspect ratio not kept). Sizes may be
+  non-square. :func:`transform_for` maps a data module's ``resize`` policy
+  (:data:`RESIZE_POLICIES`: ``center_crop``, ``pad``, ``resize``) onto it, and
+  :func:`canonical_size` gives every ``image_size`` one spelling (int if square, else
+  ``(height, width)``).
 """
 
 from __future__ import annotations
@@ -41,8 +45,16 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "ImageLoadError",
     "ImageSource",
+    "ImageTooSmallError",
     "ImageTransform",
+    "RESIZE_POLICIES",
+    "ResizePolicy",
+    "canonical_size",
+    "check_size",
     "load_image",
+    "pil_to_u8",
+    "transform_for",
+    "u8_to_tensor",
     "to_rgb",
     "pil_to_tensor",
     "tensor_to_pil",
@@ -350,13 +362,79 @@ def to_tensor_batch(
     return torch.stack([pil_to_tensor(im) for im in images])
 
 
+ResizePolicy = Literal["center_crop", "pad", "resize"]
+#: How a data module brings an image of any aspect ratio to its ``(height, width)``:
+#: ``center_crop`` = resize to cover (aspect kept), cut the target out (at the centre, or at a
+#: random offset for training crops); ``pad`` = resize to fit inside (aspect kept), pad the
+#: rest with ``pad_color``; ``resize`` = stretch to the target (aspect not kept).
+RESIZE_POLICIES: tuple[str, ...] = ("center_crop", "pad", "resize")
+
+
+class ImageTooSmallError(ValueError):
+    """A source image is smaller than a reader's ``min_side`` (e.g. one encoder patch)."""
+
+
+def check_size(size: int | Sequence[int], field: str = "image_size") -> tuple[int, int]:
+    """``size`` (an int for square, or ``(height, width)``) as a ``(height, width)`` pair.
+
+    Raises:
+        ValueError: naming ``field`` for anything that is not one or two positive ints.
+    """
+    if isinstance(size, bool):
+        raise ValueError(f"{field} must be a positive int or [height, width]; got {size!r}")
+    if isinstance(size, int):
+        pair: tuple = (size, size)
+    else:
+        try:
+            pair = tuple(size)
+        except TypeError:
+            raise ValueError(f"{field} must be a positive int or [height, width]; got {size!r}") from None
+    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in pair):
+        raise ValueError(f"{field} must be a positive int or [height, width]; got {size!r}")
+    return (int(pair[0]), int(pair[1]))
+
+
+def canonical_size(size: int | Sequence[int], field: str = "image_size") -> int | tuple[int, int]:
+    """One spelling per size: an ``int`` for square sizes, else a ``(height, width)`` tuple.
+
+    Model and data module both store their ``image_size`` this way, so the hyper-parameters
+    Lightning merges for the loggers agree however the YAML spelled the size
+    (``64``, ``[64, 64]``, ``[32, 48]`` or ``(32, 48)``).
+    """
+    h, w = check_size(size, field)
+    return h if h == w else (h, w)
+
+
+def transform_for(
+    size: int | tuple[int, int],
+    resize: ResizePolicy = "center_crop",
+    crop: Literal["center", "random"] = "center",
+    **kwargs,
+) -> ImageTransform:
+    """The :class:`ImageTransform` of a data module's ``resize`` policy (see
+    :data:`RESIZE_POLICIES`); ``crop`` places the ``center_crop`` cut (``random`` for training)."""
+    if resize not in RESIZE_POLICIES:
+        raise ValueError(f"resize must be one of {', '.join(RESIZE_POLICIES)}; got {resize!r}")
+    if crop not in ("center", "random"):
+        raise ValueError(f"crop must be 'center' or 'random'; got {crop!r}")
+    mode = {"center_crop": crop, "pad": "pad", "resize": "none"}[resize]
+    return ImageTransform(size, crop=mode, **kwargs)  # type: ignore[arg-type]
+
+
 class ImageTransform:
-    """Resize + crop policy taking any image to a fixed ``(height, width)``.
+    """Resize + crop/pad policy taking any image to a fixed ``(height, width)``.
 
     ``crop="center"`` / ``"random"``: scale the image (aspect ratio kept) by the smallest
     factor that covers the target, then cut the target out of its center / at a uniformly
-    random offset. ``crop="none"``: resize straight to the target, distorting the aspect
-    ratio; nothing is cut off. An image already at the target size is returned unchanged.
+    random offset. ``crop="pad"``: scale it (aspect ratio kept) by the largest factor that
+    fits inside the target and pad the rest, centred, with ``pad_color``. ``crop="none"``:
+    resize straight to the target, distorting the aspect ratio; nothing is cut off. An image
+    already at the target size is returned unchanged.
+
+    The work splits in two stages so that a cache can keep the expensive one:
+    :meth:`resize` (decode-side, deterministic: the Pillow resize) and :meth:`place`
+    (on the ``uint8`` tensor: the crop offset, which may be random, or the padding).
+    ``place(u8(resize(img)))`` equals ``__call__(img)`` exactly.
 
     Example::
 
@@ -367,37 +445,51 @@ class ImageTransform:
     def __init__(
         self,
         size: int | tuple[int, int] = 256,
-        crop: Literal["center", "random", "none"] = "center",
+        crop: Literal["center", "random", "none", "pad"] = "center",
         resample: Literal["nearest", "bilinear", "bicubic", "lanczos", "box"] = "bicubic",
         antialias_reduce: bool = True,
+        pad_color: tuple[int, int, int] = (0, 0, 0),
+        min_side: int | None = None,
     ) -> None:
         """
         Args:
             size: output size; an int for square images or ``(height, width)``.
-            crop: ``"center"`` or ``"random"`` (cover, then crop) or ``"none"`` (squash
-                to the size).
+            crop: ``"center"`` or ``"random"`` (cover, then crop), ``"pad"`` (fit, then
+                pad) or ``"none"`` (squash to the size).
             resample: Pillow resampling filter used for the resize.
             antialias_reduce: when shrinking by 2x or more, first reduce with a box filter
                 (``Image.reduce``); faster on large photos and as alias-free.
+            pad_color: RGB colour of the padding (``crop="pad"``).
+            min_side: refuse (:class:`ImageTooSmallError`) source images whose shorter side
+                is below this many pixels, e.g. one encoder patch; None = accept any.
         """
         if isinstance(size, int):
             size = (size, size)
         size = tuple(int(s) for s in size)  # type: ignore[assignment]
         if len(size) != 2 or min(size) < 1:
             raise ValueError(f"size must be a positive int or (height, width); got {size!r}")
-        if crop not in ("center", "random", "none"):
-            raise ValueError(f"crop must be one of 'center', 'random', 'none'; got {crop!r}")
+        if crop not in ("center", "random", "none", "pad"):
+            raise ValueError(f"crop must be one of 'center', 'random', 'none', 'pad'; got {crop!r}")
         if resample not in _RESAMPLE:
             raise ValueError(f"resample must be one of {sorted(_RESAMPLE)}; got {resample!r}")
+        if min_side is not None and min_side < 1:
+            raise ValueError(f"min_side must be >= 1 or None; got {min_side}")
         self.height, self.width = size
         self.crop = crop
         self.resample = resample
         self.antialias_reduce = antialias_reduce
+        self.pad_color = tuple(int(c) for c in pad_color)
+        self.min_side = min_side
 
     @property
     def size(self) -> tuple[int, int]:
         """The output ``(height, width)``."""
         return (self.height, self.width)
+
+    @property
+    def deterministic(self) -> bool:
+        """Whether the output depends on the image only (no random crop offset)."""
+        return self.crop != "random"
 
     def __repr__(self) -> str:
         return f"ImageTransform(size={self.size}, crop={self.crop!r}, resample={self.resample!r})"
@@ -408,6 +500,55 @@ class ImageTransform:
         reducing_gap = 2.0 if self.antialias_reduce else None
         return img.resize((w, h), _RESAMPLE[self.resample], reducing_gap=reducing_gap)
 
+    def resize(self, img: Image.Image) -> Image.Image:
+        """Stage one: RGB, then the policy's resize (cover, fit or stretch); no crop or pad yet.
+
+        Raises:
+            ImageTooSmallError: when the image's shorter side is below ``min_side``.
+        """
+        img = to_rgb(img)
+        w, h = img.size
+        if self.min_side is not None and min(w, h) < self.min_side:
+            raise ImageTooSmallError(f"image is {w}x{h} (width x height), smaller than min_side={self.min_side} "
+                                     f"pixels (one encoder patch); remove it or lower min_side")
+        tw, th = self.width, self.height
+        if (w, h) == (tw, th):
+            return img
+        if self.crop == "none":
+            return self._resize(img, tw, th)
+        if self.crop == "pad":
+            scale = min(tw / w, th / h)
+            return self._resize(img, min(tw, max(1, round(w * scale))), min(th, max(1, round(h * scale))))
+        scale = max(tw / w, th / h)
+        # ceil-ish rounding so the resized image always covers the target
+        return self._resize(img, max(tw, round(w * scale)), max(th, round(h * scale)))
+
+    def _offsets(self, rw: int, rh: int, generator: torch.Generator | None) -> tuple[int, int]:
+        """(left, top) of the crop in a ``rw x rh`` image that covers the target."""
+        tw, th = self.width, self.height
+        if self.crop == "random":
+            left = int(torch.randint(0, rw - tw + 1, (1,), generator=generator))
+            top = int(torch.randint(0, rh - th + 1, (1,), generator=generator))
+            return left, top
+        return (rw - tw) // 2, (rh - th) // 2
+
+    def place(self, u8: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Stage two, on a ``uint8 (3, h, w)`` tensor from :meth:`resize`: the crop (center or
+        random) or the centred padding; returns ``uint8 (3, height, width)``."""
+        th, tw = self.height, self.width
+        rh, rw = int(u8.shape[-2]), int(u8.shape[-1])
+        if (rh, rw) == (th, tw):
+            return u8
+        if self.crop == "pad":
+            out = torch.tensor(self.pad_color, dtype=u8.dtype).view(3, 1, 1).repeat(1, th, tw)
+            top, left = (th - rh) // 2, (tw - rw) // 2
+            out[:, top:top + rh, left:left + rw] = u8
+            return out
+        if self.crop == "none":
+            raise ValueError(f"place() got a {rh}x{rw} image for crop='none'; pass it through resize() first")
+        left, top = self._offsets(rw, rh, generator)
+        return u8[:, top:top + th, left:left + tw]
+
     def __call__(self, img: Image.Image, generator: torch.Generator | None = None) -> Image.Image:
         """Apply the policy to one image.
 
@@ -416,25 +557,30 @@ class ImageTransform:
             generator: random source for ``crop="random"`` (the global torch RNG if None,
                 which DataLoader seeds per worker).
         """
-        img = to_rgb(img)
+        img = self.resize(img)
         tw, th = self.width, self.height
         if img.size == (tw, th):
             return img
-        if self.crop == "none":
-            return self._resize(img, tw, th)
-        w, h = img.size
-        scale = max(tw / w, th / h)
-        # ceil-ish rounding so the resized image always covers the target
-        rw, rh = max(tw, round(w * scale)), max(th, round(h * scale))
-        img = self._resize(img, rw, rh)
-        if self.crop == "center":
-            left, top = (rw - tw) // 2, (rh - th) // 2
-        else:
-            left = int(torch.randint(0, rw - tw + 1, (1,), generator=generator))
-            top = int(torch.randint(0, rh - th + 1, (1,), generator=generator))
+        rw, rh = img.size
+        if self.crop == "pad":
+            canvas = Image.new("RGB", (tw, th), self.pad_color)
+            canvas.paste(img, ((tw - rw) // 2, (th - rh) // 2))
+            return canvas
+        left, top = self._offsets(rw, rh, generator)
         return img.crop((left, top, left + tw, top + th))
 
     def to_tensor(self, img: Image.Image, generator: torch.Generator | None = None) -> torch.Tensor:
         """Apply the policy and return ``float32 (3, height, width)`` in ``[-1, 1]``."""
         return pil_to_tensor(self(img, generator))
 
+
+def pil_to_u8(img: Image.Image) -> torch.Tensor:
+    """An RGB image as ``uint8 (3, H, W)`` (what caches keep: a quarter of float32's bytes)."""
+    if img.mode != "RGB":
+        img = to_rgb(img)
+    return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
+
+
+def u8_to_tensor(u8: torch.Tensor) -> torch.Tensor:
+    """``uint8 (..., 3, H, W)`` -> ``float32`` in ``[-1, 1]``, exactly as :func:`pil_to_tensor`."""
+    return u8.to(torch.float32).div_(127.5).sub_(1.0)

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from arm_tokenizer.config_check import (
     ConfigError,
@@ -27,6 +27,7 @@ from arm_tokenizer.config_check import (
     condense_parser_error,
     translate_value,
 )
+from arm_tokenizer.hparams import set_hparams
 
 CONFIG_FLAGS = ("--config", "-c")
 
@@ -36,7 +37,87 @@ class InstantiationError(RuntimeError):
 
 
 class ARMLightningCLI(LightningCLI):
-    """LightningCLI whose instantiation errors name the component and the config."""
+    """LightningCLI whose instantiation errors name the component and the config.
+
+    Beyond Lightning's own, it: adds :class:`arm_tokenizer.progress.StepProgress` as the
+    progress bar unless the config names one or turns the bar off; checks that model and
+    data module agree on the hyper-parameters both declare (e.g. ``image_size``) before
+    the loggers merge them; and lets an int ``val_check_interval`` of a ``max_steps`` run
+    count steps across epochs when the data's epoch is shorter than it.
+    """
+
+    def __init__(self, *args: Any, explicit_check_val: bool = False, **kwargs: Any) -> None:
+        self._explicit_check_val = explicit_check_val
+        super().__init__(*args, **kwargs)
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Any:
+        from lightning.pytorch.callbacks import ProgressBar
+
+        from arm_tokenizer.progress import StepProgress
+
+        given = list(config.get("callbacks") or []) + list(callbacks)
+        if config.get("enable_progress_bar", True) is not False and not any(
+                isinstance(c, ProgressBar) for c in given):
+            callbacks = [*callbacks, StepProgress()]
+        return super()._instantiate_trainer(config, callbacks)
+
+    def _check_shared_hparams(self) -> None:
+        """Lightning merges the model's and the data module's hyper-parameters for the loggers
+        and fails mid-``fit`` with a traceback when a key of both differs (even in type: a list
+        against a tuple); say which, with both values, before anything runs."""
+        trainer, model, data = self.trainer, self.model, self.datamodule
+        if not trainer.loggers or data is None or not (model._log_hyperparams and data._log_hyperparams):
+            return
+        m, d = model.hparams_initial, data.hparams_initial
+        bad = []
+        for key in sorted((m.keys() & d.keys()) - {"_class_path"}):
+            a, b = m[key], d[key]
+            if type(a) is type(b) and a == b:  # Lightning's own test
+                continue
+            if _as_lists(a) == _as_lists(b):  # [32, 48] and (32, 48): one value, two spellings
+                set_hparams(data, **{key: a})
+                continue
+            bad.append(f"model.init_args.{key} = {a!r} but data.init_args.{key} = {b!r}")
+        if bad:
+            raise ConfigError(f"{'; '.join(bad)}: the model and the data module must agree (the loggers "
+                              f"record them as one hyper-parameter); set both to the same value")
+
+    def _let_val_interval_span_epochs(self) -> None:
+        """An int ``val_check_interval`` longer than the data's epoch fails Lightning's check
+        unless ``check_val_every_n_epoch`` is null: typical when a step-based config made for
+        a long synthetic epoch is switched to a small folder. For a ``max_steps`` run with no
+        explicit ``check_val_every_n_epoch``, count the interval across epochs instead."""
+        trainer = self.trainer
+        if (self._explicit_check_val or not isinstance(trainer.val_check_interval, int)
+                or trainer.check_val_every_n_epoch is None or not trainer.max_steps or trainer.max_steps < 0):
+            return
+        loop = trainer.fit_loop
+        setup_data = loop.setup_data
+
+        def setup_data_spanning_epochs() -> None:
+            try:
+                setup_data()
+            except ValueError as exc:
+                if "val_check_interval" not in str(exc) or trainer.check_val_every_n_epoch is None:
+                    raise
+                # Lightning has set val_check_batch and the loaders before this check
+                rank_zero_info(f"val_check_interval={trainer.val_check_interval} is longer than one epoch of "
+                               f"the training data ({loop.max_batches} batches): validating every "
+                               f"{trainer.val_check_interval} steps across epochs (check_val_every_n_epoch: "
+                               f"null); set check_val_every_n_epoch to choose otherwise")
+                trainer.check_val_every_n_epoch = None
+
+        loop.setup_data = setup_data_spanning_epochs  # type: ignore[method-assign]
+
+    def before_fit(self) -> None:
+        self._check_shared_hparams()
+        self._let_val_interval_span_epochs()
+
+    def before_validate(self) -> None:
+        self._check_shared_hparams()
+
+    before_test = before_validate
+    before_predict = before_validate
 
     def instantiate_classes(self) -> None:
         try:
@@ -69,6 +150,15 @@ class ARMLightningCLI(LightningCLI):
         if changed:
             rank_zero_warn(f"resuming from {self.config[sub].get('ckpt_path')} with model arguments that "
                            f"differ from the checkpoint's; the config's are used: {'; '.join(changed)}")
+
+
+def _as_lists(value: Any) -> Any:
+    """Tuples as lists, recursively: how YAML would write the value."""
+    if isinstance(value, (list, tuple)):
+        return [_as_lists(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _as_lists(v) for k, v in value.items()}
+    return value
 
 
 def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -134,6 +224,7 @@ def run_lightning(argv: list[str], debug: bool = False) -> ARMLightningCLI | Non
         return ARMLightningCLI(
             LightningModule,
             LightningDataModule,
+            explicit_check_val=any("check_val_every_n_epoch" in a for a in argv),  # YAML or flag
             subclass_mode_model=True,
             subclass_mode_data=True,
             args=argv,

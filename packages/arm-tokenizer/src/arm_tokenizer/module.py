@@ -31,9 +31,12 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
+from arm_tokenizer.buckets import check_buckets
 from arm_tokenizer.callbacks import log_image_grid, make_grid
 from arm_tokenizer.decoders.base import Decoder
 from arm_tokenizer.encoders.base import Encoder
+from arm_tokenizer.hparams import set_hparams
+from arm_tokenizer.images import canonical_size
 from arm_tokenizer.losses.base import LossInputs, TokenizerLoss
 from arm_tokenizer.projections import Projection
 from arm_tokenizer.quantizers.base import Quantizer
@@ -123,6 +126,7 @@ class TokenizerTrainer(LightningModule):
         proj_out: Projection | None = None,
         losses: list[TokenizerLoss] | None = None,
         image_size: int | tuple[int, int] = 64,
+        buckets: list[tuple[int, int]] | None = None,
         lr: float = 3e-4,
         betas: tuple[float, float] = (0.9, 0.95),
         weight_decay: float = 0.0,
@@ -151,7 +155,12 @@ class TokenizerTrainer(LightningModule):
             losses: weighted loss terms (``arm.tokenizer_losses``). None = L_pix matched to
                 the decoder (``pixel_loss`` for direct decoders, ``flow_matching`` for DiTs).
                 The quantizer's auxiliary loss is always added.
-            image_size: training resolution, int or (height, width).
+            image_size: training resolution, an int (square) or ``[height, width]``; the
+                data module's ``image_size`` must say the same. It is the size the exported
+                tokenizer states.
+            buckets: further training sizes ``[height, width]``: the aspect-ratio buckets of
+                the data module (each batch at one of them, see :mod:`arm_tokenizer.buckets`);
+                each must be a multiple of the encoder's patch size. None = ``image_size`` only.
             lr: AdamW learning rate (ARM: 3e-4).
             betas: AdamW betas (ARM: (0.9, 0.95)).
             weight_decay: AdamW weight decay.
@@ -171,7 +180,11 @@ class TokenizerTrainer(LightningModule):
             lpips_net: LPIPS backbone for the metric (``alex``, ``vgg``, ``squeeze``).
             init_from: start from an exported tokenizer (a ``save_pretrained`` directory):
                 its weights are loaded into the components built here, which must have its
-                structure (a mismatch lists the differing keys).
+                structure (a mismatch lists the differing keys). Also how to score an
+                export on a config's validation data: ``arm-tokenizer validate --config
+                X.yaml --model.init_from DIR`` logs its losses, PSNR/SSIM and codebook usage;
+                ``arm-tokenizer evaluate --tokenizer DIR --data PATH`` reports every figure
+                (also LPIPS, rFID, zero-shot, retrieval) on any image folder/JSONL/WebDataset.
             init_parts: the parts loaded from ``init_from`` (None: all), any of
                 ``encoder``, ``proj_in``, ``quantizer``, ``proj_out``, ``decoder``; a part
                 left out keeps its fresh initialisation (e.g. a wider decoder trained anew on
@@ -183,7 +196,12 @@ class TokenizerTrainer(LightningModule):
                 fine-tuning).
         """
         super().__init__()
+        # One spelling of the size (int if square, else (height, width)), as the data modules
+        # store theirs: Lightning refuses to merge hyper-parameters that differ even in type.
+        image_size = canonical_size(image_size, "TokenizerTrainer.image_size")
+        buckets = check_buckets(buckets, "TokenizerTrainer.buckets") if buckets is not None else None
         self.save_hyperparameters(ignore=["encoder", "quantizer", "decoder", "proj_in", "proj_out", "losses"])
+        set_hparams(self, image_size=image_size, buckets=buckets)  # under LightningCLI the saved value is the YAML's
         self.tokenizer = VisualTokenizer(encoder, quantizer, decoder, proj_in=proj_in, proj_out=proj_out,
                                          image_size=image_size)
         if init_from is not None:
@@ -196,6 +214,12 @@ class TokenizerTrainer(LightningModule):
         elif init_parts is not None:
             raise ValueError("TokenizerTrainer.init_parts needs init_from (the directory to load them from)")
         self.frozen_parts = self._freeze(freeze or [])
+        p = encoder.patch_size
+        for h, w in buckets or []:
+            if h % p or w % p:
+                raise ValueError(f"TokenizerTrainer.buckets: {h}x{w} is not a multiple of the encoder's patch "
+                                 f"size {p}")
+        self.allowed_sizes = {self.tokenizer.image_size, *(buckets or [])}
         if losses is None:
             from arm_tokenizer.losses.flow import FlowMatchingLoss
             from arm_tokenizer.losses.pixel import PixelReconstructionLoss
@@ -296,9 +320,11 @@ class TokenizerTrainer(LightningModule):
             raise ValueError(f"TokenizerTrainer: batch['images'] must be a (B, 3, H, W) tensor, got {got}")
         if not images.is_floating_point():
             raise TypeError(f"TokenizerTrainer: batch['images'] must be float in [-1, 1], got {images.dtype}")
-        if tuple(images.shape[-2:]) != self.tokenizer.image_size:
-            raise ValueError(f"TokenizerTrainer: images are {tuple(images.shape[-2:])} but image_size is "
-                             f"{self.tokenizer.image_size}; set the data's and the model's image size alike")
+        if tuple(images.shape[-2:]) not in self.allowed_sizes:
+            what = (f"image_size is {self.tokenizer.image_size}" if len(self.allowed_sizes) == 1 else
+                    f"image_size and buckets allow {sorted(self.allowed_sizes)}")
+            raise ValueError(f"TokenizerTrainer: images are {tuple(images.shape[-2:])} but {what}; set the "
+                             f"data's and the model's sizes alike")
         return images
 
     def _captions(self, batch: Any) -> list[str] | None:
@@ -453,9 +479,15 @@ class TokenizerTrainer(LightningModule):
 
     # ------------------------------------------------------------------ export / checkpoints
     def export(self, directory: str) -> None:
-        """``save_pretrained(directory)`` of the tokenizer (EMA weights when kept)."""
+        """``save_pretrained(directory)`` of the tokenizer (EMA weights when kept), plus the
+        head of every SigLIP loss (``siglip_head.json`` + ``.safetensors``, see
+        :mod:`arm_tokenizer.siglip_export`): zero-shot classification and retrieval in
+        ``arm-tokenizer evaluate`` need it, and the tokenizer itself does not hold it."""
         with self.ema_scope():
             self.tokenizer.save_pretrained(directory)
+        from arm_tokenizer.siglip_export import save_siglip_heads
+
+        save_siglip_heads(self.losses, directory)
 
     def on_fit_end(self) -> None:
         if self.hparams.export_dir and self.trainer.is_global_zero and not self.trainer.fast_dev_run:

@@ -66,6 +66,8 @@ __all__ = [
     "load_all",
     "load_errors",
     "refresh",
+    "SIBLING_COMPONENTS",
+    "missing_package_hint",
 ]
 
 GROUP_PREFIX = "arm."
@@ -114,9 +116,43 @@ KINDS: dict[str, Kind] = {
              "trainable Lightning modules (the `model:` of a config)"),
         Kind("lm", "arm.lms", None, "autoregressive language model architectures"),
         Kind("reward", "arm.rewards", "arm_rl.rewards.base:Reward", "RL rewards"),
+        Kind("scorer", "arm.scorers", "arm_core.suites.scorers.base:Scorer",
+             "benchmark-suite scorers: prompts + generated images -> per-tag tables"),
         Kind("callback", "arm.callbacks", "lightning.pytorch:Callback", "Lightning callbacks"),
     ]
 }
+
+
+# The built-in components of the sibling ARM packages (their pyproject.toml entry points),
+# so a name from one that is not installed says what to install; a test keeps it in sync.
+SIBLING_COMPONENTS: dict[str, dict[str, tuple[str, ...]]] = {
+    "arm-data": {
+        "dataset": ("pair_records", "vqa_records", "edit_records", "wds_records", "shapes_images", "shapes_vqa",
+                    "shapes_edits"),
+        "datamodule": ("image_text", "shapes_world", "tokens"),
+    },
+    "arm-core": {"lm": ("gpt",), "model": ("lm_trainer",), "caption_lm": ("arm_lm",),
+                 "scorer": ("shapes", "siglip_score", "vlm_judge")},
+    "arm-rl": {
+        "model": ("grpo",),
+        "datamodule": ("shapes_prompts", "file_prompts"),
+        "reward": ("shapes_t2i", "shapes_edit", "dual_encoder_alignment", "judge", "composite", "scorer"),
+    },
+}
+
+
+def missing_package_hint(name: str, kind: str | None = None) -> str:
+    """`` 'shapes_world' is a datamodule of arm-data, which is not installed: pip install arm-data``
+    when ``name`` is a built-in of a sibling package that registers nothing here, else ``""``."""
+    installed = {_normalize_dist(c.dist) for comps in _REGISTRY.discover().values() for cs in comps.values()
+                 for c in cs}
+    for dist, kinds in SIBLING_COMPONENTS.items():
+        if dist in installed:
+            continue
+        for k, names in kinds.items():
+            if name in names and (kind is None or k == kind):
+                return f" {name!r} is a {k} of the {dist} package, which is not installed: pip install {dist}"
+    return ""
 
 
 class RegistryError(LookupError):
@@ -311,7 +347,7 @@ def find(kind: str, name: str) -> Component:
     if not entries:
         known = sorted(_REGISTRY.discover().get(kind, {}))
         close = difflib.get_close_matches(name, known, n=5, cutoff=0.4)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        hint = missing_package_hint(name, kind) or (f" Did you mean: {', '.join(close)}?" if close else "")
         raise UnknownComponentError(
             f"no {kind} named {name!r} is registered.{hint} "
             f"Registered {kind}s: {', '.join(known) or '(none)'}. "

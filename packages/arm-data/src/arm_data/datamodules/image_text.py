@@ -9,14 +9,24 @@ list[str], "keys": list[str]}`` — so the tokenizer trainer takes either::
       init_args:
         train_path: /data/cc3m-wds          # folder, JSONL manifest or tar shards
         val_path: /data/cc3m-val.jsonl
-        image_size: 256
+        image_size: [256, 384]              # an int for square, or [height, width]
+        resize: center_crop                 # or pad, resize (see below)
         train_crop: random
 
+``image_size`` is the one statement of the output size; it is stored as the model stores
+its own (:func:`arm_tokenizer.images.canonical_size`: an int when square, else
+``(height, width)``), so Lightning's merge of model and data hyper-parameters for the
+loggers agrees. ``resize`` says how an image of another aspect ratio meets it:
+``center_crop`` (resize to cover, then crop where ``train_crop`` / ``val_crop`` say),
+``pad`` (resize to fit inside, pad with ``pad_color``) or ``resize`` (stretch).
+
 Folder and JSONL data are map-style datasets (Lightning's sampler shuffles them and
-splits them across ranks); WebDataset shards stream and split themselves across
-workers and ranks by shard (see :mod:`arm_data.datasets.wds`). For shards the
-DataLoader advances the shard-shuffle epoch each time it is iterated, which reaches
-the workers because they are re-created every epoch (``persistent_workers`` stays off).
+splits them across ranks); their DataLoader workers persist across epochs, and
+``cache: memory`` decodes and resizes every image once (uint8, under ``cache_max_bytes``)
+before the first epoch. WebDataset shards stream and split themselves across workers and
+ranks by shard (see :mod:`arm_data.datasets.wds`). For shards the DataLoader advances
+the shard-shuffle epoch each time it is iterated, which reaches the workers because they
+are re-created every epoch (``persistent_workers`` stays off for shards only).
 """
 
 from __future__ import annotations
@@ -25,7 +35,15 @@ from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
-from arm_tokenizer.images import DEFAULT_MAX_PIXELS
+from arm_tokenizer.hparams import set_hparams
+from arm_tokenizer.image_cache import CACHE_MODES, DEFAULT_CACHE_BYTES
+from arm_tokenizer.images import (
+    DEFAULT_MAX_PIXELS,
+    RESIZE_POLICIES,
+    ResizePolicy,
+    canonical_size,
+    check_size,
+)
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from arm_data.datasets.common import detect_format
@@ -67,11 +85,13 @@ class ImageTextDataModule(pl.LightningDataModule):
         train_path: str,
         val_path: str | None = None,
         format: Literal["auto", "folder", "jsonl", "wds"] = "auto",
-        image_size: int = 256,
+        image_size: int | tuple[int, int] = 256,
         width: int | None = None,
         height: int | None = None,
+        resize: ResizePolicy = "center_crop",
         train_crop: Crop = "random",
         val_crop: Crop = "center",
+        pad_color: tuple[int, int, int] = (0, 0, 0),
         batch_size: int = 32,
         val_batch_size: int | None = None,
         num_workers: int = 0,
@@ -84,6 +104,8 @@ class ImageTextDataModule(pl.LightningDataModule):
         max_skip_fraction: float = 0.1,
         min_samples: int = 100,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        cache: Literal["none", "memory"] = "none",
+        cache_max_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         """
         Args:
@@ -92,11 +114,18 @@ class ImageTextDataModule(pl.LightningDataModule):
                 brace pattern).
             val_path: validation data in any format; ``None`` for none (or see ``val_fraction``).
             format: ``"folder"``, ``"jsonl"``, ``"wds"``, or ``"auto"`` to detect it from each path.
-            image_size: side of square output images in pixels.
-            width: output width for non-square images (overrides ``image_size``).
-            height: output height for non-square images (overrides ``image_size``).
-            train_crop: crop policy for training (``"random"``, ``"center"`` or ``"none"`` = squash).
-            val_crop: crop policy for validation.
+            image_size: output size: an int (square) or ``[height, width]``; must match the
+                model's ``image_size``.
+            width: (older spelling) output width, overriding ``image_size``'s.
+            height: (older spelling) output height, overriding ``image_size``'s.
+            resize: how an image of another aspect ratio meets the size: ``center_crop``
+                (resize to cover, aspect kept, then crop where ``train_crop``/``val_crop``
+                say), ``pad`` (resize to fit inside, aspect kept, pad with ``pad_color``) or
+                ``resize`` (stretch; aspect not kept, nothing cut off).
+            train_crop: where ``center_crop`` cuts training images: ``"random"`` or
+                ``"center"`` (``"none"`` = stretch, as ``resize: resize``).
+            val_crop: the same for validation.
+            pad_color: RGB padding colour for ``resize: pad``.
             batch_size: training batch size.
             val_batch_size: validation batch size (default: ``batch_size``).
             num_workers: DataLoader worker processes.
@@ -111,6 +140,11 @@ class ImageTextDataModule(pl.LightningDataModule):
             max_skip_fraction: fail once more than this fraction of samples was bad.
             min_samples: samples seen before ``max_skip_fraction`` is checked.
             max_pixels: decompression-bomb limit (width * height) for every image.
+            cache: ``memory`` = decode and resize every folder/JSONL image once, before
+                the first epoch, keeping uint8 pixels in RAM (random crops still vary);
+                ``none`` = decode every time. Shards stream and are never cached.
+            cache_max_bytes: the cache's cap; setup fails with the size needed when the
+                images do not fit.
         """
         super().__init__()
         if format not in ("auto", "folder", "jsonl", "wds"):
@@ -119,12 +153,23 @@ class ImageTextDataModule(pl.LightningDataModule):
             raise ValueError(f"val_fraction must be within [0, 1); got {val_fraction}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+        if resize not in RESIZE_POLICIES:
+            raise ValueError(f"resize must be one of {', '.join(RESIZE_POLICIES)}; got {resize!r}")
+        if cache not in CACHE_MODES:
+            raise ValueError(f"cache must be one of {', '.join(CACHE_MODES)}; got {cache!r}")
         self.train_path, self.val_path, self.format = train_path, val_path, format
-        self.width = int(width if width is not None else image_size)
-        self.height = int(height if height is not None else image_size)
+        h, w = check_size(image_size, "ImageTextDataModule.image_size")
+        self.height = int(height if height is not None else h)
+        self.width = int(width if width is not None else w)
         if min(self.width, self.height) < 1:
             raise ValueError(f"image size must be positive; got width={self.width}, height={self.height}")
         self.size = (self.height, self.width)
+        # One statement of the size in the hyper-parameters (read from these locals by
+        # save_hyperparameters), spelled as the model spells it.
+        image_size, width, height = canonical_size(self.size), None, None
+        self.image_size = image_size
+        self.resize, self.pad_color = resize, tuple(pad_color)
+        self.cache, self.cache_max_bytes = cache, cache_max_bytes
         self.train_crop, self.val_crop = train_crop, val_crop
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size or batch_size
@@ -135,6 +180,7 @@ class ImageTextDataModule(pl.LightningDataModule):
         self.error_kw: dict[str, Any] = dict(on_error=on_error, max_skip_fraction=max_skip_fraction,
                                              min_samples=min_samples, max_pixels=max_pixels)
         self.save_hyperparameters()
+        set_hparams(self, image_size=image_size, width=None, height=None)  # LightningCLI saves the YAML's
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
 
@@ -149,10 +195,15 @@ class ImageTextDataModule(pl.LightningDataModule):
     def _build(self, path: str, crop: Crop, train: bool) -> Dataset:
         fmt = self._format_of(path)
         if fmt == "wds":
+            if self.cache != "none":
+                raise ValueError(f"ImageTextDataModule.cache={self.cache!r} needs folder or JSONL data; "
+                                 f"{path!r} holds tar shards, which stream (set cache: none)")
             return WdsDataset(path, task="pair", size=self.size, crop=crop, shuffle_shards=train and self.shuffle,
                               shuffle_buffer=self.shuffle_buffer if train and self.shuffle else 0, seed=self.seed,
-                              **self.error_kw)
-        return PairDataset(path, format=fmt, size=self.size, crop=crop, **self.error_kw)  # type: ignore[arg-type]
+                              resize=self.resize, pad_color=self.pad_color, **self.error_kw)
+        return PairDataset(path, format=fmt, size=self.size, crop=crop, resize=self.resize,  # type: ignore[arg-type]
+                           pad_color=self.pad_color, cache=self.cache, cache_max_bytes=self.cache_max_bytes,
+                           **self.error_kw)
 
     def setup(self, stage: str | None = None) -> None:
         """Index the datasets (folder listing / manifest parse; shards are only listed)."""
@@ -167,11 +218,19 @@ class ImageTextDataModule(pl.LightningDataModule):
             n = len(train)
             n_val = max(1, int(round(n * self.val_fraction)))
             perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed)).tolist()
-            val = PairDataset(self.train_path, format=self._format_of(self.train_path), size=self.size,  # type: ignore[arg-type]
-                              crop=self.val_crop, **self.error_kw)
+            val = self._build(self.train_path, self.val_crop, train=False)
             self.val_set = Subset(val, sorted(perm[:n_val]))
             train = Subset(train, sorted(perm[n_val:]))
         self.train_set = train
+        for ds in (self.train_set, self.val_set):
+            self._fill_cache(ds)
+
+    def _fill_cache(self, ds: Dataset | None) -> None:
+        """Decode a cached dataset now, before DataLoader workers fork (they then share it)."""
+        if isinstance(ds, Subset) and isinstance(ds.dataset, PairDataset):
+            ds.dataset.fill_cache(self.num_workers, indices=list(ds.indices))
+        elif isinstance(ds, PairDataset):
+            ds.fill_cache(self.num_workers)
 
     def _loader(self, ds: Dataset, batch_size: int, train: bool) -> DataLoader:
         streamed = isinstance(ds, WdsDataset)
@@ -182,7 +241,9 @@ class ImageTextDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             collate_fn=collate_image_text,
             drop_last=self.drop_last if train else False,
-            persistent_workers=False,
+            # map-style workers live across epochs (no re-spawn, no re-import); streamed
+            # shards need fresh workers to see the next epoch's shard order
+            persistent_workers=self.num_workers > 0 and not streamed,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -26,11 +26,20 @@ iterable one simply moves on. Either way the skip is counted and warned about, a
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import torch
-from arm_tokenizer.images import DEFAULT_MAX_PIXELS, ImageTransform, pil_to_tensor
+from arm_tokenizer.image_cache import CACHE_MODES, DEFAULT_CACHE_BYTES, ImageCache
+from arm_tokenizer.images import (
+    DEFAULT_MAX_PIXELS,
+    RESIZE_POLICIES,
+    ImageTransform,
+    ResizePolicy,
+    pil_to_u8,
+    transform_for,
+    u8_to_tensor,
+)
 from PIL import Image
 from torch.utils.data import Dataset, IterableDataset
 
@@ -43,6 +52,9 @@ from arm_data.records import EditRecord, PairRecord, Record, VQARecord
 
 __all__ = [
     "encode_record",
+    "decode_record",
+    "finish_item",
+    "make_transform",
     "collate_samples",
     "RecordDataset",
     "PairDataset",
@@ -56,8 +68,56 @@ Task = Literal["pair", "vqa", "edit"]
 Crop = Literal["center", "random", "none"]
 
 
-def _pixels(img: Image.Image, transform: ImageTransform | None, generator: torch.Generator | None) -> torch.Tensor:
-    return pil_to_tensor(img if transform is None else transform(img, generator))
+_IMAGE_FIELDS = ("image", "source", "target")
+
+
+def _stage_one(img: Image.Image, transform: ImageTransform | None) -> torch.Tensor:
+    """``uint8 (3, h, w)`` after the transform's resize (and its crop/pad when deterministic)."""
+    if transform is None:
+        return pil_to_u8(img)
+    u8 = pil_to_u8(transform.resize(img))
+    return transform.place(u8) if transform.deterministic else u8
+
+
+def decode_record(record: Record, transform: ImageTransform | None = None) -> dict[str, Any]:
+    """A record's item before its random part: images as ``uint8`` after the resize (what a
+    ``cache="memory"`` dataset keeps); :func:`finish_item` turns it into the item.
+
+    Raises:
+        BadSampleError: when an image cannot be decoded.
+    """
+    if isinstance(record, PairRecord):
+        return {"image": _stage_one(record.load_image(), transform), "text": record.text,
+                "key": record.key, "extra": record.extra}
+    if isinstance(record, VQARecord):
+        turns = record.turns()
+        q = record.question if record.question is not None else next((t["text"] for t in turns if t["role"] == "user"), "")
+        a = record.answer if record.answer is not None else next(
+            (t["text"] for t in turns if t["role"] == "assistant"), "")
+        return {"image": _stage_one(record.load_image(), transform), "question": q, "answer": a,
+                "conversation": turns, "key": record.key, "extra": record.extra}
+    if isinstance(record, EditRecord):
+        return {"source": _stage_one(record.load_source(), transform),
+                "target": _stage_one(record.load_target(), transform),
+                "instruction": record.instruction, "key": record.key, "extra": record.extra}
+    raise TypeError(f"not a record: {type(record).__name__}")
+
+
+def finish_item(raw: dict[str, Any], transform: ImageTransform | None = None) -> dict[str, Any]:
+    """:func:`decode_record`'s output -> the item: the crop (random or not) or pad, and
+    pixels as ``float32`` in ``[-1, 1]``. ``raw`` is not modified (it may be cached)."""
+    item = dict(raw)
+    if "source" in raw:
+        # one random draw seeds both crops, so source and target stay aligned
+        seed = int(torch.randint(0, 2**62, (1,)))
+        gens = {"source": torch.Generator().manual_seed(seed), "target": torch.Generator().manual_seed(seed)}
+    else:
+        gens = {}
+    for field in _IMAGE_FIELDS:
+        if field in raw:
+            u8 = raw[field] if transform is None else transform.place(raw[field], gens.get(field))
+            item[field] = u8_to_tensor(u8)
+    return item
 
 
 def encode_record(record: Record, transform: ImageTransform | None = None) -> dict[str, Any]:
@@ -66,24 +126,7 @@ def encode_record(record: Record, transform: ImageTransform | None = None) -> di
     Raises:
         BadSampleError: when an image cannot be decoded.
     """
-    if isinstance(record, PairRecord):
-        return {"image": _pixels(record.load_image(), transform, None), "text": record.text,
-                "key": record.key, "extra": record.extra}
-    if isinstance(record, VQARecord):
-        turns = record.turns()
-        q = record.question if record.question is not None else next((t["text"] for t in turns if t["role"] == "user"), "")
-        a = record.answer if record.answer is not None else next(
-            (t["text"] for t in turns if t["role"] == "assistant"), "")
-        return {"image": _pixels(record.load_image(), transform, None), "question": q, "answer": a,
-                "conversation": turns, "key": record.key, "extra": record.extra}
-    if isinstance(record, EditRecord):
-        src, tgt = record.load_source(), record.load_target()
-        # one random draw seeds both crops, so source and target stay aligned
-        seed = int(torch.randint(0, 2**62, (1,)))
-        g_src, g_tgt = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
-        return {"source": _pixels(src, transform, g_src), "target": _pixels(tgt, transform, g_tgt),
-                "instruction": record.instruction, "key": record.key, "extra": record.extra}
-    raise TypeError(f"not a record: {type(record).__name__}")
+    return finish_item(decode_record(record, transform), transform)
 
 
 def collate_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -130,8 +173,20 @@ def open_records(
                      "(use WdsDataset for tar shards)")
 
 
-def _make_transform(size: int | tuple[int, int] | None, crop: Crop) -> ImageTransform | None:
-    return None if size is None else ImageTransform(size, crop=crop)
+def make_transform(size: int | tuple[int, int] | None, crop: Crop, resize: ResizePolicy = "center_crop",
+                   pad_color: tuple[int, int, int] = (0, 0, 0)) -> ImageTransform | None:
+    """The readers' transform: ``resize`` policy (:data:`arm_tokenizer.images.RESIZE_POLICIES`)
+    and, for ``center_crop``, where the cut is (``crop``; ``"none"`` = stretch, as
+    ``resize="resize"``, kept for old configs). ``size=None``: no transform."""
+    if size is None:
+        return None
+    if resize not in RESIZE_POLICIES:
+        raise ValueError(f"resize must be one of {', '.join(RESIZE_POLICIES)}; got {resize!r}")
+    if crop not in ("center", "random", "none"):
+        raise ValueError(f"crop must be one of 'center', 'random', 'none'; got {crop!r}")
+    if resize == "center_crop" and crop == "none":
+        resize = "resize"
+    return transform_for(size, resize, "center" if crop == "none" else crop, pad_color=pad_color)  # type: ignore[arg-type]
 
 
 class RecordDataset(Dataset):
@@ -149,6 +204,10 @@ class RecordDataset(Dataset):
         min_samples: int = 100,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         recursive: bool = False,
+        resize: ResizePolicy = "center_crop",
+        pad_color: tuple[int, int, int] = (0, 0, 0),
+        cache: Literal["none", "memory"] = "none",
+        cache_max_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         """
         Args:
@@ -157,18 +216,28 @@ class RecordDataset(Dataset):
             format: ``"folder"``, ``"jsonl"`` or ``"auto"`` (detected from ``path``).
             size: output image size, an int (square) or ``(height, width)``; ``None``
                 keeps each image's own size (then only batch size 1 collates).
-            crop: ``"center"``/``"random"`` crop after an aspect-preserving resize, or
-                ``"none"`` to squash to ``size``.
+            crop: where the ``center_crop`` policy cuts: ``"center"`` or ``"random"``;
+                ``"none"`` squashes to ``size`` (as ``resize="resize"``).
             on_error: ``"skip"`` bad samples with a counted warning, or ``"raise"``.
             max_skip_fraction: fail once more than this fraction of samples was bad.
             min_samples: samples seen before ``max_skip_fraction`` is checked.
             max_pixels: decompression-bomb limit (width * height) for every image.
             recursive: (folder) also read sub-folders.
+            resize: how an image of another aspect ratio meets ``size``: ``center_crop``
+                (resize to cover, crop), ``pad`` (resize to fit, pad with ``pad_color``) or
+                ``resize`` (stretch).
+            pad_color: RGB padding colour for ``resize="pad"``.
+            cache: ``"memory"`` keeps every decoded-and-resized image as uint8 (filled by
+                :meth:`fill_cache`, or as items are first read); ``"none"`` decodes every time.
+            cache_max_bytes: the cache's cap (a clear error when the images need more).
         """
+        if cache not in CACHE_MODES:
+            raise ValueError(f"cache must be one of {', '.join(CACHE_MODES)}; got {cache!r}")
         self.policy = ErrorPolicy(on_error=on_error, max_skip_fraction=max_skip_fraction, min_samples=min_samples)
         self.task = task
         self.records = open_records(path, task, format, self.policy, max_pixels, recursive)
-        self.transform = _make_transform(size, crop)
+        self.transform = make_transform(size, crop, resize, pad_color)
+        self.cache = ImageCache(cache_max_bytes, repr(os.fspath(path))) if cache == "memory" else None
         self._bad: set[int] = set()
 
     def __len__(self) -> int:
@@ -186,12 +255,39 @@ class RecordDataset(Dataset):
             j = (i + attempt) % n
             if j in self._bad:  # reported and counted when it first failed
                 continue
-            try:
-                return encode_record(self.records[j], self.transform)
-            except BadSampleError as e:
-                self._bad.add(j)
-                self.policy.skip(e, was_ok=True)  # counted good at indexing; raises in "raise" mode
+            raw = self.cache.get(j) if self.cache is not None else None
+            if raw is None:
+                try:
+                    raw = self._decode(j)
+                except BadSampleError as e:
+                    self._bad_sample(j, e)
+                    continue
+                if self.cache is not None:
+                    self.cache.put(j, raw, n)
+            return finish_item(raw, self.transform)
         raise TooManyBadSamplesError(f"every sample of {self!r} is bad. {self.policy.summary()}")
+
+    def _bad_sample(self, j: int, e: Exception) -> None:
+        if not isinstance(e, BadSampleError):
+            raise e
+        self._bad.add(j)
+        self.policy.skip(e, was_ok=True)  # counted good at indexing; raises in "raise" mode
+
+    def fill_cache(self, num_workers: int = 0, indices: Sequence[int] | None = None) -> None:
+        """Decode samples (``indices``, default all) into the memory cache now, in the calling
+        process (with ``num_workers`` decoding processes), so DataLoader workers forked later
+        share it. A no-op without ``cache="memory"``; bad samples go to the error policy."""
+        if self.cache is None:
+            return
+        indices = range(len(self)) if indices is None else indices
+        t = self.transform
+        if t is not None and t.deterministic:  # every item's size is known: fail before decoding
+            per_image = 3 * t.height * t.width * (2 if self.task == "edit" else 1)
+            self.cache.check_estimate(per_image * len(indices), len(indices))
+        self.cache.fill(indices, self._decode, num_workers, on_error=self._bad_sample)
+
+    def _decode(self, j: int) -> dict[str, Any]:
+        return decode_record(self.records[j], self.transform)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.records!r}, transform={self.transform!r})"
@@ -211,10 +307,14 @@ class PairDataset(RecordDataset):
         min_samples: int = 100,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         recursive: bool = False,
+        resize: ResizePolicy = "center_crop",
+        pad_color: tuple[int, int, int] = (0, 0, 0),
+        cache: Literal["none", "memory"] = "none",
+        cache_max_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         """Arguments as :class:`RecordDataset`, with ``task="pair"``."""
         super().__init__(path, "pair", format, size, crop, on_error, max_skip_fraction, min_samples, max_pixels,
-                         recursive)
+                         recursive, resize, pad_color, cache, cache_max_bytes)
 
 
 class VQADataset(RecordDataset):
@@ -231,10 +331,14 @@ class VQADataset(RecordDataset):
         min_samples: int = 100,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         recursive: bool = False,
+        resize: ResizePolicy = "center_crop",
+        pad_color: tuple[int, int, int] = (0, 0, 0),
+        cache: Literal["none", "memory"] = "none",
+        cache_max_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         """Arguments as :class:`RecordDataset`, with ``task="vqa"``."""
         super().__init__(path, "vqa", format, size, crop, on_error, max_skip_fraction, min_samples, max_pixels,
-                         recursive)
+                         recursive, resize, pad_color, cache, cache_max_bytes)
 
 
 class EditDataset(RecordDataset):
@@ -251,10 +355,14 @@ class EditDataset(RecordDataset):
         min_samples: int = 100,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         recursive: bool = False,
+        resize: ResizePolicy = "center_crop",
+        pad_color: tuple[int, int, int] = (0, 0, 0),
+        cache: Literal["none", "memory"] = "none",
+        cache_max_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         """Arguments as :class:`RecordDataset`, with ``task="edit"``."""
         super().__init__(path, "edit", format, size, crop, on_error, max_skip_fraction, min_samples, max_pixels,
-                         recursive)
+                         recursive, resize, pad_color, cache, cache_max_bytes)
 
 
 class WdsDataset(IterableDataset):
@@ -274,6 +382,8 @@ class WdsDataset(IterableDataset):
         max_skip_fraction: float = 0.1,
         min_samples: int = 100,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        resize: ResizePolicy = "center_crop",
+        pad_color: tuple[int, int, int] = (0, 0, 0),
     ) -> None:
         """
         Args:
@@ -290,6 +400,8 @@ class WdsDataset(IterableDataset):
             max_skip_fraction: fail once more than this fraction of samples was bad.
             min_samples: samples seen before ``max_skip_fraction`` is checked.
             max_pixels: decompression-bomb limit (width * height) for every image.
+            resize: ``center_crop``, ``pad`` or ``resize`` (see :class:`RecordDataset`).
+            pad_color: RGB padding colour for ``resize="pad"``.
         """
         super().__init__()
         if shuffle_buffer < 0:
@@ -298,7 +410,7 @@ class WdsDataset(IterableDataset):
         self.task = task
         self.records = WdsRecords(path, task=task, policy=self.policy, split=split, shuffle_shards=shuffle_shards,
                                   seed=seed, max_pixels=max_pixels)
-        self.transform = _make_transform(size, crop)
+        self.transform = make_transform(size, crop, resize, pad_color)
         self.shuffle_buffer = shuffle_buffer
         self.seed = seed
 

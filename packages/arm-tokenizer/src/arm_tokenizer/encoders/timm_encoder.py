@@ -60,6 +60,27 @@ def load_state_dict_file(path: str | os.PathLike, prefix: str = "") -> dict[str,
     return sd
 
 
+def _pretrained_overlay(model_name: str) -> dict[str, Any]:
+    """Where timm's hub download cannot work, fail in one line now (timm would retry the
+    hub for about a minute); where the weights are cached and the hub is unreachable, point
+    timm at the cached file so it never tries the network."""
+    from arm_tokenizer.hub import HubUnavailableError, hub_unreachable_reason, timm_cached_weights
+
+    cached = timm_cached_weights(model_name)
+    if cached is None:  # not a hub tag: timm's own URL download and error
+        return {}
+    reason = hub_unreachable_reason()
+    if reason is None:
+        return {}
+    if cached:
+        return {"pretrained_cfg_overlay": {"file": cached}}
+    raise HubUnavailableError(
+        f"TimmEncoder: pretrained weights of {model_name!r} are not in the local Hugging Face cache and "
+        f"{reason}; pass checkpoint_path= to a local state dict (.safetensors/.pt), download them where "
+        "there is internet, or set pretrained=False"
+    )
+
+
 def _format_keys(keys: list[str], limit: int = 20) -> str:
     shown = ", ".join(keys[:limit])
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
@@ -108,10 +129,11 @@ class TimmEncoder(Encoder):
         if img_size is not None:
             kwargs["img_size"] = img_size
         self.model_name = model_name
+        download = pretrained and checkpoint_path is None
+        if download:
+            kwargs.update(_pretrained_overlay(model_name))
         try:
-            model = timm.create_model(
-                model_name, pretrained=pretrained and checkpoint_path is None, num_classes=0, **kwargs
-            )
+            model = timm.create_model(model_name, pretrained=download, num_classes=0, **kwargs)
         except RuntimeError as e:
             if "Unknown model" in str(e):
                 close = timm.list_models(f"*{model_name.split('.')[0].split('_')[0]}*")[:8]

@@ -8,7 +8,13 @@ ShapesWorld teacher ``teacher_caption_lm``, or arm-core's LM, which registers it
 that kind without arm-tokenizer importing it.
 
 Gradients flow through the frozen LM into the adapter and the tokenizer; the LM's own
-parameters never receive any and it stays in eval mode.
+parameters never receive any and it stays in eval mode (a caption LM built with
+``frozen=False``, e.g. ``hf_causal_lm``, is left trainable instead).
+
+The paper's 32x32 = 1,024-token grid can be shortened before the adapter
+(``prefix_pooling``: ``avg`` k x k grid pooling or a learned ``resampler``; see
+:mod:`arm_tokenizer.losses.prefix_pooling`): the teacher LM holds at most ``max_prefix``
+(256) tokens, and a full prefix on Qwen2.5-0.5B costs about 1 GB of activations per image.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import torch
 from torch import nn
 
 from arm_tokenizer.losses.base import LossInputs, LossOutput, TokenizerLoss
+from arm_tokenizer.losses.prefix_pooling import PrefixPooling
 from arm_tokenizer.teachers.base import CaptionLM
 
 __all__ = ["CaptionLoss"]
@@ -37,6 +44,13 @@ class CaptionLoss(TokenizerLoss):
             Linear) from ``in_dim`` to the LM's ``hidden_size``.
         init_from_teacher: when the LM carries the prefix adapter it was trained with
             (``prefix_adapter`` of ``teacher_caption_lm``) and the shapes fit, start from it.
+        prefix_pooling: shorten the prefix before the adapter: ``"none"`` (all N = h*w
+            tokens), ``"avg"`` (``prefix_pool`` x ``prefix_pool`` average pooling on the
+            token grid: ceil(h/k) * ceil(w/k) tokens, 32x32 -> 256 with k=2) or
+            ``"resampler"`` (``prefix_queries`` learned queries cross-attending to all tokens).
+        prefix_pool: window/stride k of ``avg`` pooling.
+        prefix_queries: prefix length of the ``resampler``.
+        prefix_heads: attention heads of the ``resampler`` (must divide ``in_dim``).
         name: log key (``train/loss_<name>``), default ``cap``.
     """
 
@@ -51,6 +65,10 @@ class CaptionLoss(TokenizerLoss):
         source: Literal["features", "quantized"] = "features",
         adapter: Literal["linear", "mlp"] = "linear",
         init_from_teacher: bool = True,
+        prefix_pooling: Literal["none", "avg", "resampler"] = "none",
+        prefix_pool: int = 2,
+        prefix_queries: int = 64,
+        prefix_heads: int = 8,
         name: str | None = None,
     ) -> None:
         super().__init__(weight=weight, name=name)
@@ -63,10 +81,15 @@ class CaptionLoss(TokenizerLoss):
         if adapter not in ("linear", "mlp"):
             raise ValueError(f"CaptionLoss.adapter must be 'linear' or 'mlp', got {adapter!r}")
         self.caption_lm = caption_lm
-        caption_lm.requires_grad_(False)
-        caption_lm.eval()
+        # frozen by default (ARM trains the tokenizer through a frozen LM); an LM built
+        # with frozen=False opts into training with the tokenizer
+        self.lm_frozen = bool(getattr(caption_lm, "frozen", True))
+        if self.lm_frozen:
+            caption_lm.requires_grad_(False)
+            caption_lm.eval()
         self.source = source
         self.in_dim = int(in_dim)
+        self.pooling = PrefixPooling(self.in_dim, prefix_pooling, prefix_pool, prefix_queries, prefix_heads)
         hidden = int(caption_lm.hidden_size)
         if adapter == "linear":
             self.adapter: nn.Module = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, hidden))
@@ -96,17 +119,27 @@ class CaptionLoss(TokenizerLoss):
 
     def train(self, mode: bool = True) -> CaptionLoss:
         super().train(mode)
-        self.caption_lm.eval()  # frozen teacher: never in training mode
+        if self.lm_frozen:
+            self.caption_lm.eval()  # frozen teacher: never in training mode
         return self
 
-    def prefix(self, tokens: torch.Tensor) -> torch.Tensor:
-        """``(B, N, C)`` token features -> ``(B, N, hidden_size)`` LM prefix."""
+    def prefix(self, tokens: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
+        """``(B, N, C)`` token features on the token ``grid`` (None: square) -> ``(B, N',
+        hidden_size)`` LM prefix, N' = N after ``prefix_pooling``."""
         if tokens.ndim != 3 or tokens.shape[-1] != self.in_dim:
             raise ValueError(
                 f"CaptionLoss expects {self.source} of shape (B, N, {self.in_dim}); got "
                 f"{tuple(tokens.shape)} (set in_dim to the tokenizer's feature width)"
             )
-        return self.adapter(tokens)
+        n = tokens.shape[1]
+        limit = getattr(self.caption_lm, "max_prefix", None)
+        if limit is not None and self.pooling.output_length(n, grid) > limit:
+            raise ValueError(
+                f"CaptionLoss: a prefix of {n} tokens (prefix_pooling {self.pooling.mode!r}) exceeds the caption "
+                f"LM {type(self.caption_lm).__name__}'s max_prefix {limit}; set prefix_pooling: avg with "
+                f"prefix_pool: {_pool_for(n, int(limit))} or prefix_pooling: resampler with prefix_queries <= {limit}"
+            )
+        return self.adapter(self.pooling(tokens, grid))
 
     def forward(self, inputs: LossInputs) -> LossOutput:
         if inputs.captions is None:
@@ -116,5 +149,13 @@ class CaptionLoss(TokenizerLoss):
             raise ValueError(
                 f"CaptionLoss: {len(inputs.captions)} captions for a batch of {tokens.shape[0]} images"
             )
-        loss = self.caption_lm.caption_loss(self.prefix(tokens), list(inputs.captions))
+        loss = self.caption_lm.caption_loss(self.prefix(tokens, inputs.grid), list(inputs.captions))
         return LossOutput(loss=loss, logs={"ppl": loss.detach().exp()})
+
+
+def _pool_for(n: int, limit: int) -> int:
+    """The smallest avg-pooling stride that brings a square-ish grid of ``n`` tokens to ``limit``."""
+    k = 1
+    while (n + k * k - 1) // (k * k) > limit:
+        k += 1
+    return k

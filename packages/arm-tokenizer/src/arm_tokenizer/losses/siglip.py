@@ -8,7 +8,10 @@ embeddings ``y_j`` of one batch of ``B`` pairs::
 
 with ``z_ij = 1`` for matching pairs and ``-1`` otherwise, a learnable log-temperature
 ``t'`` (initialised to ``log 10``) and bias ``b`` (initialised to ``-10``, so the many
-negatives start near zero loss and do not swamp the few positives).
+negatives start near zero loss and do not swamp the few positives). When the text tower
+carries the scale and bias its own image tower was trained with (``hf_text`` reads a
+checkpoint's ``logit_scale`` / ``logit_bias``), :class:`SigLIPLoss` starts from those
+instead: the tokenizer's features are trained towards that image tower's (L_feat).
 
 ARM applies it to the *quantized* image embedding against a frozen SigLIP2 text encoder,
 so the discrete tokens stay aligned with language. :class:`SigLIPLoss` mean-pools the
@@ -30,6 +33,10 @@ from arm_tokenizer.losses.base import LossInputs, LossOutput, TokenizerLoss
 from arm_tokenizer.teachers.base import TextEncoder
 
 __all__ = ["sigmoid_contrastive_loss", "caption_match_labels", "SigLIPLoss"]
+
+# SigLIP's initialisation (Zhai et al. 2023): t' = log 10, b = -10.
+DEFAULT_LOG_TEMPERATURE = math.log(10.0)
+DEFAULT_BIAS = -10.0
 
 
 def caption_match_labels(texts: list[str], dedupe: bool = True) -> torch.Tensor:
@@ -96,12 +103,15 @@ class SigLIPLoss(TokenizerLoss):
             must then be the code width).
         head: the learnable map from pooled features to the text width: ``"linear"`` or
             ``"mlp"`` (LayerNorm, Linear, GELU, Linear).
-        init_log_temperature: initial ``t'`` (SigLIP: ``log 10``).
-        init_bias: initial ``b`` (SigLIP: ``-10``).
-        init_from_teacher: when the text encoder carries the image-side head it was trained
-            with (``image_head``, ``log_temperature``, ``bias`` of a ``teacher_text``) and
-            the shapes fit a linear head, start from those weights; the tokens then start out
-            aligned as far as they reproduce the encoder's features.
+        init_log_temperature: initial ``t'``; None = the text encoder's own (below), else
+            SigLIP's ``log 10``. A number given here always wins.
+        init_bias: initial ``b``; None = the text encoder's own (below), else SigLIP's ``-10``.
+        init_from_teacher: start from what the text encoder was trained with: a
+            ``teacher_text`` carrying its image-side head (``image_head``, ``log_temperature``,
+            ``bias``) gives all three when the shapes fit a linear head (the tokens then start
+            out aligned as far as they reproduce the encoder's features); a tower with scale
+            and bias but no image head (``hf_text``: the checkpoint's ``logit_scale`` and
+            ``logit_bias``) gives those two, whatever the ``head``.
         dedupe_captions: count identical caption strings in a batch as positives.
         name: log key (``train/loss_<name>``), default ``sig``.
     """
@@ -116,8 +126,8 @@ class SigLIPLoss(TokenizerLoss):
         weight: float = 5.0,
         source: Literal["features", "quantized"] = "features",
         head: Literal["linear", "mlp"] = "linear",
-        init_log_temperature: float = math.log(10.0),
-        init_bias: float = -10.0,
+        init_log_temperature: float | None = None,
+        init_bias: float | None = None,
         init_from_teacher: bool = True,
         dedupe_captions: bool = True,
         name: str | None = None,
@@ -145,11 +155,20 @@ class SigLIPLoss(TokenizerLoss):
             self.head = nn.Sequential(
                 nn.LayerNorm(in_dim), nn.Linear(in_dim, in_dim), nn.GELU(), nn.Linear(in_dim, self.embed_dim)
             )
-        self.log_temperature = nn.Parameter(torch.tensor(float(init_log_temperature)))
-        self.bias = nn.Parameter(torch.tensor(float(init_bias)))
-        self.initialized_from_teacher = False
-        if init_from_teacher and head == "linear":
-            self._init_from_teacher()
+        self.log_temperature = nn.Parameter(torch.tensor(DEFAULT_LOG_TEMPERATURE))
+        self.bias = nn.Parameter(torch.tensor(DEFAULT_BIAS))
+        self.initialized_from_teacher = False  # the teacher's image head (and its scale, bias) copied
+        self.scale_bias_from_text_encoder = False  # the tower's own logit scale and bias copied
+        if init_from_teacher:
+            if head == "linear":
+                self._init_from_teacher()
+            if not self.initialized_from_teacher:
+                self._init_scale_bias_from_tower()
+        with torch.no_grad():  # explicit values win over any copied ones
+            if init_log_temperature is not None:
+                self.log_temperature.fill_(float(init_log_temperature))
+            if init_bias is not None:
+                self.bias.fill_(float(init_bias))
 
     @classmethod
     def example_args(cls) -> dict[str, Any]:
@@ -170,6 +189,21 @@ class SigLIPLoss(TokenizerLoss):
             self.log_temperature.copy_(self.text_encoder.log_temperature.detach().reshape(()))
             self.bias.copy_(self.text_encoder.bias.detach().reshape(()))
         self.initialized_from_teacher = True
+
+    def _init_scale_bias_from_tower(self) -> None:
+        # Only a tower without an image head of its own: a teacher's scale and bias belong
+        # to its head, and are taken with it or not at all.
+        if getattr(self.text_encoder, "image_head", None) is not None:
+            return
+        scale = getattr(self.text_encoder, "log_temperature", None)
+        bias = getattr(self.text_encoder, "bias", None)
+        if not (isinstance(scale, torch.Tensor) and isinstance(bias, torch.Tensor)
+                and scale.numel() == 1 and bias.numel() == 1):
+            return
+        with torch.no_grad():
+            self.log_temperature.copy_(scale.detach().float().reshape(()))
+            self.bias.copy_(bias.detach().float().reshape(()))
+        self.scale_bias_from_text_encoder = True
 
     def train(self, mode: bool = True) -> SigLIPLoss:
         super().train(mode)

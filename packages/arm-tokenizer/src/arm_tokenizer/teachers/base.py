@@ -26,9 +26,16 @@ class TextEncoder(Configurable, nn.Module):
 
 class CaptionLM(Configurable, nn.Module):
     """Base class of ``arm.caption_lms``: a language model that takes a prefix of visual
-    embeddings ``(B, N, hidden_size)`` and returns the mean token NLL of the captions."""
+    embeddings ``(B, N, hidden_size)`` and returns the mean token NLL of the captions.
+
+    ``max_prefix``: the longest prefix the LM takes (None: no limit of its own);
+    :class:`~arm_tokenizer.losses.caption.CaptionLoss` checks it and names the pooling
+    that fits. ``frozen`` (default True): the loss freezes the LM unless it says False.
+    """
 
     hidden_size: int
+    max_prefix: int | None = None
+    frozen: bool = True
 
     def caption_loss(self, prefix: torch.Tensor, texts: list[str]) -> torch.Tensor:
         raise NotImplementedError

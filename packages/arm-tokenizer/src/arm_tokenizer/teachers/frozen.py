@@ -275,6 +275,7 @@ class TeacherCaptionLM(CaptionLM):
         _load_strict(self.decoder, _split(state, "decoder."), str(d / "caption_lm.safetensors"))
         feat_dim = int(cfg["image_tower"]["feature_dim"])
         self.hidden_size = int(self.decoder.dim)
+        self.max_prefix = int(self.decoder.max_prefix)  # learned prefix positions: pool longer grids
         self.prefix_adapter = nn.Sequential(nn.LayerNorm(feat_dim), nn.Linear(feat_dim, self.hidden_size))
         _load_strict(self.prefix_adapter, _split(state, "prefix_adapter."), str(d / "caption_lm.safetensors"))
         _freeze(self)
