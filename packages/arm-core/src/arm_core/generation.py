@@ -18,6 +18,12 @@ Guidance (see :mod:`arm_core.sampling` for the formulas) runs the branches as on
 batch: ``[cond; uncond]`` for text-to-image, ``[full; image; uncond]`` for editing; every
 branch receives the same sampled token.
 
+Speculative Jacobi decoding (``Engine(speculative=W)``, :mod:`arm_core.speculative`): while
+every row owes image codes, one forward verifies ``W`` draft codes per row and keeps a
+prefix by speculative sampling (the same distribution; greedy: the same tokens), rows
+keeping different counts at their own cache slots; the steps around the span are the plain
+(compiled) ones.
+
 Log-probabilities (for RL):
 
 - ``logprobs``: of each sampled token under the distribution it was sampled from (guided,
@@ -48,6 +54,7 @@ from arm_core.sampling import (
     sample_with_logprobs,
     sampling_logprobs,
 )
+from arm_core.speculative import SPECULATIVE_INITS, decode_image_span
 
 __all__ = ["Guidance", "GenerationOutput", "Engine", "generate", "score", "score_guided",
            "sample_step", "left_pad"]
@@ -88,6 +95,10 @@ class GenerationOutput:
         lengths: ``(B,)`` generated tokens per row (including the stop token).
         finished: ``(B,)`` bool, True where a stop id was produced.
         unguided_logprobs: ``(B, N)`` conditional-branch log-probs, when asked for.
+        forward_passes: Model forwards this call ran (prefill, decode steps and
+            speculative verify passes; each covers every guidance branch).
+        accepted_drafts: ``(B,)`` speculative drafts kept per row (codes gained beyond one
+            per forward); ``None`` when speculative decoding did not run.
     """
 
     tokens: Tensor
@@ -96,6 +107,8 @@ class GenerationOutput:
     lengths: Tensor
     finished: Tensor
     unguided_logprobs: Tensor | None = None
+    forward_passes: int = 0
+    accepted_drafts: Tensor | None = None
 
     def to_lists(self) -> list[list[int]]:
         """Generated ids per row, without padding."""
@@ -194,12 +207,32 @@ class Engine:
             them. Same distribution, greedy tokens and log-probs as the full head; the
             sampling noise is drawn over ``K`` instead of ``V`` entries, so seeded samples
             differ from ``False``. ``False``: the full head at every step.
+        speculative: Speculative Jacobi decoding of image spans (:mod:`arm_core.speculative`):
+            drafts verified per forward while every row owes image codes; ``0`` (default)
+            = off. Samples follow the same distribution as plain decoding (greedy: the same
+            tokens) with fewer forwards, each over ``speculative + 1`` tokens per row: a
+            gain where a step is memory-bound (GPU, small batches), possibly a loss where it
+            is compute-bound (CPU, large batches). Runs eagerly even with ``compile=True``
+            and needs ``speculative`` spare cache slots (with ``compile`` the window shrinks
+            to what ``max_seq_len`` leaves, and plain decoding runs when none is left).
+        speculative_init: Drafts the verify window starts from where no forward has
+            predicted them: ``"random"`` (uniform codes, as Teng et al. 2024) or
+            ``"repeat"`` (the last code repeated: flat image regions repeat codes).
     """
 
     def __init__(self, model: GPT, max_seq_len: int | None = None, compile: bool = False,
                  compile_mode: str | None = None, compile_backend: str = "inductor",
                  sync_every: int = 16, compile_options: dict[str, Any] | None = None,
-                 image_head_steps: bool = True) -> None:
+                 image_head_steps: bool = True, speculative: int = 0,
+                 speculative_init: str = "random") -> None:
+        if speculative < 0:
+            raise ValueError(f"Engine: speculative must be >= 0 (drafts per forward; 0 = off), "
+                             f"got {speculative}")
+        if speculative_init not in SPECULATIVE_INITS:
+            raise ValueError(f"Engine: speculative_init must be one of {SPECULATIVE_INITS}, "
+                             f"got {speculative_init!r}")
+        self.speculative = speculative
+        self.speculative_init = speculative_init
         self.model = model
         self.max_seq_len = max_seq_len or model.config.max_seq_len
         if self.max_seq_len > model.config.max_seq_len:
@@ -320,9 +353,11 @@ class Engine:
                 raise ValueError(f"a prompt opens an image of {int(need.max()) - 1} codes but "
                                  f"max_new_tokens={max_new_tokens} cannot hold it and its eoi")
         # steps [0, image_steps): every row owes an image code, so only codes are scored
-        image_steps = 0
-        if self.image_head_steps and image_head_applies(constraint, cfg):
-            image_steps = int(torch.where(state.owes_code, state.remaining, 0).min())
+        image_steps = spec_steps = 0
+        if image_head_applies(constraint, cfg):
+            owed = int(torch.where(state.owes_code, state.remaining, 0).min())
+            image_steps = owed if self.image_head_steps else 0
+            spec_steps = owed if self.speculative and owed >= 2 else 0
         if generator is None and not params.greedy:
             generator = torch.Generator(device=dev if dev.type != "mps" else "cpu")
             # seed=None: draw one from torch's global RNG, so repeated calls differ (RL
@@ -332,10 +367,16 @@ class Engine:
         # prefill: one stacked batch for all guidance branches
         # compiled: always max_seq_len slots, so shapes (and the compiled graphs) stay fixed
         # across calls; eager: just what this call needs (less attention work per step)
-        slots = self.max_seq_len if self._compiled else P + max_new_tokens
+        slots = (self.max_seq_len if self._compiled
+                 else min(self.max_seq_len, P + max_new_tokens + (self.speculative if spec_steps else 0)))
+        # the verify window writes up to `window` slots past the span's last code
+        window = min(self.speculative, slots - P - max_new_tokens)
+        if window < 1:
+            spec_steps = 0
         self.model.setup_kv_cache(n_br * B, slots, dev)
         pos = (valid.long().cumsum(1) - 1).clamp(min=0)
         logits = self.model.prefill(ids, pos, valid)                       # (n_br·B, V)
+        forwards = 1
         next_pos = pos[:, -1:] + 1                                          # (n_br·B, 1)
         cache_pos = torch.tensor([P], device=dev)
 
@@ -348,17 +389,63 @@ class Engine:
         scale = guidance.scale if guidance is not None else 1.0
         image_scale = guidance.image_scale if guidance is not None else 1.0
         V = cfg.vocab_size
-        steps: Any = range(max_new_tokens)
+        bar = None
         if progress:
             from tqdm.auto import tqdm
 
-            steps = tqdm(steps, desc=progress if isinstance(progress, str) else "decode",
-                         unit="tok", leave=False)
+            bar = tqdm(total=max_new_tokens, desc=progress if isinstance(progress, str) else "decode",
+                       unit="tok", leave=False)
         off, K = cfg.image_offset, cfg.image_codebook_size
-        if image_steps:
+
+        def record(step: int, tok: Tensor, lp: Tensor, ulp: Tensor) -> None:
+            nonlocal state
+            alive = ~finished
+            out[:, step] = torch.where(alive, tok, torch.full_like(tok, pad_id))
+            out_lp[:, step] = torch.where(alive, lp, torch.zeros_like(lp))
+            if out_ulp is not None:
+                out_ulp[:, step] = torch.where(alive, ulp, torch.zeros_like(ulp))
+            lengths.add_(alive.long())
+            finished.logical_or_(alive & torch.isin(tok, eos))
+            if tables is not None:
+                state = tables.advance(state, tok)
+
+        start, accepted = 0, None
+        if spec_steps:
+            # code 0 from the prefill's logits (as the plain path draws it), the rest of the
+            # span speculatively; then one plain step feeds the last code (-> eoi's logits)
+            u = None if params.greedy else gumbel_noise((B, K), generator, dev)
+            tok0, lp0, ulp0 = self._sample_image(logits[:, off: off + K].contiguous(), u, params,
+                                                 n_br, scale, image_scale,
+                                                 return_unguided_logprobs, off)
+            span = decode_image_span(self.model, tok0 - off, lp0, ulp0, spec_steps,
+                                     start_slot=P, start_pos=next_pos[:, 0], params=params,
+                                     n_branches=n_br, scale=scale, image_scale=image_scale,
+                                     want_unguided=return_unguided_logprobs,
+                                     generator=generator, window=window,
+                                     init=self.speculative_init)
+            forwards += span.forwards
+            accepted = span.accepted
+            for step in range(spec_steps):
+                record(step, span.tokens[:, step] + off, span.logprobs[:, step],
+                       span.unguided[:, step])
+            if bar is not None:
+                bar.update(spec_steps)
+            start = spec_steps
+            if spec_steps < max_new_tokens and not bool(finished.all()):
+                if self._cudagraphs:
+                    torch.compiler.cudagraph_mark_step_begin()
+                next_pos = next_pos + spec_steps - 1
+                cache_pos = cache_pos + spec_steps - 1
+                logits = self._decode(span.tokens[:, -1].repeat(n_br)[:, None] + off, next_pos,
+                                      cache_pos)
+                forwards += 1
+                next_pos, cache_pos = next_pos + 1, cache_pos + 1
+            else:
+                start = max_new_tokens
+        elif image_steps:
             # contiguous, as decode_step_image's outputs are: one compiled sampler per shape
             logits = logits[:, off: off + K].contiguous()
-        for step in steps:
+        for step in range(start, max_new_tokens):
             if step < image_steps:          # logits are the codes' (n_br·B, K)
                 u = None if params.greedy else gumbel_noise((B, K), generator, dev)
                 tok, lp, ulp = self._sample_image(logits, u, params, n_br, scale, image_scale,
@@ -367,15 +454,9 @@ class Engine:
                 u = None if params.greedy else gumbel_noise((B, V), generator, dev)
                 tok, lp, ulp = self._sample(logits, state, tables, u, params, n_br, scale,
                                             image_scale, return_unguided_logprobs)
-            alive = ~finished
-            out[:, step] = torch.where(alive, tok, torch.full_like(tok, pad_id))
-            out_lp[:, step] = torch.where(alive, lp, torch.zeros_like(lp))
-            if out_ulp is not None:
-                out_ulp[:, step] = torch.where(alive, ulp, torch.zeros_like(ulp))
-            lengths += alive.long()
-            finished |= alive & torch.isin(tok, eos)
-            if tables is not None:
-                state = tables.advance(state, tok)
+            record(step, tok, lp, ulp)
+            if bar is not None:
+                bar.update(1)
             if step == max_new_tokens - 1 or (step % self.sync_every == self.sync_every - 1
                                               and bool(finished.all())):
                 break
@@ -383,10 +464,13 @@ class Engine:
                 torch.compiler.cudagraph_mark_step_begin()
             decode = self._decode_image if step + 1 < image_steps else self._decode
             logits = decode(tok.repeat(n_br)[:, None], next_pos, cache_pos)
+            forwards += 1
             next_pos = next_pos + 1
             cache_pos = cache_pos + 1
+        if bar is not None:
+            bar.close()
         mask = torch.arange(max_new_tokens, device=dev)[None] < lengths[:, None]
-        return GenerationOutput(out, out_lp, mask, lengths, finished, out_ulp)
+        return GenerationOutput(out, out_lp, mask, lengths, finished, out_ulp, forwards, accepted)
 
 
     def score(self, input_ids: Tensor, attention_mask: Tensor | None = None, **kwargs) -> Tensor:

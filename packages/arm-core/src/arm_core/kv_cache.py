@@ -9,6 +9,11 @@ Slots vs positions: all rows of a batch write the same slot at each step (slot =
 index, shared), while their RoPE *positions* differ when prompts were left-padded. A
 boolean ``valid`` mask ``(B, S)`` says which slots hold a real token for each row; padded
 slots are never attended to (see :meth:`KVCache.attention_mask`).
+
+Per-row slots: speculative decoding (:mod:`arm_core.speculative`) verifies a window of draft
+tokens per row and keeps a different number per row, so its chunks are written at *per-row*
+slots, ``cache_pos`` ``(B, T)`` instead of ``(T,)`` (a scatter instead of an
+``index_copy_``); :meth:`KVCache.rollback` then forgets each row's rejected slots.
 """
 
 from __future__ import annotations
@@ -40,8 +45,13 @@ class LayerKVCache(nn.Module):
         self.register_buffer("v", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
 
     def update(self, cache_pos: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Write ``k, v`` ``(B, G, T, hs)`` at slots ``cache_pos`` ``(T,)``; return the full
-        cache ``(B, G, S, hs)`` each."""
+        """Write ``k, v`` ``(B, G, T, hs)`` at slots ``cache_pos`` ``(T,)`` (shared by the
+        rows) or ``(B, T)`` (per row); return the full cache ``(B, G, S, hs)`` each."""
+        if cache_pos.dim() == 2:
+            idx = cache_pos[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])
+            self.k.scatter_(2, idx, k.to(self.k.dtype))
+            self.v.scatter_(2, idx, v.to(self.v.dtype))
+            return self.k, self.v
         self.k.index_copy_(2, cache_pos, k.to(self.k.dtype))
         self.v.index_copy_(2, cache_pos, v.to(self.v.dtype))
         return self.k, self.v
@@ -83,18 +93,31 @@ class KVCache(nn.Module):
         self.image_run.zero_()
 
     def mark(self, cache_pos: Tensor, valid: Tensor) -> None:
-        """Record which of the newly written slots ``cache_pos`` ``(T,)`` are real tokens per
-        row: ``valid`` ``(B, T)`` bool."""
+        """Record which of the newly written slots ``cache_pos`` ``(T,)`` or ``(B, T)`` are
+        real tokens per row: ``valid`` ``(B, T)`` bool."""
+        if cache_pos.dim() == 2:
+            self.valid.scatter_(1, cache_pos, valid)
+            return
         self.valid.index_copy_(1, cache_pos, valid)
 
+    def rollback(self, end: Tensor) -> None:
+        """Forget every slot at or after ``end`` ``(B,)`` per row (rejected draft tokens).
+        Their k/v stay in memory, masked, until the next chunk overwrites them."""
+        self.valid &= self.slots[None, :] < end[:, None]
+
     def attention_mask(self, cache_pos: Tensor) -> Tensor:
-        """Boolean SDPA mask ``(B, 1, T, S)`` for queries written at slots ``cache_pos``.
+        """Boolean SDPA mask ``(B, 1, T, S)`` for queries written at slots ``cache_pos``
+        ``(T,)`` (shared) or ``(B, T)`` (per row).
 
         A query at slot ``p`` sees slot ``s`` iff ``s <= p`` and slot ``s`` is valid for
         its row. It always sees itself, so a padded query row is never fully masked (a
         fully masked row would give NaN, which would then leak into the cached values of
         the next layer and poison real rows through ``0 * NaN``).
         """
+        if cache_pos.dim() == 2:
+            causal = self.slots[None, None, :] <= cache_pos[:, :, None]    # (B, T, S)
+            own = self.slots[None, None, :] == cache_pos[:, :, None]
+            return ((causal & self.valid[:, None, :]) | own)[:, None]
         causal = self.slots[None, :] <= cache_pos[:, None]            # (T, S)
         own = self.slots[None, :] == cache_pos[:, None]                # (T, S)
         mask = (causal[None] & self.valid[:, None, :]) | own[None]     # (B, T, S)

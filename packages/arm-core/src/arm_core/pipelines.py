@@ -19,6 +19,14 @@ are constrained (exactly ``h*w`` codes after ``<boi>``, then ``<eoi>``). Guidanc
 scale of 1 disables it. Inputs are processed in batches of ``batch_size`` with a tqdm bar
 when there is more than one batch.
 
+Faster decoding (both off by default): ``speculative=N`` verifies ``N`` draft codes per
+forward inside image spans (speculative Jacobi decoding, :mod:`arm_core.speculative`: the
+same image distribution, fewer forwards, each wider), and ``quantize="int8"`` decodes with
+int8 weights (:mod:`arm_core.quantize`, needs ``pip install 'arm-core[quant]'``; ``int4``
+on CUDA), quantized at load; the checkpoint stays as saved::
+
+    t2i = TextToImage.from_pretrained("runs/lm", speculative=8, quantize="int8")
+
 Bad input gets errors that say what to change: prompts that do not fit the context,
 special-token syntax inside prompts, grids outside the shape tokens, images whose token
 count does not match the grid, checkpoints whose vocabulary differs from the tokenizers.
@@ -87,7 +95,8 @@ class _Pipeline:
 
     def __init__(self, lm: LMCheckpoint, visual_tokenizer: Any | None,
                  device: str | torch.device = "cpu", compile: bool = False,
-                 text_tokenizer: Any | None = None) -> None:
+                 text_tokenizer: Any | None = None, speculative: int = 0,
+                 quantize: str | None = None) -> None:
         """Use :meth:`from_pretrained` (exported dirs) or :meth:`from_model` (in memory)."""
         from arm_data.formats import TaskFormatter
 
@@ -108,12 +117,18 @@ class _Pipeline:
             visual_tokenizer.to(device).eval()
         self.formatter = TaskFormatter(self.layout, self.text_tokenizer)
         self.device = torch.device(device)
-        self.engine = Engine(self.model, compile=compile)
+        if quantize not in (None, "none"):
+            from arm_core.quantize import quantize as quantize_model
+
+            # in place: the caller's checkpoint on disk stays bf16/fp32
+            self.model = quantize_model(self.model, quantize)
+        self.engine = Engine(self.model, compile=compile, speculative=speculative)
 
     @classmethod
     def from_pretrained(cls, lm_dir: str | os.PathLike, tokenizer_dir: str | os.PathLike | None = None,
                         device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
-                        compile: bool = False) -> _Pipeline:
+                        compile: bool = False, speculative: int = 0,
+                        quantize: str | None = None) -> _Pipeline:
         """Load an exported LM and its visual tokenizer.
 
         Args:
@@ -122,15 +137,21 @@ class _Pipeline:
             device: where to run.
             dtype: cast the LM weights (e.g. ``torch.bfloat16`` on GPU).
             compile: compile the decode step (worth it for long generations on GPU).
+            speculative: draft codes verified per forward in image spans (0 = off; see
+                ``Engine(speculative=...)``).
+            quantize: ``"int8"`` (CPU/CUDA) or ``"int4"`` (CUDA) weight-only decode via
+                torchao, applied at load; ``None`` = as saved.
         """
         lm = load_lm(lm_dir, device=device, dtype=dtype)
         vis = lm.load_visual_tokenizer(tokenizer_dir, device=device)
-        return cls(lm, vis, device=device, compile=compile)
+        return cls(lm, vis, device=device, compile=compile, speculative=speculative,
+                   quantize=quantize)
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, layout: Any, text_tokenizer: Any,
                    visual_tokenizer: Any | None, device: str | torch.device = "cpu",
-                   compile: bool = False) -> _Pipeline:
+                   compile: bool = False, speculative: int = 0,
+                   quantize: str | None = None) -> _Pipeline:
         """Wrap an in-memory model (e.g. an RL policy) without exporting it first.
 
         Args:
@@ -138,6 +159,8 @@ class _Pipeline:
             layout: the ``VocabLayout``.
             text_tokenizer: the ``TextTokenizer`` (or a path to its ``.model``).
             visual_tokenizer: the visual tokenizer (or None for text-only use).
+            speculative, quantize: as in :meth:`from_pretrained`; ``quantize`` changes
+                ``model`` in place (never on a policy that still trains).
         """
         if isinstance(text_tokenizer, (str, os.PathLike)):
             from arm_data.text_tokenizer import TextTokenizer
@@ -151,7 +174,7 @@ class _Pipeline:
         lm = LMCheckpoint(model=model, config=cfg, layout=layout, text_tokenizer_path=None,
                           visual_tokenizer_dir=None, directory=Path("<in-memory>"))
         return cls(lm, visual_tokenizer, device=device, compile=compile,
-                   text_tokenizer=text_tokenizer)
+                   text_tokenizer=text_tokenizer, speculative=speculative, quantize=quantize)
 
     # ------------------------------------------------------------------ checks
     @property
@@ -476,11 +499,14 @@ class Understand(_Pipeline):
 
 
 def load_pipelines(lm_dir: str | os.PathLike, tokenizer_dir: str | os.PathLike | None = None,
-                   device: str | torch.device = "cpu") -> tuple[TextToImage, Edit, Understand]:
-    """All three pipelines sharing one loaded model and tokenizer."""
+                   device: str | torch.device = "cpu", speculative: int = 0,
+                   quantize: str | None = None) -> tuple[TextToImage, Edit, Understand]:
+    """All three pipelines sharing one loaded model and tokenizer (``speculative`` and
+    ``quantize`` as in :meth:`TextToImage.from_pretrained`; the model is quantized once)."""
     lm = load_lm(lm_dir, device=device)
     vis = lm.load_visual_tokenizer(tokenizer_dir, device=device)
-    return TextToImage(lm, vis, device), Edit(lm, vis, device), Understand(lm, vis, device)
+    kw = dict(speculative=speculative, quantize=quantize)
+    return TextToImage(lm, vis, device, **kw), Edit(lm, vis, device, **kw), Understand(lm, vis, device, **kw)
 
 
 
@@ -507,12 +533,21 @@ def cli_generate(argv: list[str]) -> int:
     p.add_argument("--num", type=int, default=1, help="images per prompt (t2i)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--speculative", type=int, default=0, metavar="N",
+                   help="speculative Jacobi decoding of image spans: N draft codes verified per "
+                        "forward (0 = off; same image distribution, fewer forwards)")
+    p.add_argument("--quantize", default=None, choices=["int8", "int4"],
+                   help="weight-only quantized decode via torchao, applied at load (int4: CUDA "
+                        "only); needs pip install 'arm-core[quant]'")
     p.add_argument("--out", default="generated", help="output directory for images")
     a = p.parse_args(argv)
     if a.task in ("edit", "understand") and not a.image:
         p.error(f"{a.task} needs --image PATH [PATH ...]")
+    if a.speculative < 0:
+        p.error(f"--speculative must be >= 0 (0 = off), got {a.speculative}")
     cls = {"t2i": TextToImage, "edit": Edit, "understand": Understand}[a.task]
-    pipe = cls.from_pretrained(a.lm, a.tokenizer, device=a.device)
+    pipe = cls.from_pretrained(a.lm, a.tokenizer, device=a.device, speculative=a.speculative,
+                               quantize=a.quantize)
     sampling = dict(top_k=a.top_k, top_p=a.top_p, seed=a.seed, batch_size=a.batch_size)
     if a.task == "understand":
         answers = pipe(a.image, a.prompt, temperature=a.temperature or 0.0, **sampling)
