@@ -169,3 +169,32 @@ def test_cli_options(exported, tmp_path, capsys):
               "--quantize", "int4", "--device", "cpu", "--out", str(tmp_path / "out4")])
     err = capsys.readouterr().err
     assert e.value.code == 2 and "int4" in err and "CUDA only" in err and "Traceback" not in err
+
+
+@needs_torchao
+def test_evaluate_records_decode_options(exported, tmp_path, capsys, monkeypatch):
+    """`arm-lm evaluate --speculative N --quantize int8` loads the pipelines with those decode
+    options and records them (the ShapesWorld scoring itself is tested in test_evaluate.py)."""
+    import json
+
+    import arm_core.evaluate as ev
+    from arm_core.cli import main
+
+    seen = {}
+
+    def fake_scoring(t2i, edit, und, **kw):
+        seen.update(speculative=t2i.engine.speculative, quantized=quantized_mode(t2i.model))
+        return {"summary": {}, "seconds": 0.0}
+
+    monkeypatch.setattr(ev, "evaluate_pipelines", fake_scoring)
+    out = tmp_path / "m.json"
+    with pytest.raises(SystemExit) as e:
+        main(["evaluate", "--lm", str(exported / "lm"), "--speculative", "4", "--quantize", "int8",
+              "--out", str(out)])
+    assert e.value.code == 0 and seen == {"speculative": 4, "quantized": "int8"}
+    assert json.loads(out.read_text())["decode"] == {"speculative": 4, "quantize": "int8"}
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(["evaluate", "--lm", str(exported / "lm"), "--quantize", "int4", "--device", "cpu",
+              "--out", str(tmp_path / "x.json")])
+    assert e.value.code == 2 and "CUDA only" in capsys.readouterr().err

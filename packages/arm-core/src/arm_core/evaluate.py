@@ -300,10 +300,16 @@ def _summary(res: dict[str, Any], split: str) -> dict[str, Any]:
 
 
 def evaluate_lm(lm_dir: str | os.PathLike, tokenizer_dir: str | os.PathLike | None = None,
-                device: str = "cpu", **kwargs: Any) -> dict[str, Any]:
-    """Load an exported LM (+ tokenizer) and run :func:`evaluate_pipelines` on it."""
-    t2i, edit, und = load_pipelines(lm_dir, tokenizer_dir, device=device)
-    return evaluate_pipelines(t2i, edit, und, **kwargs)
+                device: str = "cpu", speculative: int = 0, quantize: str | None = None,
+                **kwargs: Any) -> dict[str, Any]:
+    """Load an exported LM (+ tokenizer) and run :func:`evaluate_pipelines` on it
+    (``speculative`` / ``quantize``: the decode options of :func:`load_pipelines`, recorded
+    in the metrics so a comparison says what it compared)."""
+    t2i, edit, und = load_pipelines(lm_dir, tokenizer_dir, device=device, speculative=speculative,
+                                    quantize=quantize)
+    out = evaluate_pipelines(t2i, edit, und, **kwargs)
+    out["decode"] = {"speculative": speculative, "quantize": quantize}
+    return out
 
 
 def _strip_private(obj: Any) -> Any:
@@ -353,6 +359,10 @@ instead of ShapesWorld; the ShapesWorld options are then not used.""")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", default="metrics.json")
+    p.add_argument("--speculative", type=int, default=0, metavar="N",
+                   help="speculative Jacobi decoding of image spans, N draft codes per forward (0 = off)")
+    p.add_argument("--quantize", default=None, choices=["int8", "int4"],
+                   help="weight-only quantized decode via torchao (int4: CUDA only)")
     sw = p.add_argument_group("ShapesWorld")
     sw.add_argument("--split", default="heldout", help="main split (held-out compositions)")
     sw.add_argument("--seen-split", default="val", help="seen-composition split ('' to skip)")
@@ -397,7 +407,8 @@ instead of ShapesWorld; the ShapesWorld options are then not used.""")
                     edit_image_scale=a.edit_image_scale, tasks=a.tasks,
                     temperature=a.temperature, top_k=a.top_k, seed=a.seed,
                     data_seed=a.data_seed, questions_per_image=a.questions_per_image,
-                    batch_size=a.batch_size, difficulty=a.difficulty)
+                    batch_size=a.batch_size, difficulty=a.difficulty,
+                    speculative=a.speculative, quantize=a.quantize)
     write_metrics(m, a.out)
     print(json.dumps(m["summary"], indent=2))
     print(f"wrote {a.out} ({m['seconds']} s)")
