@@ -11,6 +11,7 @@ Stages, each through the real console scripts and the YAML configs in ``configs/
 5. ``eval_sft``   arm-lm evaluate                                             (held-out T2I, VQA, editing)
 6. ``rl``         arm-rl fit         configs/rl/shapes-multitask-grpo.yaml
 7. ``eval_rl``    arm-lm evaluate on the RL policy
+   ``suite_shapes`` arm-lm suite prompts / generate / score                 (the shapes suite: GenEval's table, SFT and RL)
 8. ``report``     runs/demo/report.html + runs/demo/metrics.json
 
 The configs are used as they are, except that (a) their output paths ``runs/<x>`` and
@@ -452,6 +453,34 @@ def stage_eval_rl(ctx: Ctx) -> str:
     return "RL evaluated: " + headline(m)
 
 
+def stage_suite_shapes(ctx: Ctx) -> str:
+    """The ``shapes`` benchmark suite (GenEval's format and table, ShapesWorld rules) on the
+    SFT and RL models: ``arm-lm suite prompts`` -> ``suite generate`` -> ``suite score``."""
+    pr = ctx.profile
+    arm_lm = str(BIN / "arm-lm")
+    prompts = ctx.p("suite", "shapes.jsonl")
+    run([arm_lm, "suite", "prompts", "--suite", "shapes", "--out", str(prompts),
+         "--per-tag", str(pr.get("suite_per_tag", 2 if ctx.name == "fast" else 8)), "--split", "val",
+         "--difficulty", ctx.difficulty, "--seed", str(ctx.seed)], ctx.p("logs", "suite_shapes.log"), ctx.threads)
+    tables = {}
+    for tag, model in (("sft", "lm"), ("rl", "rl")):
+        out = ctx.p("suite", f"shapes-{tag}")
+        cmd = [arm_lm, "suite", "generate", "--suite", "shapes", "--prompts", str(prompts),
+               "--lm", str(ctx.p(model)), "--tokenizer", str(ctx.p("tokenizer")), "--out", str(out),
+               "--batch-size", "16", "--seed", str(ctx.seed),
+               "--samples", str(pr.get("suite_samples", 1 if ctx.name == "fast" else 4))]
+        if not (ctx.gpu and cuda_available()):
+            cmd += ["--accelerator", "cpu"]
+        run(cmd, ctx.p("logs", f"suite_shapes_{tag}.log"), ctx.threads)
+        run([arm_lm, "suite", "score", "--scorer", "shapes", "--suite", "shapes", "--out", str(out)],
+            ctx.p("logs", f"suite_shapes_{tag}.log"), ctx.threads)
+        tables[tag] = json.loads((out / "scores-shapes.json").read_text())["table"]
+        tables[tag]["images_per_s"] = json.loads((out / "arm_suite_manifest.json").read_text())["images_per_s"]
+    atomic_write(ctx.p("eval", "suite_shapes.json"), json.dumps(tables, indent=2))
+    return "shapes suite (GenEval-style overall): " + ", ".join(
+        f"{'SFT' if t == 'sft' else 'RL'} {tables[t]['overall']:.3f}" for t in tables)
+
+
 def stage_report(ctx: Ctx) -> str:
     sys.path.insert(0, str(ROOT / "scripts"))
     from demo_report import write_report
@@ -484,6 +513,7 @@ STAGES: list[tuple[str, Callable[[Ctx], str], list[str]]] = [
     ("eval_sft", stage_eval_sft, ["eval/sft.json"]),
     ("rl", stage_rl, ["rl/model.safetensors", "rl/config.json"]),
     ("eval_rl", stage_eval_rl, ["eval/rl.json"]),
+    ("suite_shapes", stage_suite_shapes, ["eval/suite_shapes.json"]),
     ("report", stage_report, ["report.html", "metrics.json"]),
 ]
 

@@ -15,13 +15,21 @@ def _generate(argv: list[str]) -> int:
 
 
 def _evaluate(argv: list[str]) -> int:
-    """Evaluate an LM on ShapesWorld (T2I, VQA, editing) and write metrics JSON."""
+    """Evaluate an LM on ShapesWorld or your own data (loss, VQA, T2I alignment) to JSON."""
     from arm_core.evaluate import cli_evaluate
 
     return cli_evaluate(argv)
 
 
+def _suite(argv: list[str]) -> int:
+    """Benchmark suites (GenEval, DPG, WISE, GEdit, ImgEdit, shapes): generate, score."""
+    from arm_core.suites.cli import cli_suite
+
+    return cli_suite(argv)
+
+
 EXTRA_COMMANDS: dict[str, ExtraCommand] = {"generate": _generate, "evaluate": _evaluate}
+EXTRA_COMMANDS["suite"] = _suite
 
 
 def main(argv: list[str] | None = None) -> None:
