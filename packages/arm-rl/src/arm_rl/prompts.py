@@ -14,16 +14,15 @@ with the prompts an uninterrupted run would have drawn.
 
 from __future__ import annotations
 
-import math
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.trainer.states import TrainerFn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 __all__ = ["TASKS", "PromptRecord", "ShapesPromptDataset", "ShapesPromptDataModule",
            "check_task_weights", "collate_records", "records_from_dicts"]
@@ -144,7 +143,7 @@ class ShapesPromptDataModule(pl.LightningDataModule):
     Args:
         task_weights: task mix, e.g. ``{"t2i": 1.0}`` (T2I-RL), ``{"edit": 1.0}`` or
             ``{"t2i": 0.5, "edit": 0.5}`` (joint).
-        prompts_per_step: prompts per training step (each is rolled out ``group_size`` times).
+        prompts_per_step: prompts per training step and device (each is rolled out ``group_size`` times).
         num_prompts: prompts in an epoch (distinct train scenes).
         seed: world and task-mix seed.
         split: must be ``train``.
@@ -181,8 +180,9 @@ class ShapesPromptDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         self.setup("fit")
-        return _PromptLoader(self, self.dataset, batch_sampler=_EpochBatches(self),
-                             collate_fn=collate_records, num_workers=0)
+        from arm_rl.sharding import PromptLoader
+
+        return PromptLoader(self)     # rank-aware under DDP/FSDP: see arm_rl.sharding
 
     def epoch_order(self, epoch: int) -> list[int]:
         """Record indices in the order epoch ``epoch`` visits them."""
@@ -214,38 +214,6 @@ class ShapesPromptDataModule(pl.LightningDataModule):
             raise ValueError(f"resuming with prompt seed {self.seed}, but the checkpoint's prompts used "
                              f"seed {state_dict['seed']}: set data.init_args.seed={state_dict['seed']}")
         self._resume = {"epoch": int(state_dict["epoch"]), "batch": int(state_dict["batch"])}
-
-
-class _PromptLoader(DataLoader):
-    """Lightning looks for ``state_dict`` on the loader (and warns about loaders without one);
-    both delegate to the data module, which holds the one state."""
-
-    def __init__(self, dm: ShapesPromptDataModule, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._dm = dm
-
-    def state_dict(self) -> dict[str, Any]:
-        return self._dm.state_dict()
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if state_dict:
-            self._dm.load_state_dict(state_dict)
-
-
-class _EpochBatches(Sampler[list[int]]):
-    """Batches of one epoch in the data module's seeded order, from where a resumed run stopped."""
-
-    def __init__(self, dm: ShapesPromptDataModule) -> None:
-        self.dm = dm
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.dm.dataset) / self.dm.prompts_per_step)
-
-    def __iter__(self) -> Iterator[list[int]]:
-        epoch, start = self.dm._begin_epoch()
-        order, bs = self.dm.epoch_order(epoch), self.dm.prompts_per_step
-        for k in range(start, len(self)):
-            yield order[k * bs:(k + 1) * bs]
 
 
 def records_from_dicts(items: Sequence[dict[str, Any]]) -> list[PromptRecord]:

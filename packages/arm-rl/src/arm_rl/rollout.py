@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["POLICY_MODES", "TaskSampling", "RolloutBatch", "RolloutSampler"]
+__all__ = ["POLICY_MODES", "TaskSampling", "RolloutBatch", "RolloutSampler", "concat_rollouts"]
 
 POLICY_MODES = ("guided", "unguided")
 
@@ -126,6 +126,45 @@ class RolloutBatch:
                             self.codes[rows], self.grid, pick(self.ref_logp), pick(self.rewards),
                             {k: v[rows] for k, v in self.reward_parts.items()},
                             None if self.images is None else [self.images[i] for i in idx])
+
+
+def _cat_optional(parts: list[Tensor | None]) -> Tensor | None:
+    if all(p is None for p in parts):
+        return None
+    if any(p is None for p in parts):
+        raise ValueError("cannot concatenate rollout batches where only some have this field")
+    return torch.cat(parts)  # type: ignore[arg-type]
+
+
+def concat_rollouts(batches: Sequence[RolloutBatch]) -> RolloutBatch:
+    """One batch of the rows of ``batches`` (same task, sampling and grid), in order; groups
+    stay whole. E.g. the union of several ranks' rollouts of one task."""
+    if not batches:
+        raise ValueError("concat_rollouts: no batches")
+    first = batches[0]
+    for b in batches[1:]:
+        if (b.task, b.grid, b.sampling) != (first.task, first.grid, first.sampling):
+            raise ValueError(f"cannot concatenate {b.task} rollouts ({b.grid}, {b.sampling}) with "
+                             f"{first.task} rollouts ({first.grid}, {first.sampling})")
+        if (b.guidance is None) != (first.guidance is None):
+            raise ValueError("cannot concatenate guided with unguided rollouts")
+    g = first.guidance
+    if g is not None:
+        from arm_core.generation import Guidance
+
+        img = [b.guidance.image_prompts for b in batches]
+        g = Guidance(uncond_prompts=[p for b in batches for p in b.guidance.uncond_prompts], scale=g.scale,
+                     image_prompts=None if img[0] is None else [p for ps in img for p in ps],
+                     image_scale=g.image_scale)
+    parts = {k for b in batches for k in b.reward_parts}
+    return RolloutBatch(
+        first.task, [r for b in batches for r in b.records], [p for b in batches for p in b.prompts], g,
+        first.sampling, torch.cat([b.tokens for b in batches]), torch.cat([b.mask for b in batches]),
+        torch.cat([b.old_logp for b in batches]), torch.cat([b.codes for b in batches]), first.grid,
+        _cat_optional([b.ref_logp for b in batches]), _cat_optional([b.rewards for b in batches]),
+        {k: torch.cat([b.reward_parts[k] for b in batches]) for k in parts
+         if all(k in b.reward_parts for b in batches)},
+        None if any(b.images is None for b in batches) else [im for b in batches for im in b.images])
 
 
 class RolloutSampler:

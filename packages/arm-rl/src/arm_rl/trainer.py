@@ -38,13 +38,25 @@ A data module whose training loader produces no batches at all (an empty prompt 
 an error (:class:`NoTrainingBatchesError`, naming the data module) rather than a run that
 ends at step 0 and exports the unchanged policy; nothing is exported then.
 
-Resuming from a Lightning checkpoint (``ckpt_path``) continues the rollout sampler's random
-stream where it stopped, and the prompt order with it (``ShapesPromptDataModule`` is
-resumable), so a resumed run draws the same rollouts as an uninterrupted one.
+Rollouts of rollout batch ``k`` on rank ``r`` are sampled from a generator seeded by
+``(seed, r, k)`` (:func:`rollout_seed`), and the prompt order is a pure function of the data
+module's seed (``ShapesPromptDataModule`` is resumable and rank-aware), so resuming from a
+Lightning checkpoint (``ckpt_path``) draws, on every rank, the rollouts an uninterrupted run
+would have drawn.
+
+**On N devices** (``--trainer.devices=N``, Lightning's DDP; FSDP for the policy): each rank
+rolls out its own ``prompts_per_step`` prompts (:mod:`arm_rl.sharding`: distinct per rank, a
+prompt's whole group on one rank) and the ranks agree on every optimizer step
+(:mod:`arm_rl.distributed`), so one step on N ranks is one step on the union of their
+rollouts. Only the policy is wrapped for gradient sync: the reference, the visual tokenizer
+and the rewards are kept out of the module's registry (frozen, never all-reduced), one copy
+per rank. ``reward/mean`` and ``groups_kept`` are over all ranks; the per-task figures are
+rank 0's. Sample grids and the export are written by rank 0 only.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -57,6 +69,7 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
+from arm_rl.distributed import StepPlan, gather_objects, is_distributed, ranks_flagging
 from arm_rl.grpo import (
     check_aggregation,
     default_normalize_std,
@@ -69,7 +82,7 @@ from arm_rl.rewards.base import Reward, RewardError
 from arm_rl.rollout import POLICY_MODES, RolloutBatch, RolloutSampler, TaskSampling
 
 __all__ = ["GRPOTrainer", "RLNumericsError", "ReferenceMismatchError", "NoTrainingBatchesError",
-           "make_grid"]
+           "make_grid", "rollout_seed"]
 
 
 class RLNumericsError(FloatingPointError):
@@ -92,6 +105,13 @@ warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual opt
 
 # The figures _optimize logs each rollout batch (NaN on a skipped one).
 _OPT_STATS = ("loss", "policy_loss", "kl", "clip_fraction", "ratio_mean", "grad_norm")
+
+
+def rollout_seed(seed: int, rank: int, rollout_batch: int) -> int:
+    """Seed of the rollout generator for rollout batch ``rollout_batch`` on rank ``rank``: a
+    pure function, so resuming needs no generator state and ranks never share a stream."""
+    digest = hashlib.sha256(f"arm-rl-rollout:{seed}:{rank}:{rollout_batch}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") & (2**63 - 1)
 
 
 def make_grid(images: list[Any], cols: int = 4) -> Any:
@@ -274,38 +294,23 @@ class GRPOTrainer(pl.LightningModule):
             self.reference.to(dev)
         self.__dict__["_visual"].to(dev)
         self.__dict__["_engine"] = Engine(self.policy)
-        g = torch.Generator(device=dev if dev.type != "mps" else "cpu")
-        g.manual_seed(self.hparams.seed)
-        self.__dict__["_generator"] = g
-        # Lightning restores a checkpoint before or after this hook depending on the strategy.
-        if self._pending_rng is not None:
-            self._restore_rng(self._pending_rng)
+        # reseeded for every rollout batch (make_rollouts, rollout_seed)
+        self.__dict__["_generator"] = torch.Generator(device=dev if dev.type != "mps" else "cpu")
         sampler = self.__dict__["_sampler"]
         for r in self.rewards.values():
             r.bind(policy=self.policy, layout=sampler.layout, text_tokenizer=sampler.formatter.text,
                    visual_tokenizer=self.__dict__["_visual"])
 
     # ------------------------------------------------------------------ exact resume
-    _pending_rng: dict[str, Any] | None = None
-
+    # The rollout generator is a function of (seed, rank, rollout batch): the count is the
+    # whole state, the same on every rank, so rank 0's checkpoint resumes every rank.
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        g = self.__dict__["_generator"]
-        if g is not None:
-            checkpoint["arm_rl"] = {"generator": g.get_state(), "rollout_batches": self._rollout_batches}
+        checkpoint["arm_rl"] = {"rollout_batches": self._rollout_batches}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("arm_rl")
-        if state is None:
-            return
-        if self.__dict__["_generator"] is None:
-            self._pending_rng = state        # on_fit_start has not built the generator yet
-        else:
-            self._restore_rng(state)
-
-    def _restore_rng(self, state: dict[str, Any]) -> None:
-        self.__dict__["_generator"].set_state(state["generator"].cpu())
-        self._rollout_batches = int(state["rollout_batches"])
-        self._pending_rng = None
+        if state is not None:
+            self._rollout_batches = int(state["rollout_batches"])
 
     def configure_optimizers(self) -> Any:
         if self.policy is None:
@@ -328,11 +333,12 @@ class GRPOTrainer(pl.LightningModule):
             by_task[r.task].append(r)
         out = []
         G = self.hparams.group_size
+        generator = self.__dict__["_generator"]
+        generator.manual_seed(rollout_seed(self.hparams.seed, self.global_rank, self._rollout_batches))
         for task in ("t2i", "edit"):
             if not by_task.get(task):
                 continue
-            batch = sampler.rollout(self.__dict__["_engine"], task, by_task[task], G,
-                                    generator=self.__dict__["_generator"])
+            batch = sampler.rollout(self.__dict__["_engine"], task, by_task[task], G, generator=generator)
             self.__dict__["_engine"].release()
             images = sampler.decode(batch)
             reward = self.rewards[task]
@@ -408,7 +414,6 @@ class GRPOTrainer(pl.LightningModule):
         rollouts = self.make_rollouts(batch, batch_idx)
         all_rewards = torch.cat([b.rewards for b in rollouts])
         n_all = len(all_rewards)
-        self._log("reward/mean", all_rewards.mean(), n_all)
         kept, adv = [], []
         n_groups = n_kept = 0
         for b in rollouts:
@@ -432,15 +437,29 @@ class GRPOTrainer(pl.LightningModule):
             n_kept += len(b) // G
             kept.append(b)
             adv.append(a)
-        self._log("groups_kept", n_kept / max(n_groups, 1), n_all)
+        chunks = self._chunks(kept, adv)
+        # One exchange per rollout batch (nothing without a process group): every rank's
+        # step plan and totals, so that all ranks step, skip and stop together.
+        mine: dict[str, Any] = {"plan": [[len(b) for b, _ in step] for step in chunks],
+                                "reward": (float(all_rewards.double().sum()), n_all),
+                                "groups": (n_kept, n_groups)}
+        if self._fit_batches == 1 and is_distributed():
+            mine["prompts"] = sorted(r.describe() for r in batch)
+        views = gather_objects(mine)
+        if "prompts" in mine:
+            self._check_ranks_drew_distinct_prompts([v["prompts"] for v in views])
+        plan = StepPlan.agree([v["plan"] for v in views])
+        self._log("reward/mean", sum(v["reward"][0] for v in views) / sum(v["reward"][1] for v in views), n_all)
+        self._log("groups_kept", sum(v["groups"][0] for v in views) / max(sum(v["groups"][1] for v in views), 1),
+                  n_all)
         self._log("response_length", torch.cat([b.mask.sum(1) for b in rollouts]).float().mean(), n_all)
         self._log("entropy", -torch.cat([b.old_logp[b.mask] for b in rollouts]).mean(), n_all)
         self.maybe_write_samples(rollouts)
         self._rollout_batches += 1
-        self._log("skipped", float(not kept), n_all)
-        if not kept:
-            # Nothing to learn from (every group had equal rewards). Log the optimization
-            # figures as NaN: Lightning would otherwise repeat the last batch's values.
+        self._log("skipped", float(plan.empty), n_all)
+        if plan.empty:
+            # Nothing to learn from on any rank (every group had equal rewards). Log the
+            # optimization figures as NaN: Lightning would otherwise repeat the last values.
             for k in _OPT_STATS:
                 self._log(k, float("nan"), n_all)
             return None
@@ -449,14 +468,25 @@ class GRPOTrainer(pl.LightningModule):
             with torch.no_grad():
                 for b in kept:
                     b.ref_logp = sampler.kl_logprobs(self.reference, b)   # untruncated: see logprobs
-        self._optimize(kept, adv, batch_idx)
+        # one of this rank's rollouts, for the zero-weighted backwards that pad its steps
+        pad = rollouts[0].select(torch.arange(1))
+        self._optimize(chunks, plan, batch_idx, pad)
         return None
+
+    def _check_ranks_drew_distinct_prompts(self, per_rank: list[list[str]]) -> None:
+        """A data module that knows nothing of ranks feeds every rank the same prompts: N
+        devices then do one device's work N times. Said once, at the fit's first batch."""
+        if len(per_rank) > 1 and all(p == per_rank[0] for p in per_rank[1:]):
+            warnings.warn(f"all {len(per_rank)} ranks drew the same prompts at the first batch: the "
+                          f"{self._data_source_name()} is not rank-aware, so every device rolls out the "
+                          "same prompts. Shard them by trainer.global_rank / world_size (see "
+                          "arm_rl.sharding)", stacklevel=2)
 
     def _chunks(self, kept: list[RolloutBatch], adv: list[Tensor]) -> list[list[tuple[RolloutBatch, Tensor]]]:
         """Optimizer steps of one epoch, each a list of (rollouts, advantages) chunks."""
         mb = self.hparams.minibatch_size
         if mb is None:
-            return [list(zip(kept, adv, strict=True))]
+            return [list(zip(kept, adv, strict=True))] if kept else []
         steps = []
         for b, a in zip(kept, adv, strict=True):
             for s in range(0, len(b), mb):
@@ -464,40 +494,80 @@ class GRPOTrainer(pl.LightningModule):
                 steps.append([(b.select(rows), a[rows])])
         return steps
 
-    def _optimize(self, kept: list[RolloutBatch], adv: list[Tensor], batch_idx: int) -> None:
+    def _optimize(self, chunks: list[list[tuple[RolloutBatch, Tensor]]], plan: StepPlan,
+                  batch_idx: int, pad: RolloutBatch) -> None:
         hp = self.hparams
         opt = self.optimizers()
         sampler: RolloutSampler = self.__dict__["_sampler"]
         stats: dict[str, list[float]] = defaultdict(list)
         stepped = 0
         for epoch in range(hp.ppo_epochs):
-            for chunks in self._chunks(kept, adv):
-                total_rows = sum(len(b) for b, _ in chunks)
+            for step in range(len(plan)):
+                mine = chunks[step] if step < len(chunks) else []
                 opt.zero_grad(set_to_none=True)
-                for b, a in chunks:
-                    logp, kl_logp = sampler.logprobs(self.policy, b)
-                    out = grpo_loss(logp, b.old_logp, a.to(logp.device), b.mask, ref_logp=b.ref_logp,
-                                    beta=hp.beta, eps_low=hp.eps_low, eps_high=hp.eps_high,
-                                    aggregation=self.aggregation, max_len=b.tokens.shape[1],
-                                    kl_logp=kl_logp)
-                    if not torch.isfinite(out.loss):
+                # plan.backwards[step] >= len(mine): the calls past ours are zero-weighted
+                # backwards (one rollout through the policy, as DDP and FSDP both need) that
+                # keep this rank in the step's gradient all-reduce.
+                for c in range(plan.backwards[step]):
+                    out = None
+                    if c < len(mine):
+                        b, a = mine[c]
+                        logp, kl_logp = sampler.logprobs(self.policy, b)
+                        out = grpo_loss(logp, b.old_logp, a.to(logp.device), b.mask, ref_logp=b.ref_logp,
+                                        beta=hp.beta, eps_low=hp.eps_low, eps_high=hp.eps_high,
+                                        aggregation=self.aggregation, max_len=b.tokens.shape[1],
+                                        kl_logp=kl_logp)
+                        loss = out.loss * plan.weight(step, len(b))
+                    else:       # untruncated log-probs: finite, so 0 * loss has zero gradients
+                        loss = sampler.kl_logprobs(self.policy, pad)[pad.mask].sum() * 0.0
+                    bad = ranks_flagging(out is not None and not bool(torch.isfinite(out.loss)), self.device)
+                    if bad:
                         opt.zero_grad(set_to_none=True)
-                        raise RLNumericsError(self._nan_report(b, a, logp, batch_idx, epoch, "loss", stepped))
-                    self.manual_backward(out.loss * (len(b) / total_rows))
-                    for k in ("loss", "policy_loss", "kl", "clip_fraction", "ratio_mean"):
-                        stats[k].append(float(getattr(out, k).detach()))
-                norm = torch.nn.utils.clip_grad_norm_(
-                    self.policy.parameters(), hp.grad_clip if hp.grad_clip > 0 else float("inf"))
+                        if out is not None and not torch.isfinite(out.loss):
+                            report = self._nan_report(b, a, logp, batch_idx, epoch, "loss", stepped)
+                        else:
+                            report = self._other_ranks_report(bad, batch_idx, epoch, "loss", stepped)
+                        raise RLNumericsError(report)
+                    self.manual_backward(loss)
+                    if out is not None:
+                        for k in ("loss", "policy_loss", "kl", "clip_fraction", "ratio_mean"):
+                            stats[k].append(float(getattr(out, k).detach()))
+                # all-reduced gradients: the same norm, and the same verdict, on every rank
+                norm = self._clip_grad_norm()
                 if not torch.isfinite(norm):
                     opt.zero_grad(set_to_none=True)
-                    b, a = chunks[0]
-                    raise RLNumericsError(self._nan_report(b, a, None, batch_idx, epoch, "gradient", stepped))
+                    if mine:
+                        b, a = mine[0]
+                        raise RLNumericsError(self._nan_report(b, a, None, batch_idx, epoch, "gradient", stepped))
+                    raise RLNumericsError(self._other_ranks_report(None, batch_idx, epoch, "gradient", stepped))
                 stats["grad_norm"].append(float(norm))
                 opt.step()
                 stepped += 1
-        n = sum(len(b) for b in kept)
-        for k, v in stats.items():
-            self._log(k, sum(v) / len(v), n)
+        n = sum(len(b) for step in chunks for b, _ in step)
+        for k in _OPT_STATS:           # NaN for figures of chunks this rank did not have
+            v = stats.get(k)
+            self._log(k, sum(v) / len(v) if v else float("nan"), max(n, 1))
+
+    def _clip_grad_norm(self) -> Tensor:
+        """Clip to ``grad_clip`` (never, at 0) and return the total norm over all ranks' grads."""
+        max_norm = self.hparams.grad_clip if self.hparams.grad_clip > 0 else float("inf")
+        wrapped = self.trainer.strategy.model if self._trainer is not None else None
+        if wrapped is not self and hasattr(wrapped, "clip_grad_norm_"):
+            return wrapped.clip_grad_norm_(max_norm)      # FSDP: the norm over every rank's shard
+        return torch.nn.utils.clip_grad_norm_(self.policy.parameters(), max_norm)
+
+    def _other_ranks_report(self, ranks: list[int] | None, batch_idx: int, epoch: int, what: str,
+                            stepped: int) -> str:
+        where = f"on rank(s) {ranks}" if ranks else "on another rank"
+        return (f"non-finite {what} {where} at batch {batch_idx} (global step {self.global_step}, ppo "
+                f"epoch {epoch}; this is rank {self.global_rank}: see that rank's message for the task, "
+                "reward and suspects). " + self._not_stepped(stepped))
+
+    @staticmethod
+    def _not_stepped(stepped: int) -> str:
+        return ("The optimizer was NOT stepped; weights are unchanged by this batch" if not stepped else
+                f"This optimizer step was NOT taken; the {stepped} earlier step(s) on this rollout "
+                "batch (ppo epochs / minibatches) were applied")
 
     def _nan_report(self, b: RolloutBatch, a: Tensor, logp: Tensor | None, batch_idx: int,
                     epoch: int, what: str, stepped: int) -> str:
@@ -516,16 +586,17 @@ class GRPOTrainer(pl.LightningModule):
         return (f"non-finite {what} at batch {batch_idx} (global step {self.global_step}, ppo epoch "
                 f"{epoch}), task {b.task!r}, reward {self.rewards[b.task].name!r}; suspects: "
                 f"{', '.join(suspects) or 'the loss itself (overflow in the ratio?)'}; prompts: {prompts}. "
-                + ("The optimizer was NOT stepped; weights are unchanged by this batch" if not stepped else
-                   f"This optimizer step was NOT taken; the {stepped} earlier step(s) on this rollout "
-                   "batch (ppo epochs / minibatches) were applied"))
+                + (f"(rank {self.global_rank}) " if is_distributed() else "") + self._not_stepped(stepped))
 
     # ------------------------------------------------------------------ samples + export
     def maybe_write_samples(self, rollouts: list[RolloutBatch]) -> None:
         every = self.hparams.sample_every_n_steps
         if not every or self._rollout_batches % every:
             return
+        # trainer.log_dir is a collective under DDP: every rank asks, rank 0 alone writes
         root = Path(self.trainer.log_dir or self.trainer.default_root_dir) if self._trainer else Path(".")
+        if self._trainer is not None and not self.trainer.is_global_zero:
+            return
         for b in rollouts:
             imgs = (b.images or [])[: self.hparams.sample_grid_size]
             if not imgs:
@@ -541,25 +612,39 @@ class GRPOTrainer(pl.LightningModule):
 
                     exp.add_image(f"samples/{b.task}", np.asarray(grid), self.global_step, dataformats="HWC")
 
-    def export(self, directory: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:
-        """Write the policy as an arm-core LM checkpoint directory (``arm_core.checkpoint.save_lm``)."""
+    def export(self, directory: str | os.PathLike, metadata: dict[str, Any] | None = None,
+               state_dict: dict[str, Tensor] | None = None) -> Path:
+        """Write the policy as an arm-core LM checkpoint directory (``arm_core.checkpoint.save_lm``).
+
+        ``state_dict``: the policy's full weights (default: ``self.policy.state_dict()``; under
+        FSDP pass :meth:`policy_state_dict`'s, gathered from the shards).
+        """
         from arm_core.checkpoint import save_lm
 
         lm = self.__dict__["_lm"]
         if lm is None or self.policy is None:
             raise RuntimeError("GRPOTrainer.export: the policy is not loaded (call configure_model)")
         vis = self.hparams.visual_tokenizer or lm.visual_tokenizer_dir
-        return save_lm(directory, self.policy.state_dict(), lm.config, layout=lm.layout,
+        state = self.policy.state_dict() if state_dict is None else state_dict
+        return save_lm(directory, state, lm.config, layout=lm.layout,
                        text_tokenizer=lm.text_tokenizer_path, visual_tokenizer_dir=vis,
                        metadata=metadata, lm=lm.lm_name)
+
+    def policy_state_dict(self) -> dict[str, Tensor]:
+        """The policy's full weights through the strategy (under FSDP a collective that
+        gathers the shards: every rank must call it; rank 0 gets the weights)."""
+        full = self.trainer.strategy.lightning_module_state_dict()
+        return {k[len("policy."):]: v for k, v in full.items() if k.startswith("policy.")}
 
     def on_fit_end(self) -> None:
         self._check_trained_on_something()
         target = self._export_target()
         if target is None:
             return
+        state = self.policy_state_dict()
         if self.trainer.is_global_zero:
             meta = {"global_step": int(self.trainer.global_step), "stage": "grpo",
                     "started_from": str(self.hparams.policy_checkpoint),
                     "hparams": json.loads(json.dumps(dict(self.hparams), default=str))}
-            self.export(target, metadata=meta)
+            self.export(target, metadata=meta, state_dict=state)
+        self.trainer.strategy.barrier("arm_rl_export")     # no rank leaves before the export is written

@@ -6,8 +6,9 @@ that implements :class:`ImageTextModel` plugs in; the shipped :class:`TeacherDua
 loads arm-tokenizer's ShapesWorld teacher (the SigLIP-style dual encoder the tokenizer's
 ``L_sig`` uses: its frozen image tower + image head and its text tower).
 
-Which text: T2I prompts use the caption; edit prompts use a caption of the *target* scene
-when the record has one (the instruction itself does not describe the result), else the
+Which text: T2I prompts use the caption; edit prompts use the record's
+``meta["target_caption"]`` (edit-triplet files), else a caption of the *target* scene when
+the record has one (the instruction itself does not describe the result), else the
 instruction.
 """
 
@@ -76,6 +77,9 @@ class TeacherDualEncoder(ImageTextModel):
 
 
 def _text_for(record: Any) -> str:
+    caption = (getattr(record, "meta", None) or {}).get("target_caption")
+    if record.task == "edit" and caption:          # an edit-triplet file's target caption
+        return str(caption)
     if record.task == "edit" and getattr(record, "target", None) is not None:
         from arm_data.shapes import make_caption
 
