@@ -177,3 +177,19 @@ def test_nan_reward_and_nan_loss_stop_the_step(tiny_lm, tmp_path):
         _fit(module, dm, 1, tmp_path)
     after = module.policy.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_speculative_rollouts_train_and_refuse_a_negative_window(tiny_lm, tmp_path):
+    """`speculative: N` decodes rollouts with speculative Jacobi decoding (fewer forwards than
+    codes) and the step still trains; a negative window is refused at construction."""
+    module = GRPOTrainer(policy_checkpoint=str(tiny_lm / "lm"), t2i_reward=CodeReward(),
+                         group_size=2, beta=0.0, speculative=4, export_dir="")
+    dm = ShapesPromptDataModule({"t2i": 1.0}, prompts_per_step=1, num_prompts=4)
+    before = [p.detach().clone() for p in module.policy.parameters()] if module.policy else None
+    trainer = _fit(module, dm, 1, tmp_path)
+    engine = module.__dict__["_engine"]
+    assert engine.speculative == 4 and trainer.global_step == 1
+    if before is not None:
+        assert any(not torch.equal(a, b) for a, b in zip(before, module.policy.parameters(), strict=True))
+    with pytest.raises(ValueError, match="speculative must be >= 0"):
+        GRPOTrainer(policy_checkpoint=str(tiny_lm / "lm"), speculative=-1)
