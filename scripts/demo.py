@@ -199,10 +199,11 @@ def parse_sets(items: list[str], stages: list[str]) -> dict[str, dict]:
 
 # -- helpers ----------------------------------------------------------------------------------
 def atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    # local: the library's one atomic writer imports torch, which this driver otherwise never
+    # loads (every stage runs in its own process)
+    from arm_tokenizer.checkpoint import atomic_write_bytes
+
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def run(cmd: list[str], log: Path, threads: int) -> None:

@@ -21,10 +21,11 @@ import csv
 import html
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
+
+from arm_tokenizer.checkpoint import atomic_path, atomic_write_bytes
 
 N_SHOW = 6  # examples per section
 CELL = 96  # px of one image in the overview (nearest-neighbour upscaled)
@@ -44,16 +45,12 @@ BARS: list[tuple[str, str, float]] = [
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _atomic_save_png(img: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    img.save(tmp, format="PNG", optimize=True)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG", optimize=True)
 
 
 def _read_json(path: Path) -> dict | None:

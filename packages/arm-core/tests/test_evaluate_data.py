@@ -295,3 +295,66 @@ def test_cli_bad_input_is_one_line_exit_2(setup, capsys, extra, message):
     code, _, err = _run(["--lm", str(setup / "lm"), *[a.format(root=setup) for a in extra]], capsys)
     assert code == 2 and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1 and message.format(root=setup) in err
+
+
+def test_hf_dual_encoder_scores_with_its_own_heads():
+    """hf_vision + hf_text from one CLIP checkpoint: the image side keeps its own projection
+    (keep_head set by from_registry), so the scores are CLIPModel's."""
+    pytest.importorskip("transformers")
+    import transformers as tf
+    from arm_tokenizer.testing.hf_tiny import tiny_hf_dir
+
+    d = tiny_hf_dir("clip")
+    scorer = DualEncoder.from_registry("hf_vision", "hf_text", {"name_or_path": d}, {"name_or_path": d})
+    assert scorer.encoder.has_image_head and scorer.image_size == (32, 32)
+    assert scorer.log_scale == pytest.approx(2.5)
+    images = [Image.new("RGB", (48, 40), c) for c in ("red", "green", "blue")]
+    prompts = ["a red circle on the left", "a green square on the right", "a blue circle on the right"]
+    res = score_alignment(scorer, images, prompts)
+    full = tf.CLIPModel.from_pretrained(d).eval()
+    tok = tf.AutoTokenizer.from_pretrained(d)
+    from arm_tokenizer.images import ImageTransform, pil_to_tensor
+
+    x = torch.stack([pil_to_tensor(ImageTransform((32, 32), crop="center")(im)) for im in images])
+    mean = torch.tensor(scorer.encoder.image_mean).view(1, 3, 1, 1)
+    std = torch.tensor(scorer.encoder.image_std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        img = full.get_image_features(pixel_values=((x + 1) / 2 - mean) / std)
+        txt = full.get_text_features(**tok(prompts, padding=True, return_tensors="pt"))
+    img = torch.nn.functional.normalize(getattr(img, "pooler_output", img), dim=-1)
+    txt = torch.nn.functional.normalize(getattr(txt, "pooler_output", txt), dim=-1)
+    cos = (img * txt).sum(-1)
+    assert res["cosine"] == pytest.approx(cos.mean().item(), abs=1e-4)
+    assert res["siglip_prob"] == pytest.approx(torch.sigmoid(cos * math.exp(2.5)).mean().item(), abs=1e-4)
+
+
+def test_hf_towers_of_different_widths_are_one_clear_error():
+    pytest.importorskip("transformers")
+    from arm_tokenizer.testing.hf_tiny import tiny_hf_dir
+
+    # The tiny SigLIP2 checkpoint's text head projects to 24 dims, its image head gives 32.
+    d = tiny_hf_dir("siglip2")
+    scorer = DualEncoder.from_registry("hf_vision", "hf_text", {"name_or_path": d}, {"name_or_path": d},
+                                       image_size=(16, 16))
+    with pytest.raises(ValueError, match="image embeddings have 32 dimensions but text embeddings 24"):
+        score_alignment(scorer, [Image.new("RGB", (16, 16), "red")], ["a red circle on the left"])
+    with pytest.raises(TypeError, match="no image head"):
+        DualEncoder.from_registry("hf_vision", "hf_text", {"name_or_path": d, "keep_head": False},
+                                  {"name_or_path": d})
+
+
+def test_cli_t2i_alignment_with_hf_towers(setup, tmp_path, capsys):
+    pytest.importorskip("transformers")
+    from arm_tokenizer.testing.hf_tiny import tiny_hf_dir
+
+    d = tiny_hf_dir("clip")
+    out = tmp_path / "m.json"
+    code, _, err = _run(["--lm", str(setup / "lm"), "--t2i-prompts", str(setup / "prompts.jsonl"), "--cfg", "1",
+                         "--batch-size", "4", "--scorer-encoder", "hf_vision", "--scorer-encoder-args",
+                         f"{{name_or_path: {d}}}", "--scorer-text-encoder", "hf_text",
+                         "--scorer-text-args", f"{{name_or_path: {d}}}", "--out", str(out)], capsys)
+    assert code == 0, err
+    m = json.loads(out.read_text())
+    assert m["settings"]["scorer"] == "encoder HFVisionEncoder + text_encoder HFTextEncoder"
+    for r in m["t2i"].values():
+        assert r["n"] == 4 and -1.0 <= r["cosine"] <= 1.0 and 0.0 <= r["siglip_prob"] <= 1.0

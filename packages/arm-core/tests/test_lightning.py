@@ -9,8 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from arm_core.checkpoint import load_lm
-from arm_core.lightning_module import BlockFSDPStrategy, LMTrainer, lm_loss, warmup_cosine
+from arm_core.lightning_module import BlockFSDPStrategy, LMTrainer, lm_loss
 from arm_data.vocab import VocabLayout
+from arm_tokenizer.schedules import warmup_cosine
 from torch.utils.data import DataLoader, Dataset
 
 LAYOUT = VocabLayout(text_vocab_size=20, codebook_size=16, max_grid_h=4, max_grid_w=4)

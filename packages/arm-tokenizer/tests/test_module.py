@@ -17,9 +17,10 @@ from arm_tokenizer.decoders.pixel_dit import PixelDiTDecoder
 from arm_tokenizer.encoders.cnn import CNNEncoder
 from arm_tokenizer.losses.flow import FlowMatchingLoss
 from arm_tokenizer.losses.pixel import PixelReconstructionLoss
-from arm_tokenizer.module import TokenizerTrainer, warmup_cosine
+from arm_tokenizer.module import TokenizerTrainer
 from arm_tokenizer.projections import LinearProjection
 from arm_tokenizer.quantizers.fsq import FSQQuantizer
+from arm_tokenizer.schedules import warmup_cosine
 from arm_tokenizer.tokenizer import VisualTokenizer
 from lightning.pytorch.loggers import CSVLogger
 from PIL import Image

@@ -40,15 +40,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from arm_tokenizer.checkpoint import make_temp_dir, new_file_mode
+from arm_data.text_tokenizer import TextTokenizer
+from arm_data.vocab import VocabLayout
+from arm_tokenizer.checkpoint import CheckpointError, make_temp_dir, new_file_mode
+from arm_tokenizer.tokenizer import VisualTokenizer
 from safetensors.torch import load_file, save_file
 
 from arm_core.config import Config
+from arm_core.model import DEFAULT_LM, GPT, LM_KIND, lm_name_of, resolve_lm, rope_inv_freq
 
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
-    "CheckpointError",
+    "CheckpointError",  # arm_tokenizer's: one error class for LM and tokenizer checkpoints
     "LMCheckpoint",
     "save_lm",
     "load_lm",
@@ -62,10 +66,6 @@ WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 TEXT_TOKENIZER_NAME = "text_tokenizer.model"
 HF_TEXT_TOKENIZER_NAME = "text_tokenizer.json"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint directory that is missing, incomplete or inconsistent (says what to change)."""
 
 
 @dataclass
@@ -97,7 +97,6 @@ class LMCheckpoint:
         if self.text_tokenizer_path is None:
             raise CheckpointError(f"{self.directory}: this checkpoint has no text tokenizer; "
                                   "export it with save_lm(..., text_tokenizer=PATH)")
-        from arm_data.text_tokenizer import TextTokenizer
 
         return TextTokenizer.load(self.text_tokenizer_path)
 
@@ -107,8 +106,6 @@ class LMCheckpoint:
 
         Its codebook size must match the LM's image block.
         """
-        from arm_tokenizer.tokenizer import VisualTokenizer
-
         path = Path(tokenizer_dir) if tokenizer_dir is not None else self.visual_tokenizer_dir
         if path is None:
             raise CheckpointError(
@@ -228,8 +225,6 @@ def save_lm(
 
 def _lm_name_for_save(model: torch.nn.Module | dict[str, torch.Tensor], lm: str | None,
                       directory: Path) -> str:
-    from arm_core.model import DEFAULT_LM, lm_name_of, resolve_lm
-
     if lm is None:
         if not isinstance(model, torch.nn.Module):
             return DEFAULT_LM
@@ -340,8 +335,6 @@ def load_lm(directory: str | os.PathLike, device: str | torch.device = "cpu",
     lm_name, lm_cls = _lm_class_for_load(directory, cfg)
     layout = None
     if cfg.get("vocab") is not None:
-        from arm_data.vocab import VocabLayout
-
         layout = VocabLayout.from_dict(cfg["vocab"])
         _check_config_layout(config, layout.to_dict(), where=str(directory))
         if expected_layout is not None:
@@ -366,8 +359,6 @@ def load_lm(directory: str | os.PathLike, device: str | torch.device = "cpu",
 
 def _lm_class_for_load(directory: Path, cfg: dict[str, Any]) -> tuple[str, type]:
     """The registered LM class the export names (``gpt`` for exports without ``lm``)."""
-    from arm_core.model import DEFAULT_LM, LM_KIND, resolve_lm
-
     name = cfg.get("lm") or DEFAULT_LM
     try:
         return resolve_lm(name)
@@ -385,8 +376,6 @@ def _build_loaded(name: str, cls: type, config: Config, state: dict[str, torch.T
     Built on the meta device and assigned (no random init, no second copy); buffers that
     are not in the file (GPT's RoPE frequencies) are recomputed. A plugin class with other
     non-persistent buffers is built normally instead, so its constructor computes them."""
-    from arm_core.model import GPT, rope_inv_freq
-
     with torch.device("meta"):
         model = cls(config)
     _check_shapes(model, state, directory, config)

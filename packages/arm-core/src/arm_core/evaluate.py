@@ -33,6 +33,7 @@ Used by the demo report and by arm-rl (before/after RL). On your own data (``--d
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -43,6 +44,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from arm_data.shapes import ShapesWorld
+from arm_data.shapes.difficulty import get_difficulty
+from arm_data.shapes.spec import count_group
+from arm_tokenizer.checkpoint import atomic_write_bytes
 
 from arm_core.pipelines import Edit, TextToImage, Understand, load_pipelines
 
@@ -75,8 +80,6 @@ def _se(xs: Sequence[float]) -> float | None:
 
 
 def _world(split: str, seed: int, size: tuple[int, int], n: int, difficulty: Any = "full") -> Any:
-    from arm_data.shapes import ShapesWorld
-
     h, w = size
     return ShapesWorld(split=split, seed=seed, width=w, height=h, length=max(1, n), difficulty=difficulty)
 
@@ -92,9 +95,9 @@ def evaluate_t2i_split(pipe: TextToImage, split: str, n: int, scale: float, *, s
                        keep_images: int = 0, difficulty: Any = "full") -> dict[str, Any]:
     """Generate ``n`` images for the split's captions at guidance ``scale`` and score them
     (scenes from the ShapesWorld of ``difficulty``)."""
+    # local: the ShapesWorld evaluator imports scipy (~0.6 s), needed only when scoring
     from arm_data.shapes import evaluate_t2i
     from arm_data.shapes.evaluator import clause_pass_rates
-    from arm_data.shapes.spec import count_group
 
     world = _world(split, data_seed, _image_size(pipe), n, difficulty)
     samples = [world[i] for i in range(n)]
@@ -129,8 +132,6 @@ def evaluate_vqa_split(pipe: Understand, split: str, n: int, *, data_seed: int =
     scenes but not in crowded ones either loses it in the tokens there or does not find the
     object the question names (``arm-data shapes eval-tokenizer``'s ``object_probe`` tells
     which)."""
-    from arm_data.shapes.spec import count_group
-
     world = _world(split, data_seed, _image_size(pipe), n, difficulty)
     images, questions, answers, kinds, groups = [], [], [], [], []
     for i in range(n):
@@ -170,6 +171,7 @@ def evaluate_edit_split(pipe: Edit, split: str, n: int, text_scale: float, image
                         progress: bool = False, keep_images: int = 0,
                         difficulty: Any = "full") -> dict[str, Any]:
     """Edit ``n`` source images by their instructions and score adherence / consistency."""
+    # local: the ShapesWorld evaluator imports scipy (~0.6 s), needed only when scoring
     from arm_data.shapes import evaluate_edit
 
     world = _world(split, data_seed, _image_size(pipe), n, difficulty)
@@ -209,8 +211,6 @@ def evaluate_pipelines(t2i: TextToImage, edit: Edit, und: Understand, *, split: 
                        progress: bool = True, difficulty: Any = "full") -> dict[str, Any]:
     """All metrics for loaded pipelines (see the module docstring for the JSON layout), on the
     ShapesWorld of ``difficulty`` (``full``, ``demo`` or Difficulty fields)."""
-    from arm_data.shapes.difficulty import get_difficulty
-
     difficulty = get_difficulty(difficulty)
     bad = [t for t in tasks if t not in TASKS]
     if bad:
@@ -323,18 +323,13 @@ def _strip_private(obj: Any) -> Any:
 def write_metrics(metrics: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write metrics JSON atomically (private ``_samples`` keys, holding images, left out)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(_strip_private(metrics), indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    atomic_write_bytes(path, (json.dumps(_strip_private(metrics), indent=2, sort_keys=True) + "\n").encode())
     return path
 
 
 def cli_evaluate(argv: list[str]) -> int:
     """Evaluate an LM on ShapesWorld (T2I, VQA, editing), or on your own data (per-task loss,
     VQA exact match, T2I alignment), and write metrics JSON."""
-    import argparse
-
     p = argparse.ArgumentParser(
         prog="arm-lm evaluate", description=cli_evaluate.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -417,6 +412,7 @@ instead of ShapesWorld; the ShapesWorld options are then not used.""")
 
 def _cli_evaluate_data(a: Any) -> int:
     """``arm-lm evaluate`` with --data / --vqa / --t2i-prompts (arm_core.evaluate_data)."""
+    # local: breaks the cycle with evaluate_data, which imports this module
     from arm_core.evaluate_data import (
         DualEncoder,
         evaluate_data,

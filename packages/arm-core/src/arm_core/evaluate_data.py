@@ -34,6 +34,7 @@ Every figure comes with ``<name>_se``; :func:`evaluate_data` returns one JSON-re
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -268,7 +269,9 @@ class DualEncoder(nn.Module):
        the encoder's own, so it is the head for ``hf_vision`` + ``hf_text`` (whose vision
        tower drops SigLIP's pooling head);
     2. ``encoder.embed_images(images) -> (B, E)``, where the image tower has a pooling
-       head of its own;
+       head of its own (``hf_vision`` with ``keep_head=True``, which :meth:`from_registry`
+       sets for an encoder that takes it when no head is given: then ``hf_vision`` +
+       ``hf_text`` are the checkpoint's own dual encoder);
     3. ``text_encoder.embed_image_tokens(encoder(images)) -> (B, E)``, where the text
        encoder carries the image-side head it was trained with (``teacher_text``).
 
@@ -297,11 +300,12 @@ class DualEncoder(nn.Module):
             raise TypeError(f"{self.names}: the text encoder has no encode_text(texts)")
         if head is not None and not callable(getattr(head, "embed_tokens", None)):
             raise TypeError(f"{self.names}: the head has no embed_tokens(patch_tokens) (a SigLIP loss has)")
-        if not (head is not None or callable(getattr(encoder, "embed_images", None))
+        if not (head is not None or _has_image_head(encoder)
                 or callable(getattr(text_encoder, "embed_image_tokens", None))):
             raise TypeError(f"{self.names}: no image head: give a SigLIP head (--scorer-head TOKENIZER_DIR, a "
                             "tokenizer export trained with siglip_loss), or use an encoder with "
-                            "embed_images(images) or a text encoder with embed_image_tokens(patch_tokens)")
+                            "embed_images(images) (hf_vision: keep_head: true) or a text encoder with "
+                            "embed_image_tokens(patch_tokens)")
         size = image_size if image_size is not None else (
             getattr(encoder, "image_size", None) or getattr(encoder, "img_size", None))
         self.image_size = None if size is None else (
@@ -318,7 +322,10 @@ class DualEncoder(nn.Module):
         and its text encoder unless ``text_encoder`` names one."""
         from arm_tokenizer import registry
 
-        enc = registry.create("encoder", encoder, **(encoder_args or {}))
+        encoder_args = dict(encoder_args or {})
+        if head_dir is None and "keep_head" not in encoder_args and _takes_keep_head(registry.get("encoder", encoder)):
+            encoder_args["keep_head"] = True  # the tower's own image head (hf_vision drops it by default)
+        enc = registry.create("encoder", encoder, **encoder_args)
         head = None
         if head_dir is not None:
             from arm_tokenizer.siglip_export import load_siglip_head
@@ -339,7 +346,7 @@ class DualEncoder(nn.Module):
                 scale, bias = getattr(module, scale_name, None), getattr(module, bias_name, None)
                 if isinstance(scale, torch.Tensor) and isinstance(bias, torch.Tensor) \
                         and scale.numel() == 1 and bias.numel() == 1:
-                    return float(scale), float(bias)
+                    return float(scale.detach()), float(bias.detach())
         return None, None
 
     def _device(self) -> torch.device:
@@ -357,7 +364,7 @@ class DualEncoder(nn.Module):
         x = torch.stack([pil_to_tensor(t(im)) for im in pil]).to(self._device())
         if self.head is not None:
             emb = self.head.embed_tokens(self.encoder(x))
-        elif callable(getattr(self.encoder, "embed_images", None)):
+        elif _has_image_head(self.encoder):
             emb = self.encoder.embed_images(x)
         else:
             emb = self.text_encoder.embed_image_tokens(self.encoder(x))
@@ -369,6 +376,17 @@ class DualEncoder(nn.Module):
         return F.normalize(self.text_encoder.encode_text(list(texts)).float(), dim=-1)
 
 
+def _has_image_head(encoder: nn.Module) -> bool:
+    return callable(getattr(encoder, "embed_images", None)) and bool(getattr(encoder, "has_image_head", True))
+
+
+def _takes_keep_head(cls: Any) -> bool:
+    try:
+        return "keep_head" in inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def score_alignment(scorer: DualEncoder, images: Sequence[Any], prompts: Sequence[str],
                     batch_size: int = 32) -> dict[str, Any]:
     """Alignment of ``images[i]`` with ``prompts[i]`` (see the module docstring)."""
@@ -378,6 +396,10 @@ def score_alignment(scorer: DualEncoder, images: Sequence[Any], prompts: Sequenc
     distinct = sorted(set(prompts))
     txt = torch.cat([scorer.embed_texts(distinct[s:s + batch_size]) for s in range(0, len(distinct), batch_size)])
     txt = txt.to(img.device)
+    if img.shape[1] != txt.shape[1]:
+        raise ValueError(f"{scorer.names}: image embeddings have {img.shape[1]} dimensions but text embeddings "
+                         f"{txt.shape[1]}; the two towers do not share an embedding space (use the image and text "
+                         "towers of one dual-encoder checkpoint)")
     own = torch.tensor([distinct.index(p) for p in prompts], device=img.device)
     sim = img @ txt.t()                                      # (N, distinct prompts)
     cos = sim.gather(1, own[:, None]).squeeze(1)

@@ -25,14 +25,12 @@ register, and its exports (``save_lm``) record ``gpt``.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
-from arm_tokenizer.checkpoint import atomic_write_bytes, new_file_mode
+from arm_tokenizer.checkpoint import atomic_path, atomic_write_bytes
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -282,19 +280,13 @@ def load_hf(path: str | Path, dtype: torch.dtype | None = None,
 
 
 def _atomic_save(tensors: dict[str, torch.Tensor], dst: Path, metadata: dict[str, str]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, suffix=".tmp")
-    os.close(fd)
-    try:
+    # save_file streams to a path, so a multi-GiB shard is never held twice in memory
+    with atomic_path(dst) as tmp:
         save_file(tensors, tmp, metadata=metadata)
-        os.chmod(tmp, new_file_mode())  # umask permissions (mkstemp and safetensors use 0600)
-        os.replace(tmp, dst)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _atomic_write_text(text: str, dst: Path) -> None:
-    atomic_write_bytes(dst, text.encode("utf-8"))  # umask permissions, temp removed on failure
+    atomic_write_bytes(dst, text.encode("utf-8"))
 
 
 def save_hf(model: GPT, path: str | Path, model_type: str | None = None,

@@ -53,23 +53,28 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 import torch.nn.functional as F
+from arm_data.formats import TASKS
+from arm_data.text_tokenizer import TextTokenizer
+from arm_data.vocab import VocabLayout
+from arm_tokenizer import schedules
+from arm_tokenizer.checkpoint import atomic_write_bytes
+from arm_tokenizer.configurable import import_class
+from arm_tokenizer.deprecation import moved_names
+from arm_tokenizer.tokenizer import VisualTokenizer
 from lightning.pytorch.strategies import FSDPStrategy
 
+from arm_core import hf
+from arm_core.checkpoint import load_lm, save_lm
+from arm_core.code_init import code_vectors, init_code_rows
 from arm_core.config import Config
+from arm_core.model import DEFAULT_LM, build_lm, extend_vocab, resolve_lm
 
-__all__ = ["LMTrainer", "BlockFSDPStrategy", "lm_loss", "warmup_cosine"]
+__all__ = ["LMTrainer", "BlockFSDPStrategy", "lm_loss"]
+
+# warmup_cosine moved to arm_tokenizer.schedules
+__getattr__ = moved_names(__name__, {"warmup_cosine": "arm_tokenizer.schedules"})
 
 IGNORE_INDEX = -100
-
-
-def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
-    """LR multiplier: linear warm-up from ~0 to 1 over ``warmup_steps``, then cosine to ``min_ratio``."""
-    if warmup_steps > 0 and step < warmup_steps:
-        return (step + 1) / warmup_steps
-    if total_steps <= warmup_steps:
-        return 1.0
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor, z_loss: float = 0.0,
@@ -143,8 +148,6 @@ class BlockFSDPStrategy(FSDPStrategy):
         state_dict_type: str = "full",
         use_orig_params: bool = True,
     ) -> None:
-        from arm_tokenizer.configurable import import_class
-
         block = import_class(block_class)
         super().__init__(
             auto_wrap_policy={block},
@@ -237,7 +240,6 @@ class LMTrainer(pl.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        from arm_core.model import DEFAULT_LM, resolve_lm
 
         # fail fast on an unknown LM name: the registry's error names the kind, the name
         # and the registered LMs
@@ -287,8 +289,6 @@ class LMTrainer(pl.LightningModule):
 
     def _resolve_layout(self) -> Any | None:
         if self.hparams.vocab:
-            from arm_data.vocab import VocabLayout
-
             p = Path(self.hparams.vocab)
             return VocabLayout.load(p / "vocab.json" if p.is_dir() else p)
         return self._datamodule_attr("layout")
@@ -306,7 +306,6 @@ class LMTrainer(pl.LightningModule):
         """Build (or HF-initialise) the LM once; FSDP shards it after this returns."""
         if self.model is not None:
             return
-        from arm_core.model import build_lm
 
         self.layout = self._resolve_layout()
         if self.hparams.hf_dir:
@@ -326,10 +325,6 @@ class LMTrainer(pl.LightningModule):
         self._set_callables()
 
     def _init_code_rows(self) -> None:
-        from arm_tokenizer.tokenizer import VisualTokenizer
-
-        from arm_core.code_init import code_vectors, init_code_rows
-
         # the named tokenizer (what the export references), else the one the data was made with
         tried = [d for d in (self.hparams.visual_tokenizer, self._datamodule_attr("tokenizer_dir")) if d]
         where = next((d for d in tried if Path(d).is_dir()), None)
@@ -342,12 +337,8 @@ class LMTrainer(pl.LightningModule):
         init_code_rows(self.model, vectors, share=self.hparams.code_init_share, generator=gen)
 
     def _rebuild(self, config: Config, layout: dict[str, Any] | None) -> None:
-        from arm_core.model import build_lm
-
         self.config = config
         if layout is not None:
-            from arm_data.vocab import VocabLayout
-
             self.layout = VocabLayout.from_dict(layout)
         self.model = build_lm(self.lm_name, config)
         if self.hparams.activation_checkpointing:
@@ -377,8 +368,6 @@ class LMTrainer(pl.LightningModule):
 
     def _from_export(self, directory: str, layout: Any | None) -> tuple[torch.nn.Module, Config]:
         """Load an arm-core LM export (checked against the data's vocabulary) to train on."""
-        from arm_core.checkpoint import load_lm
-
         overrides = self._loaded_overrides("init_from", directory)
         ckpt = load_lm(directory, expected_layout=layout)
         if ckpt.lm_name != self.lm_name:
@@ -393,9 +382,6 @@ class LMTrainer(pl.LightningModule):
 
     def _from_hf(self, hf_dir: str, layout: Any | None) -> tuple[torch.nn.Module, Config]:
         """Load a HF Qwen2/Llama text LM and extend its vocabulary to the layout's."""
-        from arm_core import hf
-        from arm_core.model import extend_vocab
-
         overrides = self._loaded_overrides("hf_dir", hf_dir)
         self._check_text_tokenizer_is_the_models(hf_dir)
         model = hf.load_hf(hf_dir, max_seq_len=overrides.pop("max_seq_len", None))
@@ -422,7 +408,6 @@ class LMTrainer(pl.LightningModule):
         own = Path(hf_dir) / "tokenizer.json"
         if text is None or not own.is_file():
             return
-        from arm_data.text_tokenizer import TextTokenizer
 
         if not TextTokenizer.load(own).same_vocabulary(text):
             raise ValueError(f"hf_dir {hf_dir}: the data's text tokenizer ({text!r}) is not this "
@@ -443,8 +428,6 @@ class LMTrainer(pl.LightningModule):
         if names:
             return list(names)
         try:
-            from arm_data.formats import TASKS
-
             return list(TASKS)
         except ImportError:
             return []
@@ -559,8 +542,6 @@ class LMTrainer(pl.LightningModule):
             if sel.any():
                 m = float(nll[sel].sum() / tok[sel].sum().clamp_min(1))
                 summary[name] = {"documents": int(sel.sum()), "mean_nll": m, "perplexity": math.exp(min(m, 50.0))}
-        from arm_tokenizer.checkpoint import atomic_write_bytes
-
         atomic_write_bytes(root / "predict_scores.jsonl", ("\n".join(lines) + "\n").encode())
         atomic_write_bytes(root / "predict_summary.json", json.dumps(summary, indent=2).encode())
         print(f"arm-lm predict: {summary['documents']} documents, mean NLL {summary['mean_nll']:.4f} "
@@ -576,7 +557,7 @@ class LMTrainer(pl.LightningModule):
             est = self.trainer.estimated_stepping_batches
             total = int(est) if est is not None and math.isfinite(est) else hp.warmup_steps
         sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: warmup_cosine(s, hp.warmup_steps, total, hp.min_lr_ratio))
+            opt, lambda s: schedules.warmup_cosine(s, hp.warmup_steps, total, hp.min_lr_ratio))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # ------------------------------------------------------------------ resume + export
@@ -599,8 +580,6 @@ class LMTrainer(pl.LightningModule):
             checkpoint["arm_vocab"] = self.layout.to_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        from arm_core.model import DEFAULT_LM
-
         saved_lm = checkpoint.get("arm_lm", DEFAULT_LM)     # checkpoints before the field: gpt
         if saved_lm != self.lm_name:
             raise ValueError(f"this checkpoint holds a {saved_lm!r} LM but the module builds "
@@ -632,8 +611,6 @@ class LMTrainer(pl.LightningModule):
     def export(self, directory: str | os.PathLike, metadata: dict[str, Any] | None = None,
                state_dict: dict[str, torch.Tensor] | None = None) -> Path:
         """Write the self-contained LM checkpoint (:func:`arm_core.checkpoint.save_lm`)."""
-        from arm_core.checkpoint import save_lm
-
         if self.model is None or self.config is None:
             raise RuntimeError("LMTrainer.export: the model is not built yet (call configure_model)")
         tok = self.hparams.text_tokenizer or self._datamodule_attr("text_tokenizer_path")

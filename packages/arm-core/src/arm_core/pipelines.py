@@ -47,7 +47,28 @@ from arm_core.checkpoint import CheckpointError, LMCheckpoint, load_lm
 from arm_core.constraints import ImageSpanConstraint
 from arm_core.generation import Engine, Guidance
 
-__all__ = ["PipelineError", "TextToImage", "Edit", "Understand", "load_pipelines"]
+__all__ = ["PipelineError", "TextToImage", "Edit", "Understand", "load_pipelines", "task_guidance"]
+
+
+def task_guidance(task: str, rows: Sequence[dict[str, list[int]]], text_scale: float,
+                  image_scale: float = 1.0) -> Guidance | None:
+    """Classifier-free guidance for prompt ``rows`` of ``task`` (one dict of
+    :meth:`arm_data.tasks.Task.prompts` per row); ``None`` without guidance.
+
+    What the unconditional and image-only branches drop is the task's to say
+    (:meth:`arm_data.tasks.Task.branches`); the pipelines and arm-rl's rollouts both ask here.
+    """
+    from arm_data.tasks import get_task
+
+    owner = get_task(task)
+    branches = [owner.branches(p, text_scale, image_scale) for p in rows]
+    if not branches or branches[0] is None:
+        return None
+    first = branches[0]
+    if first.image is None:
+        return Guidance(uncond_prompts=[b.uncond for b in branches], scale=first.scale)
+    return Guidance(uncond_prompts=[b.uncond for b in branches], scale=first.scale,
+                    image_prompts=[b.image for b in branches], image_scale=first.image_scale)
 
 # Image tokens per call from which a single batch shows a bar over its decode steps (a 16x16 grid).
 LONG_GENERATION = 256
@@ -373,15 +394,13 @@ class TextToImage(_Pipeline):
         texts = [self._check_text(p, i, "prompt") for i, p in enumerate(_as_list(prompts, "prompts"))]
         texts = [t for t in texts for _ in range(num_images_per_prompt)]
         grid = self._check_grid(grid or self.default_grid)
-        cond = [self.formatter.t2i_prompt(t, *grid) for t in texts]
+        rows = [self.formatter.prompts("t2i", {"caption": t}, tuple(grid)) for t in texts]
+        cond = [r["full"] for r in rows]
         for i, p in enumerate(cond):
             self._check_fit(len(p), grid[0] * grid[1] + 1, i, "prompt")
-        uncond = self.formatter.t2i_prompt(None, *grid)
 
         def guidance(sl: slice) -> Guidance | None:
-            if guidance_scale == 1.0:
-                return None
-            return Guidance(uncond_prompts=[uncond] * len(cond[sl]), scale=guidance_scale)
+            return task_guidance("t2i", rows[sl], guidance_scale)
 
         codes = self._generate_images(cond, guidance, grid, temperature, top_k, top_p, seed,
                                       batch_size, progress, "text-to-image")
@@ -429,20 +448,14 @@ class Edit(_Pipeline):
             raise PipelineError(f"{len(sources)} source images for {len(instr)} instructions; "
                                 "give one image per instruction (or a single image for all)")
         grid = self._check_grid(grid or (sources[0].h, sources[0].w))
-        prompts = [self.formatter.edit_cfg_prompts(s, t, *grid) for s, t in zip(sources, instr, strict=True)]
+        prompts = [self.formatter.prompts("edit", {"source": s, "instruction": t}, tuple(grid))
+                   for s, t in zip(sources, instr, strict=True)]
         full = [p["full"] for p in prompts]
         for i, p in enumerate(prompts):
             self._check_fit(max(len(x) for x in p.values()), grid[0] * grid[1] + 1, i, "edit")
 
         def guidance(sl: slice) -> Guidance | None:
-            rows = prompts[sl]
-            if text_guidance_scale == 1.0 and image_guidance_scale == 1.0:
-                return None
-            if image_guidance_scale == 1.0:  # l_img + s_txt (l_full - l_img): two branches suffice
-                return Guidance(uncond_prompts=[p["image"] for p in rows], scale=text_guidance_scale)
-            return Guidance(uncond_prompts=[p["uncond"] for p in rows], scale=text_guidance_scale,
-                            image_prompts=[p["image"] for p in rows],
-                            image_scale=image_guidance_scale)
+            return task_guidance("edit", prompts[sl], text_guidance_scale, image_guidance_scale)
 
         codes = self._generate_images(full, guidance, grid, temperature, top_k, top_p, seed,
                                       batch_size, progress, "edit")

@@ -50,6 +50,7 @@ REASONS: dict[str, str] = {
     "bad_utf8": "a text file or field is not valid UTF-8",
     "truncated_tar": "a tar shard ends inside a member or cannot be read",
     "invalid_record": "a record lacks a required field or has one of the wrong type",
+    "image_too_small": "an image's shorter side is below the reader's min_side (less than one encoder patch)",
 }
 
 _IMAGE_REASONS = {

@@ -2,9 +2,11 @@
 
 ARM (arXiv 2606.11188) trains one next-token predictor on understanding (image -> text),
 text-to-image (text -> image tokens) and editing (source image tokens + instruction ->
-new image tokens). This module is the one place that fixes the sequence layouts; the LM
-(arm-core) and RL (arm-rl) build their generation prompts with the same functions, so a
-prompt is always an exact prefix of the training sequence it continues. Ids come from
+new image tokens). Each layout belongs to its task (:mod:`arm_data.tasks`, one registered
+class per task); this module holds the pieces they share (image spans, the builder, condition
+dropout, parsing) and the id-level functions below, which ask the tasks. The LM (arm-core)
+and RL (arm-rl) build their generation prompts through the same tasks, so a prompt is
+always an exact prefix of the training sequence it continues. Ids come from
 :class:`arm_data.vocab.VocabLayout`.
 
 An image is always written as one *image span*, shape tokens first (so the model, and
@@ -57,11 +59,20 @@ TASK_TOKENS: dict[str, str] = {"t2i": "<t2i>", "und": "<und>", "edit": "<edit>",
 
 
 def task_id(task: str) -> int:
-    """Integer id of a task name (index in :data:`TASKS`)."""
-    try:
-        return TASKS.index(task)
-    except ValueError:
-        raise ValueError(f"unknown task {task!r}; known tasks: {list(TASKS)}") from None
+    """Integer id of a task name (index in :func:`arm_data.tasks.task_names`; the built-ins keep
+    their index in :data:`TASKS`)."""
+    # deferred: arm_data.tasks imports this module
+    from arm_data.tasks import registry
+
+    return registry.task_id(task)
+
+
+def _task(name: str) -> Any:
+    """The registered task ``name`` (the layouts below are the tasks' own)."""
+    # deferred: arm_data.tasks imports this module
+    from arm_data.tasks import registry
+
+    return registry.get_task(name, aliases=False)
 
 
 class TextEncoder(Protocol):
@@ -112,8 +123,11 @@ class TokenSequence:
         if len(self.input_ids) != len(self.loss_mask):
             raise ValueError(f"input_ids ({len(self.input_ids)}) and loss_mask "
                              f"({len(self.loss_mask)}) differ in length")
-        if self.task not in TASKS:
-            raise ValueError(f"unknown task {self.task!r}; known tasks: {list(TASKS)}")
+        if self.task not in TASKS:  # built-ins without a registry lookup
+            # deferred: arm_data.tasks imports this module
+            from arm_data.tasks import registry
+
+            registry.canonical_task(self.task, aliases=False)
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -166,19 +180,15 @@ def image_header(layout: VocabLayout, h: int, w: int) -> list[int]:
 
 
 # ---------------------------------------------------------------------- training sequences
+# The layouts live in their tasks (arm_data.tasks.t2i / und / edit / text); these are the
+# id-level entry points every caller has used, kept as they were.
 def t2i_sequence(layout: VocabLayout, caption_ids: Sequence[int] | None, image: ImageTokens,
                  loss_on_all: bool = False) -> TokenSequence:
     """Text-to-image: caption then image; loss on the image codes, ``<eoi>`` and ``<eos>``.
 
     ``caption_ids=None`` drops the caption (``<null>``), the CFG unconditional case.
     """
-    b = _Builder()
-    b.add([layout.bos_id, layout.special_id("<t2i>")], False)
-    b.add(_text_ids(layout, caption_ids, "caption"), False)
-    b.add(image_header(layout, image.h, image.w), False)
-    b.add(layout.image_code_to_id(image.codes), True)
-    b.add([layout.eoi_id, layout.eos_id], True)
-    return b.build("t2i", loss_on_all, dropped_caption=caption_ids is None)
+    return _task("t2i").build(layout, caption_ids, image, loss_on_all)
 
 
 def und_sequence(layout: VocabLayout, image: ImageTokens, question_ids: Sequence[int],
@@ -194,18 +204,7 @@ def conversation_sequence(layout: VocabLayout, image: ImageTokens, turns: Sequen
     ``turns`` alternate ``("user", ids)`` and ``("assistant", ids)``, starting with the user
     and ending with the assistant.
     """
-    roles = [r for r, _ in turns]
-    if not turns or len(turns) % 2 or any(r != ("user" if i % 2 == 0 else "assistant") for i, r in enumerate(roles)):
-        raise ValueError(f"conversation turns must alternate user, assistant (starting with user, ending "
-                         f"with assistant); got roles {roles}")
-    b = _Builder()
-    b.add([layout.bos_id, layout.special_id("<und>"), *image_span(layout, image)], False)
-    for j in range(0, len(turns), 2):
-        b.add([layout.special_id("<user>"), *_text_ids(layout, turns[j][1], "question"),
-               layout.special_id("<assistant>")], False)
-        b.add(_text_ids(layout, turns[j + 1][1], "answer"), True)
-        b.add([layout.eos_id], True)
-    return b.build("und", loss_on_all)
+    return _task("und").build(layout, image, turns, loss_on_all)
 
 
 def edit_sequence(layout: VocabLayout, source: ImageTokens | None, instruction_ids: Sequence[int] | None,
@@ -214,28 +213,18 @@ def edit_sequence(layout: VocabLayout, source: ImageTokens | None, instruction_i
 
     ``source=None`` / ``instruction_ids=None`` drop that condition (``<null>``), for CFG.
     """
-    b = _Builder()
-    b.add(edit_prompt(layout, source, instruction_ids, target.h, target.w), False)
-    b.add(layout.image_code_to_id(target.codes), True)
-    b.add([layout.eoi_id, layout.eos_id], True)
-    return b.build("edit", loss_on_all, dropped_source=source is None,
-                   dropped_instruction=instruction_ids is None)
+    return _task("edit").build(layout, source, instruction_ids, target, loss_on_all)
 
 
 def text_sequence(layout: VocabLayout, text_ids: Sequence[int]) -> TokenSequence:
     """Text only: loss on every text token and ``<eos>``."""
-    b = _Builder()
-    b.add([layout.bos_id, layout.special_id("<text>")], False)
-    b.add(_text_ids(layout, text_ids, "text"), True)
-    b.add([layout.eos_id], True)
-    return b.build("text", False)
+    return _task("text").build(layout, text_ids)
 
 
 # ---------------------------------------------------------------------- generation prompts
 def t2i_prompt(layout: VocabLayout, caption_ids: Sequence[int] | None, h: int, w: int) -> list[int]:
     """``<bos> <t2i> caption... <h> <w> <boi>``; ``caption_ids=None`` gives the CFG unconditional prompt."""
-    return [layout.bos_id, layout.special_id("<t2i>"), *_text_ids(layout, caption_ids, "caption"),
-            *image_header(layout, h, w)]
+    return _task("t2i").prompt(layout, caption_ids, h, w)
 
 
 def t2i_uncond_prompt(layout: VocabLayout, h: int, w: int) -> list[int]:
@@ -245,9 +234,7 @@ def t2i_uncond_prompt(layout: VocabLayout, h: int, w: int) -> list[int]:
 
 def und_prompt(layout: VocabLayout, image: ImageTokens, question_ids: Sequence[int]) -> list[int]:
     """``<bos> <und> IMG <user> question... <assistant>``: the model continues with the answer."""
-    return [layout.bos_id, layout.special_id("<und>"), *image_span(layout, image),
-            layout.special_id("<user>"), *_text_ids(layout, question_ids, "question"),
-            layout.special_id("<assistant>")]
+    return _task("und").prompt(layout, image, question_ids)
 
 
 def edit_prompt(layout: VocabLayout, source: ImageTokens | None, instruction_ids: Sequence[int] | None,
@@ -257,28 +244,15 @@ def edit_prompt(layout: VocabLayout, source: ImageTokens | None, instruction_ids
     The output grid ``(h, w)`` defaults to the source grid. ``source=None`` or
     ``instruction_ids=None`` put ``<null>`` in that place (CFG branches).
     """
-    if h is None or w is None:
-        if source is None:
-            raise ValueError("edit_prompt: give the output grid (h, w) when the source image is dropped")
-        h, w = source.h, source.w
-    src = [layout.null_id] if source is None else image_span(layout, source)
-    return [layout.bos_id, layout.special_id("<edit>"), *src, layout.special_id("<user>"),
-            *_text_ids(layout, instruction_ids, "instruction"), layout.special_id("<assistant>"),
-            *image_header(layout, h, w)]
+    return _task("edit").prompt(layout, source, instruction_ids, h, w)
 
 
 def edit_cfg_prompts(layout: VocabLayout, source: ImageTokens, instruction_ids: Sequence[int],
                      h: int | None = None, w: int | None = None) -> dict[str, list[int]]:
     """The prompts of two-branch edit guidance: ``full``, ``image`` (instruction dropped),
     ``text`` (source dropped) and ``uncond`` (both dropped)."""
-    h = source.h if h is None else h
-    w = source.w if w is None else w
-    return {
-        "full": edit_prompt(layout, source, instruction_ids, h, w),
-        "image": edit_prompt(layout, source, None, h, w),
-        "text": edit_prompt(layout, None, instruction_ids, h, w),
-        "uncond": edit_prompt(layout, None, None, h, w),
-    }
+    grid = None if h is None and w is None else (source.h if h is None else h, source.w if w is None else w)
+    return _task("edit").prompts(layout, {"source": source, "instruction": instruction_ids}, grid)
 
 
 # ---------------------------------------------------------------------- condition dropout
@@ -425,6 +399,13 @@ class TaskFormatter:
     def edit_cfg_prompts(self, source: ImageTokens, instruction: str,
                          h: int | None = None, w: int | None = None) -> dict[str, list[int]]:
         return edit_cfg_prompts(self.layout, source, self.text.encode(instruction), h, w)
+
+    def prompts(self, task: str, condition: dict[str, Any], grid: tuple[int, int] | None = None
+                ) -> dict[str, list[int]]:
+        """``task``'s generation prompts (:meth:`arm_data.tasks.Task.prompts`) with strings in
+        ``condition`` encoded to text ids (``None`` and images pass as they are)."""
+        cond = {k: self.text.encode(v) if isinstance(v, str) else v for k, v in condition.items()}
+        return _task(task).prompts(self.layout, cond, grid)
 
     def answer_text(self, generated_ids: Sequence[int]) -> str:
         """Decode the text ids of a generated answer, stopping at ``<eos>``."""

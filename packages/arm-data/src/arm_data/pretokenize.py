@@ -54,6 +54,7 @@ from arm_data.shards import (
     shard_name,
     write_shard,
 )
+from arm_data.tasks import get_task
 
 
 @runtime_checkable
@@ -303,17 +304,10 @@ class RecordsSource:
 
         r = bisect.bisect_right(self._offsets, i) - 1
         rec = self.readers[r][i - self._offsets[r]]
-        task = rec.task
+        task = get_task(rec.task)  # the task owning the record's schema says what a shard stores
         extra = _json_safe(rec.extra)
-        if task == "pair":
-            return [RawRecord("pair", {"text": rec.text}, [_to_uint8(rec.load_image(), image_size)], rec.key, i, extra)]
-        if task == "vqa":
-            texts = ({"conversation": rec.turns()} if rec.conversation is not None
-                     else {"question": rec.question, "answer": rec.answer})
-            return [RawRecord("vqa", texts, [_to_uint8(rec.load_image(), image_size)], rec.key, i, extra)]
-        return [RawRecord("edit", {"instruction": rec.instruction},
-                          [_to_uint8(rec.load_source(), image_size), _to_uint8(rec.load_target(), image_size)],
-                          rec.key, i, extra)]
+        images = [_to_uint8(img, image_size) for img in task.record_images(rec)]
+        return [RawRecord(rec.task, task.record_texts(rec), images, rec.key, i, extra)]
 
 
 def make_source(spec: str, tasks: Sequence[str], count: int | None, seed: int = 0,

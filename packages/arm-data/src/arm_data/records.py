@@ -221,8 +221,11 @@ Record = PairRecord | VQARecord | EditRecord
 def record_from_fields(task: str, fields: dict[str, Any], images: dict[str, ImageLike], key: str, where: str) -> Record:
     """Build a record of ``task`` from a JSON object and its already resolved images.
 
+    The schema is the task's own (:meth:`arm_data.tasks.Task.read`).
+
     Args:
-        task: ``"pair"``, ``"vqa"`` or ``"edit"``.
+        task: ``"pair"``, ``"vqa"`` or ``"edit"`` (or the task name that owns the schema:
+            ``t2i``, ``und``; or a registered third-party task).
         fields: the JSON fields (the task's own fields are consumed; the rest go to ``extra``).
         images: ``{"image": ...}`` (pair, vqa) or ``{"source": ..., "target": ...}`` (edit).
         key: the sample's key.
@@ -230,44 +233,19 @@ def record_from_fields(task: str, fields: dict[str, Any], images: dict[str, Imag
 
     Raises:
         BadSampleError: ``invalid_record`` for a missing or mistyped field.
+        ValueError: an unknown task.
     """
+    # deferred: the tasks import this module's record classes
+    from arm_data.tasks import get_task
+
     fields = dict(fields)
     fields.pop("task", None)
-
-    def take(name: str) -> str:
-        if name not in fields:
-            raise BadSampleError(where, "invalid_record", f"{task} record has no {name!r} field")
-        return _check_str(fields.pop(name), name, where)
-
-    if task == "pair":
-        for alias in ("text", "caption"):  # "caption" accepted as a common synonym
-            if alias in fields:
-                text = _check_str(fields.pop(alias), alias, where)
-                break
-        else:
-            raise BadSampleError(where, "invalid_record", "pair record has no 'text' field")
-        fields.pop("image", None)
-        return PairRecord(image=images["image"], text=text, key=key, extra=fields)
-    if task == "vqa":
-        fields.pop("image", None)
-        if "conversation" in fields:
-            conv = validate_conversation(fields.pop("conversation"), where)
-            q, a = fields.pop("question", None), fields.pop("answer", None)
-            q = None if q is None else _check_str(q, "question", where)
-            a = None if a is None else _check_str(a, "answer", where)
-            return VQARecord(image=images["image"], question=q, answer=a, conversation=conv, key=key, extra=fields)
-        q, a = take("question"), take("answer")
-        return VQARecord(image=images["image"], question=q, answer=a, key=key, extra=fields)
-    if task == "edit":
-        instr = take("instruction")
-        fields.pop("source", None)
-        fields.pop("target", None)
-        return EditRecord(source=images["source"], target=images["target"], instruction=instr, key=key, extra=fields)
-    raise ValueError(f"unknown task {task!r}; choose from {TASKS}")
+    return get_task(task).read(fields, images, key, where)
 
 
 def image_fields(task: str) -> tuple[str, ...]:
     """The image fields of a task: ``("image",)`` or ``("source", "target")``."""
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; choose from {TASKS}")
-    return ("source", "target") if task == "edit" else ("image",)
+    # deferred: the tasks import this module's record classes
+    from arm_data.tasks import get_task
+
+    return get_task(task).image_fields

@@ -14,13 +14,14 @@ on any text, saves the ``*.model`` file atomically and loads it back. Choices, a
   and role tokens, ``<null>``) get stable ids *after* the text block in
   :class:`arm_data.vocab.VocabLayout`, so no user string can ever encode to one of them
   (a caption containing the characters ``<boi>`` is ordinary text).
-* **Deterministic training**: one trainer thread, no input sampling or shuffling, a fixed
-  seed: the same corpus and options give a byte-identical ``.model``.
+* **Deterministic training**: one trainer thread, no input sampling or shuffling (the shared
+  :func:`arm_tokenizer.spm.train_sentencepiece`), a fixed seed: the same corpus and options
+  give a byte-identical ``.model``.
 """
 
 from __future__ import annotations
 
-import io
+import argparse
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -28,7 +29,10 @@ from typing import Any
 
 import sentencepiece as spm
 from arm_tokenizer.checkpoint import atomic_write_bytes
+from arm_tokenizer.spm import SentencePieceModel, train_sentencepiece
 
+from arm_data.shapes.world import ShapesWorld
+from arm_data.shards import iter_records
 from arm_data.vocab import DEFAULT_SPECIAL_TOKENS, VocabLayout
 
 MODEL_FILENAME = "text_tokenizer.model"
@@ -53,15 +57,14 @@ def resolve_text_tokenizer(path: str | os.PathLike) -> Path:
     return p
 
 
-class TextTokenizer:
+class TextTokenizer(SentencePieceModel):
     """A sentencepiece model: ``encode(str) -> list[int]``, ``decode(ids) -> str``.
 
     Build one with :meth:`train` or :meth:`load`; ids are ``[0, vocab_size)``.
     """
 
     def __init__(self, model_proto: bytes, source: str | None = None) -> None:
-        self._proto = bytes(model_proto)
-        self._sp = spm.SentencePieceProcessor(model_proto=self._proto)
+        super().__init__(bytes(model_proto))
         self.source = source
 
     # ------------------------------------------------------------------ construction
@@ -109,28 +112,20 @@ class TextTokenizer:
         if not lines:
             raise ValueError("TextTokenizer.train: the corpus is empty")
         spm.set_random_generator_seed(seed)
-        writer = io.BytesIO()
-        spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(lines),
-            model_writer=writer,
-            vocab_size=vocab_size,
-            model_type=model_type,
+        proto = train_sentencepiece(
+            lines, vocab_size, model_type,
             byte_fallback=True,
             unk_id=0,
             bos_id=-1,
             eos_id=-1,
             pad_id=-1,
-            hard_vocab_limit=False,
             character_coverage=character_coverage,
             normalization_rule_name="identity",
             remove_extra_whitespaces=False,
             split_digits=True,
             max_sentence_length=max_sentence_length,
-            num_threads=1,  # determinism: the trainer's parallel sections reorder ties
-            shuffle_input_sentence=False,
-            minloglevel=2,
         )
-        tok = cls(writer.getvalue(), source="trained")
+        tok = cls(proto, source="trained")
         if save_to is not None:
             tok.save(save_to)
         return tok
@@ -161,27 +156,11 @@ class TextTokenizer:
         return p
 
     # ------------------------------------------------------------------ use
-    @property
-    def vocab_size(self) -> int:
-        """Number of text ids (``T`` in :class:`VocabLayout`)."""
-        return self._sp.get_piece_size()
-
-    @property
-    def unk_id(self) -> int:
-        return self._sp.unk_id()
-
-    @property
-    def model_proto(self) -> bytes:
-        return self._proto
-
     def encode(self, text: str) -> list[int]:
         """Text -> ids (no bos/eos: the task formats add the LM's own specials)."""
         if not isinstance(text, str):
             raise TypeError(f"{type(self).__name__}.encode expects str, got {type(text).__name__}")
         return self._encode(text)
-
-    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        return self._sp.encode(list(texts))
 
     def decode(self, ids: Sequence[int]) -> str:
         """Ids -> text; ids outside ``[0, vocab_size)`` raise (they are not text)."""
@@ -198,9 +177,6 @@ class TextTokenizer:
 
     def _decode(self, ids: list[int]) -> str:
         return self._sp.decode(ids)
-
-    def id_to_piece(self, i: int) -> str:
-        return self._sp.id_to_piece(int(i))
 
     def layout(self, codebook_size: int, max_grid_h: int = 32, max_grid_w: int = 32,
                special_tokens: Sequence[str] = DEFAULT_SPECIAL_TOKENS) -> VocabLayout:
@@ -227,7 +203,7 @@ class HFTextTokenizer(TextTokenizer):
 
     def __init__(self, model_json: bytes, source: str | None = None) -> None:
         try:
-            from tokenizers import Tokenizer
+            from tokenizers import Tokenizer  # local: an optional dependency (arm-data[hf])
         except ImportError as e:
             raise ImportError(f"{source or 'tokenizer.json'} is a Hugging Face tokenizer: "
                               "`pip install tokenizers` (or arm-data[hf]) to use it") from e
@@ -317,8 +293,6 @@ def shapes_texts(split: str = "train", count: int = 10_000, seed: int = 0,
                  difficulty: Any = "full") -> list[str]:
     """Captions, QA pairs and edit instructions of ``count`` ShapesWorld scenes (no rendering)
     of the world of ``difficulty`` (``full``, ``demo`` or Difficulty fields)."""
-    from arm_data.shapes.world import ShapesWorld
-
     world = ShapesWorld(split=split, seed=seed, length=max(1, count), difficulty=difficulty)
     out: list[str] = []
     for i in range(count):
@@ -332,8 +306,6 @@ def shapes_texts(split: str = "train", count: int = 10_000, seed: int = 0,
 
 def train_text_tokenizer_command(argv: list[str]) -> int:
     """Train the sentencepiece text tokenizer on shard texts, ShapesWorld text or files."""
-    import argparse
-
     p = argparse.ArgumentParser(prog="arm-data train-text-tokenizer", description=train_text_tokenizer_command.__doc__)
     p.add_argument("--shards", help="a pre-tokenized directory: train on its texts (default --out: DIR/text_tokenizer.model)")
     p.add_argument("--source", help="shapes:train|val|heldout: train on ShapesWorld text")
@@ -347,8 +319,6 @@ def train_text_tokenizer_command(argv: list[str]) -> int:
     args = p.parse_args(argv)
     texts: list[str] = []
     if args.shards:
-        from arm_data.shards import iter_records
-
         for r in iter_records(args.shards):
             texts.extend(record_texts(r.texts))
     if args.source:

@@ -207,25 +207,17 @@ class RolloutSampler:
 
     def build_prompts(self, task: str, records: Sequence[Any]) -> tuple[list[list[int]], Any]:
         """Conditional prompts and the :class:`Guidance` (None without CFG) for ``records``."""
-        from arm_core.generation import Guidance
+        from arm_core.pipelines import task_guidance
 
         s = self.sampling[task]
-        h, w = self.grid
-        if task == "t2i":
-            prompts = [self.formatter.t2i_prompt(r.text, h, w) for r in records]
-            if s.cfg_scale == 1.0:
-                return prompts, None
-            uncond = self.formatter.t2i_prompt(None, h, w)
-            return prompts, Guidance(uncond_prompts=[uncond] * len(prompts), scale=s.cfg_scale)
-        cfgp = [self.formatter.edit_cfg_prompts(src, r.text, h, w)
-                for src, r in zip(self._source_tokens(records), records, strict=True)]
-        prompts = [p["full"] for p in cfgp]
-        if s.cfg_scale == 1.0 and s.image_cfg_scale == 1.0:
-            return prompts, None
-        if s.image_cfg_scale == 1.0:     # two branches: image-only prompt as the "uncond"
-            return prompts, Guidance(uncond_prompts=[p["image"] for p in cfgp], scale=s.cfg_scale)
-        return prompts, Guidance(uncond_prompts=[p["uncond"] for p in cfgp], scale=s.cfg_scale,
-                                 image_prompts=[p["image"] for p in cfgp], image_scale=s.image_cfg_scale)
+        if task == "edit":
+            conditions = [{"source": src, "instruction": r.text}
+                          for src, r in zip(self._source_tokens(records), records, strict=True)]
+        else:
+            conditions = [{"caption": r.text} for r in records]
+        rows = [self.formatter.prompts(task, c, self.grid) for c in conditions]
+        # the task says what guidance's branches drop (the pipelines ask the same method)
+        return [r["full"] for r in rows], task_guidance(task, rows, s.cfg_scale, s.image_cfg_scale)
 
     # ------------------------------------------------------------------ sampling
     def rollout(self, engine: Any, task: str, records: Sequence[Any], group_size: int,

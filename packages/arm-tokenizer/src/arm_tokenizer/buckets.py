@@ -12,7 +12,9 @@ grid.
 indices, cuts them into batches and shuffles the batches' order (``seed`` + epoch; the
 trainer calls :meth:`BucketBatchSampler.set_epoch`). It runs in the main process, so
 persistent DataLoader workers see each epoch's order. It does not split batches across
-distributed ranks: use it in single-process training.
+distributed ranks: every rank would draw the same batches, so the data modules refuse
+buckets under a Trainer with more than one process (:func:`refuse_distributed`); use them
+in single-process training.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from torch.utils.data import Sampler
 
 from arm_tokenizer.images import check_size
 
-__all__ = ["BucketBatchSampler", "check_buckets", "image_shape", "nearest_bucket"]
+__all__ = ["BucketBatchSampler", "check_buckets", "image_shape", "nearest_bucket", "refuse_distributed"]
 
 _SWAPS_SIDES = (5, 6, 7, 8)  # EXIF orientations that rotate by 90 degrees
 
@@ -41,6 +43,16 @@ def check_buckets(buckets: Sequence[Sequence[int]], field: str = "buckets") -> l
     if dup:
         raise ValueError(f"{field} lists {dup[0]} more than once")
     return out
+
+
+def refuse_distributed(datamodule: object, field: str) -> None:
+    """Raise when ``datamodule`` runs under a Trainer of several processes: the bucket
+    sampler does not split batches across ranks (each would train on the same batches)."""
+    trainer = getattr(datamodule, "trainer", None)
+    world = int(getattr(trainer, "world_size", 1) or 1) if trainer is not None else 1
+    if world > 1:
+        raise ValueError(f"{field}: aspect-ratio buckets support single-process training only, but the trainer runs "
+                         f"{world} processes; drop {field.rsplit('.', 1)[-1]} (one image_size) or train on one device")
 
 
 def image_shape(path: str | os.PathLike) -> tuple[int, int]:

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,9 @@ import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_only
+from PIL import Image
+
+from arm_tokenizer.checkpoint import atomic_path
 
 __all__ = ["make_grid", "log_image_grid", "image_dir", "ExportTokenizer", "ReconstructionGrid"]
 
@@ -63,8 +65,6 @@ def log_image_grid(trainer: Trainer, tag: str, grid: np.ndarray, step: int) -> P
     """Send ``grid`` (``uint8 HWC``) to image-capable loggers and save it as a PNG.
 
     Returns the PNG path (``None`` under ``fast_dev_run``, which must write nothing)."""
-    from PIL import Image
-
     for logger in trainer.loggers:
         experiment = getattr(logger, "experiment", None)
         if experiment is not None and hasattr(experiment, "add_image"):  # TensorBoard
@@ -74,9 +74,8 @@ def log_image_grid(trainer: Trainer, tag: str, grid: np.ndarray, step: int) -> P
     out = image_dir(trainer)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{tag.replace('/', '_')}_step{step:07d}.png"
-    tmp = path.with_suffix(".png.tmp")
-    Image.fromarray(grid).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_path(path, fsync=False) as tmp:  # a preview: losing it in a crash is harmless
+        Image.fromarray(grid).save(tmp, format="PNG")
     return path
 
 

@@ -32,13 +32,18 @@ import json
 import os
 import sys
 import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load, load_file, save
 from torch import nn
 
+from arm_tokenizer import registry
 from arm_tokenizer.configurable import (
     ComponentImportError,
     ConfigError,
@@ -61,6 +66,7 @@ __all__ = [
     "state_dict_to_bytes",
     "state_dict_from_bytes",
     "package_versions",
+    "atomic_path",
     "atomic_write_bytes",
     "current_umask",
     "new_file_mode",
@@ -76,7 +82,8 @@ _PACKAGES = ("arm-tokenizer", "arm-data", "arm-core", "arm-rl", "torch")
 
 
 class CheckpointError(ValueError):
-    """A checkpoint directory that cannot be loaded (the message says why and which keys)."""
+    """A checkpoint directory (tokenizer or LM) that is missing, incomplete or inconsistent
+    and cannot be loaded; the message says why, which keys, and what to change."""
 
 
 class MissingComponentError(CheckpointError, ImportError):
@@ -116,15 +123,11 @@ def state_dict_for_save(module: nn.Module) -> dict[str, torch.Tensor]:
 
 def state_dict_to_bytes(module: nn.Module) -> bytes:
     """Serialize a module's state dict with safetensors (no pickle)."""
-    from safetensors.torch import save
-
     return save(state_dict_for_save(module))
 
 
 def state_dict_from_bytes(data: bytes, module: nn.Module | None = None) -> dict[str, torch.Tensor]:
     """Inverse of :func:`state_dict_to_bytes` (``module`` is unused; kept for symmetry)."""
-    from safetensors.torch import load
-
     return load(data)
 
 
@@ -158,13 +161,6 @@ def new_dir_mode() -> int:
     return 0o777 & ~current_umask()
 
 
-def _chmod_fd(fd: int, path: str | os.PathLike, mode: int) -> None:
-    if hasattr(os, "fchmod"):
-        os.fchmod(fd, mode)
-    else:  # pragma: no cover - Windows before Python 3.13
-        os.chmod(path, mode)
-
-
 def make_temp_dir(parent: str | os.PathLike, prefix: str) -> Path:
     """``tempfile.mkdtemp`` in ``parent``, with the mode ``mkdir`` would give (not 0700).
 
@@ -179,27 +175,45 @@ def make_temp_dir(parent: str | os.PathLike, prefix: str) -> Path:
     return tmp
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same directory, fsync, then
-    ``os.replace`` (the parent directory is created if needed). The one atomic writer of
-    the ARM packages.
+@contextmanager
+def atomic_path(path: str | os.PathLike, fsync: bool = True) -> Iterator[Path]:
+    """Yield a temp path beside ``path`` to write; on a clean exit it replaces ``path`` in one
+    ``os.replace``. The one atomic writer of the ARM packages (:func:`atomic_write_bytes` is
+    it for bytes already in memory).
 
-    The file gets the permissions any new file gets under the umask (``0o666 & ~umask``),
-    not ``mkstemp``'s private 0600."""
+    For writers that want a file name rather than bytes (``safetensors.torch.save_file``,
+    ``PIL.Image.save``), so a large file is not held twice in memory. The parent directory is
+    created if needed. Before the replace the file gets the permissions any new file gets
+    under the umask (``0o666 & ~umask``, not ``mkstemp``'s or safetensors' private 0600) and,
+    with ``fsync`` (the default), is flushed to disk; ``fsync=False`` is for folders of many
+    small files that a crash may lose but never leaves half-written. On any error the temp
+    file is removed and the target is left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "wb") as f:
-            _chmod_fd(f.fileno(), tmp, new_file_mode())
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
+        os.chmod(tmp, new_file_mode())
+        if fsync:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    finally:
+        if os.path.lexists(tmp):
             os.unlink(tmp)
-        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, fsync: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically with :func:`atomic_path` (temp file in the same
+    directory, umask permissions, fsync unless ``fsync=False``, then ``os.replace``)."""
+    with atomic_path(path, fsync=fsync) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
 
 
 def build_config(model: nn.Module) -> dict[str, Any]:
@@ -268,8 +282,6 @@ def component_sources(model_config: dict[str, Any], where: str = "model") -> lis
 
 
 def _registered_components() -> list[Any]:
-    from arm_tokenizer import registry
-
     try:
         return registry.list_components()
     except registry.RegistryError:  # e.g. a malformed ARM_EXTRA_COMPONENTS: record no registry info
@@ -291,8 +303,6 @@ def _registered_as(class_path: str, comps: list[Any]) -> Any | None:
         cls = import_class(class_path)
     except (ImportError, ConfigError):
         return None
-    import warnings
-
     for c in same_pkg:
         try:
             with warnings.catch_warnings():
@@ -376,8 +386,6 @@ def _same_name_hint(class_path: str) -> str:
 
 def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> Path:
     """Write ``model.safetensors`` then ``config.json`` into ``directory`` (created if needed)."""
-    from safetensors.torch import save
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     config = build_config(model)  # fails early (before writing) on an unsaveable init arg
@@ -433,8 +441,6 @@ def load_weights_into(model: nn.Module, directory: str | os.PathLike,
     submodule names, e.g. ``["encoder", "proj_in"]``) loads only those and leaves the rest
     as built.
     """
-    from safetensors.torch import load_file
-
     weights = Path(directory) / WEIGHTS_NAME
     if not weights.is_file():
         raise FileNotFoundError(f"{directory}: {WEIGHTS_NAME} is missing (not a save_pretrained directory?)")

@@ -22,6 +22,7 @@ import difflib
 import functools
 import importlib
 import inspect
+import json
 import types
 import typing
 from dataclasses import dataclass
@@ -334,8 +335,12 @@ def check_config_file(path: str | Path) -> dict:
 
 
 def translate_value(key: str, value: str) -> str:
-    """Translate a command-line ``--model.x.class_path fsq`` (or ``--model.x fsq``) value."""
-    if "." in value or "/" in value or not value or value.startswith("{"):
+    """Translate a command-line ``--model.x.class_path fsq`` (or ``--model.x fsq``) value; in an
+    inline YAML list or mapping (``--model.init_args.losses '[{class_path: pixel_loss}]'``,
+    the way to change a list) every ``class_path`` short name."""
+    if value.startswith(("[", "{")):
+        return _translate_inline(value)
+    if "." in value or "/" in value or not value:
         return value
     try:
         comp = registry.resolve(value)
@@ -344,8 +349,48 @@ def translate_value(key: str, value: str) -> str:
     return comp.class_path if comp is not None else value
 
 
+def _translate_inline(value: str) -> str:
+    try:
+        data = yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value  # jsonargparse reports it
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        if isinstance(node, dict):
+            return {k: (translate_value(k, v) if k == "class_path" and isinstance(v, str) else walk(v))
+                    for k, v in node.items()}
+        return node
+
+    translated = walk(data)
+    return value if translated == data else json.dumps(translated)
+
+
 _NOISE = ("Given value", "Subtypes:", "Errors:", "Does not validate against any of the Union",
           "- Expected a <class 'NoneType'>")
+
+
+def list_item_flag_error(argv: list[str], config_files: list[str]) -> str | None:
+    """One line for a flag that addresses a list item (``--model.init_args.losses.2.weight``).
+
+    jsonargparse cannot set one item of a list from the command line; it reports a nested
+    Union failure that names the wrong class and not the flag. Called only after parsing
+    failed, so a flag with a numeric key that did parse is never blamed."""
+    for arg in argv:
+        if not arg.startswith("--"):
+            continue
+        flag = arg.split("=", 1)[0]
+        parts = flag[2:].split(".")
+        index = next((i for i, part in enumerate(parts) if part.isdigit() and i > 0), None)
+        if index is None:
+            continue
+        whole = "--" + ".".join(parts[:index])
+        where = ", ".join(config_files) or "your config file"
+        return (f"{flag}: list items cannot be addressed by flags (item {parts[index]} of "
+                f"{'.'.join(parts[:index])}); change that item in the YAML ({where}), or pass the whole list: "
+                f"{whole} '[{{class_path: ..., init_args: {{...}}}}, ...]' (--print_config shows the current one)")
+    return None
 
 
 def condense_parser_error(message: str, config_files: list[str], max_lines: int = 5) -> str:

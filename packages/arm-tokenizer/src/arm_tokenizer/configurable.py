@@ -38,7 +38,17 @@ _ARGS_ATTR = "_arm_init_args"
 
 
 class ConfigError(ValueError):
-    """A component config that cannot be written or rebuilt (the message says which key)."""
+    """A config problem, with where it is: a component config that cannot be written or
+    rebuilt, or a YAML file that does not check. ``str()`` is the one-line message users see
+    (``file:line: key: message``, each part only when known)."""
+
+    def __init__(self, message: str, file: str | None = None, line: int | None = None,
+                 key: str | None = None) -> None:
+        self.file, self.line, self.key, self.message = file, line, key, message
+        where = ""
+        if file:
+            where = f"{file}:{line}: " if line else f"{file}: "
+        super().__init__(f"{where}{key + ': ' if key else ''}{message}")
 
 
 class ComponentImportError(ConfigError, ImportError):

@@ -21,7 +21,13 @@ from typing import Any, Literal
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
-from arm_tokenizer.buckets import BucketBatchSampler, check_buckets, image_shape, nearest_bucket
+from arm_tokenizer.buckets import (
+    BucketBatchSampler,
+    check_buckets,
+    image_shape,
+    nearest_bucket,
+    refuse_distributed,
+)
 from arm_tokenizer.image_cache import CACHE_MODES, DEFAULT_CACHE_BYTES, ImageCache
 from arm_tokenizer.images import (
     DEFAULT_MAX_PIXELS,
@@ -37,9 +43,24 @@ from arm_tokenizer.images import (
     u8_to_tensor,
 )
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageFolderDataset", "ImageFolderDataModule", "find_images"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageFolderDataset", "ImageFolderDataModule", "find_images", "min_side_for"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+def min_side_for(datamodule: Any, min_side: int | None) -> int | None:
+    """The smallest source-image side a data module accepts: its own ``min_side`` if set, else
+    the attached model's ``min_image_side`` (``TokenizerTrainer``: the encoder's patch size,
+    since a smaller image holds less than one token of detail), else None (outside a Trainer,
+    or a model that states none: any size)."""
+    if min_side is not None:
+        if isinstance(min_side, bool) or not isinstance(min_side, int) or min_side < 1:
+            raise ValueError(f"{type(datamodule).__name__}.min_side must be a positive int or None; got {min_side!r}")
+        return min_side
+    trainer = getattr(datamodule, "trainer", None)
+    model = getattr(trainer, "lightning_module", None) if trainer is not None else None
+    side = getattr(model, "min_image_side", None)
+    return int(side) if isinstance(side, int) and side > 1 else None
 
 
 def find_images(root: str | Path, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> list[Path]:
@@ -173,14 +194,17 @@ class ImageFolderDataModule(LightningDataModule):
             crop: where ``center_crop`` cuts training images (``random`` offset each epoch, or
                 ``center``); validation always cuts the centre.
             pad_color: RGB padding colour for ``resize: pad``.
-            min_side: refuse images whose shorter side is below this many pixels (set it to
-                the encoder's patch size: a smaller image carries less than one token of
-                detail); None = accept any.
+            min_side: refuse images whose shorter side is below this many pixels, naming the
+                file (a smaller image carries less than one token of detail); None = the
+                model's minimum when trained by a Trainer (``TokenizerTrainer``: its encoder's
+                patch size; see :func:`min_side_for`), else any size.
             buckets: aspect-ratio buckets, a list of ``[height, width]``: each image goes
                 to the bucket nearest its aspect ratio (by ``resize`` into that size) and a
                 batch holds one bucket's images only (one token grid per batch; see
                 :mod:`arm_tokenizer.buckets`). Give the model the same list. None = every
-                image at ``image_size``. Single-process training only.
+                image at ``image_size``. Single-process training only: under DDP (a Trainer
+                of several processes) setup refuses buckets, since every rank would draw
+                the same batches.
             cache: ``memory`` = decode and resize every image once, before the first epoch,
                 and keep it as uint8 in RAM (a random crop still varies per epoch); ``none`` =
                 decode every time.
@@ -233,6 +257,8 @@ class ImageFolderDataModule(LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
+        if self.buckets:
+            refuse_distributed(self, "ImageFolderDataModule.buckets")
         files = find_images(self.root)
         if not files:
             raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {self.root!r}")
@@ -255,8 +281,9 @@ class ImageFolderDataModule(LightningDataModule):
 
     def _dataset(self, files: list[Path], crop: str, caps: bool, what: str) -> ImageFolderDataset:
         sizes = self.buckets or [self.image_size]
+        min_side = min_side_for(self, self.min_side)
         transforms = [transform_for(size, self.resize, crop,  # type: ignore[arg-type]
-                                    pad_color=self.pad_color, min_side=self.min_side) for size in sizes]
+                                    pad_color=self.pad_color, min_side=min_side) for size in sizes]
         bucket_of = [nearest_bucket(*_shape(f), self.buckets) for f in files] if self.buckets else None
         cache = (ImageCache(self.cache_max_bytes, f"the {what} under {self.root!r}")
                  if self.cache == "memory" else None)

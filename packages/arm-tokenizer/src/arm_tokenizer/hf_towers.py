@@ -49,6 +49,13 @@ class Family:
     config_class: str
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    #: The vision tower class that also holds the image-embedding head (``hf_vision(keep_head=True)``).
+    vision_head_class: str = ""
+
+    def model_class(self, side: str, with_head: bool = False) -> str:
+        if side == "text":
+            return self.text_class
+        return self.vision_head_class if with_head and self.vision_head_class else self.vision_class
 
 
 _CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -61,8 +68,9 @@ FAMILIES: dict[str, Family] = {
     "siglip2": Family("SigLIP2", "siglip2", "Siglip2VisionModel", "Siglip2TextModel", "Siglip2Config",
                       (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
     # CLIP's text side with its projection: the embedding space the image side is trained into.
+    # (SigLIP's attention-pooling head lives in the vision tower itself.)
     "clip": Family("CLIP", "clip", "CLIPVisionModel", "CLIPTextModelWithProjection", "CLIPConfig",
-                   _CLIP_MEAN, _CLIP_STD),
+                   _CLIP_MEAN, _CLIP_STD, vision_head_class="CLIPVisionModelWithProjection"),
 }
 
 #: ``model_type`` -> (family, which tower the checkpoint holds: "both", "vision" or "text").
@@ -160,14 +168,16 @@ class Tower:
     holds: str
     config: Any
     local_files_only: bool
+    with_head: bool = False  # load the vision tower class holding the image-embedding head
 
     @property
     def spec(self) -> Family:
         return FAMILIES[self.family]
 
 
-def resolve_tower(name_or_path: str, side: str, component: str) -> Tower:
-    """Read ``config.json`` and pick the ``side`` ("vision" or "text") tower's config."""
+def resolve_tower(name_or_path: str, side: str, component: str, with_head: bool = False) -> Tower:
+    """Read ``config.json`` and pick the ``side`` ("vision" or "text") tower's config;
+    ``with_head``: the vision tower class with the image-embedding head (CLIP's visual projection)."""
     tf = import_transformers(component)
     if not isinstance(name_or_path, str) or not name_or_path:
         raise ValueError(f"{component}: name_or_path must be a checkpoint directory or hub id, got {name_or_path!r}")
@@ -192,18 +202,18 @@ def resolve_tower(name_or_path: str, side: str, component: str) -> Tower:
         raise ValueError(f"{component}: {name_or_path} holds only the {holds} tower of {FAMILIES[family].label} "
                          f"({model_type!r}); it needs the {side} tower or the whole dual encoder (use {other} for this one)")
     spec = FAMILIES[family]
-    model_cls = getattr(tf, spec.vision_class if side == "vision" else spec.text_class)
+    model_cls = getattr(tf, spec.model_class(side, with_head))
     config_cls = model_cls.config_class
     if holds == "both":
         full = getattr(tf, spec.config_class).from_dict(dict(cfg))
         sub = getattr(full, f"{side}_config").to_dict()
-        if family == "clip" and side == "text":
+        if family == "clip":
             sub["projection_dim"] = full.projection_dim  # it lives on the dual config only
         sub.pop("model_type", None)
         config = config_cls.from_dict(sub)
     else:
         config = config_cls.from_dict(dict(cfg))
-    return Tower(family, holds, config, local_files_only=used_local[-1])
+    return Tower(family, holds, config, local_files_only=used_local[-1], with_head=with_head)
 
 
 def load_tower(name_or_path: str, tower: Tower, side: str, component: str, dtype: torch.dtype) -> Any:
@@ -211,7 +221,7 @@ def load_tower(name_or_path: str, tower: Tower, side: str, component: str, dtype
     the tower must be in the checkpoint (the other tower's weights are ignored)."""
     tf = import_transformers(component)
     spec = tower.spec
-    model_cls = getattr(tf, spec.vision_class if side == "vision" else spec.text_class)
+    model_cls = getattr(tf, spec.model_class(side, tower.with_head))
 
     def load(local: bool) -> Any:
         with _quiet_transformers():
@@ -232,7 +242,8 @@ def load_tower(name_or_path: str, tower: Tower, side: str, component: str, dtype
     return model
 
 
-def build_tower_from_config(hf_config: dict[str, Any], side: str, component: str, dtype: torch.dtype) -> Any:
+def build_tower_from_config(hf_config: dict[str, Any], side: str, component: str, dtype: torch.dtype,
+                            with_head: bool = False) -> Any:
     """A randomly initialised tower from a saved tower config (weights come separately)."""
     tf = import_transformers(component)
     model_type = hf_config.get("model_type")
@@ -240,7 +251,7 @@ def build_tower_from_config(hf_config: dict[str, Any], side: str, component: str
         raise ValueError(f"{component}: hf_config has model_type {model_type!r}, not a {side} tower of the "
                          f"supported families ({supported_families()})")
     spec = FAMILIES[_MODEL_TYPES[model_type][0]]
-    model_cls = getattr(tf, spec.vision_class if side == "vision" else spec.text_class)
+    model_cls = getattr(tf, spec.model_class(side, with_head))
     cfg = dict(hf_config)
     cfg.pop("model_type")
     return model_cls(model_cls.config_class.from_dict(cfg)).to(dtype)

@@ -25,6 +25,7 @@ from arm_tokenizer.config_check import (
     ConfigError,
     check_config_file,
     condense_parser_error,
+    list_item_flag_error,
     translate_value,
 )
 from arm_tokenizer.hparams import set_hparams
@@ -236,7 +237,7 @@ def run_lightning(argv: list[str], debug: bool = False) -> ARMLightningCLI | Non
     except argparse.ArgumentError as exc:
         if debug:
             raise
-        raise ConfigError(condense_parser_error(str(exc), files)) from None
+        raise ConfigError(list_item_flag_error(argv, files) or condense_parser_error(str(exc), files)) from None
     except InstantiationError as exc:
         if debug:
             raise

@@ -20,6 +20,7 @@ weights (``ema_decay``) are used for validation and export. ``export_dir`` recei
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,33 +32,31 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
+from arm_tokenizer import schedules
 from arm_tokenizer.buckets import check_buckets
 from arm_tokenizer.callbacks import log_image_grid, make_grid
+from arm_tokenizer.checkpoint import load_weights_into
 from arm_tokenizer.decoders.base import Decoder
+from arm_tokenizer.deprecation import moved_names
 from arm_tokenizer.encoders.base import Encoder
 from arm_tokenizer.hparams import set_hparams
-from arm_tokenizer.images import canonical_size
+from arm_tokenizer.images import canonical_size, check_size
 from arm_tokenizer.losses.base import LossInputs, TokenizerLoss
+from arm_tokenizer.losses.flow import FlowMatchingLoss
+from arm_tokenizer.losses.pixel import PixelReconstructionLoss, build_lpips, lpips_backbone_path
 from arm_tokenizer.projections import Projection
 from arm_tokenizer.quantizers.base import Quantizer
 from arm_tokenizer.quantizers.usage import CodebookUsage
+from arm_tokenizer.siglip_export import save_siglip_heads
 from arm_tokenizer.tokenizer import TokenizerForward, VisualTokenizer
 
-__all__ = ["TokenizerTrainer", "EMAWeights", "warmup_cosine", "TOKENIZER_PARTS"]
+__all__ = ["TokenizerTrainer", "EMAWeights", "TOKENIZER_PARTS"]
+
+# warmup_cosine moved to arm_tokenizer.schedules
+__getattr__ = moved_names(__name__, {"warmup_cosine": "arm_tokenizer.schedules"})
 
 # The VisualTokenizer parts ``TokenizerTrainer(freeze=..., init_parts=...)`` name.
 TOKENIZER_PARTS = ("encoder", "proj_in", "quantizer", "proj_out", "decoder")
-
-
-def warmup_cosine(step: int, warmup_steps: int, total_steps: int | None, min_ratio: float) -> float:
-    """LR multiplier: linear warm-up to 1, then cosine to ``min_ratio`` at ``total_steps``
-    (constant after warm-up when ``total_steps`` is unknown)."""
-    if warmup_steps > 0 and step < warmup_steps:
-        return (step + 1) / warmup_steps
-    if not total_steps or total_steps <= warmup_steps:
-        return 1.0
-    progress = min(1.0, (step - warmup_steps) / (total_steps - warmup_steps))
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 class EMAWeights:
@@ -205,8 +204,6 @@ class TokenizerTrainer(LightningModule):
         self.tokenizer = VisualTokenizer(encoder, quantizer, decoder, proj_in=proj_in, proj_out=proj_out,
                                          image_size=image_size)
         if init_from is not None:
-            from arm_tokenizer.checkpoint import load_weights_into
-
             if not Path(init_from).is_dir():
                 raise FileNotFoundError(f"TokenizerTrainer.init_from: directory not found: {init_from}")
             load_weights_into(self.tokenizer, init_from,
@@ -221,9 +218,6 @@ class TokenizerTrainer(LightningModule):
                                  f"size {p}")
         self.allowed_sizes = {self.tokenizer.image_size, *(buckets or [])}
         if losses is None:
-            from arm_tokenizer.losses.flow import FlowMatchingLoss
-            from arm_tokenizer.losses.pixel import PixelReconstructionLoss
-
             losses = [FlowMatchingLoss() if decoder.generative else PixelReconstructionLoss()]
         if not losses:
             raise ValueError("TokenizerTrainer: `losses` is empty; give at least one tokenizer loss")
@@ -280,10 +274,6 @@ class TokenizerTrainer(LightningModule):
     def _maybe_lpips(val_lpips: bool | None, net: str) -> nn.Module | None:
         if val_lpips is False:
             return None
-        import os
-
-        from arm_tokenizer.losses.pixel import build_lpips, lpips_backbone_path
-
         if val_lpips is None and not os.path.isfile(lpips_backbone_path(net)):
             return None
         return build_lpips(net)
@@ -303,7 +293,7 @@ class TokenizerTrainer(LightningModule):
             est = self.trainer.estimated_stepping_batches
             total = int(est) if est is not None and math.isfinite(est) else None
         sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: warmup_cosine(s, hp.warmup_steps, total, hp.min_lr_ratio))
+            opt, lambda s: schedules.warmup_cosine(s, hp.warmup_steps, total, hp.min_lr_ratio))
         g = {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
         if not self.adversarial:
             return g
@@ -311,6 +301,35 @@ class TokenizerTrainer(LightningModule):
         opt_d = torch.optim.AdamW(disc_params, lr=hp.disc_lr or hp.lr, betas=tuple(hp.betas),
                                   weight_decay=hp.weight_decay)
         return [g, {"optimizer": opt_d}]
+
+    # ------------------------------------------------------------------ setup
+    @property
+    def min_image_side(self) -> int:
+        """The smallest source-image side worth training on: one encoder patch. The data
+        modules read it at setup (``min_side: None``) and refuse smaller images by name."""
+        return int(self.tokenizer.encoder.patch_size)
+
+    def setup(self, stage: str) -> None:
+        """Check the data module's sizes against the encoder before any batch is read: each
+        of its ``image_size`` / ``buckets`` must be at least one patch and a multiple of it."""
+        dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is None:
+            return
+        p = self.min_image_side
+        name = type(dm).__name__
+        stated = [(f"{name}.image_size", getattr(dm, "image_size", None))]
+        stated += [(f"{name}.buckets[{i}]", b) for i, b in enumerate(getattr(dm, "buckets", None) or [])]
+        for field, size in stated:
+            if size is None:
+                continue
+            h, w = check_size(size, field)
+            if h < p or w < p:
+                raise ValueError(f"{field} is {h}x{w}, smaller than one {p}x{p} patch of the encoder "
+                                 f"({type(self.tokenizer.encoder).__name__}); use at least {p}x{p}")
+            if h % p or w % p:
+                raise ValueError(f"{field} is {h}x{w}, not a multiple of the encoder's patch size {p} "
+                                 f"({type(self.tokenizer.encoder).__name__}); use e.g. "
+                                 f"{max(p, h // p * p)}x{max(p, w // p * p)}")
 
     # ------------------------------------------------------------------ batches
     def _images(self, batch: Any) -> torch.Tensor:
@@ -485,8 +504,6 @@ class TokenizerTrainer(LightningModule):
         ``arm-tokenizer evaluate`` need it, and the tokenizer itself does not hold it."""
         with self.ema_scope():
             self.tokenizer.save_pretrained(directory)
-        from arm_tokenizer.siglip_export import save_siglip_heads
-
         save_siglip_heads(self.losses, directory)
 
     def on_fit_end(self) -> None:

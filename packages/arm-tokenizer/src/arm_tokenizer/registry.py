@@ -119,6 +119,7 @@ KINDS: dict[str, Kind] = {
         Kind("scorer", "arm.scorers", "arm_core.suites.scorers.base:Scorer",
              "benchmark-suite scorers: prompts + generated images -> per-tag tables"),
         Kind("callback", "arm.callbacks", "lightning.pytorch:Callback", "Lightning callbacks"),
+        Kind("task", "arm.tasks", "arm_data.tasks.base:Task", "LM tasks: record schema, layout, prompts, guidance"),
     ]
 }
 
@@ -130,6 +131,7 @@ SIBLING_COMPONENTS: dict[str, dict[str, tuple[str, ...]]] = {
         "dataset": ("pair_records", "vqa_records", "edit_records", "wds_records", "shapes_images", "shapes_vqa",
                     "shapes_edits"),
         "datamodule": ("image_text", "shapes_world", "tokens"),
+        "task": ("t2i", "und", "edit", "text"),
     },
     "arm-core": {"lm": ("gpt",), "model": ("lm_trainer",), "caption_lm": ("arm_lm",),
                  "scorer": ("shapes", "siglip_score", "vlm_judge")},

@@ -27,6 +27,18 @@ before the first epoch. WebDataset shards stream and split themselves across wor
 ranks by shard (see :mod:`arm_data.datasets.wds`). For shards the DataLoader advances
 the shard-shuffle epoch each time it is iterated, which reaches the workers because they
 are re-created every epoch (``persistent_workers`` stays off for shards only).
+
+``buckets`` (folder / JSONL only) trains at several sizes: each sample goes to the
+``[height, width]`` bucket nearest its aspect ratio (read from the image header at setup)
+and every batch holds one bucket (:mod:`arm_tokenizer.buckets`); give the model the same
+list (``TokenizerTrainer.buckets``). Single-process only: the bucket batch sampler does not
+split batches across ranks, so under DDP (a Trainer of several processes) setup refuses
+buckets with one line rather than train every rank on the same batches. Streamed shards
+cannot be bucketed (their sizes are unknown until read): setup says so.
+
+Source images smaller than ``min_side`` (default: the model's ``min_image_side``, one
+encoder patch for ``TokenizerTrainer``) are bad samples with reason ``image_too_small``
+naming the file: skipped and counted, or raised with ``on_error: raise``.
 """
 
 from __future__ import annotations
@@ -35,6 +47,8 @@ from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
+from arm_tokenizer.buckets import BucketBatchSampler, check_buckets, refuse_distributed
+from arm_tokenizer.data import min_side_for
 from arm_tokenizer.hparams import set_hparams
 from arm_tokenizer.image_cache import CACHE_MODES, DEFAULT_CACHE_BYTES
 from arm_tokenizer.images import (
@@ -106,6 +120,8 @@ class ImageTextDataModule(pl.LightningDataModule):
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         cache: Literal["none", "memory"] = "none",
         cache_max_bytes: int = DEFAULT_CACHE_BYTES,
+        min_side: int | None = None,
+        buckets: list[tuple[int, int]] | None = None,
     ) -> None:
         """
         Args:
@@ -145,6 +161,14 @@ class ImageTextDataModule(pl.LightningDataModule):
                 ``none`` = decode every time. Shards stream and are never cached.
             cache_max_bytes: the cache's cap; setup fails with the size needed when the
                 images do not fit.
+            min_side: source images whose shorter side is below this many pixels are bad
+                samples (``image_too_small``, naming the file); None = the attached model's
+                ``min_image_side`` (TokenizerTrainer: its encoder's patch size), or any size
+                outside a Trainer.
+            buckets: aspect-ratio buckets ``[[height, width], ...]`` (folder / JSONL only):
+                each image goes to the bucket nearest its aspect ratio and a batch holds one
+                bucket; the model needs the same list. None = every image at ``image_size``.
+                Single-process training only (refused under DDP; see the module docstring).
         """
         super().__init__()
         if format not in ("auto", "folder", "jsonl", "wds"):
@@ -158,6 +182,8 @@ class ImageTextDataModule(pl.LightningDataModule):
         if cache not in CACHE_MODES:
             raise ValueError(f"cache must be one of {', '.join(CACHE_MODES)}; got {cache!r}")
         self.train_path, self.val_path, self.format = train_path, val_path, format
+        self.min_side = min_side
+        self.buckets = check_buckets(buckets, "ImageTextDataModule.buckets") if buckets is not None else None
         h, w = check_size(image_size, "ImageTextDataModule.image_size")
         self.height = int(height if height is not None else h)
         self.width = int(width if width is not None else w)
@@ -180,7 +206,8 @@ class ImageTextDataModule(pl.LightningDataModule):
         self.error_kw: dict[str, Any] = dict(on_error=on_error, max_skip_fraction=max_skip_fraction,
                                              min_samples=min_samples, max_pixels=max_pixels)
         self.save_hyperparameters()
-        set_hparams(self, image_size=image_size, width=None, height=None)  # LightningCLI saves the YAML's
+        # LightningCLI saves the YAML's; buckets spelled as TokenizerTrainer spells them
+        set_hparams(self, image_size=image_size, width=None, height=None, buckets=self.buckets)
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
 
@@ -194,21 +221,28 @@ class ImageTextDataModule(pl.LightningDataModule):
 
     def _build(self, path: str, crop: Crop, train: bool) -> Dataset:
         fmt = self._format_of(path)
+        min_side = min_side_for(self, self.min_side)
         if fmt == "wds":
+            if self.buckets is not None:
+                raise ValueError(f"ImageTextDataModule.buckets needs folder or JSONL data; {path!r} holds tar shards, "
+                                 "which stream (their image sizes are unknown until read): drop buckets, or convert "
+                                 "the shards to a JSONL manifest")
             if self.cache != "none":
                 raise ValueError(f"ImageTextDataModule.cache={self.cache!r} needs folder or JSONL data; "
                                  f"{path!r} holds tar shards, which stream (set cache: none)")
             return WdsDataset(path, task="pair", size=self.size, crop=crop, shuffle_shards=train and self.shuffle,
                               shuffle_buffer=self.shuffle_buffer if train and self.shuffle else 0, seed=self.seed,
-                              resize=self.resize, pad_color=self.pad_color, **self.error_kw)
+                              resize=self.resize, pad_color=self.pad_color, min_side=min_side, **self.error_kw)
         return PairDataset(path, format=fmt, size=self.size, crop=crop, resize=self.resize,  # type: ignore[arg-type]
                            pad_color=self.pad_color, cache=self.cache, cache_max_bytes=self.cache_max_bytes,
-                           **self.error_kw)
+                           min_side=min_side, buckets=self.buckets, **self.error_kw)
 
     def setup(self, stage: str | None = None) -> None:
         """Index the datasets (folder listing / manifest parse; shards are only listed)."""
         if self.train_set is not None:
             return
+        if self.buckets is not None:
+            refuse_distributed(self, "ImageTextDataModule.buckets")
         train = self._build(self.train_path, self.train_crop, train=True)
         if self.val_path is not None:
             self.val_set = self._build(self.val_path, self.val_crop, train=False)
@@ -234,6 +268,13 @@ class ImageTextDataModule(pl.LightningDataModule):
 
     def _loader(self, ds: Dataset, batch_size: int, train: bool) -> DataLoader:
         streamed = isinstance(ds, WdsDataset)
+        if self.buckets is not None and not streamed:
+            base, idx = (ds.dataset, list(ds.indices)) if isinstance(ds, Subset) else (ds, range(len(ds)))
+            sampler = BucketBatchSampler([base.bucket_of[i] for i in idx], batch_size,  # type: ignore[attr-defined]
+                                         shuffle=train and self.shuffle, drop_last=self.drop_last if train else False,
+                                         seed=self.seed)
+            return DataLoader(ds, batch_sampler=sampler, num_workers=self.num_workers,
+                              collate_fn=collate_image_text, persistent_workers=self.num_workers > 0)
         return _EpochLoader(
             ds,
             batch_size=batch_size,

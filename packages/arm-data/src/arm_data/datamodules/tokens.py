@@ -2,8 +2,9 @@
 
 Registered as datamodule ``tokens``. It reads a directory written by ``arm-data
 pretokenize`` (:mod:`arm_data.shards`) and a sentencepiece text tokenizer, turns records
-into documents with the task formats of :mod:`arm_data.formats` (pair -> ``t2i``,
-vqa -> ``und``, edit -> ``edit``, captions -> ``text``), samples tasks by weight, applies
+into documents with the registered tasks of :mod:`arm_data.tasks` (pair -> ``t2i``,
+vqa -> ``und``, edit -> ``edit``, captions -> ``text``; each task says which records it
+reads, how long its document is and how it is laid out), samples tasks by weight, applies
 condition dropout for classifier-free guidance, and packs documents into fixed-length
 rows::
 
@@ -25,7 +26,8 @@ A batch is a dict of ``(B, L)`` tensors::
     doc_ids       long   0, 1, 2, ... per document within the row; -1 on padding.
                          Attention must stay inside a document: q attends k iff
                          doc_ids[q] == doc_ids[k] and k <= q
-    task_ids      long   index into formats.TASKS (t2i, und, edit, text); -1 on padding
+    task_ids      long   index into the data module's task_names (t2i, und, edit, text, then
+                         registered third-party tasks by name); -1 on padding
 
 ``packing=False`` puts one document per row (padded to ``seq_len``) instead.
 
@@ -56,23 +58,13 @@ import torch
 from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from arm_data.formats import (
-    TASKS,
-    ConditionDropout,
-    TokenSequence,
-    conversation_sequence,
-    edit_sequence,
-    t2i_sequence,
-    task_id,
-    text_sequence,
-)
+from arm_data.formats import ConditionDropout, TokenSequence
 from arm_data.shards import Manifest, TokenRecord, open_shards, read_shard
+from arm_data.tasks import Task, canonical_task, get_task, record_name, task_id, task_names
 from arm_data.text_tokenizer import TextTokenizer, resolve_text_tokenizer
 from arm_data.vocab import DEFAULT_SPECIAL_TOKENS, VocabLayout
 
 IGNORE_INDEX = -100
-#: Which record task feeds which LM task.
-TASK_SOURCES = {"t2i": "pair", "und": "vqa", "edit": "edit", "text": "pair"}
 
 
 # ---------------------------------------------------------------------- documents
@@ -85,61 +77,33 @@ class _Corpus:
         self.docs: dict[str, list[tuple[Any, ...]]] = {t: [] for t in tasks}
         self.too_long: dict[str, int] = {t: 0 for t in tasks}
         self.malformed = 0
+        self.tasks: dict[str, Task] = {t: get_task(t, aliases=False) for t in tasks}
         enc = text.encode
         for r in records:
-            for task in tasks:
-                if TASK_SOURCES[task] != r.task:
+            schema = canonical_task(r.task)  # shards name schemas as records do: pair, vqa, edit
+            for name, task in self.tasks.items():
+                if task.schema != schema:
                     continue
-                if task == "t2i":
-                    item: tuple[Any, ...] = (enc(r.texts["text"]), r.image)
-                elif task == "text":
-                    item = (enc(r.texts["text"]),)
-                elif task == "und":
-                    turns = r.texts.get("conversation") or [{"role": "user", "text": r.texts["question"]},
-                                                            {"role": "assistant", "text": r.texts["answer"]}]
-                    roles = [t["role"] for t in turns]
-                    if len(roles) % 2 or roles != ["user", "assistant"] * (len(roles) // 2):
-                        self.malformed += 1  # not user/assistant pairs: no answer to learn
-                        continue
-                    item = ([(t["role"], enc(t["text"])) for t in turns], r.image)
-                else:
-                    item = (r.source, enc(r.texts["instruction"]), r.target)
+                item = task.document(r, enc)
+                if item is None:
+                    self.malformed += 1  # e.g. turns that are not user/assistant pairs: no answer to learn
+                    continue
                 # the longest form of the document (a dropped condition is never longer
                 # than one <null> more than its text)
-                if doc_length(task, item) + 1 > seq_len:
-                    self.too_long[task] += 1
+                if task.length(item) + 1 > seq_len:
+                    self.too_long[name] += 1
                     continue
-                self.docs[task].append(item)
+                self.docs[name].append(item)
 
     def build(self, task: str, item: tuple[Any, ...], rng: random.Random | None) -> TokenSequence:
         """The document of ``item``; ``rng`` draws condition dropout (None: no dropout)."""
-        L = self.layout
-        if task == "t2i":
-            caption, image = item
-            drop = rng is not None and self.dropout.drop_caption(rng)
-            return t2i_sequence(L, None if drop else caption, image, self.loss_on_all)
-        if task == "und":
-            return conversation_sequence(L, item[1], item[0], self.loss_on_all)
-        if task == "edit":
-            source, instr, target = item
-            d_instr, d_src = self.dropout.drop_edit(rng) if rng is not None else (False, False)
-            return edit_sequence(L, None if d_src else source, None if d_instr else instr, target, self.loss_on_all)
-        return text_sequence(L, item[0])
+        return self.tasks[task].sequence(self.layout, item, self.loss_on_all, self.dropout, rng)
 
 
 def doc_length(task: str, item: tuple[Any, ...]) -> int:
     """Length of the document :meth:`_Corpus.build` makes from ``item`` without dropout
-    (computed from the layouts in :mod:`arm_data.formats`, without building it)."""
-    if task == "t2i":
-        caption, image = item
-        return 2 + len(caption) + 3 + image.h * image.w + 2
-    if task == "und":
-        turns, image = item
-        return 2 + image.h * image.w + 4 + sum(len(ids) + (2 if role == "user" else 1) for role, ids in turns)
-    if task == "edit":
-        source, instr, target = item
-        return 2 + source.h * source.w + 4 + 1 + len(instr) + 1 + 3 + target.h * target.w + 2
-    return 2 + len(item[0]) + 1
+    (the task's :meth:`~arm_data.tasks.Task.length`, computed without building it)."""
+    return get_task(task, aliases=False).length(item)
 
 
 class _BatchBuilder:
@@ -182,7 +146,8 @@ class _BatchBuilder:
 
 
 def collate_rows(rows: list[list[TokenSequence]], seq_len: int, pad_id: int) -> dict[str, torch.Tensor]:
-    """Documents per row -> the batch dict documented in the module docstring."""
+    """Documents per row -> the batch dict documented in the module docstring (``task_ids``
+    from :func:`arm_data.tasks.task_id`)."""
     B = len(rows)
     input_ids = torch.full((B, seq_len), pad_id, dtype=torch.long)
     targets = torch.full((B, seq_len), IGNORE_INDEX, dtype=torch.long)
@@ -319,9 +284,10 @@ class TokenDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         weights = dict(task_weights) if task_weights is not None else {"t2i": 0.6, "und": 0.2, "edit": 0.2}
-        unknown = [t for t in weights if t not in TASKS]
+        known = task_names()
+        unknown = [t for t in weights if t not in known]
         if unknown:
-            raise ValueError(f"task_weights has unknown tasks {unknown}; known tasks: {list(TASKS)}")
+            raise ValueError(f"task_weights has unknown tasks {unknown}; known tasks: {known}")
         if any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
             raise ValueError(f"task_weights must be >= 0 with a positive sum, got {weights}")
         if seq_len < 8 or batch_size < 1:
@@ -359,8 +325,8 @@ class TokenDataModule(pl.LightningDataModule):
 
     @property
     def task_names(self) -> list[str]:
-        """Names of the ``task_ids`` values (index = id)."""
-        return list(TASKS)
+        """Names of the ``task_ids`` values (index = id): the built-ins, then registered tasks by name."""
+        return task_names()
 
     @property
     def text_tokenizer_path(self) -> str:
@@ -417,7 +383,7 @@ class TokenDataModule(pl.LightningDataModule):
         empty = [t for t, w in self.task_weights.items() if w > 0 and not corpus.docs[t]]
         if empty:
             raise ValueError(f"task(s) {empty} have weight > 0 but the shards in {self.data_dir} hold no "
-                             f"{[TASK_SOURCES[t] for t in empty]} records (tasks there: "
+                             f"{[record_name(corpus.tasks[t].schema) for t in empty]} records (tasks there: "
                              f"{self.manifest.settings.get('tasks')})")
 
     def _rank(self) -> tuple[int, int]:

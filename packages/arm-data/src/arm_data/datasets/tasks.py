@@ -30,10 +30,12 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import torch
+from arm_tokenizer.buckets import check_buckets, image_shape, nearest_bucket
 from arm_tokenizer.image_cache import CACHE_MODES, DEFAULT_CACHE_BYTES, ImageCache
 from arm_tokenizer.images import (
     DEFAULT_MAX_PIXELS,
     RESIZE_POLICIES,
+    ImageTooSmallError,
     ImageTransform,
     ResizePolicy,
     pil_to_u8,
@@ -48,7 +50,7 @@ from arm_data.datasets.folder import FolderRecords
 from arm_data.datasets.jsonl import JsonlRecords
 from arm_data.datasets.wds import SplitMode, WdsRecords
 from arm_data.errors import BadSampleError, ErrorPolicy, TooManyBadSamplesError
-from arm_data.records import EditRecord, PairRecord, Record, VQARecord
+from arm_data.records import EditRecord, ImageRef, PairRecord, Record, VQARecord
 
 __all__ = [
     "encode_record",
@@ -71,11 +73,24 @@ Crop = Literal["center", "random", "none"]
 _IMAGE_FIELDS = ("image", "source", "target")
 
 
-def _stage_one(img: Image.Image, transform: ImageTransform | None) -> torch.Tensor:
-    """``uint8 (3, h, w)`` after the transform's resize (and its crop/pad when deterministic)."""
+def _image_name(image: Any, record: Record) -> str:
+    return image.name if isinstance(image, ImageRef) else (record.key or "<in-memory image>")
+
+
+def _stage_one(img: Image.Image, transform: ImageTransform | None, name: str = "") -> torch.Tensor:
+    """``uint8 (3, h, w)`` after the transform's resize (and its crop/pad when deterministic).
+
+    Raises:
+        BadSampleError: reason ``image_too_small`` (naming the file ``name``) when the image
+            is below the transform's ``min_side``.
+    """
     if transform is None:
         return pil_to_u8(img)
-    u8 = pil_to_u8(transform.resize(img))
+    try:
+        resized = transform.resize(img)
+    except ImageTooSmallError as e:
+        raise BadSampleError(name or "<image>", "image_too_small", str(e)) from None
+    u8 = pil_to_u8(resized)
     return transform.place(u8) if transform.deterministic else u8
 
 
@@ -87,18 +102,20 @@ def decode_record(record: Record, transform: ImageTransform | None = None) -> di
         BadSampleError: when an image cannot be decoded.
     """
     if isinstance(record, PairRecord):
-        return {"image": _stage_one(record.load_image(), transform), "text": record.text,
+        return {"image": _stage_one(record.load_image(), transform, _image_name(record.image, record)),
+                "text": record.text,
                 "key": record.key, "extra": record.extra}
     if isinstance(record, VQARecord):
         turns = record.turns()
         q = record.question if record.question is not None else next((t["text"] for t in turns if t["role"] == "user"), "")
         a = record.answer if record.answer is not None else next(
             (t["text"] for t in turns if t["role"] == "assistant"), "")
-        return {"image": _stage_one(record.load_image(), transform), "question": q, "answer": a,
+        return {"image": _stage_one(record.load_image(), transform, _image_name(record.image, record)),
+                "question": q, "answer": a,
                 "conversation": turns, "key": record.key, "extra": record.extra}
     if isinstance(record, EditRecord):
-        return {"source": _stage_one(record.load_source(), transform),
-                "target": _stage_one(record.load_target(), transform),
+        return {"source": _stage_one(record.load_source(), transform, _image_name(record.source, record)),
+                "target": _stage_one(record.load_target(), transform, _image_name(record.target, record)),
                 "instruction": record.instruction, "key": record.key, "extra": record.extra}
     raise TypeError(f"not a record: {type(record).__name__}")
 
@@ -174,10 +191,11 @@ def open_records(
 
 
 def make_transform(size: int | tuple[int, int] | None, crop: Crop, resize: ResizePolicy = "center_crop",
-                   pad_color: tuple[int, int, int] = (0, 0, 0)) -> ImageTransform | None:
+                   pad_color: tuple[int, int, int] = (0, 0, 0), min_side: int | None = None) -> ImageTransform | None:
     """The readers' transform: ``resize`` policy (:data:`arm_tokenizer.images.RESIZE_POLICIES`)
     and, for ``center_crop``, where the cut is (``crop``; ``"none"`` = stretch, as
-    ``resize="resize"``, kept for old configs). ``size=None``: no transform."""
+    ``resize="resize"``, kept for old configs). ``size=None``: no transform. ``min_side``:
+    source images whose shorter side is below it are bad samples (``image_too_small``)."""
     if size is None:
         return None
     if resize not in RESIZE_POLICIES:
@@ -186,7 +204,8 @@ def make_transform(size: int | tuple[int, int] | None, crop: Crop, resize: Resiz
         raise ValueError(f"crop must be one of 'center', 'random', 'none'; got {crop!r}")
     if resize == "center_crop" and crop == "none":
         resize = "resize"
-    return transform_for(size, resize, "center" if crop == "none" else crop, pad_color=pad_color)  # type: ignore[arg-type]
+    return transform_for(size, resize, "center" if crop == "none" else crop,  # type: ignore[arg-type]
+                         pad_color=pad_color, min_side=min_side)
 
 
 class RecordDataset(Dataset):
@@ -208,6 +227,8 @@ class RecordDataset(Dataset):
         pad_color: tuple[int, int, int] = (0, 0, 0),
         cache: Literal["none", "memory"] = "none",
         cache_max_bytes: int = DEFAULT_CACHE_BYTES,
+        min_side: int | None = None,
+        buckets: Sequence[Sequence[int]] | None = None,
     ) -> None:
         """
         Args:
@@ -230,15 +251,50 @@ class RecordDataset(Dataset):
             cache: ``"memory"`` keeps every decoded-and-resized image as uint8 (filled by
                 :meth:`fill_cache`, or as items are first read); ``"none"`` decodes every time.
             cache_max_bytes: the cache's cap (a clear error when the images need more).
+            min_side: source images whose shorter side is below this many pixels are bad
+                samples (reason ``image_too_small``, naming the file; skipped or raised by
+                ``on_error``); None = accept any. Set it to the encoder's patch size.
+            buckets: aspect-ratio buckets ``[[height, width], ...]`` replacing ``size``: each
+                sample goes to the bucket nearest its (first) image's aspect ratio, read from
+                the file header at construction (:mod:`arm_tokenizer.buckets`), and is
+                brought to that size by ``resize``; ``bucket_of`` lists each sample's bucket
+                for a :class:`~arm_tokenizer.buckets.BucketBatchSampler`. A skipped bad sample
+                is replaced by the next good one of the same bucket.
         """
         if cache not in CACHE_MODES:
             raise ValueError(f"cache must be one of {', '.join(CACHE_MODES)}; got {cache!r}")
         self.policy = ErrorPolicy(on_error=on_error, max_skip_fraction=max_skip_fraction, min_samples=min_samples)
         self.task = task
         self.records = open_records(path, task, format, self.policy, max_pixels, recursive)
-        self.transform = make_transform(size, crop, resize, pad_color)
+        self.buckets = check_buckets(buckets, "buckets") if buckets is not None else None
+        sizes = self.buckets or [size]
+        self.transforms = [make_transform(sz, crop, resize, pad_color, min_side) for sz in sizes]
+        self.transform = self.transforms[0]
+        self.bucket_of = ([nearest_bucket(*self._shape(i), self.buckets) for i in range(len(self.records))]
+                          if self.buckets else [0] * len(self.records))
         self.cache = ImageCache(cache_max_bytes, repr(os.fspath(path))) if cache == "memory" else None
         self._bad: set[int] = set()
+
+    def _shape(self, i: int) -> tuple[int, int]:
+        """``(width, height)`` of sample ``i``'s first image from its header; (1, 1) when it
+        cannot be read (decoding it later reports the problem)."""
+        try:
+            rec = self.records[i]
+            image = rec.source if isinstance(rec, EditRecord) else rec.image
+            if isinstance(image, Image.Image):
+                return image.size
+            src = image.source
+            if isinstance(src, bytes):
+                import io
+
+                src = io.BytesIO(src)  # type: ignore[assignment]
+            return image_shape(src)  # type: ignore[arg-type]
+        except (BadSampleError, OSError, ValueError, SyntaxError):
+            return (1, 1)
+
+    def transform_of(self, j: int) -> ImageTransform | None:
+        """The transform of sample ``j`` (its bucket's)."""
+        return self.transforms[self.bucket_of[j]]
 
     def __len__(self) -> int:
         return len(self.records)
@@ -253,7 +309,7 @@ class RecordDataset(Dataset):
             raise IndexError(f"{self!r} is empty. {self.policy.summary()}")
         for attempt in range(n):
             j = (i + attempt) % n
-            if j in self._bad:  # reported and counted when it first failed
+            if j in self._bad or self.bucket_of[j] != self.bucket_of[i]:  # a batch keeps one bucket
                 continue
             raw = self.cache.get(j) if self.cache is not None else None
             if raw is None:
@@ -264,7 +320,7 @@ class RecordDataset(Dataset):
                     continue
                 if self.cache is not None:
                     self.cache.put(j, raw, n)
-            return finish_item(raw, self.transform)
+            return finish_item(raw, self.transform_of(j))
         raise TooManyBadSamplesError(f"every sample of {self!r} is bad. {self.policy.summary()}")
 
     def _bad_sample(self, j: int, e: Exception) -> None:
@@ -280,14 +336,13 @@ class RecordDataset(Dataset):
         if self.cache is None:
             return
         indices = range(len(self)) if indices is None else indices
-        t = self.transform
-        if t is not None and t.deterministic:  # every item's size is known: fail before decoding
-            per_image = 3 * t.height * t.width * (2 if self.task == "edit" else 1)
-            self.cache.check_estimate(per_image * len(indices), len(indices))
+        if all(t is not None and t.deterministic for t in self.transforms):  # sizes known: fail before decoding
+            per = [3 * t.height * t.width * (2 if self.task == "edit" else 1) for t in self.transforms]  # type: ignore[union-attr]
+            self.cache.check_estimate(sum(per[self.bucket_of[j]] for j in indices), len(indices))
         self.cache.fill(indices, self._decode, num_workers, on_error=self._bad_sample)
 
     def _decode(self, j: int) -> dict[str, Any]:
-        return decode_record(self.records[j], self.transform)
+        return decode_record(self.records[j], self.transform_of(j))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.records!r}, transform={self.transform!r})"
@@ -311,10 +366,12 @@ class PairDataset(RecordDataset):
         pad_color: tuple[int, int, int] = (0, 0, 0),
         cache: Literal["none", "memory"] = "none",
         cache_max_bytes: int = DEFAULT_CACHE_BYTES,
+        min_side: int | None = None,
+        buckets: Sequence[Sequence[int]] | None = None,
     ) -> None:
         """Arguments as :class:`RecordDataset`, with ``task="pair"``."""
         super().__init__(path, "pair", format, size, crop, on_error, max_skip_fraction, min_samples, max_pixels,
-                         recursive, resize, pad_color, cache, cache_max_bytes)
+                         recursive, resize, pad_color, cache, cache_max_bytes, min_side, buckets)
 
 
 class VQADataset(RecordDataset):
@@ -335,10 +392,11 @@ class VQADataset(RecordDataset):
         pad_color: tuple[int, int, int] = (0, 0, 0),
         cache: Literal["none", "memory"] = "none",
         cache_max_bytes: int = DEFAULT_CACHE_BYTES,
+        min_side: int | None = None,
     ) -> None:
         """Arguments as :class:`RecordDataset`, with ``task="vqa"``."""
         super().__init__(path, "vqa", format, size, crop, on_error, max_skip_fraction, min_samples, max_pixels,
-                         recursive, resize, pad_color, cache, cache_max_bytes)
+                         recursive, resize, pad_color, cache, cache_max_bytes, min_side)
 
 
 class EditDataset(RecordDataset):
@@ -359,10 +417,11 @@ class EditDataset(RecordDataset):
         pad_color: tuple[int, int, int] = (0, 0, 0),
         cache: Literal["none", "memory"] = "none",
         cache_max_bytes: int = DEFAULT_CACHE_BYTES,
+        min_side: int | None = None,
     ) -> None:
         """Arguments as :class:`RecordDataset`, with ``task="edit"``."""
         super().__init__(path, "edit", format, size, crop, on_error, max_skip_fraction, min_samples, max_pixels,
-                         recursive, resize, pad_color, cache, cache_max_bytes)
+                         recursive, resize, pad_color, cache, cache_max_bytes, min_side)
 
 
 class WdsDataset(IterableDataset):
@@ -384,6 +443,7 @@ class WdsDataset(IterableDataset):
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         resize: ResizePolicy = "center_crop",
         pad_color: tuple[int, int, int] = (0, 0, 0),
+        min_side: int | None = None,
     ) -> None:
         """
         Args:
@@ -402,6 +462,8 @@ class WdsDataset(IterableDataset):
             max_pixels: decompression-bomb limit (width * height) for every image.
             resize: ``center_crop``, ``pad`` or ``resize`` (see :class:`RecordDataset`).
             pad_color: RGB padding colour for ``resize="pad"``.
+            min_side: source images with a shorter side below this are bad samples
+                (``image_too_small``); None = accept any.
         """
         super().__init__()
         if shuffle_buffer < 0:
@@ -410,7 +472,7 @@ class WdsDataset(IterableDataset):
         self.task = task
         self.records = WdsRecords(path, task=task, policy=self.policy, split=split, shuffle_shards=shuffle_shards,
                                   seed=seed, max_pixels=max_pixels)
-        self.transform = make_transform(size, crop, resize, pad_color)
+        self.transform = make_transform(size, crop, resize, pad_color, min_side)
         self.shuffle_buffer = shuffle_buffer
         self.seed = seed
 

@@ -8,21 +8,20 @@ stacks tensors and keeps strings as lists. Every item is a pure function of
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-import numpy as np
 import torch
+from arm_tokenizer import images
+from arm_tokenizer.deprecation import moved_names
 from torch.utils.data import Dataset
 
 from arm_data.shapes.edits import EDIT_KINDS
 from arm_data.shapes.qa import QA_KINDS
 from arm_data.shapes.world import DEFAULT_LENGTH, ShapesWorld
 
-
-def pil_to_tensor(image) -> torch.Tensor:
-    """PIL RGB image -> float tensor (3, H, W) in [-1, 1]."""
-    arr = np.asarray(image.convert("RGB"), dtype=np.float32)
-    return torch.from_numpy(arr).permute(2, 0, 1).contiguous().div_(127.5).sub_(1.0)
+# pil_to_tensor moved to arm_tokenizer.images
+__getattr__ = moved_names(__name__, {"pil_to_tensor": "arm_tokenizer.images"})
 
 
 def collate_shapes(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -67,7 +66,7 @@ class ShapesImageDataset(_ShapesBase):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         s = self.world[self._check(index)]
-        return {"images": pil_to_tensor(s.image), "captions": s.caption,
+        return {"images": images.pil_to_tensor(s.image), "captions": s.caption,
                 "specs": s.spec.to_json(), "indices": s.index}
 
 
@@ -101,7 +100,7 @@ class ShapesVQADataset(_ShapesBase):
         k = self._check(index)
         s = self.world[k // self.q]
         qa = s.qa[(k % self.q) % len(s.qa)]
-        return {"images": pil_to_tensor(s.image), "questions": qa.question, "answers": qa.answer,
+        return {"images": images.pil_to_tensor(s.image), "questions": qa.question, "answers": qa.answer,
                 "kinds": qa.kind, "specs": s.spec.to_json()}
 
 
@@ -126,10 +125,8 @@ class ShapesEditDataset(_ShapesBase):
                          edit_kinds=tuple(edit_kinds))
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        import json
-
         e = self.world[self._check(index)].edit
-        return {"sources": pil_to_tensor(e.source_image), "targets": pil_to_tensor(e.target_image),
+        return {"sources": images.pil_to_tensor(e.source_image), "targets": images.pil_to_tensor(e.target_image),
                 "instructions": e.instruction, "source_specs": e.source.to_json(),
                 "target_specs": e.target.to_json(),
                 "edits": json.dumps(e.edit.to_dict(), sort_keys=True)}

@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from arm_tokenizer.checkpoint import atomic_write_bytes
 from PIL import Image
 
 from arm_data.datasets.writers import INDEX_NAME, write_folder, write_jsonl, write_wds
@@ -74,9 +75,6 @@ def _records(world: ShapesWorld, task: str, start: int, count: int) -> Iterator[
 
 
 def _atomic_json(path: Path, obj: dict[str, Any]) -> None:
-    # the shared writer: a file with the umask's permissions, replaced in one step
-    from arm_tokenizer.checkpoint import atomic_write_bytes
-
     atomic_write_bytes(path, json.dumps(obj, indent=1).encode("utf-8"))
 
 

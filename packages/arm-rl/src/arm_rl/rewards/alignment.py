@@ -47,14 +47,20 @@ class TeacherDualEncoder(ImageTextModel):
 
     Args:
         checkpoint: the teacher directory (``arm-tokenizer fit --config configs/tokenizer/shapes-teacher.yaml``).
-        image_size: images are resized to this before the image tower (the teacher's input size).
+        image_size: images are resized to this before the image tower; None = the size the
+            teacher was trained at (its ``teacher.json``). Another size shifts the tower's
+            features: on the 32 px demo teacher, 64 px dropped the matched-vs-mismatched
+            caption AUROC from 0.92 to 0.68 (benchmarks/results/suites_and_rewards.md).
     """
 
-    def __init__(self, checkpoint: str = "runs/teacher", image_size: int = 64) -> None:
+    def __init__(self, checkpoint: str = "runs/teacher", image_size: int | None = None) -> None:
+        from arm_tokenizer.teachers.directory import read_teacher_config
         from arm_tokenizer.teachers.frozen import TeacherTextEncoder, load_image_tower
 
         self.tower = load_image_tower(checkpoint)
         self.text = TeacherTextEncoder(checkpoint)
+        if image_size is None:
+            image_size = int(read_teacher_config(checkpoint)["image_tower"].get("image_size", 64))
         self.image_size = image_size
 
     def to(self, device: torch.device) -> TeacherDualEncoder:

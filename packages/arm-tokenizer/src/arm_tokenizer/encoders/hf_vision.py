@@ -20,8 +20,13 @@ Any resolution and aspect ratio the model supports:
 
 A size the tower cannot take (not a multiple of the patch, smaller than one patch, more
 patches than a NaFlex model's maximum) is refused at construction for ``image_size``, and
-again for any other size given to ``forward``. The attention-pooling head is removed (never
-computed, never stored). Inputs are the tokenizer's ``[-1, 1]`` images; ``forward`` maps
+again for any other size given to ``forward``. The image-embedding head (SigLIP's
+attention-pooling head, CLIP's ``visual_projection``) is never computed by ``forward``: the
+tokenizer uses patch tokens only, so by default it is removed (not stored either). With
+``keep_head=True`` it is kept for :meth:`HFVisionEncoder.embed_images`, the model's own
+L2-normalised image embedding (what transformers' ``get_image_features`` returns, normalised),
+so ``hf_vision`` + ``hf_text`` form the checkpoint's dual encoder (e.g. the T2I alignment
+scorer of ``arm-lm evaluate``). Inputs are the tokenizer's ``[-1, 1]`` images; ``forward`` maps
 them to the checkpoint's mean/std (its ``preprocessor_config.json``, else the family's).
 
 A tokenizer saved with ``save_pretrained`` stores these weights in its own
@@ -73,6 +78,9 @@ class HFVisionEncoder(Encoder):
         hf_config: the vision tower's transformers config as a dict, to build it with random
             weights instead of loading ``name_or_path`` (what portable exports record; the
             weights then come from the export's ``model.safetensors``).
+        keep_head: keep the image-embedding head (SigLIP / SigLIP2: the attention-pooling head;
+            CLIP: ``visual_projection``) for :meth:`embed_images`. Default False because the
+            tokenizer never uses it (it only takes patch tokens); ``forward`` never computes it.
     """
 
     weight_source_args: ClassVar[dict[str, Any]] = {"name_or_path": None}
@@ -88,6 +96,7 @@ class HFVisionEncoder(Encoder):
         image_mean: tuple[float, float, float] | None = None,
         image_std: tuple[float, float, float] | None = None,
         hf_config: dict[str, Any] | None = None,
+        keep_head: bool = False,
     ) -> None:
         super().__init__()
         from arm_tokenizer import hf_towers as hft  # imports transformers lazily: an optional extra
@@ -101,13 +110,13 @@ class HFVisionEncoder(Encoder):
                              "and hf_config (a saved tower config)")
         preprocessor: dict[str, Any] = {}
         if name_or_path is not None:
-            tower = hft.resolve_tower(name_or_path, "vision", COMPONENT)
+            tower = hft.resolve_tower(name_or_path, "vision", COMPONENT, with_head=keep_head)
             family, config = tower.family, tower.config
             preprocessor = hft.read_preprocessor_config(name_or_path, tower.local_files_only)
             model = None  # loaded once the size is known to fit (fail before reading weights)
         else:
             hft.import_transformers(COMPONENT)
-            model = hft.build_tower_from_config(hf_config, "vision", COMPONENT, torch_dtype)
+            model = hft.build_tower_from_config(hf_config, "vision", COMPONENT, torch_dtype, with_head=keep_head)
             config = model.config
             family = config.model_type.removesuffix("_vision_model")
         spec = hft.FAMILIES[family]
@@ -129,9 +138,14 @@ class HFVisionEncoder(Encoder):
         if model is None:
             model = hft.load_tower(name_or_path, tower, "vision", COMPONENT, torch_dtype)
         vm = getattr(model, "vision_model", model)  # transformers 4.x wraps the tower, 5.x does not
-        if getattr(vm, "use_head", False):  # the pooling head: unused, so never computed or stored
+        if keep_head and family != "clip" and not getattr(vm, "use_head", False):
+            raise ValueError(f"{COMPONENT}: keep_head=True, but the {spec.label} vision tower of "
+                             f"{name_or_path or 'hf_config'} has no attention-pooling head (vision_use_head is false)")
+        if getattr(vm, "use_head", False):  # the pooling head: forward never computes it
             vm.use_head = False
-            del vm.head
+            if not keep_head:  # nor is it stored unless embed_images needs it
+                del vm.head
+        self.keep_head = bool(keep_head)
         self.model = model
         self.hf_config = model.config.to_dict()
         self.dtype = dtype
@@ -182,20 +196,47 @@ class HFVisionEncoder(Encoder):
         if not torch.compiler.is_compiling():
             self.check_images(images)
         x = (images * self.in_scale.to(images.dtype) + self.in_shift.to(images.dtype)).to(self.model.dtype)
-        if self.naflex:
-            tokens = self._forward_naflex(x)
-        else:
-            out = self.model(pixel_values=x, interpolate_pos_encoding=True)
-            tokens = out.last_hidden_state
-            if self.family == "clip":  # class token first; CLIP normalises only its pooled output
-                tokens = self._tower.post_layernorm(tokens[:, 1:])
+        tokens = self._run_tower(x)[0].last_hidden_state
+        if self.family == "clip":  # class token first; CLIP normalises only its pooled output
+            tokens = self._tower.post_layernorm(tokens[:, 1:])
         return tokens.to(images.dtype)
+
+    @property
+    def has_image_head(self) -> bool:
+        """Whether :meth:`embed_images` works (``keep_head=True``)."""
+        return self.keep_head
+
+    def embed_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Images ``(B, 3, H, W)`` in ``[-1, 1]`` -> the model's own image embedding ``(B, E)``,
+        L2-normalised, float32: SigLIP / SigLIP2 the attention-pooling head's output, CLIP
+        ``visual_projection`` of the pooled class token (transformers' ``get_image_features``)."""
+        if not self.keep_head:
+            raise RuntimeError(f"{COMPONENT} ({self.family}, {self.name_or_path or 'hf_config'}): embed_images needs "
+                               "the image-embedding head; build the encoder with keep_head=True")
+        if not torch.compiler.is_compiling():
+            self.check_images(images)
+        x = (images * self.in_scale.to(images.dtype) + self.in_shift.to(images.dtype)).to(self.model.dtype)
+        out, mask = self._run_tower(x)
+        if self.family == "clip":
+            emb = self.model.visual_projection(out.pooler_output)
+        elif self.naflex:
+            emb = self._tower.head(out.last_hidden_state, mask)
+        else:
+            emb = self._tower.head(out.last_hidden_state)
+        return torch.nn.functional.normalize(emb.float(), dim=-1)
+
+    def _run_tower(self, x: torch.Tensor) -> tuple[Any, torch.Tensor | None]:
+        """The tower's output (no head) for normalised pixels, and the NaFlex patch mask."""
+        if self.naflex:
+            return self._forward_naflex(x)
+        # The tower itself, not CLIPVisionModelWithProjection: its projection is not wanted here.
+        return self._tower(pixel_values=x, interpolate_pos_encoding=True), None
 
     @property
     def _tower(self) -> torch.nn.Module:
         return getattr(self.model, "vision_model", self.model)
 
-    def _forward_naflex(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward_naflex(self, x: torch.Tensor) -> tuple[Any, torch.Tensor]:
         b, c, height, width = x.shape
         p = self.patch_size
         h, w = height // p, width // p
@@ -203,8 +244,7 @@ class HFVisionEncoder(Encoder):
         patches = x.reshape(b, c, h, p, w, p).permute(0, 2, 4, 3, 5, 1).reshape(b, h * w, p * p * c)
         mask = torch.ones(b, h * w, dtype=torch.long, device=x.device)
         shapes = torch.tensor([[h, w]], dtype=torch.long, device=x.device).expand(b, 2)
-        out = self.model(pixel_values=patches, pixel_attention_mask=mask, spatial_shapes=shapes)
-        return out.last_hidden_state
+        return self.model(pixel_values=patches, pixel_attention_mask=mask, spatial_shapes=shapes), mask
 
     # ------------------------------------------------------------------ config
     @classmethod
@@ -226,4 +266,5 @@ class HFVisionEncoder(Encoder):
 
     def extra_repr(self) -> str:
         return (f"family={self.family}, name_or_path={self.name_or_path!r}, image_size={self.image_size}, "
-                f"out_dim={self.out_dim}, patch_size={self.patch_size}, frozen={self.frozen}")
+                f"out_dim={self.out_dim}, patch_size={self.patch_size}, frozen={self.frozen}, "
+                f"keep_head={self.keep_head}")

@@ -17,7 +17,8 @@ ARM applies it to the *quantized* image embedding against a frozen SigLIP2 text 
 so the discrete tokens stay aligned with language. :class:`SigLIPLoss` mean-pools the
 de-quantized token features, maps them with a small learnable head to the text
 embedding width and scores them against ``text_encoder.encode_text(captions)``.
-The same function :func:`sigmoid_contrastive_loss` trains the ShapesWorld teacher.
+The same function :func:`sigmoid_contrastive_loss` (in :mod:`arm_tokenizer.losses.contrastive`,
+re-exported here) trains the ShapesWorld teacher.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from arm_tokenizer.losses.base import LossInputs, LossOutput, TokenizerLoss
+from arm_tokenizer.losses.contrastive import caption_match_labels, sigmoid_contrastive_loss
 from arm_tokenizer.teachers.base import TextEncoder
 
 __all__ = ["sigmoid_contrastive_loss", "caption_match_labels", "SigLIPLoss"]
@@ -37,55 +39,6 @@ __all__ = ["sigmoid_contrastive_loss", "caption_match_labels", "SigLIPLoss"]
 # SigLIP's initialisation (Zhai et al. 2023): t' = log 10, b = -10.
 DEFAULT_LOG_TEMPERATURE = math.log(10.0)
 DEFAULT_BIAS = -10.0
-
-
-def caption_match_labels(texts: list[str], dedupe: bool = True) -> torch.Tensor:
-    """``(B, B)`` float labels: 1 where pair ``(i, j)`` matches, else 0.
-
-    With ``dedupe`` two images whose captions are the *same string* count as a match: in a
-    procedural world ("a red circle") identical captions are common, and scoring them as
-    negatives would push identical semantics apart. Without it only the diagonal matches.
-    """
-    n = len(texts)
-    if not dedupe:
-        return torch.eye(n)
-    norm = [t.strip().lower() for t in texts]
-    ids: dict[str, int] = {}
-    keys = torch.tensor([ids.setdefault(t, len(ids)) for t in norm])
-    return (keys[:, None] == keys[None, :]).float()
-
-
-def sigmoid_contrastive_loss(
-    image_emb: torch.Tensor,
-    text_emb: torch.Tensor,
-    log_temperature: torch.Tensor,
-    bias: torch.Tensor,
-    labels: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """The SigLIP loss for one batch.
-
-    Args:
-        image_emb: ``(B, E)`` image embeddings, L2-normalized.
-        text_emb: ``(B, E)`` text embeddings, L2-normalized.
-        log_temperature: scalar ``t'``; the logit scale is ``exp(t')``.
-        bias: scalar ``b``.
-        labels: ``(B, B)`` with 1 for positive pairs, 0 for negatives; default identity.
-
-    Returns:
-        ``-1/B * sum_ij log sigmoid(z_ij * (exp(t') x_i.y_j + b))`` with ``z = 2 * labels - 1``.
-    """
-    if image_emb.ndim != 2 or text_emb.ndim != 2 or image_emb.shape != text_emb.shape:
-        raise ValueError(
-            f"sigmoid_contrastive_loss expects image and text embeddings of one shape (B, E); got "
-            f"{tuple(image_emb.shape)} and {tuple(text_emb.shape)}"
-        )
-    b = image_emb.shape[0]
-    if labels is None:
-        labels = torch.eye(b, device=image_emb.device, dtype=image_emb.dtype)
-    labels = labels.to(device=image_emb.device, dtype=image_emb.dtype)
-    logits = image_emb @ text_emb.t() * log_temperature.exp() + bias
-    z = 2.0 * labels - 1.0
-    return -F.logsigmoid(z * logits).sum() / b
 
 
 class SigLIPLoss(TokenizerLoss):
@@ -172,6 +125,7 @@ class SigLIPLoss(TokenizerLoss):
 
     @classmethod
     def example_args(cls) -> dict[str, Any]:
+        # local: defers timm (the teacher's image tower), needed only to build an example
         from arm_tokenizer.teachers.frozen import TeacherTextEncoder
 
         return {"text_encoder": TeacherTextEncoder(**TeacherTextEncoder.example_args()), "in_dim": 8}

@@ -1,10 +1,11 @@
 """The teachers' sentencepiece vocabulary: trained deterministically from captions.
 
-arm-tokenizer cannot import arm-data's text tokenizer (dependencies point one way), so the
-teachers use ``sentencepiece`` directly. :func:`train_spm` trains a small BPE model in
-memory from a list of captions; the result depends only on the *set* of captions (they
-are de-duplicated and sorted, sentencepiece runs single-threaded without sampling), so the
-same data always gives the same model bytes.
+Built on the shared wrapper :mod:`arm_tokenizer.spm` (arm-tokenizer cannot import arm-data's
+text tokenizer: dependencies point one way; arm-data's builds on the same wrapper).
+:func:`train_spm` trains a small BPE model in memory from a list of captions; the result
+depends only on the *set* of captions (they are de-duplicated and sorted, and the shared
+trainer runs single-threaded without sampling), so the same data always gives the same
+model bytes.
 
 Ids: ``0`` pad, ``1`` unk, ``2`` bos, ``3`` eos, then the pieces. Text is case-folded by
 sentencepiece's ``nmt_nfkc_cf`` rule.
@@ -12,11 +13,11 @@ sentencepiece's ``nmt_nfkc_cf`` rule.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterable, Sequence
 
-import sentencepiece as spm
 import torch
+
+from arm_tokenizer.spm import SentencePieceModel, train_sentencepiece
 
 __all__ = ["PAD_ID", "UNK_ID", "BOS_ID", "EOS_ID", "train_spm", "SpmText"]
 
@@ -38,58 +39,48 @@ def train_spm(captions: Iterable[str], vocab_size: int = 256, model_type: str = 
         raise ValueError(f"train_spm needs at least 2 distinct non-empty captions, got {len(sentences)}")
     if vocab_size < 8:
         raise ValueError(f"train_spm: vocab_size must be >= 8, got {vocab_size}")
-    buf = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(sentences),
-        model_writer=buf,
-        vocab_size=vocab_size,
-        hard_vocab_limit=False,
-        model_type=model_type,
+    return train_sentencepiece(
+        sentences, vocab_size, model_type,
         character_coverage=1.0,
         normalization_rule_name="nmt_nfkc_cf",
         pad_id=PAD_ID,
         unk_id=UNK_ID,
         bos_id=BOS_ID,
         eos_id=EOS_ID,
-        num_threads=1,
         input_sentence_size=0,
-        shuffle_input_sentence=False,
-        minloglevel=2,
     )
-    return buf.getvalue()
 
 
-class SpmText:
-    """A loaded sentencepiece model with the batching the teachers need.
+class SpmText(SentencePieceModel):
+    """A loaded teacher sentencepiece model with the batching the teachers need.
 
     Args:
         model: the serialized model (bytes) or a path to a ``.model`` file.
     """
 
     def __init__(self, model: bytes | str) -> None:
-        self.proto = model if isinstance(model, bytes) else open(model, "rb").read()
-        self.sp = spm.SentencePieceProcessor(model_proto=self.proto)
-        if self.sp.pad_id() != PAD_ID or self.sp.bos_id() != BOS_ID or self.sp.eos_id() != EOS_ID:
+        super().__init__(model)
+        sp = self._sp
+        if sp.pad_id() != PAD_ID or sp.bos_id() != BOS_ID or sp.eos_id() != EOS_ID:
             raise ValueError(
                 "teacher sentencepiece model must use pad=0, unk=1, bos=2, eos=3; got "
-                f"pad={self.sp.pad_id()}, bos={self.sp.bos_id()}, eos={self.sp.eos_id()}"
+                f"pad={sp.pad_id()}, bos={sp.bos_id()}, eos={sp.eos_id()}"
             )
 
     @property
-    def vocab_size(self) -> int:
-        return self.sp.get_piece_size()
+    def proto(self) -> bytes:
+        """The model bytes (what a teacher directory's ``spm.model`` holds)."""
+        return self.model_proto
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
-        return [list(ids) for ids in self.sp.encode(list(texts))]
+        return self.encode_batch(texts)
 
     def decode(self, ids: Sequence[int]) -> str:
-        return self.sp.decode([int(i) for i in ids if int(i) > EOS_ID])
+        return self._sp.decode([int(i) for i in ids if int(i) > EOS_ID])
 
     def batch(self, texts: Sequence[str], max_len: int, bos: bool = False, eos: bool = False) -> torch.Tensor:
         """``(B, L)`` long ids right-padded with ``PAD_ID``; ``L <= max_len`` (longer texts are
         truncated, keeping the EOS when asked for)."""
-        if isinstance(texts, str):
-            raise TypeError("expected a list of texts, got a single str")
         rows = []
         for ids in self.encode(texts):
             budget = max_len - int(bos) - int(eos)

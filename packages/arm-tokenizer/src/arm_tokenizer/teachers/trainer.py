@@ -46,8 +46,8 @@ from torch import nn
 
 from arm_tokenizer.decoders.conv import ConvDecoder
 from arm_tokenizer.images import luminance
-from arm_tokenizer.losses.siglip import caption_match_labels, sigmoid_contrastive_loss
-from arm_tokenizer.teachers.frozen import save_teacher
+from arm_tokenizer.losses.contrastive import caption_match_labels, sigmoid_contrastive_loss
+from arm_tokenizer.teachers.directory import save_teacher
 from arm_tokenizer.teachers.modules import (
     DEFAULT_IMAGE_TOWER,
     DEFAULT_IMAGE_TOWER_KWARGS,

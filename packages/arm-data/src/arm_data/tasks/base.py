@@ -1,0 +1,138 @@
+"""The ``task`` kind's base class: what one ARM task owns, from record to guidance branches.
+
+ARM (arXiv 2606.11188) trains one next-token predictor on several tasks that differ only
+in how a sample becomes a token sequence. A :class:`Task` holds that difference, so the
+code around it (readers, pre-tokenization, packing, pipelines, RL) asks the task instead
+of branching on its name. The path of one sample::
+
+    read(fields, images)             record schema   (dataset files -> a record object)
+    record_texts / record_images     what pre-tokenization stores in a shard
+    document(token_record, encode)   the record with its texts tokenized (packing's unit)
+    length(doc)                      len(sequence(doc)) without building it (packing)
+    sequence(layout, doc, ...)       ids + loss mask (+ condition dropout for CFG)
+    prompts(layout, condition, grid) the generation prompt ("full") and its dropped variants
+    branches(prompts, scales)        which of those CFG's extra branches use
+
+A subclass sets :attr:`name` (its registry name) and overrides what it needs; register
+it under the ``arm.tasks`` entry-point group (or ``ARM_EXTRA_COMPONENTS=task:NAME=mod:Class``).
+Layout symbols are those of :mod:`arm_data.formats`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from arm_data.formats import ConditionDropout, TokenSequence
+from arm_data.vocab import VocabLayout
+
+Encode = Callable[[str], list[int]]
+
+
+@dataclass(frozen=True)
+class GuidanceBranches:
+    """The extra branches of classifier-free guidance for one prompt row.
+
+    Args:
+        uncond: the prompt of the unconditional branch (conditions replaced by ``<null>``;
+            for two-branch editing, the image-only prompt).
+        scale: guidance scale over the text condition (``s`` / ``s_txt``).
+        image: the image-conditioned prompt of three-branch (InstructPix2Pix-style)
+            guidance, or ``None`` for two branches.
+        image_scale: guidance scale over the image condition (``s_img``), used with ``image``.
+    """
+
+    uncond: list[int]
+    scale: float
+    image: list[int] | None = None
+    image_scale: float = 1.0
+
+
+class Task:
+    """One task of the multimodal LM (base class of the ``task`` kind).
+
+    Stateless: one instance per class is shared (:func:`arm_data.tasks.get_task`).
+    """
+
+    #: Registry name, the same in shards' batches and checkpoints' ``task_names``.
+    name: ClassVar[str] = ""
+    #: The special token that follows ``<bos>`` in this task's sequences.
+    token: ClassVar[str] = ""
+    #: The task whose record schema this one reads (empty: its own). ``text`` reads ``t2i``'s records.
+    reads: ClassVar[str] = ""
+    #: The image fields of this task's records, in the order :meth:`record_images` returns them.
+    image_fields: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def schema(self) -> str:
+        """The task name of the record schema this task reads (:attr:`reads` or :attr:`name`)."""
+        return self.reads or self.name
+
+    def _schema_owner(self) -> Task:
+        if not self.reads or self.reads == self.name:
+            raise NotImplementedError(f"task {self.name!r} ({type(self).__name__}) does not read records: "
+                                      "override read(), record_texts() and record_images(), or set `reads`")
+        # deferred: the registry imports this module lazily
+        from arm_data.tasks.registry import get_task
+
+        return get_task(self.reads)
+
+    # ------------------------------------------------------------------ records
+    def read(self, fields: dict[str, Any], images: dict[str, Any], key: str, where: str) -> Any:
+        """A record of this task's schema from its JSON fields and resolved images.
+
+        Raises:
+            arm_data.errors.BadSampleError: ``invalid_record`` naming ``where`` and the field.
+        """
+        return self._schema_owner().read(fields, images, key, where)
+
+    def record_texts(self, record: Any) -> dict[str, Any]:
+        """The texts a shard stores for ``record`` (``TokenRecord.texts``)."""
+        return self._schema_owner().record_texts(record)
+
+    def record_images(self, record: Any) -> list[Any]:
+        """``record``'s decoded images, in :attr:`image_fields` order."""
+        return self._schema_owner().record_images(record)
+
+    # ------------------------------------------------------------------ documents
+    def document(self, record: Any, encode: Encode) -> tuple[Any, ...] | None:
+        """A shard record (``arm_data.shards.TokenRecord``) as this task's document, texts
+        tokenized by ``encode``; ``None`` when the record cannot make one (counted as malformed)."""
+        raise NotImplementedError(f"task {self.name!r} ({type(self).__name__}) must implement document()")
+
+    def length(self, doc: tuple[Any, ...]) -> int:
+        """``len(self.sequence(layout, doc))`` computed without building it (packing plans with it)."""
+        raise NotImplementedError(f"task {self.name!r} ({type(self).__name__}) must implement length()")
+
+    def sequence(self, layout: VocabLayout, doc: tuple[Any, ...], loss_on_all: bool = False,
+                 dropout: ConditionDropout | None = None, rng: random.Random | None = None) -> TokenSequence:
+        """The training sequence of ``doc``; ``rng`` draws condition dropout from ``dropout``
+        (``None``: none dropped)."""
+        raise NotImplementedError(f"task {self.name!r} ({type(self).__name__}) must implement sequence()")
+
+    # ------------------------------------------------------------------ generation
+    def prompts(self, layout: VocabLayout, condition: Mapping[str, Any],
+                grid: tuple[int, int] | None = None) -> dict[str, list[int]]:
+        """The generation prompt ``"full"`` (an exact prefix of the training sequence) and the
+        variants with conditions dropped that :meth:`branches` may use (e.g. ``"uncond"``).
+
+        Args:
+            layout: the vocabulary.
+            condition: the task's named inputs (text as text-tokenizer ids, images as
+                :class:`~arm_data.formats.ImageTokens`; ``None`` drops one).
+            grid: the token grid ``(h, w)`` of the image to generate, where there is one.
+        """
+        raise NotImplementedError(f"task {self.name!r} ({type(self).__name__}) does not generate from prompts")
+
+    def branches(self, prompts: Mapping[str, list[int]], text_scale: float = 1.0,
+                 image_scale: float = 1.0) -> GuidanceBranches | None:
+        """What classifier-free guidance adds to ``prompts["full"]``: ``None`` without guidance.
+
+        The default is single-condition CFG: the ``"uncond"`` prompt at ``text_scale``
+        (nothing when the task has no ``"uncond"`` prompt or the scale is 1).
+        """
+        if text_scale == 1.0 or "uncond" not in prompts:
+            return None
+        return GuidanceBranches(uncond=list(prompts["uncond"]), scale=text_scale)
