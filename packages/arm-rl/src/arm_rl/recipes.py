@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from arm_tokenizer.checkpoint import atomic_write_bytes
 
 __all__ = ["run_staged", "judge_agreement", "cli_staged", "cli_judge_agreement", "auroc", "pearson"]
 
@@ -154,7 +154,5 @@ def cli_judge_agreement(argv: list[str]) -> int:
     print(text)
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        tmp = f"{a.out}.tmp-{os.getpid()}"
-        Path(tmp).write_text(text + "\n")
-        os.replace(tmp, a.out)
+        atomic_write_bytes(a.out, (text + "\n").encode())
     return 0

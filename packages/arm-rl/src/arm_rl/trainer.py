@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import warnings
 from collections import defaultdict
@@ -115,15 +114,14 @@ def rollout_seed(seed: int, rank: int, rollout_batch: int) -> int:
 
 
 def make_grid(images: list[Any], cols: int = 4) -> Any:
-    """Tile PIL images (same size) into one PIL image."""
+    """Tile PIL images (same size) into one PIL image, with no border: the library's
+    :func:`arm_tokenizer.callbacks.make_grid` on PIL input."""
+    from arm_tokenizer.callbacks import make_grid as tensor_grid
+    from arm_tokenizer.images import pil_to_tensor
     from PIL import Image
 
-    w, h = images[0].size
-    rows = math.ceil(len(images) / cols)
-    grid = Image.new("RGB", (cols * w, rows * h), (255, 255, 255))
-    for i, im in enumerate(images):
-        grid.paste(im.convert("RGB"), ((i % cols) * w, (i // cols) * h))
-    return grid
+    batch = torch.stack([pil_to_tensor(im.convert("RGB")) for im in images])
+    return Image.fromarray(tensor_grid(batch, ncol=cols, pad=0))
 
 
 def _config_diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:

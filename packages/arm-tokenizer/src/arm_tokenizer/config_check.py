@@ -32,18 +32,7 @@ from typing import Any
 import yaml
 
 from arm_tokenizer import registry
-
-
-class ConfigError(ValueError):
-    """A config problem, with where it is. ``str()`` is the one-line message users see."""
-
-    def __init__(self, message: str, file: str | None = None, line: int | None = None,
-                 key: str | None = None) -> None:
-        self.file, self.line, self.key, self.message = file, line, key, message
-        where = ""
-        if file:
-            where = f"{file}:{line}: " if line else f"{file}: "
-        super().__init__(f"{where}{key + ': ' if key else ''}{message}")
+from arm_tokenizer.configurable import ConfigError  # re-exported: callers import it from here
 
 
 @dataclass

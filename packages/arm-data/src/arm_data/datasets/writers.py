@@ -22,13 +22,12 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import webdataset as wds
-from arm_tokenizer.checkpoint import new_file_mode
+from arm_tokenizer.checkpoint import atomic_write_bytes
 from PIL import Image
 
 from arm_data.records import EditRecord, ImageLike, ImageRef, PairRecord, Record, VQARecord
@@ -88,18 +87,8 @@ def _key(record: Record, i: int) -> str:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    """Temp file + ``os.replace`` (no fsync: folders hold many small files). The file gets
-    the permissions any new file gets under the umask, not ``mkstemp``'s private 0600."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.chmod(tmp, new_file_mode())
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """The library's atomic writer, without fsync: folders hold many small files."""
+    atomic_write_bytes(path, data, fsync=False)
 
 
 def _json_bytes(obj: dict[str, Any]) -> bytes:
