@@ -132,7 +132,12 @@ def run_cli(
         if argv[0] in commands:
             return commands[argv[0]](argv[1:]) or 0
         if trainable and argv[0] in LIGHTNING_SUBCOMMANDS:
-            from arm_tokenizer.lightning_cli import run_lightning
+            # Missing transformers weights fail here in about a second, not after Lightning's
+            # and transformers' imports (several seconds) at the component's own check.
+            from arm_tokenizer.weights_preflight import check_checkpoints
+
+            check_checkpoints(argv[1:])
+            from arm_tokenizer.lightning_cli import run_lightning  # noqa: E402  (after the check: slow)
 
             run_lightning(argv, debug=debug)
             return 0
