@@ -9,6 +9,9 @@ arm-tokenizer never imports arm-core).
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -22,6 +25,25 @@ class TextEncoder(Configurable, nn.Module):
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         raise NotImplementedError
+
+
+def cached_text_embeddings(cache: OrderedDict[str, torch.Tensor], texts: list[str],
+                           encode: Callable[[list[str]], torch.Tensor], cache_size: int,
+                           device: torch.device) -> torch.Tensor:
+    """Embeddings of ``texts`` from a frozen text tower, through an LRU ``cache`` of at most
+    ``cache_size`` texts: each new text is encoded once, without gradient (captions repeat
+    across a run, so the tower mostly runs on the few it has not seen)."""
+    todo = sorted({t for t in texts if t not in cache})
+    if todo:
+        with torch.no_grad():
+            for text, emb in zip(todo, encode(todo), strict=True):
+                cache[text] = emb.detach()
+    out = torch.stack([cache[t].to(device) for t in texts])
+    for t in texts:
+        cache.move_to_end(t)
+    while len(cache) > cache_size:
+        cache.popitem(last=False)
+    return out
 
 
 class CaptionLM(Configurable, nn.Module):

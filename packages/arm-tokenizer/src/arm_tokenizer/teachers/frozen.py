@@ -33,7 +33,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from arm_tokenizer.teachers.base import CaptionLM, TextEncoder
+from arm_tokenizer.teachers.base import CaptionLM, TextEncoder, cached_text_embeddings
 from arm_tokenizer.teachers.directory import (
     TEACHER_FILES,
     TEACHER_FORMAT,
@@ -154,17 +154,7 @@ class TeacherTextEncoder(TextEncoder):
         device = self.tower.pos.device
         if self.cache_size <= 0:
             return self._encode(list(texts))
-        todo = sorted({t for t in texts if t not in self._cache})
-        if todo:
-            with torch.no_grad():
-                for text, emb in zip(todo, self._encode(todo), strict=True):
-                    self._cache[text] = emb.detach()
-        out = torch.stack([self._cache[t].to(device) for t in texts])
-        for t in texts:
-            self._cache.move_to_end(t)
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
-        return out
+        return cached_text_embeddings(self._cache, list(texts), self._encode, self.cache_size, device)
 
     def _encode(self, texts: list[str]) -> torch.Tensor:
         ids = self.spm.batch(texts, self.tower.max_len).to(self.tower.pos.device)

@@ -25,7 +25,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-from arm_tokenizer.teachers.base import TextEncoder
+from arm_tokenizer.teachers.base import TextEncoder, cached_text_embeddings
 
 __all__ = ["HFTextEncoder"]
 
@@ -140,18 +140,8 @@ class HFTextEncoder(TextEncoder):
         texts = list(texts)
         if not self.frozen or self.cache_size <= 0:
             return self._encode(texts)
-        todo = sorted({t for t in texts if t not in self._cache})
-        if todo:
-            with torch.no_grad():
-                for text, emb in zip(todo, self._encode(todo), strict=True):
-                    self._cache[text] = emb.detach()
-        device = self.log_temperature.device
-        out = torch.stack([self._cache[t].to(device) for t in texts])
-        for t in texts:
-            self._cache.move_to_end(t)
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
-        return out
+        return cached_text_embeddings(self._cache, texts, self._encode, self.cache_size,
+                                      self.log_temperature.device)
 
     def _encode(self, texts: list[str]) -> torch.Tensor:
         padding = True if self.family == "clip" else "max_length"
