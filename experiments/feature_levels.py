@@ -1,0 +1,106 @@
+"""Which teacher features carry the outlines, and does FSQ let them through? (issue 30)
+
+Trains a conv decoder (MSE, AdamW, one-cycle lr) on a frozen ShapesWorld teacher's features
+and reports the evaluator's parse-back of its reconstructions on ``--split`` scenes:
+
+- ``--features last``: the last stage, what the demo tokenizer takes (4x4 tokens at 32 px);
+- ``--features stride4``: plus the stride-4 stage folded onto the token grid (space-to-depth);
+- ``--features stem``: plus the stem's stride-2 map folded onto the token grid.
+
+With ``--fsq 8 5 5 5`` the features pass through transformer projection -> FSQ ->
+transformer projection first, as in the tokenizer (pixel loss only). Measured on the demo
+world, 1,500 steps (``benchmarks/results/README.md``, 2026-12-06): ``stem`` alone reaches
+36.7 dB and 91.5% parse-back, ``stem`` through FSQ [8, 5, 5, 5] 26.4 dB and 16%.
+
+    python experiments/feature_levels.py --teacher runs/demo/teacher --features stem --steps 1500
+    python experiments/feature_levels.py --teacher runs/demo/teacher --features stem --fsq 8 5 5 5
+
+Prints one JSON line.
+"""
+import argparse
+import json
+import time
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn.functional as F
+from arm_data.shapes.tokenizer_eval import reconstruction_metrics, scene_images, shapes_scenes
+from arm_data.shapes.world import ShapesWorld
+from arm_tokenizer.decoders.conv import ConvDecoder
+from arm_tokenizer.encoders.timm_encoder import load_state_dict_file
+from arm_tokenizer.projections import TransformerProjection
+from arm_tokenizer.quantizers.fsq import FSQQuantizer
+
+p = argparse.ArgumentParser()
+p.add_argument("--teacher", default="runs/demo/teacher")
+p.add_argument("--features", choices=["last", "stride4", "stem"], default="stem")
+p.add_argument("--fsq", type=int, nargs="*", default=None, help="FSQ levels (none: continuous features)")
+p.add_argument("--steps", type=int, default=1500)
+p.add_argument("--batch", type=int, default=32)
+p.add_argument("--lr", type=float, default=2e-3)
+p.add_argument("--difficulty", default="demo")
+p.add_argument("--split", default="val")
+p.add_argument("--n-test", type=int, default=200)
+p.add_argument("--seed", type=int, default=0)
+a = p.parse_args()
+torch.manual_seed(a.seed)
+
+meta = json.loads((Path(a.teacher) / "image_tower.json").read_text())
+size = int(meta["image_size"])
+tower = timm.create_model(meta["model_name"], num_classes=0, **meta["model_kwargs"])
+tower.load_state_dict(load_state_dict_file(str(Path(a.teacher) / "image_tower.safetensors")))
+tower.eval().requires_grad_(False)
+mean = torch.tensor(meta["mean"]).view(1, 3, 1, 1)
+std = torch.tensor(meta["std"]).view(1, 3, 1, 1)
+
+
+@torch.no_grad()
+def features(x: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) in [-1, 1] -> (B, h*w, C) on the last stage's grid."""
+    _, maps = tower.forward_intermediates(((x + 1) / 2 - mean) / std)
+    last = maps[-1]
+    extra = {"last": [], "stride4": [maps[1]], "stem": [maps[0]]}[a.features]
+    parts = [last] + [F.pixel_unshuffle(m, m.shape[-1] // last.shape[-1]) for m in extra]
+    return torch.cat(parts, 1).flatten(2).transpose(1, 2)
+
+
+probe = scene_images(shapes_scenes("train", 2, a.seed, size, difficulty=a.difficulty))
+grid_side = int(features(probe).shape[1] ** 0.5)
+dim = features(probe).shape[-1]
+modules: list[torch.nn.Module] = []
+if a.fsq:
+    pin = TransformerProjection(in_dim=dim, out_dim=len(a.fsq), width=128, depth=2, heads=4)
+    quant = FSQQuantizer(levels=a.fsq)
+    pout = TransformerProjection(in_dim=len(a.fsq), out_dim=128, width=128, depth=2, heads=4)
+    modules += [pin, pout]
+dec = ConvDecoder(in_dim=128 if a.fsq else dim, patch_size=size // grid_side, channels=128,
+                  num_res_blocks=2, final_res_blocks=1, min_channels=64)
+modules.append(dec)
+
+
+def reconstruct(x: torch.Tensor) -> torch.Tensor:
+    f = features(x)
+    if a.fsq:
+        f = pout(quant(pin(f)).quantized)
+    return dec(f, (grid_side, grid_side))
+
+
+params = [q for m in modules for q in m.parameters()]
+opt = torch.optim.AdamW(params, lr=a.lr / 2, betas=(0.9, 0.95))
+sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=a.lr, total_steps=a.steps, pct_start=0.05)
+world = ShapesWorld(split="train", seed=a.seed, width=size, height=size, difficulty=a.difficulty)
+start = time.time()
+for step in range(a.steps):
+    x = scene_images([world[step * a.batch + j] for j in range(a.batch)])
+    loss = F.mse_loss(reconstruct(x), x)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    sched.step()
+test = shapes_scenes(a.split, a.n_test, a.seed, size, difficulty=a.difficulty)
+x = scene_images(test)
+with torch.no_grad():
+    metrics = reconstruction_metrics(reconstruct(x), x, test)
+print(json.dumps({"features": a.features, "fsq": a.fsq, "dim": dim, "steps": a.steps,
+                  "seconds": round(time.time() - start, 1), "final_loss": loss.item(), **metrics}))
