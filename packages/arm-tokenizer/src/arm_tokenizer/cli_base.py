@@ -137,7 +137,7 @@ def run_cli(
             from arm_tokenizer.weights_preflight import check_checkpoints
 
             check_checkpoints(argv[1:])
-            from arm_tokenizer.lightning_cli import run_lightning  # noqa: E402  (after the check: slow)
+            from arm_tokenizer.lightning_cli import run_lightning  # imported after the check: slow
 
             run_lightning(argv, debug=debug)
             return 0
