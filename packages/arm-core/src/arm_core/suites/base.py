@@ -96,6 +96,15 @@ def save_png(image: Image.Image, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def read_json(path: Path, hint: str) -> Any:
+    """The JSON document at ``path``; unreadable or invalid JSON is a :class:`SuiteError`
+    naming the file and, in ``hint``, what the suite's file should hold."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SuiteError(f"{path}: not a readable JSON file ({exc}); {hint}") from exc
+
+
 def read_jsonl(path: Path, suite: str) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) for each non-blank line; a bad line is a :class:`SuiteFormatError`."""
     try:

@@ -9,7 +9,6 @@ folder), at ``<images>/<id>``. Layout its GPT-4o scorer reads: a flat folder of 
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from arm_core.suites.base import (
     Suite,
     SuiteError,
     SuiteFormatError,
+    read_json,
     require_str,
     safe_name,
 )
@@ -38,11 +38,7 @@ class ImgEditSuite(Suite):
 
     def read(self, path: str | os.PathLike) -> list[PromptItem]:
         path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise SuiteError(f"{path}: not a readable JSON file ({exc}); ImgEdit's basic_edit.json "
-                             "maps key -> {id, prompt, edit_type}") from exc
+        data = read_json(path, "ImgEdit's basic_edit.json maps key -> {id, prompt, edit_type}")
         if not isinstance(data, dict):
             raise SuiteFormatError(path, "", f"expected a JSON object key -> {{id, prompt, edit_type}}, "
                                    f"got {type(data).__name__}; is this ImgEdit's basic_edit.json?")

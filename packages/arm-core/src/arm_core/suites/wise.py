@@ -11,11 +11,17 @@ of ``<prompt_id>.png``::
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-from arm_core.suites.base import PromptItem, Suite, SuiteError, SuiteFormatError, safe_name
+from arm_core.suites.base import (
+    PromptItem,
+    Suite,
+    SuiteError,
+    SuiteFormatError,
+    read_json,
+    safe_name,
+)
 
 PROMPT_KEYS = ("Prompt", "prompt")
 
@@ -35,11 +41,7 @@ class WISESuite(Suite):
         items: list[PromptItem] = []
         seen: dict[str, str] = {}
         for f in files:
-            try:
-                data = json.loads(f.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise SuiteError(f"{f}: not a readable JSON file ({exc}); WISE prompt files are "
-                                 "JSON lists of {prompt_id, Prompt, ...}") from exc
+            data = read_json(f, "WISE prompt files are JSON lists of {prompt_id, Prompt, ...}")
             if not isinstance(data, list):
                 raise SuiteFormatError(f, "", f"expected a JSON list of prompts, got {type(data).__name__}; "
                                        "is this a WISE prompt file?")
