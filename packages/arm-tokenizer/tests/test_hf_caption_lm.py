@@ -266,7 +266,7 @@ def test_offline_without_weights_fails_fast(monkeypatch):
 def test_unreachable_hub_fails_fast_without_retries(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
-    monkeypatch.setattr(hf_mod, "hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(hf_mod, "hub_unreachable_reason", lambda timeout=3.0: "cannot reach the hub (test)")
     t0 = time.monotonic()
     with pytest.raises(FileNotFoundError, match="hub is unreachable"):
         registry.create("caption_lm", "hf_causal_lm", name_or_path="arm-tests/no-such-caption-lm")

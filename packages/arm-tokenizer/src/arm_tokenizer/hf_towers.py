@@ -29,7 +29,12 @@ from typing import Any, TypeVar
 
 import torch
 
-from arm_tokenizer.hub import HubUnavailableError, hub_unreachable_reason
+from arm_tokenizer.hub import (
+    HubUnavailableError,
+    hub_unreachable_reason,
+    looks_like_path,
+    missing_checkpoint_error,
+)
 
 __all__ = ["Tower", "FAMILIES", "DTYPES", "import_transformers", "resolve_tower", "load_tower", "parse_dtype",
            "read_preprocessor_config", "read_checkpoint_tensors", "HubUnavailableError"]
@@ -129,18 +134,12 @@ def _is_local(name_or_path: str) -> bool:
     return os.path.isdir(os.path.expanduser(name_or_path))
 
 
-def _looks_like_path(name_or_path: str) -> bool:
-    # A hub id is "name" or "org/name"; anything else is a local path that does not exist.
-    return (name_or_path.startswith(("/", "./", "../", "~", "."))
-            or name_or_path.count("/") > 1 or os.path.exists(os.path.expanduser(name_or_path)))
-
-
 def fetch(name_or_path: str, component: str, load: Callable[[bool], T], what: str = "config.json and weights") -> T:
     """Run ``load(local_files_only)``: from disk or the hub cache first, from the hub only
     when it answers; otherwise raise :class:`HubUnavailableError` in one line."""
     if _is_local(name_or_path):
         return load(True)
-    if _looks_like_path(name_or_path):
+    if looks_like_path(name_or_path):
         raise FileNotFoundError(f"{component}: name_or_path {name_or_path!r} is not a directory (pass a local "
                                 "checkpoint directory holding config.json, or a hub id such as "
                                 "google/siglip2-so400m-patch16-512)")
@@ -150,12 +149,7 @@ def fetch(name_or_path: str, component: str, load: Callable[[bool], T], what: st
         pass
     reason = hub_unreachable_reason()
     if reason is not None:
-        raise HubUnavailableError(
-            f"{component}: {name_or_path!r} is not a local directory and its {what} are not in the local "
-            f"Hugging Face cache, and {reason}; pass name_or_path=/path/to/a/local/copy (a directory with "
-            f"config.json and model.safetensors, e.g. from `hf download {name_or_path} --local-dir DIR` on a "
-            "machine with internet)"
-        )
+        raise missing_checkpoint_error(component, name_or_path, reason, what)
     return load(False)
 
 

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
+import threading
 from urllib.parse import urlparse
 
-__all__ = ["HubUnavailableError", "hub_offline", "hub_endpoint", "hub_unreachable_reason", "timm_cached_weights"]
+__all__ = ["HubUnavailableError", "hub_offline", "hub_endpoint", "hub_unreachable_reason", "looks_like_path",
+           "missing_checkpoint_error", "timm_cached_weights"]
 
 _TRUE = {"1", "true", "yes", "on"}
 _PROBE: dict[str, str | None] = {}
@@ -29,12 +32,34 @@ class HubUnavailableError(OSError):
 
 
 def hub_offline() -> bool:
-    """True when the user asked for offline mode (``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE``)."""
-    return any(os.environ.get(v, "").strip().lower() in _TRUE for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    """True when the user asked for offline mode (``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE``
+    in the environment, or huggingface_hub's own flag where it is already imported)."""
+    if any(os.environ.get(v, "").strip().lower() in _TRUE for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
+        return True
+    constants = sys.modules.get("huggingface_hub.constants")  # never imported just for this
+    return bool(getattr(constants, "HF_HUB_OFFLINE", False))
 
 
 def hub_endpoint() -> str:
     return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+
+
+def _connect_error(host: str, port: int, timeout: float) -> str | None:
+    """Why a TCP connect to ``host:port`` failed, or None. Run in a thread and joined with
+    ``timeout``: a socket timeout does not bound the name lookup before it."""
+    result: list[str | None] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                result.append(None)
+        except OSError as exc:
+            result.append(exc.strerror or type(exc).__name__)
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(timeout)
+    return result[0] if result else f"no answer within {timeout:g} s"
 
 
 def hub_unreachable_reason(timeout: float = 3.0) -> str | None:
@@ -45,13 +70,27 @@ def hub_unreachable_reason(timeout: float = 3.0) -> str | None:
     if endpoint not in _PROBE:
         url = urlparse(endpoint)
         host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
-        try:
-            # A plain connect, no request: tells "no network" from "slow network" in <= timeout.
-            with socket.create_connection((host, port), timeout=timeout):
-                _PROBE[endpoint] = None
-        except OSError as exc:
-            _PROBE[endpoint] = f"cannot reach {endpoint} ({exc.strerror or type(exc).__name__})"
+        # A plain connect, no request: tells "no network" from "slow network" in <= timeout.
+        error = _connect_error(host, port, timeout)
+        _PROBE[endpoint] = None if error is None else f"cannot reach {endpoint} ({error})"
     return _PROBE[endpoint]
+
+
+def looks_like_path(name_or_path: str) -> bool:
+    """A hub id is ``name`` or ``org/name``; anything else names a local path."""
+    return (name_or_path.startswith(("/", "./", "../", "~", "."))
+            or name_or_path.count("/") > 1 or os.path.exists(os.path.expanduser(name_or_path)))
+
+
+def missing_checkpoint_error(component: str, name_or_path: str, reason: str,
+                             what: str = "config.json and weights") -> HubUnavailableError:
+    """The one line for a transformers checkpoint that is neither on disk nor reachable."""
+    return HubUnavailableError(
+        f"{component}: {name_or_path!r} is not a local directory and its {what} are not in the local "
+        f"Hugging Face cache, and {reason}; pass name_or_path=/path/to/a/local/copy (a directory with "
+        f"config.json and model.safetensors, e.g. from `hf download {name_or_path} --local-dir DIR` on a "
+        "machine with internet)"
+    )
 
 
 def timm_cached_weights(model_name: str) -> str | None:

@@ -22,7 +22,12 @@ from typing import Any
 
 import yaml
 
-from arm_tokenizer.hub import HubUnavailableError, hub_unreachable_reason
+from arm_tokenizer.hub import (
+    HubUnavailableError,
+    hub_unreachable_reason,
+    looks_like_path,
+    missing_checkpoint_error,
+)
 
 __all__ = ["HF_COMPONENTS", "checkpoint_locations", "check_checkpoints", "in_hf_cache"]
 
@@ -106,13 +111,9 @@ def check_checkpoints(argv: Sequence[str]) -> None:
         local = Path(where).expanduser()
         if local.is_dir() or in_hf_cache(where):
             continue
-        if where.startswith(("/", "./", "../", "~", ".")) or where.count("/") > 1:
+        if looks_like_path(where):
             continue  # a path that does not exist: the component says so, with the right advice
         reason = hub_unreachable_reason()
         if reason is not None:
-            raise HubUnavailableError(
-                f"{component}: {where!r} is not a local directory and its config.json and weights are not in "
-                f"the local Hugging Face cache, and {reason}; pass name_or_path=/path/to/a/local/copy (a "
-                f"directory with config.json and model.safetensors, e.g. from `hf download {where} "
-                f"--local-dir DIR` on a machine with internet) (in {path})"
-            )
+            error = missing_checkpoint_error(component, where, reason)
+            raise HubUnavailableError(f"{error} (in {path})")

@@ -49,18 +49,15 @@ disk nor in the cache while offline (``HF_HUB_OFFLINE``) or with the hub unreach
 from __future__ import annotations
 
 import inspect
-import os
 import re
-import socket
-import threading
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlparse
 
 import torch
 import torch.nn.functional as F
 
 from arm_tokenizer.configurable import ComponentImportError
+from arm_tokenizer.hub import hub_offline, hub_unreachable_reason
 from arm_tokenizer.teachers.base import CaptionLM
 
 __all__ = ["HFCausalLM", "TOKENIZER_FILES", "saved_activation_bytes"]
@@ -73,38 +70,6 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model",
 _EXAMPLE_FAMILIES = ("qwen2", "qwen3", "llama", "mistral", "gemma", "phi3", "gpt2")
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def _env_true(name: str) -> bool:
-    return os.environ.get(name, "").strip().upper() in ("1", "ON", "YES", "TRUE")
-
-
-def _offline() -> bool:
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE) or _env_true("HF_HUB_OFFLINE") or _env_true("TRANSFORMERS_OFFLINE")
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the hub endpoint answers a TCP connect within ``timeout`` seconds (name
-    lookup included, which a socket timeout alone does not bound)."""
-    from huggingface_hub import constants
-
-    url = urlparse(constants.ENDPOINT)
-    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
-    ok: list[bool] = []
-
-    def probe() -> None:
-        try:
-            socket.create_connection((host, port), timeout=timeout).close()
-            ok.append(True)
-        except OSError:
-            pass
-
-    t = threading.Thread(target=probe, daemon=True)
-    t.start()
-    t.join(timeout)
-    return bool(ok)
 
 
 def _resolve(name_or_path: str, what: str) -> tuple[str, bool]:
@@ -126,10 +91,10 @@ def _resolve(name_or_path: str, what: str) -> tuple[str, bool]:
         pass
     how = (f"pass a local directory as {what} (e.g. after `hf download {name_or_path} --local-dir DIR` on "
            "a machine with network)")
-    if _offline():
+    if hub_offline():
         raise FileNotFoundError(f"hf_causal_lm: {name_or_path!r} is not a local directory nor in the Hugging Face "
                                 f"cache, and HF_HUB_OFFLINE is set; {how}")
-    if not hub_reachable():
+    if hub_unreachable_reason() is not None:
         raise FileNotFoundError(f"hf_causal_lm: {name_or_path!r} is not a local directory nor in the Hugging Face "
                                 f"cache, and the hub is unreachable; {how}")
     return name_or_path, False

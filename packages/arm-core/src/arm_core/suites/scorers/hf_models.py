@@ -19,11 +19,11 @@ adds to ``from_pretrained``:
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
+from arm_tokenizer.hub import hub_offline  # re-exported: the library's one offline test
 
 from arm_core.suites.scorers.base import ScorerError
 
@@ -32,12 +32,6 @@ __all__ = ["DTYPES", "hub_offline", "parse_dtype", "load_model_and_processor", "
 #: dtype option values -> torch dtypes ("auto" keeps the checkpoint's own dtype).
 DTYPES: dict[str, torch.dtype | None] = {"float32": torch.float32, "bfloat16": torch.bfloat16,
                                          "float16": torch.float16, "auto": None}
-
-
-def hub_offline() -> bool:
-    """True when ``HF_HUB_OFFLINE`` (or the older ``TRANSFORMERS_OFFLINE``) forbids downloads."""
-    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
-               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
 def parse_dtype(dtype: str, scorer: str) -> torch.dtype | None:
