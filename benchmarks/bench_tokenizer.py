@@ -47,7 +47,7 @@ def _from_yaml(path: Path):
     """The ``VisualTokenizer`` a tokenizer YAML trains, through the registry, without its
     teacher weights (throughput does not depend on them)."""
     import yaml
-    from arm_tokenizer import registry
+    from arm_tokenizer.framework import registry
     from arm_tokenizer.tokenizer import VisualTokenizer
 
     model = yaml.safe_load(path.read_text())["model"]["init_args"]

@@ -36,6 +36,12 @@ p = argparse.ArgumentParser()
 p.add_argument("--teacher", default="runs/demo/teacher")
 p.add_argument("--features", choices=["last", "stride4", "stem"], default="stem")
 p.add_argument("--fsq", type=int, nargs="*", default=None, help="FSQ levels (none: continuous features)")
+p.add_argument("--proj", choices=["transformer", "linear"], default="transformer",
+               help="the projections around FSQ: the tokenizer's transformer, or one linear layer each")
+p.add_argument("--no-round", action="store_true",
+               help="the same bottleneck without FSQ's rounding (continuous, as wide as --fsq)")
+p.add_argument("--grid", type=int, default=0,
+               help="token grid side (0: the last stage's); coarser maps are repeated onto it, finer folded")
 p.add_argument("--steps", type=int, default=1500)
 p.add_argument("--batch", type=int, default=32)
 p.add_argument("--lr", type=float, default=2e-3)
@@ -61,7 +67,14 @@ def features(x: torch.Tensor) -> torch.Tensor:
     _, maps = tower.forward_intermediates(((x + 1) / 2 - mean) / std)
     last = maps[-1]
     extra = {"last": [], "stride4": [maps[1]], "stem": [maps[0]]}[a.features]
-    parts = [last] + [F.pixel_unshuffle(m, m.shape[-1] // last.shape[-1]) for m in extra]
+    side = a.grid or last.shape[-1]
+
+    def onto_grid(m: torch.Tensor) -> torch.Tensor:
+        if m.shape[-1] >= side:
+            return F.pixel_unshuffle(m, m.shape[-1] // side)
+        return m.repeat_interleave(side // m.shape[-1], -1).repeat_interleave(side // m.shape[-2], -2)
+
+    parts = [onto_grid(last)] + [onto_grid(m) for m in extra]
     return torch.cat(parts, 1).flatten(2).transpose(1, 2)
 
 
@@ -70,9 +83,12 @@ grid_side = int(features(probe).shape[1] ** 0.5)
 dim = features(probe).shape[-1]
 modules: list[torch.nn.Module] = []
 if a.fsq:
-    pin = TransformerProjection(in_dim=dim, out_dim=len(a.fsq), width=128, depth=2, heads=4)
+    if a.proj == "linear":
+        pin, pout = torch.nn.Linear(dim, len(a.fsq)), torch.nn.Linear(len(a.fsq), 128)
+    else:
+        pin = TransformerProjection(in_dim=dim, out_dim=len(a.fsq), width=128, depth=2, heads=4)
+        pout = TransformerProjection(in_dim=len(a.fsq), out_dim=128, width=128, depth=2, heads=4)
     quant = FSQQuantizer(levels=a.fsq)
-    pout = TransformerProjection(in_dim=len(a.fsq), out_dim=128, width=128, depth=2, heads=4)
     modules += [pin, pout]
 dec = ConvDecoder(in_dim=128 if a.fsq else dim, patch_size=size // grid_side, channels=128,
                   num_res_blocks=2, final_res_blocks=1, min_channels=64)
@@ -82,7 +98,8 @@ modules.append(dec)
 def reconstruct(x: torch.Tensor) -> torch.Tensor:
     f = features(x)
     if a.fsq:
-        f = pout(quant(pin(f)).quantized)
+        z = pin(f)
+        f = pout(torch.tanh(z) if a.no_round else quant(z).quantized)
     return dec(f, (grid_side, grid_side))
 
 
@@ -102,5 +119,5 @@ test = shapes_scenes(a.split, a.n_test, a.seed, size, difficulty=a.difficulty)
 x = scene_images(test)
 with torch.no_grad():
     metrics = reconstruction_metrics(reconstruct(x), x, test)
-print(json.dumps({"features": a.features, "fsq": a.fsq, "dim": dim, "steps": a.steps,
+print(json.dumps({"features": a.features, "fsq": a.fsq, "proj": a.proj, "no_round": a.no_round, "dim": dim, "steps": a.steps,
                   "seconds": round(time.time() - start, 1), "final_loss": loss.item(), **metrics}))

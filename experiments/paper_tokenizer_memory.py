@@ -41,7 +41,7 @@ CAPTION = "a cup of coffee on a saucer, seen from above, on a wooden table"
 
 
 def build(tmp: Path):
-    from arm_tokenizer.lightning_cli import ARMLightningCLI, translate_argv
+    from arm_tokenizer.framework.lightning_cli import ARMLightningCLI, translate_argv
     from arm_tokenizer.testing.full_size import without_weights, write_full_size_dirs
     from lightning.pytorch import LightningDataModule, LightningModule
 

@@ -79,7 +79,9 @@ def evaluate(lm: Path, name: str) -> dict:
 t2i = derive("t2i", "configs/rl/shapes-t2i-grpo.yaml")
 edit = derive("edit", "configs/rl/shapes-edit-grpo.yaml")
 joint = derive("joint", "configs/rl/shapes-multitask-grpo.yaml")
-judge = derive("t2i-judge", "configs/rl/shapes-t2i-grpo.yaml", {"t2i_reward": {"class_path": "judge"}})
+t2i_task = yaml.safe_load((ROOT / "configs/rl/shapes-t2i-grpo.yaml").read_text())["model"]["init_args"]["tasks"]["t2i"]
+judge = derive("t2i-judge", "configs/rl/shapes-t2i-grpo.yaml",
+               {"tasks": {"t2i": {**t2i_task, "reward": {"class_path": "judge"}}}})
 seconds = {}
 for name, cmd in [
     ("staged", [str(BIN / "arm-rl"), "staged", "--config", str(t2i), str(edit), str(joint), "--start", a.sft,

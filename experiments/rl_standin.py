@@ -16,7 +16,8 @@ from arm_data.text_tokenizer import TextTokenizer
 from arm_tokenizer.images import pil_to_tensor, tensor_to_pil
 from arm_rl.prompts import PromptRecord, ShapesPromptDataModule
 from arm_rl.rewards.shapes import ShapesT2IReward
-from arm_rl.trainer import GRPOTrainer
+from arm_rl.rl_task import RLTask
+from arm_rl.lightning_module import GRPOTrainer
 
 OUT = Path(sys.argv[1]); OUT.mkdir(parents=True, exist_ok=True)
 SFT_STEPS, RL_STEPS, N_EVAL = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
@@ -80,8 +81,9 @@ def evaluate(lm_dir, split, temperature, n=N_EVAL):
 SETS = [("heldout", 0.7), ("heldout", 1.0), ("val", 0.7)]
 res = {"sft": {f"{sp}@T{t}": evaluate(OUT / "sft", sp, t) for sp, t in SETS}}
 print(json.dumps(res), flush=True)
-module = GRPOTrainer(policy_checkpoint=str(OUT / "sft"), group_size=8, beta=0.01, lr=2e-4, top_k=None,
-                     t2i_temperature=0.7, export_dir=str(OUT / "rl"), sample_every_n_steps=10)
+module = GRPOTrainer(policy_checkpoint=str(OUT / "sft"), group_size=8, beta=0.01, lr=2e-4,
+                     tasks={"t2i": RLTask(temperature=0.7, top_k=None, reward=ShapesT2IReward())},
+                     export_dir=str(OUT / "rl"), sample_every_n_steps=10)
 dm = ShapesPromptDataModule({"t2i": 1.0}, prompts_per_step=4, num_prompts=5000, seed=1)
 trainer = pl.Trainer(max_steps=RL_STEPS, accelerator="cpu", logger=pl.loggers.CSVLogger(OUT / "logs"),
                      enable_checkpointing=False, enable_progress_bar=False, log_every_n_steps=1, default_root_dir=OUT)

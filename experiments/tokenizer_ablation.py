@@ -99,7 +99,7 @@ def _world(split: str, seed: int, size: int) -> Any:
 
     Found through the registry: the ``shapes_world`` datamodule's dataset carries its world.
     """
-    from arm_tokenizer import registry
+    from arm_tokenizer.framework import registry
 
     comp = registry.find("datamodule", "shapes_world")
     if comp is None:
@@ -142,11 +142,11 @@ def build_trainer(teacher: str, losses: tuple[str, ...], levels: list[int], lr: 
     """A ``TokenizerTrainer`` for one row: identical tokenizer init for every row."""
     from arm_tokenizer.decoders.conv import ConvDecoder
     from arm_tokenizer.encoders.timm_encoder import TimmEncoder
+    from arm_tokenizer.lightning_module import TokenizerTrainer
     from arm_tokenizer.losses.caption import CaptionLoss
     from arm_tokenizer.losses.feature import FeatureLoss
     from arm_tokenizer.losses.pixel import PixelReconstructionLoss
     from arm_tokenizer.losses.siglip import SigLIPLoss
-    from arm_tokenizer.module import TokenizerTrainer
     from arm_tokenizer.projections import MLPProjection
     from arm_tokenizer.quantizers.fsq import FSQQuantizer
     from arm_tokenizer.teachers.frozen import TeacherCaptionLM, TeacherTextEncoder

@@ -7,7 +7,7 @@ from arm_tokenizer.projections import LinearProjection
 from arm_tokenizer.quantizers.fsq import FSQQuantizer
 from arm_tokenizer.decoders.conv import ConvDecoder
 from arm_tokenizer.losses.pixel import PixelReconstructionLoss
-from arm_tokenizer.module import TokenizerTrainer
+from arm_tokenizer.lightning_module import TokenizerTrainer
 from arm_data.shapes.datamodule import ShapesWorldDataModule
 
 p = argparse.ArgumentParser()

@@ -39,7 +39,7 @@ if grep -qiE "^(Collecting|Downloading) (torch|lightning)" "$WORK/pip.log"; then
 fi
 
 echo "== import arm_tokenizer works, arm_data / arm_core / arm_rl do not exist"
-"$PY" -c "import arm_tokenizer, arm_tokenizer.registry, arm_tokenizer.cli; print('arm_tokenizer', arm_tokenizer.__version__, 'from', arm_tokenizer.__file__)"
+"$PY" -c "import arm_tokenizer, arm_tokenizer.framework.registry, arm_tokenizer.cli; print('arm_tokenizer', arm_tokenizer.__version__, 'from', arm_tokenizer.__file__)"
 for mod in arm_data arm_core arm_rl; do
   if "$PY" -c "import $mod" 2>/dev/null; then echo "FAIL: $mod importable in the alone venv"; exit 1; fi
 done

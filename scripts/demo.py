@@ -201,7 +201,7 @@ def parse_sets(items: list[str], stages: list[str]) -> dict[str, dict]:
 def atomic_write(path: Path, text: str) -> None:
     # local: the library's one atomic writer imports torch, which this driver otherwise never
     # loads (every stage runs in its own process)
-    from arm_tokenizer.checkpoint import atomic_write_bytes
+    from arm_tokenizer.framework.checkpoint import atomic_write_bytes
 
     atomic_write_bytes(path, text.encode("utf-8"))
 

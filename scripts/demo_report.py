@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from arm_tokenizer.checkpoint import atomic_path, atomic_write_bytes
+from arm_tokenizer.framework.checkpoint import atomic_path, atomic_write_bytes
 
 N_SHOW = 6  # examples per section
 CELL = 96  # px of one image in the overview (nearest-neighbour upscaled)

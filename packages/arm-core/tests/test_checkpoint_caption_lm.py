@@ -11,7 +11,7 @@ from arm_core.config import Config
 from arm_core.model import GPT
 from arm_data.formats import ImageTokens, und_sequence
 from arm_data.text_tokenizer import TextTokenizer
-from arm_tokenizer import registry
+from arm_tokenizer.framework import registry
 from arm_tokenizer.teachers.base import CaptionLM
 
 

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from arm_core.checkpoint import load_lm
 from arm_core.cli import EXTRA_COMMANDS
-from arm_tokenizer.cli_base import run_cli
+from arm_tokenizer.framework.cli_base import run_cli
 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "lm"
 
@@ -32,7 +32,7 @@ def _fit(argv: list[str]) -> int:
 
 
 def test_yaml_files_parse_and_name_registered_components() -> None:
-    from arm_tokenizer import registry
+    from arm_tokenizer.framework import registry
 
     for name in ("shapes-quickstart.yaml", "demo.yaml", "arm-7b.yaml"):
         cfg = yaml.safe_load((CONFIGS / name).read_text())

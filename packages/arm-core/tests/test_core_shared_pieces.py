@@ -5,7 +5,7 @@ from __future__ import annotations
 import arm_core.checkpoint as core_checkpoint
 import arm_core.lightning_module as lightning_module
 import pytest
-from arm_tokenizer.checkpoint import CheckpointError
+from arm_tokenizer.framework.checkpoint import CheckpointError
 from arm_tokenizer.schedules import warmup_cosine
 
 

@@ -208,3 +208,16 @@ def test_edit_image_scale_sweep() -> None:
         evaluate_pipelines(t2i, edit, OracleUnd(), n=1, edit_image_scale=[], tasks=["edit"])
     with pytest.raises(ValueError, match="edit_image_scale"):
         evaluate_pipelines(t2i, edit, OracleUnd(), n=1, edit_image_scale=0.0, tasks=["edit"])
+
+
+def test_tasks_name_their_evaluation() -> None:
+    """``--tasks`` dispatches through each task's ``evaluator``: record and task names alike,
+    once each, in the metrics' order; a task without one is told what to run instead."""
+    from arm_core.evaluate import evaluators_for
+
+    assert [ev.key for ev in evaluators_for(["edit", "und", "vqa", "t2i"])] == ["t2i", "vqa", "edit"]
+    assert [ev.pipeline for ev in evaluators_for(["pair", "vqa"])] == ["t2i", "und"]
+    with pytest.raises(ValueError, match=r"task 'text' has no ShapesWorld evaluation.*--loss-tasks text"):
+        evaluators_for(["t2i", "text"])
+    with pytest.raises(ValueError, match="unknown evaluation task 'captions'.*Install the package"):
+        evaluators_for(["captions"])

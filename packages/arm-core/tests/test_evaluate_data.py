@@ -224,7 +224,7 @@ def test_siglip_head_of_a_tokenizer_export(tmp_path, capsys):
 
     teacher = Path(toy_teacher_dir())
     args = _teacher_args(teacher)
-    from arm_tokenizer import registry
+    from arm_tokenizer.framework import registry
 
     enc = registry.create("encoder", "timm", **args)
     torch.manual_seed(3)

@@ -17,7 +17,7 @@ from arm_core.config import Config
 from arm_core.lightning_module import LMTrainer, lm_loss
 from arm_core.model import GPT
 from arm_data.vocab import VocabLayout
-from arm_tokenizer import registry
+from arm_tokenizer.framework import registry
 
 LAYOUT = VocabLayout(text_vocab_size=20, codebook_size=16, max_grid_h=4, max_grid_w=4)
 
@@ -158,7 +158,7 @@ def test_plugin_lm_from_yaml_through_the_cli(plugin_lms, tmp_path, monkeypatch) 
     """`lm: scaled_gpt` in a config (and --model.init_args.lm on the command line, which the
     CLI translates to the class's dotted path) trains and exports that LM."""
     from arm_core.cli import EXTRA_COMMANDS
-    from arm_tokenizer.cli_base import run_cli
+    from arm_tokenizer.framework.cli_base import run_cli
 
     config = {
         "seed_everything": 0,
@@ -190,7 +190,7 @@ def test_unknown_lm_name_is_a_clear_error(plugin_lms, tmp_path, capsys) -> None:
 
     # through the CLI: one line, exit 2, naming the kind and the name
     from arm_core.cli import EXTRA_COMMANDS
-    from arm_tokenizer.cli_base import run_cli
+    from arm_tokenizer.framework.cli_base import run_cli
 
     config = {"trainer": {"accelerator": "cpu", "max_steps": 1, "logger": False},
               "model": {"class_path": "lm_trainer", "init_args": {"preset": "tiny", "lm": "nope"}},

@@ -198,7 +198,7 @@ def test_low_precision_cast_keeps_rope_frequencies_fp32():
 
 
 def test_registered_under_arm_lms():
-    from arm_tokenizer import registry
+    from arm_tokenizer.framework import registry
     assert registry.get("lm", "gpt") is GPT
     model = registry.create("lm", "gpt", config=Config.from_name("tiny"))
     assert isinstance(model, GPT) and model.config.name == "tiny"

@@ -37,7 +37,7 @@ def _items():
 
 
 def test_registered_as_scorers(ckpts):
-    from arm_tokenizer import registry
+    from arm_tokenizer.framework import registry
 
     s = registry.create("scorer", "siglip_score", name_or_path=str(ckpts["siglip"]))
     j = registry.create("scorer", "vlm_judge", name_or_path=str(ckpts["qwen"]))

@@ -13,7 +13,7 @@ from arm_core.suites.score import score_suite
 from arm_core.suites.scorers.base import Scorer, ScoreRecord, ScorerError, SuiteItem
 from arm_core.suites.shapes import TAG_CHECKS, ShapesSuite, make_prompts, write_prompts
 from arm_data.shapes import SceneSpec, render
-from arm_tokenizer import registry
+from arm_tokenizer.framework import registry
 from PIL import Image
 
 

@@ -13,7 +13,7 @@ from arm_data.datamodules.image_text import ImageTextDataModule
 from arm_data.datasets.tasks import EditDataset, PairDataset, encode_record
 from arm_data.datasets.writers import write_folder, write_jsonl, write_wds
 from arm_data.records import EditRecord, PairRecord
-from arm_tokenizer.cli_base import run_cli
+from arm_tokenizer.framework.cli_base import run_cli
 from arm_tokenizer.image_cache import CacheTooLargeError
 from PIL import Image
 

@@ -72,7 +72,7 @@ def test_wds_epochs_reshuffle_shards(data_dirs):
 
 
 def test_registered_and_fits_with_lightning(data_dirs, tmp_path):
-    from arm_tokenizer import registry
+    from arm_tokenizer.framework import registry
 
     assert registry.get("datamodule", "image_text") is ImageTextDataModule
     for name in ("pair_records", "vqa_records", "edit_records", "wds_records"):

@@ -107,7 +107,7 @@ def test_datasets_and_datamodule_batches():
 
 
 def test_registered_entry_points():
-    from arm_tokenizer import registry
+    from arm_tokenizer.framework import registry
 
     assert registry.get("datamodule", "shapes_world") is ShapesWorldDataModule
     assert registry.get("dataset", "shapes_images") is ShapesImageDataset

@@ -29,7 +29,7 @@ from arm_data.tasks import (
 )
 from arm_data.text_tokenizer import TextTokenizer
 from arm_data.vocab import DEFAULT_SPECIAL_TOKENS, VocabLayout
-from arm_tokenizer import registry
+from arm_tokenizer.framework import registry
 
 TASKS = ["t2i", "und", "edit", "text"]
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 from arm_rl.cli import main
-from arm_rl.trainer import GRPOTrainer, NoTrainingBatchesError
+from arm_rl.lightning_module import GRPOTrainer, NoTrainingBatchesError
 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "rl"
 T2I = CONFIGS / "shapes-t2i-grpo.yaml"
@@ -59,7 +59,7 @@ def test_numerics_error_is_one_line_and_exit_2(tiny_lm, nan_reference, tmp_path,
     assert not (tmp_path / "out").exists()          # the failed run exports nothing
 
     # --debug keeps the full traceback (the exception itself)
-    from arm_rl.trainer import RLNumericsError
+    from arm_rl.lightning_module import RLNumericsError
 
     with pytest.raises(RLNumericsError, match="reference log-probs"):
         main(["fit", "--config", str(T2I), "--trainer.max_steps=1", "--trainer.logger=false",
@@ -76,14 +76,12 @@ def test_diverging_policy_is_one_line_and_exit_2(tiny_lm, tmp_path, monkeypatch,
     first step has a gradient; the rule reward of a random LM is flat.)"""
     monkeypatch.delenv("ARM_DEBUG", raising=False)
     cfg = yaml.safe_load(T2I.read_text())
-    cfg["model"]["init_args"]["t2i_reward"] = {"class_path": "judge"}
+    cfg["model"]["init_args"]["tasks"]["t2i"].update(reward={"class_path": "judge"}, top_k=None, temperature=1.0)
     config = tmp_path / "judge.yaml"
     config.write_text(yaml.safe_dump(cfg))
     monkeypatch.chdir(tmp_path)
     rc = _cli(config, tiny_lm / "lm", "--model.init_args.lr=1e30", "--model.init_args.ppo_epochs=2",
-              "--model.init_args.group_size=4", "--model.init_args.beta=0.0",
-              "--model.init_args.top_k=null", "--model.init_args.t2i_temperature=1.0",
-              "--trainer.max_steps=2", f"--model.init_args.export_dir={tmp_path / 'out'}")
+              "--model.init_args.group_size=4", "--model.init_args.beta=0.0", "--trainer.max_steps=2", f"--model.init_args.export_dir={tmp_path / 'out'}")
     err = capsys.readouterr().err
     assert rc == 2, err
     assert "Traceback" not in err

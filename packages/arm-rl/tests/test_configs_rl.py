@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 from arm_rl.cli import EXTRA_COMMANDS
-from arm_tokenizer.cli_base import run_cli
+from arm_tokenizer.framework.cli_base import run_cli
 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "rl"
 NAMES = ("shapes-t2i-grpo.yaml", "shapes-edit-grpo.yaml", "shapes-multitask-grpo.yaml")
@@ -26,10 +26,22 @@ def _fit(config: Path, lm: Path, *extra: str) -> int:
 
 
 def test_arm_defaults_in_the_shipped_configs():
+    arm_temperature = {"t2i": 0.7, "edit": 1.0}
     for name in NAMES:
         m = yaml.safe_load((CONFIGS / name).read_text())["model"]["init_args"]
-        assert (m["group_size"], m["beta"], m["eps_low"], m["eps_high"], m["top_k"]) == (16, 0.01, 0.2, 0.2, 1000)
-        assert m.get("t2i_temperature", 0.7) == 0.7 and m.get("edit_temperature", 1.0) == 1.0
+        assert (m["group_size"], m["beta"], m["eps_low"], m["eps_high"]) == (16, 0.01, 0.2, 0.2)
+        assert m["tasks"] and all(t["top_k"] == 1000 and t["temperature"] == arm_temperature[n]
+                                  for n, t in m["tasks"].items()), m["tasks"]
+
+
+def test_shipped_configs_use_the_tasks_spelling():
+    from arm_rl.rl_task import LEGACY_ARGUMENTS
+
+    for path in sorted(CONFIGS.glob("*.yaml")):
+        cfg = yaml.safe_load(path.read_text())
+        m = cfg["model"]["init_args"]
+        assert not set(m) & {*LEGACY_ARGUMENTS, "top_k"}, path.name
+        assert "task_weights" not in cfg["data"]["init_args"], path.name   # the mix is the tasks' weights
 
 
 def test_multitask_config_fits_one_step_and_exports(tiny_lm, tmp_path, monkeypatch):
@@ -65,7 +77,7 @@ def test_composite_with_self_judge(tiny_lm, tmp_path, monkeypatch):
     from arm_core.checkpoint import load_lm
 
     cfg = yaml.safe_load((CONFIGS / "shapes-t2i-grpo.yaml").read_text())
-    cfg["model"]["init_args"]["t2i_reward"] = {
+    cfg["model"]["init_args"]["tasks"]["t2i"]["reward"] = {
         "class_path": "composite",
         "init_args": {"rewards": [{"class_path": "shapes_t2i"}, {"class_path": "judge"}],
                       "weights": [1.0, 0.5]}}
@@ -100,7 +112,7 @@ class Brightness(Reward):
 @pytest.fixture
 def third_party_reward(tmp_path, monkeypatch):
     """A reward in a module of its own, registered ad hoc (as a pip plugin's entry point would)."""
-    from arm_tokenizer import registry
+    from arm_tokenizer.framework import registry
 
     (tmp_path / "my_rewards.py").write_text(REWARD_MODULE)
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -116,15 +128,15 @@ def test_a_third_party_reward_trains_by_name_from_yaml(tiny_lm, tmp_path, monkey
     import my_rewards
 
     cfg = yaml.safe_load((CONFIGS / "shapes-t2i-grpo.yaml").read_text())
-    cfg["model"]["init_args"]["t2i_reward"] = {"class_path": "brightness",
-                                               "init_args": {"target": 0.8}}
+    cfg["model"]["init_args"]["tasks"]["t2i"]["reward"] = {"class_path": "brightness",
+                                                           "init_args": {"target": 0.8}}
     path = tmp_path / "bright.yaml"
     path.write_text(yaml.safe_dump(cfg))
     monkeypatch.chdir(tmp_path)
     assert _fit(path, tiny_lm / "lm") == 0
     assert my_rewards.CALLS == [2]                    # one prompt x a group of 2, one call
 
-    cfg["model"]["init_args"]["t2i_reward"]["class_path"] = "brightnes"
+    cfg["model"]["init_args"]["tasks"]["t2i"]["reward"]["class_path"] = "brightnes"
     path.write_text(yaml.safe_dump(cfg))
     assert _fit(path, tiny_lm / "lm") == 2
     err = capsys.readouterr().err

@@ -24,15 +24,15 @@ import lightning.pytorch as pl
 import pytest
 import torch
 import torch.multiprocessing as mp
+from arm_rl.lightning_module import GRPOTrainer
 from arm_rl.prompts import ShapesPromptDataModule
 from arm_rl.rewards.base import Reward
+from arm_rl.rl_task import RLTask
 from arm_rl.sharding import rank_batch, steps_per_epoch
-from arm_rl.trainer import GRPOTrainer
 
 REPO = Path(__file__).resolve().parents[3]
 WORLD = 2
-MODEL = dict(group_size=2, beta=0.04, lr=5e-2, top_k=None, t2i_temperature=1.0, edit_temperature=1.0,
-             export_dir="", seed=7)
+MODEL = dict(group_size=2, beta=0.04, lr=5e-2, export_dir="", seed=7)
 # 6 prompts, 2 per rank per step: steps of 4 and 2 prompts (the short last one: 1 per rank)
 DATA = dict(task_weights={"t2i": 0.5, "edit": 0.5}, prompts_per_step=2, num_prompts=6, seed=0)
 STEPS = 2
@@ -90,6 +90,10 @@ class CodeReward(Reward):
         return (codes == 3).float().mean(1)
 
 
+def _tasks():
+    return {t: RLTask(temperature=1.0, top_k=None, reward=CodeReward()) for t in ("t2i", "edit")}
+
+
 class Recording(GRPOTrainer):
     """Keeps each rollout batch (images dropped) and the weights after each step."""
 
@@ -127,7 +131,7 @@ def _worker(rank: int, port: int, lm: str, out: str, steps: int, ckpt: str | Non
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(WORLD),
                       RANK=str(rank), LOCAL_RANK=str(rank), NODE_RANK="0")
     torch.set_num_threads(1)
-    module = Recording(policy_checkpoint=lm, t2i_reward=CodeReward(), edit_reward=CodeReward(), **MODEL)
+    module = Recording(policy_checkpoint=lm, tasks=_tasks(), **MODEL)
     cb = ModelCheckpoint(dirpath=out, filename="{step}", every_n_train_steps=1, save_top_k=-1)
     trainer = pl.Trainer(accelerator="cpu", devices=WORLD, strategy="ddp", max_steps=steps, logger=False,
                          callbacks=[cb], enable_progress_bar=False, enable_model_summary=False,
@@ -145,7 +149,7 @@ def _ddp_fit(lm: Path, out: Path, steps: int, ckpt: Path | None = None) -> list[
 
 
 def _single_step(lm: Path, rollouts: list, tmp: Path) -> dict[str, torch.Tensor]:
-    module = Replay(policy_checkpoint=str(lm), t2i_reward=CodeReward(), edit_reward=CodeReward(), **MODEL)
+    module = Replay(policy_checkpoint=str(lm), tasks=_tasks(), **MODEL)
     module.__dict__["replay"] = rollouts
     trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp)

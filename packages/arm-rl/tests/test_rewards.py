@@ -179,7 +179,7 @@ def test_judge_agreement_with_an_oracle_judge():
 def test_every_registered_reward_is_a_documented_reward_subclass():
     import inspect
 
-    from arm_tokenizer import registry
+    from arm_tokenizer.framework import registry
 
     names = {c.name for c in registry.list_components("reward")}
     assert {"shapes_t2i", "shapes_edit", "dual_encoder_alignment", "judge", "composite"} <= names

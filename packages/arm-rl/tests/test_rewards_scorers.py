@@ -147,9 +147,9 @@ def hf(tmp_path_factory):
     return {"siglip": build_tiny_siglip(root / "siglip"), "qwen": build_tiny_qwen2_vl(root / "qwen")}
 
 
-def _fit_yaml(tmp_path: Path, lm: Path, data: dict, rewards: dict) -> int:
+def _fit_yaml(tmp_path: Path, lm: Path, data: dict, tasks: dict) -> int:
     from arm_rl.cli import EXTRA_COMMANDS
-    from arm_tokenizer.cli_base import run_cli
+    from arm_tokenizer.framework.cli_base import run_cli
 
     cfg = {"seed_everything": 0,
            "trainer": {"accelerator": "cpu", "devices": 1, "max_steps": 1, "log_every_n_steps": 1,
@@ -158,8 +158,9 @@ def _fit_yaml(tmp_path: Path, lm: Path, data: dict, rewards: dict) -> int:
                        "enable_checkpointing": False, "enable_progress_bar": False,
                        "num_sanity_val_steps": 0, "default_root_dir": str(tmp_path / "logs")},
            "model": {"class_path": "grpo",
-                     "init_args": {"policy_checkpoint": str(lm), "group_size": 2, "beta": 0.01, "top_k": None,
-                                   "export_dir": str(tmp_path / "out"), **rewards}},
+                     "init_args": {"policy_checkpoint": str(lm), "group_size": 2, "beta": 0.01,
+                                   "export_dir": str(tmp_path / "out"),
+                                   "tasks": {t: {"top_k": None, "reward": r} for t, r in tasks.items()}}},
            "data": data}
     path = tmp_path / "rl.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -181,9 +182,9 @@ def test_grpo_step_from_yaml_with_siglip_score_on_geneval_prompts(tiny_lm, hf, t
     prompts = _jsonl(tmp_path / "evaluation_metadata.jsonl", GENEVAL)
     rc = _fit_yaml(tmp_path, tiny_lm / "lm",
                    {"class_path": "file_prompts", "init_args": {"path": str(prompts), "prompts_per_step": 2}},
-                   {"t2i_reward": {"class_path": "scorer",
-                                   "init_args": {"scorer": "siglip_score", "device": "cpu",
-                                                 "args": {"name_or_path": str(hf["siglip"]), "batch_size": 3}}}})
+                   {"t2i": {"class_path": "scorer",
+                            "init_args": {"scorer": "siglip_score", "device": "cpu",
+                                          "args": {"name_or_path": str(hf["siglip"]), "batch_size": 3}}}})
     assert rc == 0
     assert load_lm(tmp_path / "out").metadata["global_step"] == 1
     assert 0.0 < _logged_reward(tmp_path, "t2i") < 1.0          # SigLIP's match probability
@@ -196,9 +197,9 @@ def test_grpo_step_from_yaml_with_vlm_judge_on_edit_triplets(tiny_lm, hf, tmp_pa
     rc = _fit_yaml(tmp_path, tiny_lm / "lm",
                    {"class_path": "file_prompts",
                     "init_args": {"path": str(_edit_file(tmp_path)), "format": "edits", "prompts_per_step": 1}},
-                   {"edit_reward": {"class_path": "scorer",
-                                    "init_args": {"scorer": "vlm_judge", "scale": 0.1,
-                                                  "args": {"name_or_path": str(hf["qwen"]), "batch_size": 8}}}})
+                   {"edit": {"class_path": "scorer",
+                             "init_args": {"scorer": "vlm_judge", "scale": 0.1,
+                                           "args": {"name_or_path": str(hf["qwen"]), "batch_size": 8}}}})
     assert rc == 0
     assert load_lm(tmp_path / "out").metadata["global_step"] == 1
     assert 0.0 < _logged_reward(tmp_path, "edit") < 1.0         # 0.1 x VIEScore's 0-10 overall

@@ -6,9 +6,10 @@ from __future__ import annotations
 import lightning.pytorch as pl
 import pytest
 import torch
+from arm_rl.lightning_module import GRPOTrainer, ReferenceMismatchError, RLNumericsError
 from arm_rl.prompts import ShapesPromptDataModule
 from arm_rl.rewards.base import Reward, RewardError
-from arm_rl.trainer import GRPOTrainer, ReferenceMismatchError, RLNumericsError
+from arm_rl.rl_task import RLTask
 
 TARGET_CODE = 3
 
@@ -24,6 +25,11 @@ class CodeReward(Reward):
         if self.value is not None:
             return torch.full((len(records),), self.value)
         return (codes == TARGET_CODE).float().mean(1)
+
+
+def tasks(t2i=None, edit=None, **sampling):
+    """``tasks`` of the given rewards, each sampled with ``sampling`` (RLTask fields)."""
+    return {name: RLTask(reward=r, **sampling) for name, r in (("t2i", t2i), ("edit", edit)) if r is not None}
 
 
 def _fit(module, dm, steps, tmp_path):
@@ -46,9 +52,9 @@ def test_grpo_raises_reward_and_exports(tiny_lm, tmp_path, arm_test_seed):
     from arm_core.generation import Engine
 
     torch.manual_seed(arm_test_seed)
-    module = GRPOTrainer(policy_checkpoint=str(tiny_lm / "lm"), t2i_reward=CodeReward(),
-                         edit_reward=CodeReward(), group_size=4, beta=0.01, lr=3e-2, top_k=None,
-                         t2i_temperature=1.0, ppo_epochs=2, sample_every_n_steps=5,
+    module = GRPOTrainer(policy_checkpoint=str(tiny_lm / "lm"),
+                         tasks=tasks(CodeReward(), CodeReward(), temperature=1.0, top_k=None),
+                         group_size=4, beta=0.01, lr=3e-2, ppo_epochs=2, sample_every_n_steps=5,
                          export_dir=str(tmp_path / "policy"), seed=arm_test_seed)
     dm = ShapesPromptDataModule({"t2i": 0.5, "edit": 0.5}, prompts_per_step=2, num_prompts=64)
     trainer = _fit(module, dm, 16, tmp_path / "fit1")  # 8 rollout batches x 2 ppo epochs
@@ -86,7 +92,7 @@ def test_grpo_raises_reward_and_exports(tiny_lm, tmp_path, arm_test_seed):
 
 
 def test_beta_zero_builds_no_reference_and_dynamic_sampling_skips(tiny_lm, tmp_path):
-    module = GRPOTrainer(policy_checkpoint=str(tiny_lm / "lm"), t2i_reward=CodeReward(value=0.5),
+    module = GRPOTrainer(policy_checkpoint=str(tiny_lm / "lm"), tasks=tasks(CodeReward(value=0.5)),
                          group_size=2, beta=0.0, dynamic_sampling=True, export_dir="")
     dm = ShapesPromptDataModule({"t2i": 1.0}, prompts_per_step=1, num_prompts=4)
     before = {k: v.clone() for k, v in module.state_dict().items()} if module.policy else None
@@ -104,8 +110,8 @@ def test_top_k_policy_moving_off_its_samples_keeps_the_kl_finite(tiny_lm):
     # reference's) top-k between ppo epochs: their truncated log-prob is -inf. The KL uses
     # untruncated log-probs, so training goes on.
     torch.manual_seed(0)
-    module = GRPOTrainer(policy_checkpoint=str(tiny_lm / "lm"), t2i_reward=CodeReward(), group_size=4,
-                         beta=0.01, top_k=4, ppo_epochs=4, lr=0.05, export_dir="")
+    module = GRPOTrainer(policy_checkpoint=str(tiny_lm / "lm"), tasks=tasks(CodeReward(), top_k=4), group_size=4,
+                         beta=0.01, ppo_epochs=4, lr=0.05, export_dir="")
     dm = ShapesPromptDataModule({"t2i": 1.0}, prompts_per_step=2, num_prompts=64)
     trainer = pl.Trainer(max_steps=16, accelerator="cpu", logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False)
@@ -119,9 +125,9 @@ def test_resume_draws_the_same_rollouts_as_an_uninterrupted_run(tiny_lm, tmp_pat
 
     def run(steps, root, ckpt=None):
         torch.manual_seed(0)
-        module = GRPOTrainer(policy_checkpoint=str(tiny_lm / "lm"), t2i_reward=CodeReward(),
-                             edit_reward=CodeReward(), group_size=2, beta=0.01, lr=1e-2, top_k=None,
-                             t2i_temperature=1.0, export_dir="", seed=3)
+        module = GRPOTrainer(policy_checkpoint=str(tiny_lm / "lm"),
+                             tasks=tasks(CodeReward(), CodeReward(), temperature=1.0, top_k=None),
+                             group_size=2, beta=0.01, lr=1e-2, export_dir="", seed=3)
         dm = ShapesPromptDataModule({"t2i": 0.5, "edit": 0.5}, prompts_per_step=2, num_prompts=12)
         cb = ModelCheckpoint(dirpath=root, save_last=True, every_n_train_steps=1, save_top_k=0)
         trainer = pl.Trainer(max_steps=steps, accelerator="cpu", logger=False, callbacks=[cb],
@@ -150,7 +156,7 @@ def test_reference_mismatch_and_bad_arguments(tiny_lm):
     with pytest.raises(ValueError, match="scores only"):
         from arm_rl.rewards.shapes import ShapesT2IReward
 
-        GRPOTrainer(edit_reward=ShapesT2IReward())
+        GRPOTrainer(tasks={"edit": RLTask(reward=ShapesT2IReward())})
     with pytest.raises(ValueError, match="empty"):
         ShapesPromptDataModule(num_prompts=0)
     with pytest.raises(ValueError, match="task_weights is empty"):
@@ -162,12 +168,12 @@ def test_reference_mismatch_and_bad_arguments(tiny_lm):
 
 def test_nan_reward_and_nan_loss_stop_the_step(tiny_lm, tmp_path):
     dm = ShapesPromptDataModule({"t2i": 1.0}, prompts_per_step=1, num_prompts=4)
-    bad = GRPOTrainer(policy_checkpoint=str(tiny_lm / "lm"), t2i_reward=CodeReward("nanny", float("nan")),
+    bad = GRPOTrainer(policy_checkpoint=str(tiny_lm / "lm"), tasks=tasks(CodeReward("nanny", float("nan"))),
                       group_size=2, export_dir="")
     with pytest.raises(RewardError, match="batch 0, task t2i: reward 'nanny'"):
         _fit(bad, dm, 1, tmp_path)
 
-    module = GRPOTrainer(policy_checkpoint=str(tiny_lm / "lm"), t2i_reward=CodeReward(),
+    module = GRPOTrainer(policy_checkpoint=str(tiny_lm / "lm"), tasks=tasks(CodeReward()),
                          group_size=4, beta=0.1, export_dir="")
     module.configure_model()
     with torch.no_grad():                               # a corrupted reference -> NaN KL
@@ -182,7 +188,7 @@ def test_nan_reward_and_nan_loss_stop_the_step(tiny_lm, tmp_path):
 def test_speculative_rollouts_train_and_refuse_a_negative_window(tiny_lm, tmp_path):
     """`speculative: N` decodes rollouts with speculative Jacobi decoding (fewer forwards than
     codes) and the step still trains; a negative window is refused at construction."""
-    module = GRPOTrainer(policy_checkpoint=str(tiny_lm / "lm"), t2i_reward=CodeReward(),
+    module = GRPOTrainer(policy_checkpoint=str(tiny_lm / "lm"), tasks=tasks(CodeReward()),
                          group_size=2, beta=0.0, speculative=4, export_dir="")
     dm = ShapesPromptDataModule({"t2i": 1.0}, prompts_per_step=1, num_prompts=4)
     before = [p.detach().clone() for p in module.policy.parameters()] if module.policy else None

@@ -22,7 +22,7 @@ from arm_tokenizer.testing.seeding import _seed_each_test, arm_test_seed  # noqa
 @pytest.fixture
 def fresh_registry(monkeypatch):
     """A registry that forgets its cache before and after the test."""
-    from arm_tokenizer import registry
+    from arm_tokenizer.framework import registry
 
     registry.refresh()
     yield registry

@@ -9,8 +9,8 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-from arm_tokenizer.cli_base import run_cli
 from arm_tokenizer.data import ImageFolderDataModule
+from arm_tokenizer.framework.cli_base import run_cli
 from arm_tokenizer.image_cache import CacheTooLargeError
 from arm_tokenizer.images import (
     ImageTooSmallError,
@@ -180,8 +180,8 @@ data:
 
 
 def test_non_square_fit_with_logging_short_epochs_and_progress_lines(photos, tmp_path, capsys):
-    from arm_tokenizer.lightning_cli import run_lightning
-    from arm_tokenizer.progress import StepProgress
+    from arm_tokenizer.framework.lightning_cli import run_lightning
+    from arm_tokenizer.framework.progress import StepProgress
     from arm_tokenizer.tokenizer import VisualTokenizer
 
     cfg = tmp_path / "fit.yaml"
@@ -211,11 +211,11 @@ def test_non_square_fit_with_logging_short_epochs_and_progress_lines(photos, tmp
 
 
 def test_progress_is_overridable_and_off_with_the_bar(photos, tmp_path, capsys):
-    from arm_tokenizer.lightning_cli import run_lightning
-    from arm_tokenizer.progress import StepProgress
+    from arm_tokenizer.framework.lightning_cli import run_lightning
+    from arm_tokenizer.framework.progress import StepProgress
 
     text = textwrap.dedent(CONFIG.format(root=tmp_path, photos=photos)).replace(
-        "  max_steps: 5\n", "  max_steps: 2\n  callbacks:\n    - class_path: arm_tokenizer.progress.StepProgress\n"
+        "  max_steps: 5\n", "  max_steps: 2\n  callbacks:\n    - class_path: arm_tokenizer.framework.progress.StepProgress\n"
                             "      init_args: {every_n_steps: 1, mode: lines}\n").replace(
         "    export_dir", "    # export_dir")
     cfg = tmp_path / "p.yaml"
@@ -263,7 +263,7 @@ def test_image_folder_buckets_by_aspect_ratio_and_trains(photos, tmp_path):
     import lightning as L
     from arm_tokenizer.decoders.conv import ConvDecoder
     from arm_tokenizer.encoders.cnn import CNNEncoder
-    from arm_tokenizer.module import TokenizerTrainer
+    from arm_tokenizer.lightning_module import TokenizerTrainer
     from arm_tokenizer.projections import LinearProjection
     from arm_tokenizer.quantizers.fsq import FSQQuantizer
 

@@ -9,10 +9,15 @@ import os
 import pytest
 import timm
 import torch
-from arm_tokenizer.checkpoint import FORMAT_VERSION, CheckpointError, read_config
-from arm_tokenizer.configurable import ConfigError, Configurable, import_class, instantiate
 from arm_tokenizer.encoders.cnn import CNNEncoder
 from arm_tokenizer.encoders.timm_encoder import TimmEncoder
+from arm_tokenizer.framework.checkpoint import FORMAT_VERSION, CheckpointError, read_config
+from arm_tokenizer.framework.configurable import (
+    ConfigError,
+    Configurable,
+    import_class,
+    instantiate,
+)
 from arm_tokenizer.projections import LinearProjection, TransformerProjection
 from arm_tokenizer.quantizers.fsq import FSQQuantizer
 from arm_tokenizer.quantizers.vq import VQQuantizer

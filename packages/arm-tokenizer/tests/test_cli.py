@@ -5,7 +5,7 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-from arm_tokenizer.cli_base import describe_component, run_cli
+from arm_tokenizer.framework.cli_base import describe_component, run_cli
 
 EXTRA = "model:toy_module=toy_components:ToyModule,datamodule:toy_data=toy_components:ToyData,encoder:toy_part=toy_components:ToyPart,encoder:broken=no_such_module_q:X"
 
@@ -114,7 +114,7 @@ def test_list_and_describe(toy_env, capsys):
 
 
 def test_resume_runs_the_configs_model_arguments_not_the_checkpoints(toy_env, monkeypatch):
-    from arm_tokenizer.lightning_cli import run_lightning
+    from arm_tokenizer.framework.lightning_cli import run_lightning
 
     monkeypatch.setenv("ARM_EXTRA_COMPONENTS", EXTRA + ",model:toy_saved=toy_components:ToySavedModule")
     text = GOOD.replace("class_path: toy_module", "class_path: toy_saved").replace(

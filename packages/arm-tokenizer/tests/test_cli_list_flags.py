@@ -6,8 +6,8 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-from arm_tokenizer.cli_base import run_cli
-from arm_tokenizer.config_check import list_item_flag_error
+from arm_tokenizer.framework.cli_base import run_cli
+from arm_tokenizer.framework.config_check import list_item_flag_error
 from lightning import LightningModule
 from torch import nn
 from toy_components import ToyPart

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(not CONFIGS.is_dir(), reason="configs/ ships wit
 
 
 def _run(argv: list[str]):
-    from arm_tokenizer.lightning_cli import run_lightning
+    from arm_tokenizer.framework.lightning_cli import run_lightning
 
     return run_lightning(argv)
 
@@ -91,12 +91,12 @@ def _scale_down(cfg: dict, teacher: Path, images: Path, tmp: Path) -> dict:
 def test_configs_check_as_shipped():
     """Every component name resolves and every argument matches its constructor's type (the
     CLI's pre-parse check); the scaled-down runs below then go through LightningCLI itself."""
-    from arm_tokenizer.config_check import check_config_file
+    from arm_tokenizer.framework.config_check import check_config_file
 
     pytest.importorskip("arm_data", reason="the shipped configs train on arm-data's ShapesWorld")
     for name in NAMES + [*DECODER_FINETUNES, "shapes-hifi.yaml"]:
         cfg = check_config_file(CONFIGS / name)
-        assert cfg["model"]["class_path"] == "arm_tokenizer.module.TokenizerTrainer", name
+        assert cfg["model"]["class_path"] == "arm_tokenizer.lightning_module.TokenizerTrainer", name
 
 
 @pytest.mark.parametrize("name", NAMES)

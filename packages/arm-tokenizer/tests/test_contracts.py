@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from arm_tokenizer import registry
+from arm_tokenizer.framework import registry
 from arm_tokenizer.quantizers.base import Quantizer, QuantizerOutput
 from arm_tokenizer.testing import (
     CONTRACT_KINDS,

@@ -6,11 +6,11 @@ import json
 
 import pytest
 import torch
-from arm_tokenizer.configurable import instantiate
 from arm_tokenizer.decoders.conv import ConvDecoder
 from arm_tokenizer.decoders.latent_dit import LatentDiTDecoder
 from arm_tokenizer.decoders.pixel_dit import PixelDiTDecoder
 from arm_tokenizer.decoders.vae import VAE, SmallVAE
+from arm_tokenizer.framework.configurable import instantiate
 from arm_tokenizer.testing.contracts import check_decoder, example_instance
 from torch import nn
 
@@ -21,7 +21,7 @@ def test_decoder_contract(cls):
 
 
 def test_registered_names():
-    from arm_tokenizer import registry
+    from arm_tokenizer.framework import registry
 
     assert registry.get("decoder", "conv_decoder") is ConvDecoder
     assert registry.get("decoder", "pixel_dit") is PixelDiTDecoder
@@ -184,7 +184,7 @@ def test_latent_dit_loads_a_frozen_vae_from_path_and_exports_portably(tmp_path):
 
 def test_vae_trainer_trains_and_calibrates_latent_scale(tmp_path):
     import lightning as L
-    from arm_tokenizer.vae_module import VAETrainer
+    from arm_tokenizer.decoders.lightning_module import VAETrainer
     from torch.utils.data import DataLoader
 
     torch.manual_seed(0)

@@ -124,3 +124,25 @@ def test_cnn_encoder_shapes_and_errors():
     with pytest.raises(ValueError, match="multiple of the patch size"):
         enc(torch.zeros(1, 3, 18, 16))
     assert CNNEncoder(frozen=True).frozen
+
+
+def test_detail_layers_fold_finer_maps_onto_the_token_grid():
+    torch.manual_seed(0)
+    kw = {"model_name": "resnet10t", "model_kwargs": {"output_stride": 8, "channels": [32, 64, 64, 64]}}
+    plain, detailed = TimmEncoder(**kw), TimmEncoder(**kw, detail_layers=[0, 1])
+    detailed.load_state_dict(plain.state_dict())
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    tokens = detailed(x)
+    # last stage 64 ch + stem (stride 2, 64 ch) folded 4x4 + stride-4 stage (32 ch) folded 2x2
+    assert detailed.out_dim == 64 + 64 * 16 + 32 * 4 == tokens.shape[-1]
+    assert tokens.shape[:2] == (2, 16) and detailed.grid_shape(32, 32) == (4, 4)
+    assert torch.allclose(tokens[..., :64], plain(x))  # the semantic channels come first, unchanged
+    # a stem pixel's activation sits in the token over it: perturb one corner, only token 0 changes
+    y = x.clone()
+    y[:, :, 0, 0] += 0.5
+    changed = (detailed(y)[..., 64:] - tokens[..., 64:]).abs().amax(-1)[0] > 1e-6
+    assert changed[0] and not changed[5:].any()
+    vit = tiny_vit(detail_layers=[0])
+    assert vit.out_dim == 64 and vit(x).shape == (2, 16, 64)
+    with pytest.raises(ValueError, match="detail_layers: 2 must name a layer before feature_layer"):
+        tiny_vit(feature_layer=1, detail_layers=[2])

@@ -14,8 +14,8 @@ from arm_tokenizer.cli import EXTRA_COMMANDS
 from arm_tokenizer.encoders.cnn import CNNEncoder
 from arm_tokenizer.evaluate import FIGURES
 from arm_tokenizer.images import ImageTransform, load_image
+from arm_tokenizer.lightning_module import TokenizerTrainer
 from arm_tokenizer.losses.siglip import SigLIPLoss
-from arm_tokenizer.module import TokenizerTrainer
 from arm_tokenizer.projections import LinearProjection
 from arm_tokenizer.quantizers.fsq import FSQQuantizer
 from arm_tokenizer.teachers.frozen import TeacherTextEncoder
@@ -285,9 +285,9 @@ def test_rfid_compares_originals_with_reconstructions(setup, monkeypatch):
     def make():
         return FrechetInceptionDistance(feature=Pool(), normalize=True, input_img_size=(3, *SIZE))
 
-    import arm_tokenizer.eval_metrics as em
+    import arm_tokenizer.evaluate as ev
 
-    monkeypatch.setattr(em, "fid_metric", lambda weights, device: (make(), None))
+    monkeypatch.setattr(ev, "fid_metric", lambda weights, device: (make(), None))  # where it is used
     rep = _report(setup, "trained", name="fid.json")
     tok = VisualTokenizer.from_pretrained(setup["root"] / "trained")
     x = setup["x"]

@@ -17,8 +17,8 @@ import torch
 
 pytest.importorskip("transformers")
 
-from arm_tokenizer import registry  # noqa: E402
-from arm_tokenizer.configurable import instantiate  # noqa: E402
+from arm_tokenizer.framework import registry  # noqa: E402
+from arm_tokenizer.framework.configurable import instantiate  # noqa: E402
 from arm_tokenizer.losses.caption import CaptionLoss  # noqa: E402
 from arm_tokenizer.losses.prefix_pooling import PrefixPooling, pooled_length  # noqa: E402
 from arm_tokenizer.teachers import hf_causal_lm as hf_mod  # noqa: E402
@@ -330,7 +330,7 @@ def _tiny_trainer_config(tmp_path, cap_loss: dict) -> str:
 def test_readme_yaml_trains_a_tokenizer_through_lightning_cli(tmp_path, lm_dir):
     """The README's loss block (name_or_path, dtype and widths scaled down) in a tiny
     TokenizerTrainer run by LightningCLI for one step on a captioned image folder."""
-    from arm_tokenizer.lightning_cli import run_lightning
+    from arm_tokenizer.framework.lightning_cli import run_lightning
 
     cap_loss = _readme_yaml()
     assert cap_loss["init_args"]["caption_lm"]["class_path"] == "hf_causal_lm"

@@ -15,9 +15,9 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from arm_tokenizer import registry  # noqa: E402
-from arm_tokenizer.configurable import instantiate  # noqa: E402
-from arm_tokenizer.hub import HubUnavailableError  # noqa: E402
+from arm_tokenizer.framework import registry  # noqa: E402
+from arm_tokenizer.framework.configurable import instantiate  # noqa: E402
+from arm_tokenizer.framework.hub import HubUnavailableError  # noqa: E402
 from arm_tokenizer.testing.hf_tiny import TINY_FAMILIES, tiny_hf_dir  # noqa: E402
 
 FAMILIES = list(TINY_FAMILIES)
@@ -267,7 +267,7 @@ def test_without_transformers_one_line_says_what_to_install(monkeypatch):
 
 # ------------------------------------------------------------------ registry: the package to install
 def test_a_component_of_a_package_not_installed_names_the_package(fresh_registry, monkeypatch):
-    from arm_tokenizer.config_check import ConfigError, resolve_class
+    from arm_tokenizer.framework.config_check import ConfigError, resolve_class
 
     real = [d for d in registry._distributions() if (d.metadata["Name"] or "") == "arm-tokenizer"]
     monkeypatch.setattr(registry, "_distributions", lambda: list(real))  # arm-tokenizer alone
@@ -330,7 +330,7 @@ trainer:
 
 
 def test_yaml_fit_with_hf_towers_non_square(tmp_path, monkeypatch):
-    from arm_tokenizer.cli_base import run_cli
+    from arm_tokenizer.framework.cli_base import run_cli
     from PIL import Image
 
     images = tmp_path / "images"

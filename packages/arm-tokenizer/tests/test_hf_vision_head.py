@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 pytest.importorskip("transformers")
 
-from arm_tokenizer import registry  # noqa: E402
+from arm_tokenizer.framework import registry  # noqa: E402
 from arm_tokenizer.testing.hf_tiny import tiny_hf_dir  # noqa: E402
 
 SIZES = {"siglip": [16, 24], "siglip2": [16, 24], "clip": [32, 40]}

@@ -20,7 +20,7 @@ def test_loss_contract(cls):
 
 
 def test_registered_names():
-    from arm_tokenizer import registry
+    from arm_tokenizer.framework import registry
 
     assert registry.get("tokenizer_loss", "pixel_loss") is PixelReconstructionLoss
     assert registry.get("tokenizer_loss", "flow_matching") is FlowMatchingLoss

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from arm_tokenizer import registry
+from arm_tokenizer.framework import registry
 from arm_tokenizer.losses.base import LossInputs
 from arm_tokenizer.losses.caption import CaptionLoss
 from arm_tokenizer.losses.feature import FeatureLoss

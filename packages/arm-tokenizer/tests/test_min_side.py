@@ -8,8 +8,8 @@ import textwrap
 from types import SimpleNamespace
 
 import pytest
-from arm_tokenizer.cli_base import run_cli
 from arm_tokenizer.data import ImageFolderDataModule, min_side_for
+from arm_tokenizer.framework.cli_base import run_cli
 from arm_tokenizer.images import ImageTooSmallError
 from PIL import Image
 
@@ -17,7 +17,7 @@ from PIL import Image
 def _model(buckets=None):
     from arm_tokenizer.decoders.conv import ConvDecoder
     from arm_tokenizer.encoders.cnn import CNNEncoder
-    from arm_tokenizer.module import TokenizerTrainer
+    from arm_tokenizer.lightning_module import TokenizerTrainer
     from arm_tokenizer.projections import LinearProjection
     from arm_tokenizer.quantizers.fsq import FSQQuantizer
 

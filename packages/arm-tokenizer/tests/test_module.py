@@ -10,14 +10,14 @@ import lightning as L
 import pytest
 import torch
 from arm_tokenizer.callbacks import ExportTokenizer, ReconstructionGrid, make_grid
-from arm_tokenizer.checkpoint import CheckpointError
 from arm_tokenizer.data import ImageFolderDataModule
 from arm_tokenizer.decoders.conv import ConvDecoder
 from arm_tokenizer.decoders.pixel_dit import PixelDiTDecoder
 from arm_tokenizer.encoders.cnn import CNNEncoder
+from arm_tokenizer.framework.checkpoint import CheckpointError
+from arm_tokenizer.lightning_module import TokenizerTrainer
 from arm_tokenizer.losses.flow import FlowMatchingLoss
 from arm_tokenizer.losses.pixel import PixelReconstructionLoss
-from arm_tokenizer.module import TokenizerTrainer
 from arm_tokenizer.projections import LinearProjection
 from arm_tokenizer.quantizers.fsq import FSQQuantizer
 from arm_tokenizer.schedules import warmup_cosine

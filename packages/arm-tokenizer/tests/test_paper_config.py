@@ -177,7 +177,7 @@ def test_paper_config_offline_without_the_weights_is_one_line(monkeypatch, tmp_p
 # ----------------------------------------------------------------------------- training on photos
 @pytest.mark.parametrize("family", ["siglip", "siglip2"])
 def test_paper_config_fast_dev_run_on_photos(family, towers, photos, tmp_path):
-    from arm_tokenizer.lightning_cli import run_lightning
+    from arm_tokenizer.framework.lightning_cli import run_lightning
 
     cfg = _scaled_down(_with_weights(towers[family], towers["qwen"]), tmp_path, photos)
     (tmp_path / "paper.yaml").write_text(yaml.safe_dump(cfg))
@@ -235,7 +235,7 @@ def test_paper_config_trains_20_steps_and_the_export_encodes(towers, photos, tmp
 
 # ----------------------------------------------------------------------------- full size
 def test_full_size_paper_config_builds_on_meta_with_its_parameter_counts(tmp_path):
-    from arm_tokenizer.lightning_cli import ARMLightningCLI, translate_argv
+    from arm_tokenizer.framework.lightning_cli import ARMLightningCLI, translate_argv
     from arm_tokenizer.testing.full_size import without_weights, write_full_size_dirs
     from lightning.pytorch import LightningDataModule, LightningModule
 
@@ -282,7 +282,7 @@ def test_full_size_paper_config_builds_on_meta_with_its_parameter_counts(tmp_pat
 
 # ----------------------------------------------------------------------------- L_sig's start
 def test_siglip_loss_starts_from_the_text_towers_scale_and_bias(towers):
-    from arm_tokenizer import registry
+    from arm_tokenizer.framework import registry
     from arm_tokenizer.losses.siglip import SigLIPLoss
 
     text = registry.create("text_encoder", "hf_text", name_or_path=str(towers["siglip"]))
@@ -320,8 +320,8 @@ def test_siglip_loss_keeps_a_teachers_scale_with_its_head_only():
 
 # ----------------------------------------------------------------------------- pixel-only
 def test_pixel_only_folder_config_needs_nothing_beyond_arm_tokenizer(photos, tmp_path):
-    from arm_tokenizer.config_check import check_config_file
-    from arm_tokenizer.lightning_cli import run_lightning
+    from arm_tokenizer.framework.config_check import check_config_file
+    from arm_tokenizer.framework.lightning_cli import run_lightning
 
     checked = check_config_file(PIXEL_ONLY)
 

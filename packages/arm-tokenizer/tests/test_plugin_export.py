@@ -12,9 +12,9 @@ from importlib import metadata
 
 import pytest
 import torch
-from arm_tokenizer import registry
-from arm_tokenizer.checkpoint import MissingComponentError
 from arm_tokenizer.encoders.cnn import CNNEncoder
+from arm_tokenizer.framework import registry
+from arm_tokenizer.framework.checkpoint import MissingComponentError
 from arm_tokenizer.projections import LinearProjection
 from arm_tokenizer.testing.toys import ToyDecoder
 from arm_tokenizer.tokenizer import VisualTokenizer

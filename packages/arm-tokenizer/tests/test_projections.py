@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from arm_tokenizer import registry
+from arm_tokenizer.framework import registry
 from arm_tokenizer.projections import (
     LinearProjection,
     MLPProjection,

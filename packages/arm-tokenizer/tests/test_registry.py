@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib import metadata
 
 import pytest
-from arm_tokenizer import registry
+from arm_tokenizer.framework import registry
 
 
 class FakeDist:
@@ -55,6 +55,15 @@ def test_two_distributions_claiming_one_name_is_an_error_naming_both(fake_dists)
 def test_same_distribution_seen_twice_is_not_a_duplicate(fake_dists):
     eps = [("arm.rewards", "r", "toy_components:ToyPart")]
     fake_dists.extend([FakeDist("plugin-a", eps), FakeDist("plugin_a", eps)])
+    assert registry.get("reward", "r").__name__ == "ToyPart"
+
+
+def test_stale_metadata_of_a_moved_class_behind_the_installed_one_is_ignored(fake_dists):
+    # an editable install's fresh metadata first on sys.path, a stale src/*.egg-info after it
+    # still naming the module the class moved from: the first copy wins, as for imports
+    fake_dists.append(FakeDist("plugin-a", [("arm.rewards", "r", "toy_components:ToyPart")]))
+    fake_dists.append(FakeDist("plugin_a", [("arm.rewards", "r", "toy_components_old:ToyPart")]))
+    assert [c.target for c in registry.list_components("reward")] == ["toy_components:ToyPart"]
     assert registry.get("reward", "r").__name__ == "ToyPart"
 
 

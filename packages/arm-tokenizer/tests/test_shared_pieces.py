@@ -9,8 +9,8 @@ import subprocess
 import sys
 
 import pytest
-from arm_tokenizer.checkpoint import atomic_path, atomic_write_bytes
-from arm_tokenizer.configurable import ComponentImportError, ConfigError
+from arm_tokenizer.framework.checkpoint import atomic_path, atomic_write_bytes
+from arm_tokenizer.framework.configurable import ComponentImportError, ConfigError
 from arm_tokenizer.schedules import warmup_cosine
 from arm_tokenizer.spm import SentencePieceModel, train_sentencepiece
 from arm_tokenizer.teachers.spm import BOS_ID, EOS_ID, SpmText, train_spm
@@ -52,9 +52,9 @@ def test_warmup_cosine_one_schedule():
 
 
 def test_moved_names_keep_a_deprecated_alias():
-    import arm_tokenizer.module as module
+    import arm_tokenizer.lightning_module as module
 
-    with pytest.warns(DeprecationWarning, match=r"arm_tokenizer\.module\.warmup_cosine moved to arm_tokenizer\.schedules"):
+    with pytest.warns(DeprecationWarning, match=r"arm_tokenizer\.lightning_module\.warmup_cosine moved to arm_tokenizer\.schedules"):
         assert module.warmup_cosine is warmup_cosine
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         module.nope  # noqa: B018
@@ -85,7 +85,7 @@ def test_teacher_spm_is_the_shared_wrapper_and_deterministic():
 
 def test_teacher_trainer_imports_without_the_semantic_losses():
     # the former cycle: losses.siglip -> teachers.frozen -> teachers.toy -> teachers.trainer -> losses.siglip
-    code = ("import sys, arm_tokenizer.teachers.trainer, arm_tokenizer.teachers.toy; "
+    code = ("import sys, arm_tokenizer.teachers.lightning_module, arm_tokenizer.teachers.toy; "
             "print(sorted(m for m in ('arm_tokenizer.losses.siglip', 'arm_tokenizer.teachers.frozen') "
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from arm_tokenizer import registry
+from arm_tokenizer.framework import registry
 from arm_tokenizer.teachers.frozen import (
     TEACHER_FILES,
     TeacherCaptionLM,
@@ -15,10 +15,10 @@ from arm_tokenizer.teachers.frozen import (
     load_image_tower,
     read_teacher_config,
 )
+from arm_tokenizer.teachers.lightning_module import TeacherTrainer
 from arm_tokenizer.teachers.modules import build_image_tower
 from arm_tokenizer.teachers.spm import BOS_ID, EOS_ID, PAD_ID, SpmText, train_spm
 from arm_tokenizer.teachers.toy import TINY_TOWER_KWARGS, build_toy_teacher, toy_batch
-from arm_tokenizer.teachers.trainer import TeacherTrainer
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
@@ -211,8 +211,8 @@ _CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "tokenizer"
 def test_shapes_teacher_yaml_runs_scaled_down(tmp_path):
     """shapes-teacher.yaml through the real CLI: same model, tiny sizes, a folder of toy images."""
     import yaml
+    from arm_tokenizer.framework.lightning_cli import run_lightning
     from arm_tokenizer.images import tensor_to_pil
-    from arm_tokenizer.lightning_cli import run_lightning
 
     cfg = yaml.safe_load((_CONFIGS / "shapes-teacher.yaml").read_text())
     assert cfg["model"]["class_path"] == "teacher_trainer"

@@ -7,14 +7,14 @@ import stat
 
 import pytest
 import torch
-from arm_tokenizer.checkpoint import (
+from arm_tokenizer.encoders.cnn import CNNEncoder
+from arm_tokenizer.framework.checkpoint import (
     atomic_write_bytes,
     current_umask,
     make_temp_dir,
     new_dir_mode,
     new_file_mode,
 )
-from arm_tokenizer.encoders.cnn import CNNEncoder
 from arm_tokenizer.projections import LinearProjection
 from arm_tokenizer.quantizers.fsq import FSQQuantizer
 from arm_tokenizer.testing.toys import ToyDecoder

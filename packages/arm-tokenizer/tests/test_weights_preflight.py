@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from arm_tokenizer.hub import HubUnavailableError
-from arm_tokenizer.weights_preflight import check_checkpoints, checkpoint_locations
+from arm_tokenizer.framework.hub import HubUnavailableError
+from arm_tokenizer.framework.weights_preflight import check_checkpoints, checkpoint_locations
 
 REPO = Path(__file__).resolve().parents[3]
 PAPER = REPO / "configs" / "tokenizer" / "arm-siglip2-fsq.yaml"

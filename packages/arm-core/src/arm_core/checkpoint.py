@@ -42,7 +42,7 @@ from typing import Any
 import torch
 from arm_data.text_tokenizer import TextTokenizer
 from arm_data.vocab import VocabLayout
-from arm_tokenizer.checkpoint import CheckpointError, make_temp_dir, new_file_mode
+from arm_tokenizer.framework.checkpoint import CheckpointError, make_temp_dir, new_file_mode
 from arm_tokenizer.tokenizer import VisualTokenizer
 from safetensors.torch import load_file, save_file
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from arm_tokenizer.cli_base import ExtraCommand, run_cli
+from arm_tokenizer.framework.cli_base import ExtraCommand, run_cli
 
 
 def _generate(argv: list[str]) -> int:

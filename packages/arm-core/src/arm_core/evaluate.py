@@ -27,6 +27,11 @@ dict (:func:`evaluate_lm`), written by ``arm-lm evaluate``::
     arm-lm evaluate --lm runs/lm --tokenizer runs/tokenizer --split heldout --n 200 \\
         --cfg 1.0 1.5 3.0 --edit-image-scale 1.25 2 3 --out metrics.json
 
+Which evaluation ``--tasks NAME`` runs is the task's to say: its
+:attr:`arm_data.tasks.Task.evaluator` names one of :data:`EVALUATORS` (``t2i`` ->
+``shapes_t2i``, ``und``/``vqa`` -> ``shapes_vqa``, ``edit`` -> ``shapes_edit``); a task
+naming none is told to measure its loss with ``--data`` instead.
+
 Used by the demo report and by arm-rl (before/after RL). On your own data (``--data``,
 ``--vqa``, ``--t2i-prompts``) the same command runs :mod:`arm_core.evaluate_data` instead.
 """
@@ -39,7 +44,8 @@ import os
 import re
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,13 +53,17 @@ import torch
 from arm_data.shapes import ShapesWorld
 from arm_data.shapes.difficulty import get_difficulty
 from arm_data.shapes.spec import count_group
-from arm_tokenizer.checkpoint import atomic_write_bytes
+from arm_data.tasks import UnknownTaskError, get_task
+from arm_tokenizer.framework.checkpoint import atomic_write_bytes
 
 from arm_core.pipelines import Edit, TextToImage, Understand, load_pipelines
 
 __all__ = ["evaluate_lm", "evaluate_pipelines", "evaluate_t2i_split", "evaluate_vqa_split",
-           "evaluate_edit_split", "normalize_answer", "write_metrics", "TASKS"]
+           "evaluate_edit_split", "normalize_answer", "write_metrics", "TASKS", "EVALUATORS", "Evaluator",
+           "evaluators_for"]
 
+#: The default ``--tasks``: the built-in tasks with a ShapesWorld evaluation (record names,
+#: as the metrics' keys).
 TASKS = ("t2i", "vqa", "edit")
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = re.compile(r"[^\w\s]")
@@ -212,9 +222,7 @@ def evaluate_pipelines(t2i: TextToImage, edit: Edit, und: Understand, *, split: 
     """All metrics for loaded pipelines (see the module docstring for the JSON layout), on the
     ShapesWorld of ``difficulty`` (``full``, ``demo`` or Difficulty fields)."""
     difficulty = get_difficulty(difficulty)
-    bad = [t for t in tasks if t not in TASKS]
-    if bad:
-        raise ValueError(f"unknown evaluation task(s) {bad}; choose from {list(TASKS)}")
+    plan = evaluators_for(tasks)
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     scales = [float(s) for s in cfg_scales] or [1.0]
@@ -234,20 +242,15 @@ def evaluate_pipelines(t2i: TextToImage, edit: Edit, und: Understand, *, split: 
     }
     gen = dict(seed=seed, data_seed=data_seed, temperature=temperature, top_k=top_k,
                batch_size=batch_size, progress=progress, difficulty=difficulty)
-    if "t2i" in tasks:
-        res["t2i"] = {sp: {f"cfg={s:g}": evaluate_t2i_split(t2i, sp, n, s, **gen) for s in scales}
-                      for sp in splits}
-    if "vqa" in tasks:
-        res["vqa"] = {sp: evaluate_vqa_split(und, sp, n, data_seed=data_seed,
-                                             questions_per_image=questions_per_image,
-                                             batch_size=batch_size, progress=progress,
-                                             difficulty=difficulty)
-                      for sp in splits}
-    if "edit" in tasks:
-        res["edit"] = {sp: {key: evaluate_edit_split(edit, sp, n, ts, im, **gen)
-                            for key, ts, im in _edit_settings(scales, image_scales)}
-                       for sp in splits}
-    res["summary"] = _summary(res, split)
+    run = _Run(n=n, splits=splits, scales=scales, image_scales=image_scales,
+               questions_per_image=questions_per_image, gen=gen)
+    pipes = {"t2i": t2i, "edit": edit, "und": und}
+    summary: dict[str, Any] = {}
+    for ev in plan:
+        res[ev.key] = ev.run(pipes[ev.pipeline], run)
+    for ev in plan:
+        summary.update(ev.summary(res[ev.key], split))
+    res["summary"] = summary
     res["seconds"] = round(time.perf_counter() - t0, 1)
     return res
 
@@ -275,28 +278,108 @@ def _edit_settings(text_scales: Sequence[float],
     return out
 
 
-def _summary(res: dict[str, Any], split: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Run:
+    """The settings every evaluator of one ``evaluate_pipelines`` call shares."""
+
+    n: int
+    splits: list[str]
+    scales: list[float]
+    image_scales: list[float]
+    questions_per_image: int
+    gen: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Evaluator:
+    """A ShapesWorld evaluation that a task names (:attr:`arm_data.tasks.Task.evaluator`).
+
+    Args:
+        key: its entry in the metrics (``metrics["t2i"]``, ``metrics["summary"]["t2i"]``).
+        pipeline: the pipeline it drives: ``t2i``, ``und`` or ``edit``.
+        run: ``(pipeline, settings) -> {split: results}``.
+        summary: ``(results, main split) -> headline entries of metrics["summary"]``.
+    """
+
+    key: str
+    pipeline: str
+    run: Callable[[Any, _Run], dict[str, Any]]
+    summary: Callable[[dict[str, Any], str], dict[str, Any]]
+
+
+def _run_t2i(pipe: TextToImage, r: _Run) -> dict[str, Any]:
+    return {sp: {f"cfg={s:g}": evaluate_t2i_split(pipe, sp, r.n, s, **r.gen) for s in r.scales} for sp in r.splits}
+
+
+def _run_vqa(pipe: Understand, r: _Run) -> dict[str, Any]:
+    g = r.gen
+    return {sp: evaluate_vqa_split(pipe, sp, r.n, data_seed=g["data_seed"], questions_per_image=r.questions_per_image,
+                                   batch_size=g["batch_size"], progress=g["progress"], difficulty=g["difficulty"])
+            for sp in r.splits}
+
+
+def _run_edit(pipe: Edit, r: _Run) -> dict[str, Any]:
+    return {sp: {key: evaluate_edit_split(pipe, sp, r.n, ts, im, **r.gen)
+                 for key, ts, im in _edit_settings(r.scales, r.image_scales)}
+            for sp in r.splits}
+
+
+def _summary_t2i(res: dict[str, Any], split: str) -> dict[str, Any]:
     """Headline numbers: at guidance 1 and at the best scale of the main split."""
-    out: dict[str, Any] = {}
-    if "t2i" in res:
-        runs = res["t2i"][split]
-        best = max(runs, key=lambda k: runs[k]["overall"] or 0.0)
-        out["t2i"] = {"cfg1": runs.get("cfg=1", {}).get("overall"), "best_scale": best,
-                      "best": runs[best]["overall"], "best_se": runs[best].get("overall_se")}
-        for sp, r in res["t2i"].items():
-            out["t2i"][f"{sp}@best"] = {"overall": r[best]["overall"], "overall_se": r[best].get("overall_se"),
-                                        "by_objects": r[best]["by_objects"]}
-    if "vqa" in res:
-        out["vqa"] = {sp: r["accuracy"] for sp, r in res["vqa"].items()}
-        out["vqa_se"] = {sp: r.get("accuracy_se") for sp, r in res["vqa"].items()}
-    if "edit" in res:
-        runs = res["edit"][split]
-        best = max(runs, key=lambda k: (runs[k]["adherence"] or 0.0) + (runs[k]["consistency"] or 0.0))
-        out["edit"] = {"cfg1": {m: runs.get("cfg=1", {}).get(m) for m in ("adherence", "consistency")},
-                       "best_scale": best,
-                       "best": {m: runs[best][m] for m in ("adherence", "consistency")},
-                       "best_se": {m: runs[best].get(f"{m}_se") for m in ("adherence", "consistency")}}
-    return out
+    runs = res[split]
+    best = max(runs, key=lambda k: runs[k]["overall"] or 0.0)
+    out = {"cfg1": runs.get("cfg=1", {}).get("overall"), "best_scale": best,
+           "best": runs[best]["overall"], "best_se": runs[best].get("overall_se")}
+    for sp, r in res.items():
+        out[f"{sp}@best"] = {"overall": r[best]["overall"], "overall_se": r[best].get("overall_se"),
+                             "by_objects": r[best]["by_objects"]}
+    return {"t2i": out}
+
+
+def _summary_vqa(res: dict[str, Any], split: str) -> dict[str, Any]:
+    return {"vqa": {sp: r["accuracy"] for sp, r in res.items()},
+            "vqa_se": {sp: r.get("accuracy_se") for sp, r in res.items()}}
+
+
+def _summary_edit(res: dict[str, Any], split: str) -> dict[str, Any]:
+    runs = res[split]
+    best = max(runs, key=lambda k: (runs[k]["adherence"] or 0.0) + (runs[k]["consistency"] or 0.0))
+    return {"edit": {"cfg1": {m: runs.get("cfg=1", {}).get(m) for m in ("adherence", "consistency")},
+                     "best_scale": best,
+                     "best": {m: runs[best][m] for m in ("adherence", "consistency")},
+                     "best_se": {m: runs[best].get(f"{m}_se") for m in ("adherence", "consistency")}}}
+
+
+#: The ShapesWorld evaluations, by the name a task gives (:attr:`arm_data.tasks.Task.evaluator`),
+#: in the order metrics list them.
+EVALUATORS: dict[str, Evaluator] = {
+    "shapes_t2i": Evaluator("t2i", "t2i", _run_t2i, _summary_t2i),
+    "shapes_vqa": Evaluator("vqa", "und", _run_vqa, _summary_vqa),
+    "shapes_edit": Evaluator("edit", "edit", _run_edit, _summary_edit),
+}
+
+
+def evaluators_for(tasks: Sequence[str]) -> list[Evaluator]:
+    """The evaluations ``tasks`` name (task or record names), each once, in :data:`EVALUATORS` order.
+
+    Raises:
+        ValueError: a task no installed package registers, or one without an evaluation
+            (naming the task and what to do instead).
+    """
+    names: set[str] = set()
+    for t in tasks:
+        try:
+            task = get_task(t)
+        except UnknownTaskError as e:
+            raise ValueError(f"unknown evaluation task {t!r}: {e}") from None
+        if not task.evaluator:
+            raise ValueError(f"task {t!r} has no ShapesWorld evaluation (its Task.evaluator is empty); measure its "
+                             f"loss on token shards instead: arm-lm evaluate --data DIR --loss-tasks {task.name}")
+        if task.evaluator not in EVALUATORS:
+            raise ValueError(f"task {t!r} names the evaluation {task.evaluator!r}, which arm-core does not have; "
+                             f"known: {', '.join(EVALUATORS)}")
+        names.add(task.evaluator)
+    return [ev for name, ev in EVALUATORS.items() if name in names]
 
 
 def evaluate_lm(lm_dir: str | os.PathLike, tokenizer_dir: str | os.PathLike | None = None,
@@ -365,7 +448,8 @@ instead of ShapesWorld; the ShapesWorld options are then not used.""")
     sw.add_argument("--edit-image-scale", type=float, nargs="+", default=[1.25],
                     help="editing's guidance over the source image (ARM: 1.25); several are "
                          "each run with every --cfg above 1")
-    sw.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    sw.add_argument("--tasks", nargs="+", default=list(TASKS),
+                    help="tasks to evaluate, each by the evaluation its task names (default: t2i vqa edit)")
     sw.add_argument("--data-seed", type=int, default=0)
     sw.add_argument("--questions-per-image", type=int, default=1)
     sw.add_argument("--difficulty", default="full",

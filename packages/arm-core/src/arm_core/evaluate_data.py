@@ -56,7 +56,8 @@ __all__ = ["evaluate_task_loss", "read_vqa_file", "evaluate_vqa_file", "normaliz
            "read_prompt_file", "DualEncoder", "score_alignment", "evaluate_t2i_alignment",
            "evaluate_data", "LOSS_TASKS"]
 
-#: LM tasks whose loss can be measured on shards (``arm_data.formats.TASKS``).
+#: The built-in LM tasks whose loss can be measured on shards; any registered task
+#: (:func:`arm_data.tasks.task_names`) can be, its special tokens in the LM's vocabulary.
 LOSS_TASKS = ("t2i", "und", "edit", "text")
 IGNORE_INDEX = -100
 
@@ -80,20 +81,28 @@ def evaluate_task_loss(lm: Any, data_dir: str | os.PathLike, tasks: Sequence[str
     the shards in ``data_dir`` (see the module docstring).
 
     Args:
-        tasks: LM tasks to measure (of ``t2i``, ``und``, ``edit``, ``text``); a task
-            whose records the shards do not hold is reported with ``documents: 0``.
+        tasks: LM tasks to measure (``t2i``, ``und``, ``edit``, ``text`` or a registered
+            task); a task whose records the shards do not hold is reported with ``documents: 0``.
         batch_size: documents per forward pass.
         max_documents: measure at most the first this many documents per task.
     """
     from arm_data.datamodules.tokens import _Corpus, collate_rows
     from arm_data.formats import ConditionDropout
     from arm_data.shards import open_shards, read_shard
+    from arm_data.tasks import get_task, task_names
 
-    bad = [t for t in tasks if t not in LOSS_TASKS]
+    known = task_names()
+    bad = [t for t in tasks if t not in known]
     if bad or not tasks:
-        raise ValueError(f"--loss-tasks: unknown task(s) {bad}; choose from {list(LOSS_TASKS)}")
+        raise ValueError(f"--loss-tasks: unknown task(s) {bad}; choose from {known} (a plugin's task needs its "
+                         "package installed)")
     if lm.layout is None:
         raise ValueError(f"{lm.directory}: the LM has no vocabulary layout; per-task loss needs one")
+    for t in tasks:  # a plugin task's own tokens exist only in LMs trained with it
+        lacking = [tok for tok in get_task(t, aliases=False).vocab_tokens() if tok not in lm.layout.special_tokens]
+        if lacking:
+            raise ValueError(f"--loss-tasks {t}: the LM {lm.directory} was not trained with task {t!r} (its "
+                             f"vocabulary lacks {lacking})")
     manifest, paths = open_shards(data_dir)
     layout = lm.layout
     if manifest.codebook_size != layout.codebook_size:
@@ -317,10 +326,10 @@ class DualEncoder(nn.Module):
                       text_encoder_args: dict[str, Any] | None = None,
                       image_size: int | tuple[int, int] | None = None,
                       head_dir: str | None = None) -> DualEncoder:
-        """Build both towers by registry name (``arm_tokenizer.registry.create``); with
+        """Build both towers by registry name (``arm_tokenizer.framework.registry.create``); with
         ``head_dir`` (a tokenizer export holding ``siglip_head.json``) take its SigLIP head,
         and its text encoder unless ``text_encoder`` names one."""
-        from arm_tokenizer import registry
+        from arm_tokenizer.framework import registry
 
         encoder_args = dict(encoder_args or {})
         if head_dir is None and "keep_head" not in encoder_args and _takes_keep_head(registry.get("encoder", encoder)):

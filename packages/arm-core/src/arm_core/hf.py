@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from arm_tokenizer.checkpoint import atomic_path, atomic_write_bytes
+from arm_tokenizer.framework.checkpoint import atomic_path, atomic_write_bytes
 from safetensors import safe_open
 from safetensors.torch import save_file
 

@@ -57,9 +57,9 @@ from arm_data.formats import TASKS
 from arm_data.text_tokenizer import TextTokenizer
 from arm_data.vocab import VocabLayout
 from arm_tokenizer import schedules
-from arm_tokenizer.checkpoint import atomic_write_bytes
-from arm_tokenizer.configurable import import_class
-from arm_tokenizer.deprecation import moved_names
+from arm_tokenizer.framework.checkpoint import atomic_write_bytes
+from arm_tokenizer.framework.configurable import import_class
+from arm_tokenizer.framework.deprecation import moved_names
 from arm_tokenizer.tokenizer import VisualTokenizer
 from lightning.pytorch.strategies import FSDPStrategy
 

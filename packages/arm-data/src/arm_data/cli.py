@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from arm_tokenizer.cli_base import ExtraCommand, lazy_command, run_cli
+from arm_tokenizer.framework.cli_base import ExtraCommand, lazy_command, run_cli
 
 # Imported only when the subcommand runs.
 EXTRA_COMMANDS: dict[str, ExtraCommand] = {

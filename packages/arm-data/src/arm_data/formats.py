@@ -14,7 +14,7 @@ the constrained decoder, know the grid before the first code)::
 
     IMG(h, w) = <h=h> <w=w> <boi> c_1 c_2 ... c_{h*w} <eoi>        (c_k = image_offset + code)
 
-The four task layouts (``*`` marks tokens with loss; ``|`` marks where a generation
+The task layouts (``*`` marks tokens with loss; ``|`` marks where a generation
 prompt ends, i.e. everything left of it is the prompt)::
 
     t2i  : <bos> <t2i> caption... <h> <w> <boi> | c*... <eoi>* <eos>*
@@ -22,6 +22,8 @@ prompt ends, i.e. everything left of it is the prompt)::
            (a conversation repeats ``<user> q... <assistant> a*... <eos>*`` per turn pair)
     edit : <bos> <edit> IMG(src) <user> instruction... <assistant> <h> <w> <boi> | c*... <eoi>* <eos>*
     text : <bos> <text> | text*... <eos>*
+    interleaved (arm_data.tasks.interleaved; its <doc> is appended to the built-in specials):
+           <bos> <doc> (text*... | IMG*)... <eos>*     (loss on text, images or both)
 
 With ``loss_on_all=True`` every token after ``<bos>`` carries loss (pre-training style).
 

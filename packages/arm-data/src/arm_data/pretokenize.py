@@ -187,7 +187,8 @@ class ShapesSource:
         split: a ShapesWorld split (``train``, ``val``, ``heldout``).
         seed: the world's seed.
         tasks: which records each scene gives: ``pair`` (caption), ``vqa`` (every QA
-            pair), ``edit`` (the edit triplet).
+            pair), ``edit`` (the edit triplet), ``interleaved`` (edit chain ``i`` of the split,
+            :class:`arm_data.shapes.chains.EditChains`: a 2-4 step document with its specs).
         length: number of scenes (ShapesWorld is unbounded; ``--count`` sets it).
         num_questions: QA pairs per scene.
         difficulty: the world's content (``full``, ``demo`` or Difficulty fields).
@@ -249,7 +250,20 @@ class ShapesSource:
             extra = {"source_spec": _json_safe(e.source), "target_spec": _json_safe(e.target),
                      "edit": _json_safe(getattr(e, "edit", None))}
             out.append(RawRecord("edit", {"instruction": e.instruction}, [src, tgt], f"{key}-edit", i, extra))
+        if "interleaved" in self.tasks:
+            out.append(self._chain(i, image_size))
         return out
+
+    def _chain(self, i: int, image_size: tuple[int, int]) -> RawRecord:
+        """Edit chain ``i`` of the split as an ``interleaved`` record (its own random streams)."""
+        from arm_data.shapes.chains import EditChains
+
+        h, w = image_size
+        chain = EditChains(self.split, self.seed, w, h, max(1, self.length), difficulty=self.difficulty)[i]
+        rec = chain.record(png=False)
+        images = [_to_uint8(im, image_size) for im in rec.images]
+        return RawRecord("interleaved", get_task("interleaved").record_texts(rec), images, chain.key, i,
+                         chain.extra())
 
 
 def _text(caption: Any) -> str:
@@ -310,12 +324,42 @@ class RecordsSource:
         return [RawRecord(rec.task, task.record_texts(rec), images, rec.key, i, extra)]
 
 
+def source_tasks() -> tuple[str, ...]:
+    """The record names a source can give: ``pair``, ``vqa``, ``edit``, then the registered
+    tasks that read records of their own (``interleaved``; ``text`` reads ``pair``'s)."""
+    from arm_data.tasks import get_task, record_name, task_names
+
+    own = [t for t in task_names() if get_task(t, aliases=False).schema == t and record_name(t) == t]
+    return (*RECORD_TASKS, *(t for t in own if t not in RECORD_TASKS))
+
+
+def record_tasks(tasks: Sequence[str]) -> list[str]:
+    """``tasks`` as the record names a source gives, in order, once each: a record name stays,
+    a task that reads another task's records (``text`` and ``t2i`` -> ``pair``, a plugin's
+    ``caption`` -> ``pair``) names that schema's records.
+
+    Raises:
+        arm_data.tasks.UnknownTaskError: a name no installed package registers (saying what to install).
+    """
+    from arm_data.tasks import get_task, record_name
+
+    known = source_tasks()
+    out: list[str] = []
+    for t in tasks:
+        name = t if t in known else record_name(get_task(t).schema)
+        if name not in out:
+            out.append(name)
+    return out
+
+
 def make_source(spec: str, tasks: Sequence[str], count: int | None, seed: int = 0,
                 num_questions: int = 4, difficulty: Any = "full") -> PretokenizeSource:
     """``shapes:SPLIT`` or a dataset path -> a source."""
-    bad = [t for t in tasks if t not in RECORD_TASKS]
+    known = source_tasks()
+    tasks = record_tasks(tasks)
+    bad = [t for t in tasks if t not in known]
     if bad or not tasks:
-        raise ValueError(f"tasks must be a non-empty subset of {list(RECORD_TASKS)}, got {list(tasks)}")
+        raise ValueError(f"tasks must be a non-empty subset of {list(known)}, got {list(tasks)}")
     if spec.startswith("shapes:"):
         if count is None:
             raise ValueError("ShapesWorld is unbounded: give --count (number of scenes)")

@@ -25,6 +25,10 @@ the JSON metadata serialized with sorted keys) holding
           (or "conversation": [{"role": "user"|"assistant", "text": ...}, ...])
       {"task": "edit", ..., "instruction": "...", "images": [2, 3]}   (source, target)
 
+  ``task`` is the record name of the schema (``pair``, ``vqa``, ``edit``) or a registered
+  task reading its own records; that task (:class:`arm_data.tasks.Task`) says which texts
+  the record stores and how many images it holds (``num_images``).
+
 The manifest lists a shard only after its file has been renamed into place, with its
 SHA-256: a shard is finished iff its file exists, is listed, and matches the checksum.
 """
@@ -41,15 +45,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from arm_tokenizer.checkpoint import atomic_write_bytes
+from arm_tokenizer.framework.checkpoint import atomic_write_bytes
 from safetensors import safe_open
 from safetensors.numpy import load_file, save
 
 from arm_data.formats import ImageTokens
+from arm_data.tasks import Task, UnknownTaskError, get_task
 
 SHARD_FORMAT = "arm-token-shard/1"
 MANIFEST_FORMAT = "arm-token-shards/1"
 MANIFEST_NAME = "manifest.json"
+#: The built-in record schemas (any registered task's records are accepted too).
 RECORD_TASKS = ("pair", "vqa", "edit")
 
 
@@ -67,7 +73,7 @@ class TokenRecord:
 
     Attributes:
         task: ``"pair"``, ``"vqa"`` or ``"edit"`` (the data task; the LM task formats
-            map pair -> t2i, vqa -> und, edit -> edit).
+            map pair -> t2i, vqa -> und, edit -> edit), or a registered task's name.
         texts: ``{"text"}`` (pair), ``{"question", "answer"}`` or ``{"conversation"}``
             (vqa), ``{"instruction"}`` (edit).
         images: one :class:`ImageTokens` (pair, vqa) or two, source then target (edit).
@@ -84,9 +90,7 @@ class TokenRecord:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.task not in RECORD_TASKS:
-            raise ShardError(f"record task must be one of {list(RECORD_TASKS)}, got {self.task!r}")
-        want = 2 if self.task == "edit" else 1
+        want = _schema_task(self.task).num_images(self.texts)
         if len(self.images) != want:
             raise ShardError(f"a {self.task} record holds {want} image(s), got {len(self.images)}")
 
@@ -101,6 +105,20 @@ class TokenRecord:
     @property
     def target(self) -> ImageTokens:
         return self.images[-1]
+
+
+def _schema_task(name: str) -> Task:
+    """The task owning record name ``name``'s schema (cached: every record asks)."""
+    task = _SCHEMA_TASKS.get(name)
+    if task is None:
+        try:
+            task = _SCHEMA_TASKS[name] = get_task(get_task(name).schema)
+        except UnknownTaskError as e:
+            raise ShardError(f"record task {name!r} is not known: {e}") from None
+    return task
+
+
+_SCHEMA_TASKS: dict[str, Task] = {}
 
 
 # ---------------------------------------------------------------------- files

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import sentencepiece as spm
-from arm_tokenizer.checkpoint import atomic_write_bytes
+from arm_tokenizer.framework.checkpoint import atomic_write_bytes
 from arm_tokenizer.spm import SentencePieceModel, train_sentencepiece
 
 from arm_data.shapes.world import ShapesWorld

@@ -83,7 +83,9 @@ class VocabLayout:
         max_grid_w: the largest token-grid width (``<w=1>`` .. ``<w=max_grid_w>``).
         special_tokens: names of the special tokens, in id order, each written ``<name>``;
             must include every name in :data:`REQUIRED_SPECIAL_TOKENS`. Extra names may be
-            appended (append only: inserting shifts ids and breaks old checkpoints).
+            appended (append only: inserting shifts ids and breaks old checkpoints); the
+            token data module appends those its plugin tasks use
+            (:func:`arm_data.tasks.vocab_specials`).
     """
 
     text_vocab_size: int
@@ -362,7 +364,8 @@ class VocabLayout:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the layout as JSON, atomically (temp file in the same dir + rename)."""
-        from arm_tokenizer.checkpoint import atomic_write_bytes  # umask permissions, not 0600
+        # umask permissions, not 0600
+        from arm_tokenizer.framework.checkpoint import atomic_write_bytes
 
         atomic_write_bytes(path, (self.to_json() + "\n").encode("utf-8"))
 

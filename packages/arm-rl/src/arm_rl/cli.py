@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from arm_tokenizer.cli_base import ExtraCommand, lazy_command, run_cli
+from arm_tokenizer.framework.cli_base import ExtraCommand, lazy_command, run_cli
 
 EXTRA_COMMANDS: dict[str, ExtraCommand] = {
     "staged": lazy_command("arm_rl.recipes:cli_staged",
@@ -20,9 +20,9 @@ PROG = "arm-rl"
 def run(argv: list[str] | None = None) -> int:
     """``arm-rl`` with ``argv``; returns the exit status.
 
-    On top of the errors :func:`~arm_tokenizer.cli_base.run_cli` reports (bad configs,
+    On top of the errors :func:`~arm_tokenizer.framework.cli_base.run_cli` reports (bad configs,
     unknown components, reward and reference errors: one line, status 2), an
-    :class:`arm_rl.trainer.RLNumericsError` (a non-finite loss or gradient; its message
+    :class:`arm_rl.lightning_module.RLNumericsError` (a non-finite loss or gradient; its message
     names the batch, task, reward and suspects) is reported the same way instead of as a
     traceback. ``--debug`` / ``ARM_DEBUG=1`` re-raise it.
     """
@@ -34,7 +34,7 @@ def run(argv: list[str] | None = None) -> int:
     except FloatingPointError as exc:
         # RLNumericsError is a FloatingPointError; it can only be raised once the trainer
         # module is imported, so importing it here costs nothing (and `list` never pays).
-        from arm_rl.trainer import RLNumericsError
+        from arm_rl.lightning_module import RLNumericsError
 
         if debug or not isinstance(exc, RLNumericsError):
             raise

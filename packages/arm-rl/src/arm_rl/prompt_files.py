@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -286,3 +287,12 @@ class FilePromptDataModule(ShapesPromptDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.dataset is None:
             self.dataset = FilePromptDataset(self.entries)
+
+    def follow_task_weights(self, weights: dict[str, float] | None, trained: Sequence[str]) -> None:
+        """The file's lines say their tasks, so a task mix does not apply; every task in the
+        file must be one the model trains."""
+        tasks = sorted({e["task"] for e in self.entries})
+        missing = [t for t in tasks if t not in trained]
+        if missing:
+            raise ValueError(f"{self.path} has {missing} prompts, but the model trains only {list(trained)}: "
+                             f"add model.init_args.tasks.{missing[0]} (a reward and sampling settings)")

@@ -1,12 +1,16 @@
 """RL prompts: :class:`PromptRecord` and the ShapesWorld prompt data module (``shapes_prompts``).
 
 A prompt record is what a rollout starts from and what a reward scores against: the task
-(``t2i`` or ``edit``), the text (caption or instruction), and — for ShapesWorld — the scene
-specs the rule-based evaluator needs. Records without specs (``spec=None``) work with
-rewards that do not need them (dual-encoder alignment, judges with explicit questions).
+(any registered task: ``t2i``, ``edit``, a plugin's), the text (caption or instruction), and
+— for ShapesWorld — the scene specs the rule-based evaluator needs. The task turns a record
+into its prompt (:meth:`arm_data.tasks.Task.prompt_condition`) and checks it has what that
+needs (:meth:`~arm_data.tasks.Task.check_prompt_record`). Records without specs
+(``spec=None``) work with rewards that do not need them (dual-encoder alignment, judges with
+explicit questions).
 
 :class:`ShapesPromptDataModule` draws prompts from the ShapesWorld **train** split only (the
-held-out-composition split is the benchmark; RL must never see it), mixing tasks by weight:
+held-out-composition split is the benchmark; RL must never see it), mixing tasks by weight
+(the model's ``tasks`` weights unless the data module is given its own):
 record ``i`` is a pure function of ``(seed, i)``, and the order of epoch ``e`` a pure
 function of ``(seed, e)``, so runs are reproducible and a resumed run continues mid-epoch
 with the prompts an uninterrupted run would have drawn.
@@ -24,9 +28,11 @@ import torch
 from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import DataLoader, Dataset
 
-__all__ = ["TASKS", "PromptRecord", "ShapesPromptDataset", "ShapesPromptDataModule",
+__all__ = ["SHAPES_RECORDS", "TASKS", "PromptRecord", "ShapesPromptDataset", "ShapesPromptDataModule",
            "check_task_weights", "collate_records", "records_from_dicts"]
 
+#: ARM's RL tasks, those GRPOTrainer trains by default; any registered task whose class
+#: builds prompts from prompt records trains too (GRPOTrainer ``tasks``).
 TASKS: tuple[str, ...] = ("t2i", "edit")
 
 
@@ -35,7 +41,7 @@ class PromptRecord:
     """One RL prompt.
 
     Attributes:
-        task: ``t2i`` or ``edit``.
+        task: the registered task (``t2i``, ``edit``, a plugin's).
         text: the caption (T2I) or the instruction (edit).
         spec: T2I: the scene the caption describes; edit: the source scene (``SceneSpec``).
         target: edit only: the scene the instruction asks for.
@@ -63,11 +69,13 @@ class PromptRecord:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ValueError(f"PromptRecord.task must be one of {list(TASKS)}, got {self.task!r}")
-        if self.task == "edit" and self.spec is None and self.source_image is None:
-            raise ValueError(f"edit prompt {self.index} ({self.text!r}) needs a source: give spec "
-                             "(the source scene) or source_image")
+        from arm_data.tasks import UnknownTaskError, get_task
+
+        try:
+            owner = get_task(self.task, aliases=False)
+        except UnknownTaskError as exc:
+            raise ValueError(f"PromptRecord.task: {exc}") from None
+        owner.check_prompt_record(self)       # e.g. an edit needs its source
 
     def describe(self) -> str:
         return f"{self.task} prompt #{self.index} ({self.split}): {self.text!r}"
@@ -78,17 +86,37 @@ def collate_records(batch: list[PromptRecord]) -> list[PromptRecord]:
     return list(batch)
 
 
-def check_task_weights(weights: dict[str, float]) -> dict[str, float]:
-    """Validated, normalised task weights; an unknown task or no positive weight is an error."""
-    bad = sorted(set(weights) - set(TASKS))
+def check_task_weights(weights: dict[str, float], where: str = "task_weights") -> dict[str, float]:
+    """Validated task weights normalised to sum 1, in registry order (built-ins first, so a
+    mix draws the same tasks however it is written); an unregistered task, a negative
+    weight or no positive weight is an error naming ``where``."""
+    from arm_data.tasks import task_names
+
+    known = task_names()
+    bad = sorted(set(weights) - set(known))
     if bad:
-        raise ValueError(f"unknown task(s) {bad} in task_weights; choose from {list(TASKS)}")
-    if any(float(v) < 0 for v in weights.values()):
-        raise ValueError(f"task_weights must be >= 0, got {weights}")
+        raise ValueError(f"unknown task(s) {bad} in {where}; registered tasks: {known}")
+    if any(not float(v) >= 0 for v in weights.values()):
+        raise ValueError(f"{where} must be >= 0, got {weights}")
     total = sum(float(v) for v in weights.values())
     if total <= 0:
-        raise ValueError(f"task_weights {weights} select no task: give at least one a positive weight")
-    return {k: float(weights.get(k, 0.0)) / total for k in TASKS}
+        raise ValueError(f"{where} {weights} select no task: give at least one a positive weight")
+    return {k: float(weights[k]) / total for k in known if k in weights}
+
+
+def _caption_record(task: str, s: Any, i: int) -> PromptRecord:
+    return PromptRecord(task, s.caption, spec=s.spec, check=s.caption_attributes,
+                        relations=s.caption_relations, index=i, split=s.split)
+
+
+def _edit_record(task: str, s: Any, i: int) -> PromptRecord:
+    e = s.edit
+    return PromptRecord(task, e.instruction, spec=e.source, target=e.target, edit=e.edit, index=i, split=s.split)
+
+
+#: What a ShapesWorld sample gives, by the record schema a task reads (``Task.schema``):
+#: captions for tasks reading ``t2i`` records, edits for those reading ``edit`` records.
+SHAPES_RECORDS = {"t2i": _caption_record, "edit": _edit_record}
 
 
 class ShapesPromptDataset(Dataset):
@@ -96,7 +124,8 @@ class ShapesPromptDataset(Dataset):
 
     Args:
         length: number of records (an epoch).
-        task_weights: e.g. ``{"t2i": 0.5, "edit": 0.5}``.
+        task_weights: e.g. ``{"t2i": 0.5, "edit": 0.5}``: tasks that read ``t2i`` or ``edit``
+            records (:data:`SHAPES_RECORDS`).
         seed: world seed and task-choice seed.
         split: must be ``train`` (evaluation splits are for measuring RL, never for training it).
         difficulty: the ShapesWorld the prompts come from (``full``, ``demo`` or Difficulty fields).
@@ -110,8 +139,17 @@ class ShapesPromptDataset(Dataset):
         if length < 1:
             raise ValueError(f"the prompt set is empty (length={length}); give num_prompts >= 1")
         from arm_data.shapes import ShapesWorld
+        from arm_data.tasks import get_task
 
         self.weights = check_task_weights(task_weights)
+        self._make: dict[str, Any] = {}
+        for t in self.weights:
+            schema = get_task(t, aliases=False).schema
+            if schema not in SHAPES_RECORDS:
+                raise ValueError(f"task {t!r} reads {schema!r} records, but ShapesWorld prompts are captions "
+                                 f"and edits (tasks reading {sorted(SHAPES_RECORDS)} records): give {t!r} "
+                                 "prompts with another data module")
+            self._make[t] = SHAPES_RECORDS[schema]
         self.world = ShapesWorld(split=split, seed=seed, length=length, difficulty=difficulty)
         self.seed, self.length = seed, length
 
@@ -121,20 +159,15 @@ class ShapesPromptDataset(Dataset):
     def task_of(self, i: int) -> str:
         u = random.Random(f"arm-rl-task:{self.seed}:{i}").random()
         acc = 0.0
-        for t in TASKS:
-            acc += self.weights[t]
-            if u < acc and self.weights[t] > 0:
+        for t, w in self.weights.items():
+            acc += w
+            if u < acc and w > 0:
                 return t
-        return [t for t in TASKS if self.weights[t] > 0][-1]
+        return [t for t, w in self.weights.items() if w > 0][-1]
 
     def __getitem__(self, i: int) -> PromptRecord:
-        s = self.world[i]
-        if self.task_of(i) == "t2i":
-            return PromptRecord("t2i", s.caption, spec=s.spec, check=s.caption_attributes,
-                                relations=s.caption_relations, index=i, split=s.split)
-        e = s.edit
-        return PromptRecord("edit", e.instruction, spec=e.source, target=e.target, edit=e.edit,
-                            index=i, split=s.split)
+        task = self.task_of(i)
+        return self._make[task](task, self.world[i], i)
 
 
 class ShapesPromptDataModule(pl.LightningDataModule):
@@ -142,7 +175,9 @@ class ShapesPromptDataModule(pl.LightningDataModule):
 
     Args:
         task_weights: task mix, e.g. ``{"t2i": 1.0}`` (T2I-RL), ``{"edit": 1.0}`` or
-            ``{"t2i": 0.5, "edit": 0.5}`` (joint).
+            ``{"t2i": 0.5, "edit": 0.5}`` (joint); None = the model's ``tasks`` weights
+            (:meth:`follow_task_weights`), T2I only when the model gives none. Prefer setting
+            the mix in the model's ``tasks``; given here too, the two must agree.
         prompts_per_step: prompts per training step and device (each is rolled out ``group_size`` times).
         num_prompts: prompts in an epoch (distinct train scenes).
         seed: world and task-mix seed.
@@ -161,8 +196,10 @@ class ShapesPromptDataModule(pl.LightningDataModule):
 
         self.difficulty = get_difficulty(difficulty)
         if task_weights is not None and not task_weights:
-            raise ValueError("task_weights is empty: give e.g. {'t2i': 1.0}, or leave it unset for T2I only")
+            raise ValueError("task_weights is empty: give e.g. {'t2i': 1.0}, or leave it unset to follow "
+                             "the model's tasks")
         self.task_weights = check_task_weights(task_weights or {"t2i": 1.0})
+        self._weights_given = task_weights is not None
         if prompts_per_step < 1:
             raise ValueError(f"prompts_per_step must be >= 1, got {prompts_per_step}")
         if num_prompts < 1:
@@ -177,6 +214,26 @@ class ShapesPromptDataModule(pl.LightningDataModule):
         if self.dataset is None:
             self.dataset = ShapesPromptDataset(self.num_prompts, self.task_weights, self.seed, self.split,
                                                difficulty=self.difficulty)
+
+    def follow_task_weights(self, weights: dict[str, float] | None, trained: Sequence[str]) -> None:
+        """Called by :class:`~arm_rl.lightning_module.GRPOTrainer` at setup: draw the model's task mix
+        ``weights`` (None: the model gives none; keep this module's), and check that every
+        task drawn is one of the model's ``trained`` tasks."""
+        if weights is not None:
+            mix = check_task_weights(weights, "the model's tasks weights")
+            if self._weights_given and not _same_mix(mix, self.task_weights):
+                raise ValueError(f"data task_weights {_fmt(self.task_weights)} and the model's tasks weights "
+                                 f"{_fmt(mix)} disagree: set the mix once, in model.init_args.tasks.<name>.weight "
+                                 "(and drop data.init_args.task_weights)")
+            if mix != self.task_weights:
+                self.task_weights = mix
+                self.dataset = None       # built by setup() with the data module's own mix
+        missing = [t for t, w in self.task_weights.items() if w > 0 and t not in trained]
+        if missing:
+            raise ValueError(f"data task_weights {_fmt(self.task_weights)} draw {missing} prompts, but the model "
+                             f"trains only {list(trained)}: add model.init_args.tasks.{missing[0]} (a reward and "
+                             "sampling settings) or drop it from the mix")
+        self.setup("fit")
 
     def train_dataloader(self) -> DataLoader:
         self.setup("fit")
@@ -214,6 +271,15 @@ class ShapesPromptDataModule(pl.LightningDataModule):
             raise ValueError(f"resuming with prompt seed {self.seed}, but the checkpoint's prompts used "
                              f"seed {state_dict['seed']}: set data.init_args.seed={state_dict['seed']}")
         self._resume = {"epoch": int(state_dict["epoch"]), "batch": int(state_dict["batch"])}
+
+
+def _same_mix(a: dict[str, float], b: dict[str, float]) -> bool:
+    keys = {k for k, v in a.items() if v > 0} | {k for k, v in b.items() if v > 0}
+    return all(abs(a.get(k, 0.0) - b.get(k, 0.0)) < 1e-9 for k in keys)
+
+
+def _fmt(weights: dict[str, float]) -> str:
+    return "{" + ", ".join(f"{k}: {v:.3g}" for k, v in weights.items()) + "}"
 
 
 def records_from_dicts(items: Sequence[dict[str, Any]]) -> list[PromptRecord]:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from arm_tokenizer.checkpoint import atomic_write_bytes
+from arm_tokenizer.framework.checkpoint import atomic_write_bytes
 
 __all__ = ["run_staged", "judge_agreement", "cli_staged", "cli_judge_agreement", "auroc", "pearson"]
 
@@ -34,7 +34,7 @@ __all__ = ["run_staged", "judge_agreement", "cli_staged", "cli_judge_agreement",
 def run_staged(configs: Sequence[str], start: str, out: str, reference: str = "stage",
                extra: Sequence[str] = ()) -> list[dict[str, str]]:
     """Run ``arm-rl fit`` for each config in turn, chaining exports (see the module docstring)."""
-    from arm_tokenizer.cli_base import run_cli
+    from arm_tokenizer.framework.cli_base import run_cli
 
     from arm_rl.cli import EXTRA_COMMANDS
 

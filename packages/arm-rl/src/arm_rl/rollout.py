@@ -1,11 +1,15 @@
-"""Group rollouts for T2I and editing prompts, and the log-probs the GRPO loss needs.
+"""Group rollouts of image-generating tasks, and the log-probs the GRPO loss needs.
 
-For ``P`` prompt records and group size ``G``, :class:`RolloutSampler` builds each prompt in
-ARM's generation format (``arm_data.formats``: T2I ``<bos> <t2i> caption <h> <w> <boi>``;
-editing ``<bos> <edit> IMG(src) <user> instruction <assistant> <h> <w> <boi>``, the source
-image encoded by the visual tokenizer), repeats it ``G`` times and samples the image span
-with arm-core's :class:`~arm_core.generation.Engine` (constrained to exactly ``h*w`` codes
-then ``<eoi>``; temperature per task — ARM: 0.7 T2I, 1.0 editing — and top-k).
+For ``P`` prompt records and group size ``G``, :class:`RolloutSampler` asks the record's task
+(``arm_data.tasks``, the registered ``task`` kind) for its prompt: the images it conditions
+on (:meth:`~arm_data.tasks.Task.prompt_images`, encoded by the visual tokenizer), the
+condition (:meth:`~arm_data.tasks.Task.prompt_condition`), the generation prompts
+(:meth:`~arm_data.tasks.Task.prompts`: T2I ``<bos> <t2i> caption <h> <w> <boi>``; editing
+``<bos> <edit> IMG(src) <user> instruction <assistant> <h> <w> <boi>``) and the guidance
+branches (:meth:`~arm_data.tasks.Task.branches`). It repeats each prompt ``G`` times and
+samples the image span with arm-core's :class:`~arm_core.generation.Engine` (constrained to
+exactly ``h*w`` codes then ``<eoi>``; temperature per task — ARM: 0.7 T2I, 1.0 editing — and
+top-k).
 
 **Which distribution is the policy (with CFG).** ``policy_mode`` decides, and the old
 log-probs, the new log-probs and the reference log-probs all use the same choice:
@@ -24,7 +28,7 @@ log-probs, the new log-probs and the reference log-probs all use the same choice
   computes the same quantity). The ratio is then an importance weight between the
   conditional policy's old and new versions on off-policy (guided) samples.
 
-Without CFG (``cfg_scale == 1``) both modes coincide except for top-k truncation.
+Without CFG (``guidance_scale == 1``) both modes coincide except for top-k truncation.
 
 The loss mask selects the visual tokens only (ARM optimizes visual-token prediction):
 ``<eoi>`` (forced by the constraint) and padding are excluded.
@@ -32,6 +36,7 @@ The loss mask selects the visual tokens only (ARM optimizes visual-token predict
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,15 +56,15 @@ class TaskSampling:
     Args:
         temperature: sampling temperature (ARM: 0.7 T2I, 1.0 editing).
         top_k: keep the ``k`` most likely tokens (ARM: 1000); None = all.
-        cfg_scale: (text) guidance scale; 1 = no guidance.
-        image_cfg_scale: editing image guidance scale (three-branch guidance); 1 = two
-            branches (instruction guidance only).
+        guidance_scale: (text) guidance scale; 1 = no guidance.
+        image_guidance_scale: image guidance scale of tasks that condition on an image
+            (editing's three-branch guidance); 1 = two branches (text guidance only).
     """
 
     temperature: float = 1.0
     top_k: int | None = 1000
-    cfg_scale: float = 1.0
-    image_cfg_scale: float = 1.0
+    guidance_scale: float = 1.0
+    image_guidance_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.temperature <= 0:
@@ -67,8 +72,21 @@ class TaskSampling:
                              f"degenerate), got {self.temperature}")
         if self.top_k is not None and self.top_k < 1:
             raise ValueError(f"top_k must be >= 1 or None, got {self.top_k}")
-        if self.cfg_scale <= 0 or self.image_cfg_scale <= 0:
-            raise ValueError(f"guidance scales must be > 0, got {self.cfg_scale}, {self.image_cfg_scale}")
+        if self.guidance_scale <= 0 or self.image_guidance_scale <= 0:
+            raise ValueError(f"guidance scales must be > 0, got guidance_scale={self.guidance_scale}, "
+                             f"image_guidance_scale={self.image_guidance_scale}")
+
+    # the old field names, for one release
+    @property
+    def cfg_scale(self) -> float:
+        warnings.warn("TaskSampling.cfg_scale is deprecated: use guidance_scale", DeprecationWarning, stacklevel=2)
+        return self.guidance_scale
+
+    @property
+    def image_cfg_scale(self) -> float:
+        warnings.warn("TaskSampling.image_cfg_scale is deprecated: use image_guidance_scale", DeprecationWarning,
+                      stacklevel=2)
+        return self.image_guidance_scale
 
 
 @dataclass
@@ -76,7 +94,7 @@ class RolloutBatch:
     """``N = P * G`` rollouts of one task (rows of a group consecutive).
 
     Attributes:
-        task: ``t2i`` or ``edit``.
+        task: the task's registered name (``t2i``, ``edit``, a plugin's).
         records: ``N`` prompt records (each repeated ``G`` times).
         prompts: ``N`` conditional prompts (token ids).
         guidance: the ``arm_core.generation.Guidance`` used (None: no CFG).
@@ -193,31 +211,33 @@ class RolloutSampler:
         self.grid: tuple[int, int] = tuple(visual_tokenizer.grid)  # type: ignore[assignment]
 
     # ------------------------------------------------------------------ prompts
-    def _source_tokens(self, records: Sequence[Any]) -> list[Any]:
+    def _encode_images(self, images: list[Any]) -> list[Any]:
+        """PIL images as :class:`~arm_data.formats.ImageTokens`, one visual-tokenizer batch."""
         from arm_data.formats import ImageTokens
-        from arm_data.shapes import render
 
-        h_px, w_px = self.visual.image_size
-        imgs = [r.source_image if r.source_image is not None else render(r.spec, w_px, h_px)
-                for r in records]
+        if not images:
+            return []
         with torch.no_grad():
-            codes = self.visual.encode(imgs).cpu()
+            codes = self.visual.encode(images).cpu()
         h, w = self.grid
         return [ImageTokens(c.tolist(), h, w) for c in codes]
 
     def build_prompts(self, task: str, records: Sequence[Any]) -> tuple[list[list[int]], Any]:
-        """Conditional prompts and the :class:`Guidance` (None without CFG) for ``records``."""
+        """Conditional prompts and the :class:`Guidance` (None without CFG) for ``records``:
+        everything task-specific is the task's (see the module docstring)."""
         from arm_core.pipelines import task_guidance
+        from arm_data.tasks import get_task
 
         s = self.sampling[task]
-        if task == "edit":
-            conditions = [{"source": src, "instruction": r.text}
-                          for src, r in zip(self._source_tokens(records), records, strict=True)]
-        else:
-            conditions = [{"caption": r.text} for r in records]
+        owner = get_task(task, aliases=False)
+        size = tuple(self.visual.image_size)
+        wanted = [owner.prompt_images(r, size) for r in records]
+        encoded = iter(self._encode_images([im for ims in wanted for im in ims]))
+        conditions = [owner.prompt_condition(r, [next(encoded) for _ in ims])
+                      for r, ims in zip(records, wanted, strict=True)]
         rows = [self.formatter.prompts(task, c, self.grid) for c in conditions]
         # the task says what guidance's branches drop (the pipelines ask the same method)
-        return [r["full"] for r in rows], task_guidance(task, rows, s.cfg_scale, s.image_cfg_scale)
+        return [r["full"] for r in rows], task_guidance(task, rows, s.guidance_scale, s.image_guidance_scale)
 
     # ------------------------------------------------------------------ sampling
     def rollout(self, engine: Any, task: str, records: Sequence[Any], group_size: int,

@@ -22,7 +22,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_only
 from PIL import Image
 
-from arm_tokenizer.checkpoint import atomic_path
+from arm_tokenizer.framework.checkpoint import atomic_path
 
 __all__ = ["make_grid", "log_image_grid", "image_dir", "ExportTokenizer", "ReconstructionGrid"]
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from arm_tokenizer.cli_base import ExtraCommand, lazy_command, run_cli
-
 # codec_cli is light at import time: torch and the model load inside the commands.
 from arm_tokenizer.codec_cli import decode_command, encode_command
+from arm_tokenizer.framework.cli_base import ExtraCommand, lazy_command, run_cli
 
 # Package-specific subcommands; each takes argv and returns an exit status.
 EXTRA_COMMANDS: dict[str, ExtraCommand] = {

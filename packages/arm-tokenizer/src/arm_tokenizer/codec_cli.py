@@ -16,6 +16,7 @@ file has no names.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
@@ -42,6 +43,7 @@ def _find_images(folder: Path, recursive: bool) -> list[Path]:
 
 
 def _load_tokenizer(path: str, device: str):
+    # deferred: torch and the model load only when the command runs (`--help` stays fast)
     from arm_tokenizer.tokenizer import VisualTokenizer
 
     if not Path(path).is_dir():
@@ -67,10 +69,11 @@ def encode_command(argv: list[str]) -> int:
 
 
 def _encode(args: argparse.Namespace) -> int:
+    # deferred: torch and the model load only when the command runs (`--help` stays fast)
     import torch
     from safetensors.torch import save
 
-    from arm_tokenizer.checkpoint import atomic_write_bytes
+    from arm_tokenizer.framework.checkpoint import atomic_write_bytes
     from arm_tokenizer.images import ImageLoadError, load_image
 
     if args.batch_size < 1:
@@ -122,10 +125,11 @@ def decode_command(argv: list[str]) -> int:
 
 
 def _decode(args: argparse.Namespace) -> int:
+    # deferred: torch and the model load only when the command runs (`--help` stays fast)
     import torch
     from safetensors import SafetensorError, safe_open
 
-    from arm_tokenizer.checkpoint import atomic_write_bytes
+    from arm_tokenizer.framework.checkpoint import atomic_write_bytes
 
     if not Path(args.tokens).is_file():
         raise CodecError(f"--tokens {args.tokens}: no such file")
@@ -156,8 +160,6 @@ def _decode(args: argparse.Namespace) -> int:
             for name, img in zip(names[i:i + args.batch_size], images, strict=True):
                 target = out / Path(name).with_suffix(".png")
                 target.parent.mkdir(parents=True, exist_ok=True)
-                import io
-
                 buf = io.BytesIO()
                 img.save(buf, format="PNG")
                 atomic_write_bytes(target, buf.getvalue())

@@ -7,7 +7,7 @@ decompression-bomb guard), brings it to ``image_size`` (an int or ``[height, wid
 by the ``resize`` policy (``center_crop``, ``pad`` or ``resize``; see
 :func:`arm_tokenizer.images.transform_for`), optionally keeps the decoded result in memory
 (``cache: memory``, :mod:`arm_tokenizer.image_cache`), and yields the batches
-:class:`arm_tokenizer.module.TokenizerTrainer` takes: ``{"images": (B, 3, H, W) in [-1, 1],
+:class:`arm_tokenizer.lightning_module.TokenizerTrainer` takes: ``{"images": (B, 3, H, W) in [-1, 1],
 "captions": list[str]}``. A caption is read from a sidecar text file with the same stem
 (``cat.jpg`` + ``cat.txt``). The richer ShapesWorld / WebDataset data lives in arm-data.
 """

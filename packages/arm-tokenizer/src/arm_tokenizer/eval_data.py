@@ -29,6 +29,9 @@ from typing import Any
 
 from PIL import Image
 
+from arm_tokenizer.data import IMAGE_EXTENSIONS, find_images
+from arm_tokenizer.images import load_image
+
 __all__ = ["EvalError", "EvalSample", "EvalData", "LabelSpec", "detect_format", "open_eval_data",
            "read_labels", "check_labels", "label_of", "unmatched_keys", "used_key"]
 
@@ -111,9 +114,6 @@ def _aliases(rel: str) -> tuple[str, ...]:
 
 
 def _folder(path: Path) -> EvalData:
-    from arm_tokenizer.data import IMAGE_EXTENSIONS, find_images
-    from arm_tokenizer.images import load_image
-
     files = find_images(path)
     if not files:
         raise EvalError(f"--data {path}: no images found ({', '.join(IMAGE_EXTENSIONS)}, searched recursively)")
@@ -150,6 +150,7 @@ def _record_sample(rec: Any, name: str, root: Path | None) -> EvalSample:
 
 
 def _jsonl(path: str, on_error: str) -> EvalData:
+    # deferred: arm-data depends on arm-tokenizer; only JSONL/WebDataset inputs need it
     from arm_data.datasets.jsonl import JsonlRecords
     from arm_data.errors import ErrorPolicy
 
@@ -166,6 +167,7 @@ def _jsonl(path: str, on_error: str) -> EvalData:
 
 
 def _wds(path: str, on_error: str) -> EvalData:
+    # deferred: arm-data depends on arm-tokenizer; only JSONL/WebDataset inputs need it
     from arm_data.datasets.wds import WdsRecords
     from arm_data.errors import ErrorPolicy
 

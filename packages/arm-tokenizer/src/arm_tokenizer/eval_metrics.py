@@ -25,6 +25,8 @@ import os
 
 import torch
 
+from arm_tokenizer.losses.pixel import LPIPS_NETS, build_lpips, lpips_backbone_path
+
 __all__ = ["FID_WEIGHTS_NAME", "codebook_stats", "topk_accuracy", "retrieval_recall", "lpips_metric",
            "fid_metric", "fid_weights_path"]
 
@@ -70,8 +72,6 @@ def retrieval_recall(sim: torch.Tensor, match: torch.Tensor, k: int) -> float:
 
 def lpips_metric(net: str, device: torch.device):
     """``(lpips module, None)`` when the backbone's weights are local, else ``(None, reason)``."""
-    from arm_tokenizer.losses.pixel import LPIPS_NETS, build_lpips, lpips_backbone_path
-
     if net not in LPIPS_NETS:
         return None, f"unknown LPIPS network {net!r}; choose from {sorted(LPIPS_NETS)}"
     path = lpips_backbone_path(net)
@@ -96,6 +96,7 @@ def fid_metric(weights: str | None, device: torch.device):
     if not os.path.isfile(path):
         return None, (f"Inception weights not found at {path}: copy {FID_WEIGHTS_NAME} there (or set TORCH_HOME), "
                       "or pass --fid-weights FILE; nothing is downloaded")
+    # deferred: FID needs the optional torch-fidelity, only with --fid
     from torchmetrics.image.fid import FrechetInceptionDistance
 
     metric = FrechetInceptionDistance(feature=2048, normalize=True, feature_extractor_weights_path=path)

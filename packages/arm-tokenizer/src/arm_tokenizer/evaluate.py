@@ -31,6 +31,7 @@ trivially 1 (k candidates or fewer) is ``null``.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import os
@@ -39,7 +40,35 @@ import time
 from pathlib import Path
 from typing import Any
 
-from arm_tokenizer.eval_data import EvalError
+import torch
+import torch.nn.functional as F
+import yaml
+from PIL import Image
+from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+
+from arm_tokenizer.callbacks import make_grid
+from arm_tokenizer.eval_data import (
+    EvalError,
+    check_labels,
+    label_of,
+    open_eval_data,
+    read_labels,
+    unmatched_keys,
+    used_key,
+)
+from arm_tokenizer.eval_metrics import (
+    codebook_stats,
+    fid_metric,
+    lpips_metric,
+    retrieval_recall,
+    topk_accuracy,
+)
+from arm_tokenizer.framework import registry
+from arm_tokenizer.framework.checkpoint import atomic_write_bytes, package_versions
+from arm_tokenizer.images import ImageTransform
+from arm_tokenizer.losses.siglip import caption_match_labels
+from arm_tokenizer.siglip_export import HeadError, find_siglip_heads, load_siglip_head
+from arm_tokenizer.tokenizer import VisualTokenizer
 
 __all__ = ["evaluate_command", "evaluate"]
 
@@ -120,8 +149,6 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def _device(name: str):
-    import torch
-
     try:
         device = torch.device(name)
     except RuntimeError as e:
@@ -132,8 +159,6 @@ def _device(name: str):
 
 
 def _load_tokenizer(path: str, device):
-    from arm_tokenizer.tokenizer import VisualTokenizer
-
     if not Path(path).is_dir():
         raise EvalError(f"--tokenizer {path}: not a directory (expected config.json + model.safetensors)")
     try:
@@ -146,10 +171,6 @@ def _text_encoder_config(spec: str | None) -> dict[str, Any] | None:
     """``--text-encoder``: a YAML/JSON file or inline mapping; short registry names resolved."""
     if spec is None:
         return None
-    import yaml
-
-    from arm_tokenizer import registry
-
     try:
         cfg = yaml.safe_load(Path(spec).read_text()) if Path(spec).is_file() else yaml.safe_load(spec)
     except (yaml.YAMLError, OSError) as e:
@@ -173,8 +194,6 @@ def _text_encoder_config(spec: str | None) -> dict[str, Any] | None:
 
 def _load_head(args: argparse.Namespace, device, required: bool):
     """``(LoadedHead, None)`` or ``(None, reason)``; an error when ``--labels`` needs it."""
-    from arm_tokenizer.siglip_export import HeadError, find_siglip_heads, load_siglip_head
-
     override = _text_encoder_config(args.text_encoder)
     if not find_siglip_heads(args.tokenizer):
         reason = (f"{args.tokenizer} has no SigLIP head (siglip_head.json): it was exported without an L_sig loss "
@@ -199,9 +218,6 @@ class _Accumulator:
     """Everything gathered batch by batch."""
 
     def __init__(self, tok, device, args, head, lpips, fid) -> None:
-        import torch
-        from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
-
         self.tok, self.device, self.args, self.head, self.lpips, self.fid = tok, device, args, head, lpips, fid
         # per-image PSNR averaged over images (dim), as tokenizer papers report it
         self.psnr = PeakSignalNoiseRatio(data_range=1.0, reduction="elementwise_mean", dim=(1, 2, 3)).to(device)
@@ -217,8 +233,6 @@ class _Accumulator:
                               if tok.decoder.generative and args.decode_steps is not None else {})
 
     def add(self, images, captions: list[str | None], targets: list[int]) -> None:
-        import torch
-
         x = images.to(self.device)
         with torch.no_grad():
             out = self.tok(x)
@@ -260,11 +274,6 @@ def _iterate(data):
 
 
 def _run_loop(args, tok, data, spec, acc: _Accumulator) -> tuple[int, set[str]]:
-    import torch
-
-    from arm_tokenizer.eval_data import label_of, used_key
-    from arm_tokenizer.images import ImageTransform
-
     transform = ImageTransform(tok.image_size, crop=args.crop)
     patch = int(tok.encoder.patch_size)
     skipped, used = 0, set()
@@ -309,9 +318,6 @@ def _run_loop(args, tok, data, spec, acc: _Accumulator) -> tuple[int, set[str]]:
 
 # ---------------------------------------------------------------------- figures
 def _encode_texts(text_encoder, texts: list[str], batch_size: int):
-    import torch
-    import torch.nn.functional as F
-
     with torch.no_grad():
         out = [text_encoder.encode_text(texts[i:i + batch_size]).float().cpu()
                for i in range(0, len(texts), batch_size)]
@@ -319,10 +325,6 @@ def _encode_texts(text_encoder, texts: list[str], batch_size: int):
 
 
 def _zero_shot(args, spec, acc: _Accumulator, figures: dict, reasons: dict) -> dict[str, Any] | None:
-    import torch
-
-    from arm_tokenizer.eval_metrics import topk_accuracy
-
     if spec is None:
         reasons["zero_shot_top1"] = reasons["zero_shot_top5"] = "no --labels file given"
         return None
@@ -339,11 +341,6 @@ def _zero_shot(args, spec, acc: _Accumulator, figures: dict, reasons: dict) -> d
 
 
 def _retrieval(args, acc: _Accumulator, figures: dict, reasons: dict) -> dict[str, Any] | None:
-    import torch
-
-    from arm_tokenizer.eval_metrics import retrieval_recall
-    from arm_tokenizer.losses.siglip import caption_match_labels
-
     keys = [f"retrieval_{d}_r{k}" for d in ("i2t", "t2i") for k in (1, 5)]
     rows = [i for i, c in enumerate(acc.captions) if c]
     if len(rows) < 2:
@@ -373,14 +370,6 @@ def _finite(figures: dict[str, Any], reasons: dict[str, str]) -> None:
 
 
 def _write_grid(path: str, acc: _Accumulator) -> None:
-    import io
-
-    import torch
-    from PIL import Image
-
-    from arm_tokenizer.callbacks import make_grid
-    from arm_tokenizer.checkpoint import atomic_write_bytes
-
     images, recons = torch.cat(acc.grid_images), torch.cat(acc.grid_recons)
     grid = make_grid(torch.cat([images, recons]), ncol=images.shape[0])
     buf = io.BytesIO()
@@ -390,12 +379,6 @@ def _write_grid(path: str, acc: _Accumulator) -> None:
 
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     """Run the evaluation described by parsed ``args``; writes and returns the report."""
-    import torch
-
-    from arm_tokenizer.checkpoint import atomic_write_bytes, package_versions
-    from arm_tokenizer.eval_data import check_labels, open_eval_data, read_labels, unmatched_keys
-    from arm_tokenizer.eval_metrics import codebook_stats, fid_metric, lpips_metric
-
     started = time.perf_counter()
     _check_args(args)
     device = _device(args.device)

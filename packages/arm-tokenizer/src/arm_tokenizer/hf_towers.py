@@ -14,7 +14,7 @@ Failing early and in one line is the point of this module:
 - a hub id that is neither cached nor reachable (no network, or ``HF_HUB_OFFLINE=1``) names
   what is missing and how to pass a local path, within seconds: the local cache is tried
   first with ``local_files_only=True``, and the hub only when a TCP probe says it answers
-  (:mod:`arm_tokenizer.hub`), so huggingface_hub never sits in its retry loop.
+  (:mod:`arm_tokenizer.framework.hub`), so huggingface_hub never sits in its retry loop.
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
+from safetensors import safe_open
 
-from arm_tokenizer.hub import (
+from arm_tokenizer.framework.hub import (
     HubUnavailableError,
     hub_unreachable_reason,
     looks_like_path,
@@ -96,7 +97,7 @@ def supported_families() -> str:
 
 def import_transformers(component: str) -> Any:
     """``transformers``, or one line saying how to install it."""
-    try:
+    try:  # deferred: transformers is the optional [hf] extra
         import transformers
     except ImportError:
         raise ImportError(
@@ -116,6 +117,7 @@ def parse_dtype(dtype: str, component: str) -> torch.dtype:
 def _quiet_transformers() -> Iterator[None]:
     """Loading one tower from a dual checkpoint makes transformers print a load report of
     the other tower's keys as "unexpected" (and a progress bar); we check keys ourselves."""
+    # deferred: transformers is the optional [hf] extra
     from transformers.utils import logging as hf_logging
 
     level = hf_logging.get_verbosity()
@@ -255,6 +257,7 @@ def _cached(name_or_path: str, filename: str, local_files_only: bool) -> str | N
     if _is_local(name_or_path):
         path = Path(name_or_path).expanduser() / filename
         return str(path) if path.is_file() else None
+    # deferred: transformers is the optional [hf] extra
     from transformers.utils import cached_file
 
     try:
@@ -277,8 +280,6 @@ def read_preprocessor_config(name_or_path: str, local_files_only: bool) -> dict[
 def read_checkpoint_tensors(name_or_path: str, names: list[str], local_files_only: bool) -> dict[str, torch.Tensor]:
     """The named tensors of a safetensors checkpoint (single file or sharded); absent names
     are left out."""
-    from safetensors import safe_open
-
     files: dict[str, list[str]] = {}
     single = _cached(name_or_path, "model.safetensors", local_files_only)
     if single:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from arm_tokenizer.configurable import Configurable
+from arm_tokenizer.framework.configurable import Configurable
 
 __all__ = ["Projection", "LinearProjection", "MLPProjection", "TransformerProjection"]
 

@@ -5,7 +5,7 @@ ARM's Table 7 measure (zero-shot ImageNet from the tokenizer) classifies an imag
 head that L_sig trained and the frozen text tower it trained against. Those live in the
 loss (:class:`~arm_tokenizer.losses.siglip.SigLIPLoss`), not in the
 :class:`~arm_tokenizer.tokenizer.VisualTokenizer`, so ``save_pretrained`` alone loses them.
-:meth:`arm_tokenizer.module.TokenizerTrainer.export` therefore also writes, per SigLIP loss::
+:meth:`arm_tokenizer.lightning_module.TokenizerTrainer.export` therefore also writes, per SigLIP loss::
 
     DIR/siglip_head.json          {"format": "arm-siglip-head", "format_version": 1,
                                    "loss": {"class_path", "init_args"},   # text_encoder included
@@ -32,9 +32,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save
 from torch import nn
 
-from arm_tokenizer.checkpoint import atomic_write_bytes, state_dict_for_save
+from arm_tokenizer.framework.checkpoint import atomic_write_bytes, state_dict_for_save
+from arm_tokenizer.framework.configurable import ConfigError, instantiate
+from arm_tokenizer.losses.siglip import SigLIPLoss
 
 __all__ = ["HEAD_FORMAT", "HeadError", "LoadedHead", "find_siglip_heads", "load_siglip_head", "save_siglip_heads",
            "weights_sha256"]
@@ -76,9 +79,6 @@ def save_siglip_heads(losses: nn.ModuleList | list[nn.Module], directory: str | 
     encoder cannot be recorded (an init arg that is not JSON) is skipped with a warning: the
     tokenizer export itself must not fail over an evaluation aid. Returns the JSON paths.
     """
-    from arm_tokenizer.configurable import ConfigError
-    from arm_tokenizer.losses.siglip import SigLIPLoss
-
     out = Path(directory)
     written: list[Path] = []
     for loss in losses:
@@ -90,8 +90,6 @@ def save_siglip_heads(losses: nn.ModuleList | list[nn.Module], directory: str | 
         except ConfigError as e:
             warnings.warn(f"not exporting the SigLIP head of loss {loss.name!r}: {e}", stacklevel=2)
             continue
-        from safetensors.torch import save
-
         state = {k: v for k, v in state_dict_for_save(loss).items() if not k.startswith(_TEXT_PREFIX)}
         meta = {
             "format": HEAD_FORMAT,
@@ -155,10 +153,6 @@ def load_siglip_head(directory: str | os.PathLike, name: str | None = None,
         FileNotFoundError: the export has no head (or not the one named).
         HeadError: a malformed head file, or a head that does not fit the rebuilt loss.
     """
-    from safetensors.torch import load_file
-
-    from arm_tokenizer.configurable import instantiate
-
     heads = find_siglip_heads(directory)
     if name is not None:
         heads = [p for p in heads if p.name == f"{_stem(name)}.json"]

@@ -12,12 +12,12 @@ features into pixels::
       -> proj_out           (B, N, C')  features (what the decoder and semantic losses see)
       -> decoder.decode     (B, 3, H, W)
 
-No Lightning is needed to use it; the training module (``arm_tokenizer.module``) wraps it.
+No Lightning is needed to use it; the training module (``arm_tokenizer.lightning_module``) wraps it.
 ``encode``/``decode`` are split into input checking (Python, outside any graph) and a pure
 tensor path, so ``torch.compile(tok.encode)`` traces the network only.
 
 Checkpoints: ``save_pretrained(dir)`` writes ``model.safetensors`` + ``config.json`` (see
-:mod:`arm_tokenizer.checkpoint`); ``VisualTokenizer.from_pretrained(dir)`` rebuilds it.
+:mod:`arm_tokenizer.framework.checkpoint`); ``VisualTokenizer.from_pretrained(dir)`` rebuilds it.
 """
 
 from __future__ import annotations
@@ -26,19 +26,20 @@ import contextlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
+from PIL import Image
 from torch import nn
 
-from arm_tokenizer.configurable import Configurable
 from arm_tokenizer.decoders.base import Decoder
 from arm_tokenizer.encoders.base import Encoder
+from arm_tokenizer.framework.checkpoint import load_pretrained, save_pretrained
+from arm_tokenizer.framework.configurable import Configurable, instantiate
+from arm_tokenizer.images import ImageTransform, pil_to_tensor, to_rgb
+from arm_tokenizer.images import tensor_to_pil as one_to_pil
 from arm_tokenizer.projections import Projection
 from arm_tokenizer.quantizers.base import Quantizer, QuantizerOutput
-
-if TYPE_CHECKING:  # pragma: no cover
-    from PIL import Image
 
 __all__ = ["TokenizerForward", "VisualTokenizer", "images_to_tensor"]
 
@@ -249,16 +250,12 @@ class VisualTokenizer(Configurable, nn.Module):
         Encoder weights loaded from a ``checkpoint_path`` (or the hub) are saved too, so the
         directory is self-contained: :meth:`from_pretrained` never needs the original file.
         """
-        from arm_tokenizer.checkpoint import save_pretrained
-
         save_pretrained(self, directory)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu",
                         strict: bool = True) -> VisualTokenizer:
         """Rebuild a tokenizer saved by :meth:`save_pretrained` (no YAML needed)."""
-        from arm_tokenizer.checkpoint import load_pretrained
-
         model = load_pretrained(directory, map_location=map_location, strict=strict)
         if not isinstance(model, cls):
             raise TypeError(f"{directory} holds a {type(model).__name__}, not a {cls.__name__}")
@@ -267,8 +264,6 @@ class VisualTokenizer(Configurable, nn.Module):
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> VisualTokenizer:
         """Build (randomly initialized) from ``{"class_path", "init_args"}`` as in config.json."""
-        from arm_tokenizer.configurable import instantiate
-
         model = instantiate(config)
         if not isinstance(model, cls):
             raise TypeError(f"config builds a {type(model).__name__}, not a {cls.__name__}")
@@ -307,18 +302,12 @@ def _out_dim(module: nn.Module, default: int) -> int:
 
 
 def _is_pil(obj: Any) -> bool:
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover - pillow is a dependency
-        return False
     return isinstance(obj, Image.Image)
 
 
 def _pil_to_tensor(img: Image.Image, size: tuple[int, int]) -> torch.Tensor:
     """Any-mode PIL image -> RGB (alpha composited, see :mod:`arm_tokenizer.images`), resized
     to cover ``size`` (aspect kept) and center-cropped -> float ``(3, H, W)`` in [-1, 1]."""
-    from arm_tokenizer.images import ImageTransform, pil_to_tensor, to_rgb
-
     return pil_to_tensor(ImageTransform(size, crop="center")(to_rgb(img)))
 
 
@@ -375,8 +364,6 @@ def images_to_tensor(images: Any, image_size: tuple[int, int], device: torch.dev
 
 def tensor_to_pil(images: torch.Tensor) -> list[Image.Image]:
     """``(B, 3, H, W)`` (or ``(3, H, W)``) in [-1, 1] -> list of RGB PIL images."""
-    from arm_tokenizer.images import tensor_to_pil as one_to_pil
-
     if images.ndim == 3:
         images = images.unsqueeze(0)
     return [one_to_pil(im) for im in images]

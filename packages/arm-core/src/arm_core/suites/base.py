@@ -89,7 +89,7 @@ class Skipped:
 def save_png(image: Image.Image, path: Path) -> None:
     """Write ``image`` as PNG atomically (temp file + rename: a crash never leaves half a file
     that a resumed run would take for finished)."""
-    from arm_tokenizer.checkpoint import atomic_write_bytes
+    from arm_tokenizer.framework.checkpoint import atomic_write_bytes
 
     buf = io.BytesIO()
     image.save(buf, format="PNG")

@@ -288,7 +288,7 @@ def generate_suite(suite: str | Suite, prompts: str | os.PathLike, out: str | os
     done_before = {it.item_id for it in items if suite.done(it, out)}
     pending = [b for b, idx in enumerate(batches) if any(items[i].item_id not in done_before for i in idx)]
     header = {"format": MANIFEST_FORMAT, **identity, "prompts": str(prompts), "status": "running"}
-    from arm_tokenizer.checkpoint import atomic_write_bytes
+    from arm_tokenizer.framework.checkpoint import atomic_write_bytes
 
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

@@ -78,7 +78,7 @@ class GenEvalSuite(Suite):
         return [out / item.item_id / "samples" / f"{i:04d}.png" for i in range(self.n_samples)]
 
     def write(self, item: PromptItem, images: list, out: Path) -> list[Path]:
-        from arm_tokenizer.checkpoint import atomic_write_bytes
+        from arm_tokenizer.framework.checkpoint import atomic_write_bytes
 
         meta = out / item.item_id / "metadata.jsonl"
         if not meta.exists():

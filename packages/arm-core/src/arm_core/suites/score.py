@@ -25,7 +25,7 @@ def load_scorer(name: str | Scorer, **kwargs: Any) -> Scorer:
     """A scorer by registry name (``arm-tokenizer list scorer``) or an instance as is."""
     if isinstance(name, Scorer):
         return name
-    from arm_tokenizer import registry
+    from arm_tokenizer.framework import registry
 
     scorer = registry.create("scorer", name, **kwargs)
     if not isinstance(scorer, Scorer):
@@ -76,7 +76,7 @@ def score_suite(scorer: str | Scorer, suite: str, out: str | os.PathLike, *,
     records = sc(items)
     table = sc.summarize(records, suite=suite)
     results = Path(results) if results is not None else out
-    from arm_tokenizer.checkpoint import atomic_write_bytes
+    from arm_tokenizer.framework.checkpoint import atomic_write_bytes
 
     label = sc.name.replace("/", "_")
     path = results / f"scores-{label}.json"

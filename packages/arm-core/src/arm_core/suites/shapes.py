@@ -133,7 +133,7 @@ def make_prompts(per_tag: int = 8, split: str = "val", difficulty: str = "demo",
 
 def write_prompts(path: str | os.PathLike, lines: list[dict[str, Any]]) -> Path:
     """Write lines as a GenEval ``evaluation_metadata.jsonl`` (atomically)."""
-    from arm_tokenizer.checkpoint import atomic_write_bytes
+    from arm_tokenizer.framework.checkpoint import atomic_write_bytes
 
     path = Path(path)
     atomic_write_bytes(path, "".join(json.dumps(x) + "\n" for x in lines).encode())

@@ -49,7 +49,7 @@ import lightning.pytorch as pl
 import torch
 from arm_tokenizer.buckets import BucketBatchSampler, check_buckets, refuse_distributed
 from arm_tokenizer.data import min_side_for
-from arm_tokenizer.hparams import set_hparams
+from arm_tokenizer.framework.hparams import set_hparams
 from arm_tokenizer.image_cache import CACHE_MODES, DEFAULT_CACHE_BYTES
 from arm_tokenizer.images import (
     DEFAULT_MAX_PIXELS,

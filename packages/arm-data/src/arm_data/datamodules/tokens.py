@@ -60,9 +60,17 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from arm_data.formats import ConditionDropout, TokenSequence
 from arm_data.shards import Manifest, TokenRecord, open_shards, read_shard
-from arm_data.tasks import Task, canonical_task, get_task, record_name, task_id, task_names
+from arm_data.tasks import (
+    Task,
+    canonical_task,
+    get_task,
+    record_name,
+    task_id,
+    task_names,
+    vocab_specials,
+)
 from arm_data.text_tokenizer import TextTokenizer, resolve_text_tokenizer
-from arm_data.vocab import DEFAULT_SPECIAL_TOKENS, VocabLayout
+from arm_data.vocab import VocabLayout
 
 IGNORE_INDEX = -100
 
@@ -72,8 +80,10 @@ class _Corpus:
     """Records of one split with their texts tokenized once, turned into documents on demand."""
 
     def __init__(self, records: list[TokenRecord], text: TextTokenizer, layout: VocabLayout,
-                 loss_on_all: bool, dropout: ConditionDropout, seq_len: int, tasks: list[str]) -> None:
+                 loss_on_all: bool, dropout: ConditionDropout, seq_len: int, tasks: list[str],
+                 options: dict[str, dict[str, Any]] | None = None) -> None:
         self.layout, self.loss_on_all, self.dropout = layout, loss_on_all, dropout
+        self.options = options or {}
         self.docs: dict[str, list[tuple[Any, ...]]] = {t: [] for t in tasks}
         self.too_long: dict[str, int] = {t: 0 for t in tasks}
         self.malformed = 0
@@ -97,7 +107,40 @@ class _Corpus:
 
     def build(self, task: str, item: tuple[Any, ...], rng: random.Random | None) -> TokenSequence:
         """The document of ``item``; ``rng`` draws condition dropout (None: no dropout)."""
-        return self.tasks[task].sequence(self.layout, item, self.loss_on_all, self.dropout, rng)
+        return self.tasks[task].sequence(self.layout, item, self.loss_on_all, self.dropout, rng,
+                                         **self.options.get(task, {}))
+
+
+_SEQUENCE_ARGS = ("self", "layout", "doc", "loss_on_all", "dropout", "rng")
+
+
+def check_task_options(options: dict[str, dict[str, Any]] | None) -> dict[str, dict[str, Any]]:
+    """``task_options`` checked against each task's :meth:`~arm_data.tasks.Task.sequence`:
+    every option must be a keyword it takes beyond the common ones, and a value of a
+    ``Literal`` parameter one of its choices. Returns a plain copy.
+
+    Raises:
+        ValueError: naming the task, the option and what is accepted.
+    """
+    import inspect
+    import typing
+
+    out: dict[str, dict[str, Any]] = {}
+    for name, opts in (options or {}).items():
+        task = get_task(name, aliases=False)
+        if not isinstance(opts, dict):
+            raise ValueError(f"task_options[{name!r}] must be a mapping of option -> value, got {opts!r}")
+        params = {p: v for p, v in inspect.signature(task.sequence).parameters.items() if p not in _SEQUENCE_ARGS}
+        hints = typing.get_type_hints(task.sequence)
+        for key, value in opts.items():
+            if key not in params:
+                raise ValueError(f"task_options[{name!r}] has unknown option {key!r}; {name}.sequence() takes "
+                                 f"{sorted(params) or 'no options'}")
+            choices = typing.get_args(hints.get(key)) if typing.get_origin(hints.get(key)) is typing.Literal else ()
+            if choices and value not in choices:
+                raise ValueError(f"task_options[{name!r}][{key!r}] must be one of {list(choices)}, got {value!r}")
+        out[name] = dict(opts)
+    return out
 
 
 def doc_length(task: str, item: tuple[Any, ...]) -> int:
@@ -248,7 +291,12 @@ class TokenDataModule(pl.LightningDataModule):
         p_drop_caption: CFG condition dropout: T2I caption -> ``<null>``.
         p_drop_instruction: edit instruction alone -> ``<null>``.
         p_drop_source: edit source image alone -> ``<null>``.
-        p_drop_both: both edit conditions -> ``<null>``.
+        p_drop_both: both edit conditions -> ``<null>``. The three edit probabilities also
+            drop, once per ``interleaved`` document, the text before one of its images, the
+            history before that text, or both (:mod:`arm_data.tasks.interleaved`).
+        task_options: keyword options of a task's ``sequence()``, per task, e.g.
+            ``{interleaved: {loss: text}}`` (an interleaved document's loss on its text only;
+            ``image``: on its images; default ``both``); checked against the task's signature.
         val_fraction: fraction of source items held out for validation (ignored with ``val_dir``).
         val_dir: a separate pre-tokenized directory for validation (same tokenizer).
         batches_per_epoch: training batches per epoch (default: enough rows to hold every
@@ -273,6 +321,7 @@ class TokenDataModule(pl.LightningDataModule):
         p_drop_instruction: float = 0.05,
         p_drop_source: float = 0.05,
         p_drop_both: float = 0.05,
+        task_options: dict[str, dict[str, Any]] | None = None,
         val_fraction: float = 0.02,
         val_dir: str | None = None,
         batches_per_epoch: int | None = None,
@@ -287,7 +336,8 @@ class TokenDataModule(pl.LightningDataModule):
         known = task_names()
         unknown = [t for t in weights if t not in known]
         if unknown:
-            raise ValueError(f"task_weights has unknown tasks {unknown}; known tasks: {known}")
+            raise ValueError(f"task_weights has unknown tasks {unknown}; known tasks: {known}. Install the package "
+                             f"that provides a task (it registers under the 'arm.tasks' entry-point group)")
         if any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
             raise ValueError(f"task_weights must be >= 0 with a positive sum, got {weights}")
         if seq_len < 8 or batch_size < 1:
@@ -302,12 +352,13 @@ class TokenDataModule(pl.LightningDataModule):
         if gh > max_grid_h or gw > max_grid_w:
             raise ValueError(f"shards hold {gh}x{gw} token grids but max_grid_h/w is {max_grid_h}x{max_grid_w}")
         self.layout = VocabLayout(self.text.vocab_size, self.manifest.codebook_size, max_grid_h, max_grid_w,
-                                  DEFAULT_SPECIAL_TOKENS)
+                                  vocab_specials(weights))  # built-ins, then tokens plugin tasks add
         self.seq_len, self.batch_size, self.packing = seq_len, batch_size, packing
         total = sum(weights.values())
         self.task_weights = {t: w / total for t, w in weights.items()}
         self.loss_on_all = loss_on_all
         self.dropout = ConditionDropout(p_drop_caption, p_drop_instruction, p_drop_source, p_drop_both)
+        self.task_options = check_task_options(task_options)
         self.val_fraction, self.val_dir = val_fraction, val_dir
         self.batches_per_epoch, self.val_batches = batches_per_epoch, val_batches
         self.num_workers, self.seed = num_workers, seed
@@ -354,7 +405,8 @@ class TokenDataModule(pl.LightningDataModule):
             train = [r for r in records if not _in_val(r.index, r.key, self.val_fraction)]
             val = [r for r in records if _in_val(r.index, r.key, self.val_fraction)]
         tasks = [t for t, w in self.task_weights.items() if w > 0]
-        corpus = _Corpus(train, self.text, self.layout, self.loss_on_all, self.dropout, self.seq_len, tasks)
+        corpus = _Corpus(train, self.text, self.layout, self.loss_on_all, self.dropout, self.seq_len, tasks,
+                         self.task_options)
         self._check_corpus(corpus, "training")
         self._train = _BatchBuilder(corpus, self.task_weights, self.batch_size, self.seq_len, self.packing, self.seed)
         if self.batches_per_epoch is None:
@@ -365,7 +417,7 @@ class TokenDataModule(pl.LightningDataModule):
             self.batches_per_epoch = max(1, math.ceil(n_docs / (per_row * self.batch_size)))
         if val:
             vcorpus = _Corpus(val, self.text, self.layout, self.loss_on_all, ConditionDropout(0, 0, 0, 0),
-                              self.seq_len, tasks)
+                              self.seq_len, tasks, self.task_options)
             if any(vcorpus.docs.values()):
                 self._val = _BatchBuilder(vcorpus, self.task_weights, self.batch_size, self.seq_len,
                                           self.packing, f"val-{self.seed}")

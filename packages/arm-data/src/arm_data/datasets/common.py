@@ -11,9 +11,12 @@ import glob
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from arm_data.errors import BadSampleError
+
+if TYPE_CHECKING:
+    from arm_data.tasks import Task
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -24,6 +27,7 @@ __all__ = [
     "read_json_object",
     "detect_format",
     "list_shards",
+    "schema_task",
 ]
 
 # Extensions recognised as images in folders and tar shards (lower case, no dot).
@@ -108,6 +112,19 @@ def read_json_object(path: str | os.PathLike, where: str | None = None) -> dict[
     except FileNotFoundError as e:
         raise BadSampleError(where, "missing_file", "no such file") from e
     return parse_json_object(data, where)
+
+
+def schema_task(name: str) -> Task:
+    """The task owning the record schema that ``name`` (``pair``, ``vqa``, ``edit``, a task
+    name or a plugin's) reads: readers ask it which fields, images and sidecars a record has.
+
+    Raises:
+        arm_data.tasks.UnknownTaskError: (a ``ValueError``) naming the known tasks.
+    """
+    # deferred: the tasks import the records, which the readers import
+    from arm_data.tasks import get_task
+
+    return get_task(get_task(name).schema)
 
 
 def _is_shard_pattern(path: str) -> bool:

@@ -6,6 +6,11 @@ Layout per task (``<key>`` may contain dots and, with ``recursive=True``, sub-fo
     vqa:   <key>.<png|jpg|...>   <key>.json ("question" + "answer", or "conversation")
     edit:  <key>.source.<ext>    <key>.target.<ext>   <key>.txt (instruction)   [<key>.json]
 
+The task says which (:class:`arm_data.tasks.Task`): its ``image_fields`` (one image is
+``<key>.<ext>``, several are ``<key>.<field>.<ext>``), the field its ``.txt`` fills
+(``text_field``) and the sidecars a sample needs (``sidecars``), so a plugin task whose
+records have fixed image fields reads through this reader too.
+
 Indexing lists the directory only; sidecars are read and images decoded when a record is
 asked for, so a folder of a million samples indexes in seconds. Structural problems found
 while indexing (an image without its caption, a caption without its image, two images
@@ -20,14 +25,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 from arm_tokenizer.images import DEFAULT_MAX_PIXELS
 
-from arm_data.datasets.common import IMAGE_EXTENSIONS, read_json_object, read_text
+from arm_data.datasets.common import IMAGE_EXTENSIONS, read_json_object, read_text, schema_task
 from arm_data.errors import BadSampleError, ErrorPolicy
-from arm_data.records import TASKS, ImageRef, Record, record_from_fields
+from arm_data.records import ImageRef, Record, record_from_fields
 
 __all__ = ["FolderRecords"]
 
@@ -53,7 +57,7 @@ class FolderRecords:
     def __init__(
         self,
         root: str | os.PathLike,
-        task: Literal["pair", "vqa", "edit"] = "pair",
+        task: str = "pair",
         policy: ErrorPolicy | None = None,
         recursive: bool = False,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
@@ -61,13 +65,17 @@ class FolderRecords:
         """
         Args:
             root: the folder.
-            task: which sidecar layout to read.
+            task: which records to read: ``pair``, ``vqa``, ``edit`` or a registered task
+                (its record schema says which files make a sample).
             policy: receives index-time problems (default: a fresh ``ErrorPolicy()``).
             recursive: also index sub-folders (keys then contain ``/``).
             max_pixels: decompression-bomb limit for the images.
         """
-        if task not in TASKS:
-            raise ValueError(f"unknown task {task!r}; choose from {TASKS}")
+        self._task = schema_task(task)
+        self._images = self._task.image_fields
+        if not self._images:
+            raise ValueError(f"task {task!r} has no fixed image fields, so a folder with sidecars cannot hold "
+                             "its records; use a JSONL manifest")
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"dataset folder {str(self.root)!r} does not exist")
@@ -78,7 +86,7 @@ class FolderRecords:
         # The index is numpy arrays, not Python objects: a million samples cost their key
         # bytes plus 4 bytes, and forked DataLoader workers share them instead of copying
         # every object they touch (reference counts write to the object's memory).
-        self._cols = ("source", "target", "txt", "json") if task == "edit" else ("image", "txt", "json")
+        self._cols = (*self._images, "txt", "json")
         self.exts: list[str] = []
         self._ext_ids: dict[str, int] = {}
         keys, layout = self._index()
@@ -104,19 +112,18 @@ class FolderRecords:
         for rel in self._list():
             base, ext = _split_name(rel)
             if ext in IMAGE_EXTENSIONS:
-                if self.task == "edit":
+                if len(self._images) > 1:
                     key, _, role = base.rpartition(".")
-                    if not key or role not in ("source", "target"):
-                        continue  # not part of an edit triplet; ignored, like any unrelated file
+                    if not key or role not in self._images:
+                        continue  # not one of the sample's named images; ignored, like any unrelated file
                 else:
-                    key, role = base, "image"
+                    key, role = base, self._images[0]
             elif ext in ("txt", "json"):
                 key, role = base, ext
             else:
                 continue
             groups.setdefault(key, {}).setdefault(role, []).append(rel)
 
-        needed = {"pair": ("image", "txt"), "vqa": ("image", "json"), "edit": ("source", "target")}[self.task]
         keys: list[str] = []
         layout: list[tuple[int, int, int, int]] = []
         for key in sorted(groups):
@@ -126,9 +133,8 @@ class FolderRecords:
             if dup:
                 self.policy.skip(BadSampleError(where, "invalid_record", f"several {dup[0]} files for one key: {g[dup[0]]}"))
                 continue
-            missing = [r for r in needed if r not in g]
-            if self.task == "edit" and "txt" not in g and "json" not in g:
-                missing.append("txt")  # the instruction lives in <key>.txt (or "instruction" in <key>.json)
+            missing = [r for r in self._images if r not in g]
+            missing += [alt[0] for alt in self._task.sidecars if not any(a in g for a in alt)]
             if missing:
                 have = ", ".join(f[0] for f in g.values())
                 self.policy.skip(BadSampleError(where, "missing_sidecar", f"missing {' and '.join(missing)} (found {have})"))
@@ -162,7 +168,7 @@ class FolderRecords:
         out = {}
         for role, ext_id in zip(self._cols, self._layout[i].tolist(), strict=True):
             if ext_id != _NONE:
-                infix = f".{role}" if role in ("source", "target") else ""
+                infix = f".{role}" if len(self._images) > 1 and role in self._images else ""
                 out[role] = str(self.root / f"{key}{infix}.{self.exts[ext_id]}")
         return out
 
@@ -177,15 +183,9 @@ class FolderRecords:
         path = self.files(i)
         key = self._keys[i].decode("utf-8")
         fields = read_json_object(path["json"]) if "json" in path else {}
-        if self.task == "pair":
-            fields["text"] = read_text(path["txt"])
-            images = {"image": ImageRef(path["image"], max_pixels=self.max_pixels)}
-        elif self.task == "vqa":
-            images = {"image": ImageRef(path["image"], max_pixels=self.max_pixels)}
-        else:
-            if "txt" in path:
-                fields["instruction"] = read_text(path["txt"])
-            images = {r: ImageRef(path[r], max_pixels=self.max_pixels) for r in ("source", "target")}
+        if "txt" in path and self._task.text_field:
+            fields[self._task.text_field] = read_text(path["txt"])
+        images = {r: ImageRef(path[r], max_pixels=self.max_pixels) for r in self._images}
         return record_from_fields(self.task, fields, images, key=key, where=str(self.root / key))
 
     def __repr__(self) -> str:

@@ -5,12 +5,15 @@
     {"task": "pair", "image": "images/000001.png", "text": "a red circle", ...extra}
     {"task": "vqa", "image": "...", "question": "...", "answer": "..."}      (or "conversation")
     {"task": "edit", "source": "...", "target": "...", "instruction": "..."}
+    {"task": "interleaved", "segments": [{"text": "..."}, {"image": "..."}, ...]}   (MMC4/OBELICS-style)
 
 Image paths are relative to the manifest's directory (absolute paths are allowed). An
 optional ``"key"`` field names the sample (default: ``<manifest name>:<line>``). A line
 without ``"task"`` takes the reader's ``task``; lines of other tasks are not this
 reader's and are passed over (a mixed manifest serves three readers). Blank lines are
-allowed.
+allowed. The task (:class:`arm_data.tasks.Task`) says which fields name images
+(:meth:`~arm_data.tasks.Task.image_refs`) and reads the rest, so a registered plugin task's
+records, a variable number of images included, read through this reader too.
 
 The whole manifest is validated when the reader is built: an invalid JSON line, a line
 that is not UTF-8 or lacks a field is reported to the :class:`ErrorPolicy` as
@@ -24,14 +27,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 from arm_tokenizer.images import DEFAULT_MAX_PIXELS
 
-from arm_data.datasets.common import parse_json_object
+from arm_data.datasets.common import parse_json_object, schema_task
 from arm_data.errors import BadSampleError, ErrorPolicy
-from arm_data.records import TASKS, ImageRef, Record, image_fields, record_from_fields
+from arm_data.records import ImageRef, Record, record_from_fields
 
 __all__ = ["JsonlRecords", "MANIFEST_NAME"]
 
@@ -50,20 +52,20 @@ class JsonlRecords:
     def __init__(
         self,
         manifest: str | os.PathLike,
-        task: Literal["pair", "vqa", "edit"] = "pair",
+        task: str = "pair",
         policy: ErrorPolicy | None = None,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> None:
         """
         Args:
             manifest: the ``.jsonl`` file, or a directory holding ``manifest.jsonl``.
-            task: which records to take; lines of other tasks are passed over, lines
-                without a ``"task"`` field are taken as this task.
+            task: which records to take (``pair``, ``vqa``, ``edit`` or a registered
+                task); lines of other tasks are passed over, lines without a ``"task"``
+                field are taken as this task.
             policy: receives bad lines (default: a fresh ``ErrorPolicy()``).
             max_pixels: decompression-bomb limit for the images.
         """
-        if task not in TASKS:
-            raise ValueError(f"unknown task {task!r}; choose from {TASKS}")
+        self._task = schema_task(task)
         path = Path(manifest)
         if path.is_dir():
             path = path / MANIFEST_NAME
@@ -99,15 +101,17 @@ class JsonlRecords:
         # without its line break: a line cut short then fails where it ends, at this line
         obj = parse_json_object(raw.rstrip(b"\r\n"), where, first_line=lineno)
         task = obj.get("task", self.task)
-        if task not in TASKS:
-            raise BadSampleError(where, "invalid_record", f"unknown task {task!r}; choose from {TASKS}")
         if task != self.task:
-            return None
-        images = {}
-        for name in image_fields(task):
-            if name not in obj:
-                raise BadSampleError(where, "invalid_record", f"{task} line has no {name!r} field")
-            images[name] = self._resolve(obj[name], name, where)
+            if not isinstance(task, str):
+                raise BadSampleError(where, "invalid_record", f"'task' must be a string; got {type(task).__name__}")
+            try:
+                other = schema_task(task)
+            except ValueError as e:
+                raise BadSampleError(where, "invalid_record", str(e).split(". ")[0]) from None
+            if other is not self._task:
+                return None  # another reader's line
+        images = {name: self._resolve(value, name, where)
+                  for name, value in self._task.image_refs(obj, where).items()}
         key = obj.pop("key", None)
         key = str(key) if key is not None else f"{self.path.name}:{lineno}"
         return record_from_fields(task, obj, images, key=key, where=where)

@@ -16,6 +16,10 @@ Each item is a dict of tensors and strings (``collate_samples`` batches them):
 * edit: ``{"source", "target", "instruction": str, "key", "extra"}``; a random crop cuts
   source and target at the same place.
 
+The record's task (:class:`arm_data.tasks.Task`) says which images and texts an item
+holds (``record_image_refs``, ``item_texts``), so a registered plugin task's records read
+through the same datasets.
+
 Bad samples go to the dataset's :class:`ErrorPolicy`. In ``skip`` mode a map-style
 dataset answers a bad index with the next good one (``i + 1``, ``i + 2``, ... wrapping),
 so batches keep their size, and remembers the bad index (it is not decoded again); an
@@ -25,9 +29,10 @@ iterable one simply moves on. Either way the skip is counted and warned about, a
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Iterator, Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from arm_tokenizer.buckets import check_buckets, image_shape, nearest_bucket
@@ -45,12 +50,12 @@ from arm_tokenizer.images import (
 from PIL import Image
 from torch.utils.data import Dataset, IterableDataset
 
-from arm_data.datasets.common import detect_format
+from arm_data.datasets.common import detect_format, schema_task
 from arm_data.datasets.folder import FolderRecords
 from arm_data.datasets.jsonl import JsonlRecords
 from arm_data.datasets.wds import SplitMode, WdsRecords
 from arm_data.errors import BadSampleError, ErrorPolicy, TooManyBadSamplesError
-from arm_data.records import EditRecord, ImageRef, PairRecord, Record, VQARecord
+from arm_data.records import ImageRef, Record, as_pil
 
 __all__ = [
     "encode_record",
@@ -66,11 +71,7 @@ __all__ = [
     "open_records",
 ]
 
-Task = Literal["pair", "vqa", "edit"]
 Crop = Literal["center", "random", "none"]
-
-
-_IMAGE_FIELDS = ("image", "source", "target")
 
 
 def _image_name(image: Any, record: Record) -> str:
@@ -101,39 +102,28 @@ def decode_record(record: Record, transform: ImageTransform | None = None) -> di
     Raises:
         BadSampleError: when an image cannot be decoded.
     """
-    if isinstance(record, PairRecord):
-        return {"image": _stage_one(record.load_image(), transform, _image_name(record.image, record)),
-                "text": record.text,
-                "key": record.key, "extra": record.extra}
-    if isinstance(record, VQARecord):
-        turns = record.turns()
-        q = record.question if record.question is not None else next((t["text"] for t in turns if t["role"] == "user"), "")
-        a = record.answer if record.answer is not None else next(
-            (t["text"] for t in turns if t["role"] == "assistant"), "")
-        return {"image": _stage_one(record.load_image(), transform, _image_name(record.image, record)),
-                "question": q, "answer": a,
-                "conversation": turns, "key": record.key, "extra": record.extra}
-    if isinstance(record, EditRecord):
-        return {"source": _stage_one(record.load_source(), transform, _image_name(record.source, record)),
-                "target": _stage_one(record.load_target(), transform, _image_name(record.target, record)),
-                "instruction": record.instruction, "key": record.key, "extra": record.extra}
-    raise TypeError(f"not a record: {type(record).__name__}")
+    task_name = getattr(record, "task", None)
+    if not isinstance(task_name, str):
+        raise TypeError(f"not a record: {type(record).__name__}")
+    task = schema_task(task_name)
+    out: dict[str, Any] = {name: _stage_one(as_pil(image), transform, _image_name(image, record))
+                           for name, image in task.record_image_refs(record).items()}
+    out.update(task.item_texts(record))
+    out.update(key=record.key, extra=record.extra)
+    return out
 
 
 def finish_item(raw: dict[str, Any], transform: ImageTransform | None = None) -> dict[str, Any]:
     """:func:`decode_record`'s output -> the item: the crop (random or not) or pad, and
     pixels as ``float32`` in ``[-1, 1]``. ``raw`` is not modified (it may be cached)."""
     item = dict(raw)
-    if "source" in raw:
-        # one random draw seeds both crops, so source and target stay aligned
-        seed = int(torch.randint(0, 2**62, (1,)))
-        gens = {"source": torch.Generator().manual_seed(seed), "target": torch.Generator().manual_seed(seed)}
-    else:
-        gens = {}
-    for field in _IMAGE_FIELDS:
-        if field in raw:
-            u8 = raw[field] if transform is None else transform.place(raw[field], gens.get(field))
-            item[field] = u8_to_tensor(u8)
+    images = [k for k, v in raw.items() if isinstance(v, torch.Tensor)]  # decode_record's uint8 images
+    # several images (an edit's source and target): one random draw seeds every crop, so they stay aligned
+    seed = int(torch.randint(0, 2**62, (1,))) if len(images) > 1 else None
+    for field in images:
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        u8 = raw[field] if transform is None else transform.place(raw[field], gen)
+        item[field] = u8_to_tensor(u8)
     return item
 
 
@@ -170,7 +160,7 @@ def collate_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 def open_records(
     path: str | os.PathLike,
-    task: Task,
+    task: str,
     format: Literal["auto", "folder", "jsonl"] = "auto",
     policy: ErrorPolicy | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
@@ -209,12 +199,24 @@ def make_transform(size: int | tuple[int, int] | None, crop: Crop, resize: Resiz
 
 
 class RecordDataset(Dataset):
-    """Map-style dataset of one task over a folder with sidecars or a JSONL manifest."""
+    """Map-style dataset of one task over a folder with sidecars or a JSONL manifest.
+
+    A subclass that sets :attr:`fixed_task` (:class:`PairDataset`, ...) gets this
+    constructor without ``task`` (the same typed signature and docs, the YAML schema).
+    """
+
+    #: The task a subclass always reads; its constructor then has no ``task`` argument.
+    fixed_task: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("fixed_task") and "__init__" not in cls.__dict__:
+            cls.__init__ = _fixed_task_init(cls.fixed_task)  # type: ignore[method-assign]
 
     def __init__(
         self,
         path: str,
-        task: Task = "pair",
+        task: str = "pair",
         format: Literal["auto", "folder", "jsonl"] = "auto",
         size: int | tuple[int, int] | None = 256,
         crop: Crop = "center",
@@ -233,7 +235,7 @@ class RecordDataset(Dataset):
         """
         Args:
             path: the folder, or the JSONL manifest (or its directory).
-            task: ``"pair"``, ``"vqa"`` or ``"edit"``.
+            task: ``"pair"``, ``"vqa"``, ``"edit"`` or a registered task (its records).
             format: ``"folder"``, ``"jsonl"`` or ``"auto"`` (detected from ``path``).
             size: output image size, an int (square) or ``(height, width)``; ``None``
                 keeps each image's own size (then only batch size 1 collates).
@@ -265,6 +267,7 @@ class RecordDataset(Dataset):
             raise ValueError(f"cache must be one of {', '.join(CACHE_MODES)}; got {cache!r}")
         self.policy = ErrorPolicy(on_error=on_error, max_skip_fraction=max_skip_fraction, min_samples=min_samples)
         self.task = task
+        self._task = schema_task(task)
         self.records = open_records(path, task, format, self.policy, max_pixels, recursive)
         self.buckets = check_buckets(buckets, "buckets") if buckets is not None else None
         sizes = self.buckets or [size]
@@ -280,7 +283,7 @@ class RecordDataset(Dataset):
         cannot be read (decoding it later reports the problem)."""
         try:
             rec = self.records[i]
-            image = rec.source if isinstance(rec, EditRecord) else rec.image
+            image = next(iter(self._task.record_image_refs(rec).values()))
             if isinstance(image, Image.Image):
                 return image.size
             src = image.source
@@ -337,7 +340,8 @@ class RecordDataset(Dataset):
             return
         indices = range(len(self)) if indices is None else indices
         if all(t is not None and t.deterministic for t in self.transforms):  # sizes known: fail before decoding
-            per = [3 * t.height * t.width * (2 if self.task == "edit" else 1) for t in self.transforms]  # type: ignore[union-attr]
+            images = max(1, len(self._task.image_fields))  # a variable count estimates one
+            per = [3 * t.height * t.width * images for t in self.transforms]  # type: ignore[union-attr]
             self.cache.check_estimate(sum(per[self.bucket_of[j]] for j in indices), len(indices))
         self.cache.fill(indices, self._decode, num_workers, on_error=self._bad_sample)
 
@@ -348,80 +352,41 @@ class RecordDataset(Dataset):
         return f"{type(self).__name__}({self.records!r}, transform={self.transform!r})"
 
 
+def _fixed_task_init(task: str) -> Any:
+    """``RecordDataset.__init__`` with ``task`` fixed: its signature (what jsonargparse reads
+    as the schema) and docs without ``task``; positional arguments keep their old order."""
+    full = inspect.signature(RecordDataset.__init__)
+    sig = full.replace(parameters=[p for name, p in full.parameters.items() if name != "task"])
+
+    def __init__(self: RecordDataset, *args: Any, **kwargs: Any) -> None:
+        bound = sig.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        arguments = dict(bound.arguments)
+        del arguments["self"]
+        RecordDataset.__init__(self, task=task, **arguments)
+
+    __init__.__signature__ = sig  # type: ignore[attr-defined]
+    __init__.__annotations__ = {k: v for k, v in RecordDataset.__init__.__annotations__.items() if k != "task"}
+    __init__.__doc__ = RecordDataset.__init__.__doc__
+    return __init__
+
+
 class PairDataset(RecordDataset):
     """Image–text pairs from a folder (``<key>.png`` + ``<key>.txt``) or a JSONL manifest."""
 
-    def __init__(
-        self,
-        path: str,
-        format: Literal["auto", "folder", "jsonl"] = "auto",
-        size: int | tuple[int, int] | None = 256,
-        crop: Crop = "center",
-        on_error: Literal["raise", "skip"] = "skip",
-        max_skip_fraction: float = 0.1,
-        min_samples: int = 100,
-        max_pixels: int | None = DEFAULT_MAX_PIXELS,
-        recursive: bool = False,
-        resize: ResizePolicy = "center_crop",
-        pad_color: tuple[int, int, int] = (0, 0, 0),
-        cache: Literal["none", "memory"] = "none",
-        cache_max_bytes: int = DEFAULT_CACHE_BYTES,
-        min_side: int | None = None,
-        buckets: Sequence[Sequence[int]] | None = None,
-    ) -> None:
-        """Arguments as :class:`RecordDataset`, with ``task="pair"``."""
-        super().__init__(path, "pair", format, size, crop, on_error, max_skip_fraction, min_samples, max_pixels,
-                         recursive, resize, pad_color, cache, cache_max_bytes, min_side, buckets)
+    fixed_task = "pair"
 
 
 class VQADataset(RecordDataset):
     """VQA / conversation samples from a folder (``<key>.png`` + ``<key>.json``) or a JSONL manifest."""
 
-    def __init__(
-        self,
-        path: str,
-        format: Literal["auto", "folder", "jsonl"] = "auto",
-        size: int | tuple[int, int] | None = 256,
-        crop: Crop = "center",
-        on_error: Literal["raise", "skip"] = "skip",
-        max_skip_fraction: float = 0.1,
-        min_samples: int = 100,
-        max_pixels: int | None = DEFAULT_MAX_PIXELS,
-        recursive: bool = False,
-        resize: ResizePolicy = "center_crop",
-        pad_color: tuple[int, int, int] = (0, 0, 0),
-        cache: Literal["none", "memory"] = "none",
-        cache_max_bytes: int = DEFAULT_CACHE_BYTES,
-        min_side: int | None = None,
-    ) -> None:
-        """Arguments as :class:`RecordDataset`, with ``task="vqa"``."""
-        super().__init__(path, "vqa", format, size, crop, on_error, max_skip_fraction, min_samples, max_pixels,
-                         recursive, resize, pad_color, cache, cache_max_bytes, min_side)
+    fixed_task = "vqa"
 
 
 class EditDataset(RecordDataset):
     """Edit triplets from a folder (``<key>.source.png``, ``<key>.target.png``, ``<key>.txt``) or JSONL."""
 
-    def __init__(
-        self,
-        path: str,
-        format: Literal["auto", "folder", "jsonl"] = "auto",
-        size: int | tuple[int, int] | None = 256,
-        crop: Crop = "center",
-        on_error: Literal["raise", "skip"] = "skip",
-        max_skip_fraction: float = 0.1,
-        min_samples: int = 100,
-        max_pixels: int | None = DEFAULT_MAX_PIXELS,
-        recursive: bool = False,
-        resize: ResizePolicy = "center_crop",
-        pad_color: tuple[int, int, int] = (0, 0, 0),
-        cache: Literal["none", "memory"] = "none",
-        cache_max_bytes: int = DEFAULT_CACHE_BYTES,
-        min_side: int | None = None,
-    ) -> None:
-        """Arguments as :class:`RecordDataset`, with ``task="edit"``."""
-        super().__init__(path, "edit", format, size, crop, on_error, max_skip_fraction, min_samples, max_pixels,
-                         recursive, resize, pad_color, cache, cache_max_bytes, min_side)
+    fixed_task = "edit"
 
 
 class WdsDataset(IterableDataset):
@@ -430,7 +395,7 @@ class WdsDataset(IterableDataset):
     def __init__(
         self,
         path: str,
-        task: Task = "pair",
+        task: str = "pair",
         size: int | tuple[int, int] | None = 256,
         crop: Crop = "center",
         split: SplitMode = "auto",
@@ -448,7 +413,7 @@ class WdsDataset(IterableDataset):
         """
         Args:
             path: a directory of ``*.tar`` shards, one ``.tar``, a glob or a brace pattern.
-            task: ``"pair"``, ``"vqa"`` or ``"edit"``.
+            task: ``"pair"``, ``"vqa"``, ``"edit"`` or a registered task (its records).
             size: output image size, an int (square) or ``(height, width)``; ``None``
                 keeps each image's own size.
             crop: ``"center"``/``"random"`` crop after an aspect-preserving resize, or ``"none"``.

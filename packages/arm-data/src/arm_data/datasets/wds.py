@@ -7,6 +7,10 @@ Shards ``DIR/shard-000000.tar, ...`` hold samples as consecutive members sharing
     vqa:   <key>.png  <key>.json
     edit:  <key>.source.png  <key>.target.png  <key>.txt  [<key>.json]
 
+As in the folder format, the task (:class:`arm_data.tasks.Task`) names the members: one
+image is ``<key>.<ext>``, several are ``<key>.<field>.<ext>`` (``image_fields``); the
+``.txt`` member fills ``text_field``; ``sidecars`` are the members a sample needs.
+
 Reading uses the ``webdataset`` package's tar iterator and key grouping
 (:func:`webdataset.tariterators.tar_file_iterator`, :func:`~webdataset.tariterators.group_by_keys`)
 with our own handlers, because webdataset's stock handlers either stop the run or drop
@@ -50,10 +54,16 @@ import torch
 from arm_tokenizer.images import DEFAULT_MAX_PIXELS
 from webdataset.tariterators import group_by_keys, tar_file_iterator
 
-from arm_data.datasets.common import IMAGE_EXTENSIONS, decode_text, list_shards, parse_json_object
+from arm_data.datasets.common import (
+    IMAGE_EXTENSIONS,
+    decode_text,
+    list_shards,
+    parse_json_object,
+    schema_task,
+)
 from arm_data.datasets.writers import INDEX_NAME
 from arm_data.errors import BadSampleError, ErrorPolicy
-from arm_data.records import TASKS, ImageRef, Record, record_from_fields
+from arm_data.records import ImageRef, Record, record_from_fields
 
 __all__ = ["WdsRecords", "partition_info"]
 
@@ -111,7 +121,7 @@ class WdsRecords:
     def __init__(
         self,
         shards: str | os.PathLike | list[str],
-        task: Literal["pair", "vqa", "edit"] = "pair",
+        task: str = "pair",
         policy: ErrorPolicy | None = None,
         split: SplitMode = "auto",
         shuffle_shards: bool = False,
@@ -122,7 +132,8 @@ class WdsRecords:
         Args:
             shards: a directory of ``*.tar``, one ``.tar``, a glob, a brace pattern
                 (``shard-{000000..000009}.tar``) or a list of these.
-            task: which members make a sample (see the module docstring).
+            task: ``pair``, ``vqa``, ``edit`` or a registered task: which members make a
+                sample (see the module docstring).
             policy: receives bad samples (default: a fresh ``ErrorPolicy()``).
             split: how partitions share the shards: ``"shard"``, ``"sample"`` or ``"auto"``.
             shuffle_shards: shuffle the shard order every epoch (seed + epoch, the same in
@@ -130,8 +141,10 @@ class WdsRecords:
             seed: base seed of the shard shuffle.
             max_pixels: decompression-bomb limit for the images.
         """
-        if task not in TASKS:
-            raise ValueError(f"unknown task {task!r}; choose from {TASKS}")
+        self._task = schema_task(task)
+        if not self._task.image_fields:
+            raise ValueError(f"task {task!r} has no fixed image fields, so tar shards cannot hold its records; "
+                             "use a JSONL manifest")
         if split not in ("auto", "shard", "sample"):
             raise ValueError(f"split must be 'auto', 'shard' or 'sample'; got {split!r}")
         self.shards = list_shards(shards)
@@ -267,21 +280,20 @@ class WdsRecords:
             return ImageRef(members[suffix], name=f"{shard_name}:{key}.{suffix}", max_pixels=self.max_pixels)
 
         fields = parse_json_object(members["json"], f"{where}.json") if "json" in members else {}
-        if self.task == "pair":
-            if "txt" not in members:
-                raise BadSampleError(where, "missing_sidecar", f"no .txt member (found {sorted(members)})")
-            fields["text"] = decode_text(members["txt"], f"{where}.txt")
-            images = {"image": image("")}
-        elif self.task == "vqa":
-            if "json" not in members:
-                raise BadSampleError(where, "missing_sidecar", f"no .json member (found {sorted(members)})")
-            images = {"image": image("")}
-        else:
-            if "txt" in members:
-                fields["instruction"] = decode_text(members["txt"], f"{where}.txt")
-            elif "instruction" not in fields:
-                raise BadSampleError(where, "missing_sidecar", f"no .txt member (found {sorted(members)})")
-            images = {"source": image("source"), "target": image("target")}
+        text_field = self._task.text_field
+
+        def has(member: str, alternatives: tuple[str, ...]) -> bool:
+            if member == "json" and "txt" in alternatives and text_field:
+                return text_field in fields  # a JSON standing in for the .txt must hold the text
+            return member in members
+
+        for alternatives in self._task.sidecars:
+            if not any(has(m, alternatives) for m in alternatives):
+                raise BadSampleError(where, "missing_sidecar", f"no .{alternatives[0]} member (found {sorted(members)})")
+        if "txt" in members and text_field:
+            fields[text_field] = decode_text(members["txt"], f"{where}.txt")
+        names = self._task.image_fields
+        images = {n: image(n if len(names) > 1 else "") for n in names}
         return record_from_fields(self.task, fields, images, key=key, where=where)
 
     def __repr__(self) -> str:

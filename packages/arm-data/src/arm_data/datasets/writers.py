@@ -27,10 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import webdataset as wds
-from arm_tokenizer.checkpoint import atomic_write_bytes
+from arm_tokenizer.framework.checkpoint import atomic_write_bytes
 from PIL import Image
 
-from arm_data.records import EditRecord, ImageLike, ImageRef, PairRecord, Record, VQARecord
+from arm_data.datasets.common import schema_task
+from arm_data.records import ImageLike, ImageRef, Record
 
 __all__ = ["record_fields", "image_bytes", "write_folder", "write_jsonl", "write_wds", "INDEX_NAME"]
 
@@ -39,21 +40,12 @@ _PIL_EXT = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "BMP": "bmp", "GIF": "g
 
 
 def record_fields(record: Record) -> dict[str, Any]:
-    """The record's JSON fields without its images: ``task``, its text fields and ``extra``."""
-    out: dict[str, Any] = {"task": record.task}
-    if isinstance(record, PairRecord):
-        out["text"] = record.text
-    elif isinstance(record, VQARecord):
-        if record.question is not None:
-            out["question"] = record.question
-        if record.answer is not None:
-            out["answer"] = record.answer
-        if record.conversation is not None:
-            out["conversation"] = record.conversation
-    elif isinstance(record, EditRecord):
-        out["instruction"] = record.instruction
-    else:
+    """The record's JSON fields without its images: ``task``, its text fields (the task's
+    :meth:`~arm_data.tasks.Task.record_fields`) and ``extra``."""
+    task = getattr(record, "task", None)
+    if not isinstance(task, str):
         raise TypeError(f"not a record: {type(record).__name__}")
+    out: dict[str, Any] = {"task": task, **schema_task(task).record_fields(record)}
     clash = set(out) & set(record.extra)
     if clash:
         raise ValueError(f"record {record.key!r}: extra fields {sorted(clash)} clash with the task's own fields")
@@ -98,19 +90,19 @@ def _json_bytes(obj: dict[str, Any]) -> bytes:
 def _members(record: Record, key: str) -> dict[str, bytes]:
     """Member suffix -> bytes, as both the folder and the shard layouts name them."""
     fields = record_fields(record)
-    fields.pop("task")
+    task = schema_task(fields.pop("task"))
+    images = task.record_image_refs(record)
+    if not task.image_fields:
+        raise ValueError(f"record {record.key!r}: task {record.task!r} has no fixed image fields, so folders and "
+                         "tar shards cannot hold it; write a JSONL manifest")
     out: dict[str, bytes] = {}
-    if isinstance(record, EditRecord):
-        for role, img in (("source", record.source), ("target", record.target)):
-            data, ext = image_bytes(img)
-            out[f"{role}.{ext}"] = data
-        out["txt"] = fields.pop("instruction").encode("utf-8")
-    else:
-        data, ext = image_bytes(record.image)
-        out[ext] = data
-        if isinstance(record, PairRecord):
-            out["txt"] = fields.pop("text").encode("utf-8")
-    if fields or isinstance(record, VQARecord):
+    for role, img in images.items():  # one image is <key>.<ext>, several <key>.<role>.<ext>
+        data, ext = image_bytes(img)
+        out[f"{role}.{ext}" if len(images) > 1 else ext] = data
+    if task.text_field and task.text_field in fields:
+        out["txt"] = fields.pop(task.text_field).encode("utf-8")
+    json_required = any("json" in alt and "txt" not in alt for alt in task.sidecars)
+    if fields or json_required:
         out["json"] = _json_bytes(fields)
     return out
 
@@ -147,10 +139,10 @@ def write_jsonl(records: Iterable[Record], root: str | os.PathLike, image_dir: s
     for i, rec in enumerate(records):
         key = _key(rec, i)
         fields = record_fields(rec)
-        roles = ("source", "target") if isinstance(rec, EditRecord) else ("image",)
-        for role in roles:
-            data, ext = image_bytes(getattr(rec, role))
-            name = f"{key}.{role}.{ext}" if isinstance(rec, EditRecord) else f"{key}.{ext}"
+        images = schema_task(rec.task).record_image_refs(rec)
+        for role, img in images.items():
+            data, ext = image_bytes(img)
+            name = f"{key}.{role}.{ext}" if len(images) > 1 else f"{key}.{ext}"
             _atomic_write(root / image_dir / name, data)
             fields[role] = f"{image_dir}/{name}"
         fields["key"] = key

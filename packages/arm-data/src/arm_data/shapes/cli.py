@@ -213,7 +213,7 @@ def _cmd_eval_tokenizer(argv: list[str]) -> int:
     text = json.dumps(res, indent=1)
     print(text)
     if a.out:
-        from arm_tokenizer.checkpoint import atomic_write_bytes
+        from arm_tokenizer.framework.checkpoint import atomic_write_bytes
 
         atomic_write_bytes(a.out, (text + "\n").encode())
     return 0

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 from arm_tokenizer import images
-from arm_tokenizer.deprecation import moved_names
+from arm_tokenizer.framework.deprecation import moved_names
 from torch.utils.data import Dataset
 
 from arm_data.shapes.edits import EDIT_KINDS

@@ -11,7 +11,10 @@ The layouts are those of ``.agents/formats.md`` and are written by the shared wr
 * ``edit``: source + target images + instruction; extra ``source_spec``, ``target_spec``,
   ``edit`` (the :class:`EditSpec`).
 
-Keys are ``<split>-<index:08d>`` (no dots). Images are PNG (lossless). Every file and
+A record is built by the task owning its schema (:meth:`arm_data.tasks.Task.read` of the
+fields below, so what is written is what a reader gives back); ``task`` may also name a
+registered task reading one of these schemas (it is exported under the schema's record
+name). Keys are ``<split>-<index:08d>`` (no dots). Images are PNG (lossless). Every file and
 shard is written atomically (temp file in the same directory + rename), so an
 interrupted export never leaves a half-written file behind; samples are generated and
 written chunk by chunk, so memory stays flat for large counts.
@@ -22,17 +25,18 @@ from __future__ import annotations
 import io
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from arm_tokenizer.checkpoint import atomic_write_bytes
+from arm_tokenizer.framework.checkpoint import atomic_write_bytes
 from PIL import Image
 
 from arm_data.datasets.writers import INDEX_NAME, write_folder, write_jsonl, write_wds
-from arm_data.records import EditRecord, ImageRef, PairRecord, VQARecord
+from arm_data.records import ImageRef, Record
 from arm_data.shapes.splits import check_split
 from arm_data.shapes.world import ShapesSample, ShapesWorld
+from arm_data.tasks import get_task, record_name
 
 TASKS: tuple[str, ...] = ("pair", "vqa", "edit")
 FORMATS: tuple[str, ...] = ("folder", "jsonl", "wds")
@@ -44,29 +48,55 @@ def _png(image: Image.Image) -> ImageRef:
     return ImageRef(buf.getvalue(), name="shapesworld.png")
 
 
-def sample_record(sample: ShapesSample, task: str):
-    """The :mod:`arm_data.records` record of one sample for ``task``."""
+Fields = tuple[dict[str, Any], dict[str, ImageRef]]
+
+
+def _pair_fields(sample: ShapesSample) -> Fields:
+    return ({"text": sample.caption, "spec": sample.spec.to_dict(),
+             "caption_attributes": sorted(sample.caption_attributes),
+             "caption_relations": [list(r) for r in sample.caption_relations]},
+            {"image": _png(sample.image)})
+
+
+def _vqa_fields(sample: ShapesSample) -> Fields:
+    conv = []
+    for qa in sample.qa:
+        conv += [{"role": "user", "text": qa.question}, {"role": "assistant", "text": qa.answer}]
+    return ({"conversation": conv, "spec": sample.spec.to_dict(), "qa": [q.to_dict() for q in sample.qa]},
+            {"image": _png(sample.image)})
+
+
+def _edit_fields(sample: ShapesSample) -> Fields:
+    e = sample.edit
+    return ({"instruction": e.instruction, "source_spec": e.source.to_dict(), "target_spec": e.target.to_dict(),
+             "edit": e.edit.to_dict()},
+            {"source": _png(e.source_image), "target": _png(e.target_image)})
+
+
+#: What a scene gives each record schema (by the task owning it): the JSON fields (the
+#: task's own and the extra ones) and the images.
+SCENE_FIELDS: dict[str, Callable[[ShapesSample], Fields]] = {
+    "t2i": _pair_fields, "und": _vqa_fields, "edit": _edit_fields,
+}
+
+
+def _schema(task: str) -> str:
+    """The schema (owning task's name) of ``task``, one ShapesWorld provides."""
+    schema = get_task(task).schema
+    if schema not in SCENE_FIELDS:
+        raise ValueError(f"task {task!r} reads {record_name(schema)!r} records, which ShapesWorld does not make; "
+                         f"it makes {', '.join(TASKS)}")
+    return schema
+
+
+def sample_record(sample: ShapesSample, task: str) -> Record:
+    """The :mod:`arm_data.records` record of one sample for ``task`` (a record name such as
+    ``pair``, or a task reading one of ShapesWorld's schemas), built by its task's ``read``."""
+    schema = _schema(task)
     key = f"{sample.split}-{sample.index:08d}"
+    fields, images = SCENE_FIELDS[schema](sample)
     base = {"split": sample.split, "index": sample.index, "seed": sample.seed}
-    if task == "pair":
-        return PairRecord(image=_png(sample.image), text=sample.caption, key=key,
-                          extra={**base, "spec": sample.spec.to_dict(),
-                                 "caption_attributes": sorted(sample.caption_attributes),
-                                 "caption_relations": [list(r) for r in sample.caption_relations]})
-    if task == "vqa":
-        conv = []
-        for qa in sample.qa:
-            conv += [{"role": "user", "text": qa.question}, {"role": "assistant", "text": qa.answer}]
-        return VQARecord(image=_png(sample.image), conversation=conv, key=key,
-                         extra={**base, "spec": sample.spec.to_dict(),
-                                "qa": [q.to_dict() for q in sample.qa]})
-    if task == "edit":
-        e = sample.edit
-        return EditRecord(source=_png(e.source_image), target=_png(e.target_image),
-                          instruction=e.instruction, key=key,
-                          extra={**base, "source_spec": e.source.to_dict(),
-                                 "target_spec": e.target.to_dict(), "edit": e.edit.to_dict()})
-    raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    return get_task(schema).read({**base, **fields}, images, key, f"ShapesWorld {key}")
 
 
 def _records(world: ShapesWorld, task: str, start: int, count: int) -> Iterator[Any]:
@@ -87,7 +117,7 @@ def export_split(out: str | os.PathLike, split: str = "train", task: str = "pair
     Args:
         out: output directory (created).
         split: ``train``, ``val`` or ``heldout``.
-        task: ``pair``, ``vqa`` or ``edit``.
+        task: ``pair``, ``vqa`` or ``edit`` (or a registered task reading one of these).
         fmt: ``folder``, ``jsonl`` or ``wds``.
         count: number of samples.
         width, height: image size in pixels.
@@ -100,8 +130,7 @@ def export_split(out: str | os.PathLike, split: str = "train", task: str = "pair
     real-data readers see no stray files).
     """
     check_split(split)
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    task = record_name(_schema(task))  # written under its record name, as the readers expect
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if count < 1 or start < 0 or samples_per_shard < 1:

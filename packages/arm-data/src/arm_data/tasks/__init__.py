@@ -25,6 +25,7 @@ from arm_data.tasks.registry import (
     record_name,
     task_id,
     task_names,
+    vocab_specials,
 )
 
 __all__ = [
@@ -38,4 +39,5 @@ __all__ = [
     "record_name",
     "task_id",
     "task_names",
+    "vocab_specials",
 ]

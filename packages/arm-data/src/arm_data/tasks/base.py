@@ -12,6 +12,7 @@ of branching on its name. The path of one sample::
     sequence(layout, doc, ...)       ids + loss mask (+ condition dropout for CFG)
     prompts(layout, condition, grid) the generation prompt ("full") and its dropped variants
     branches(prompts, scales)        which of those CFG's extra branches use
+    prompt_condition(record, images) an RL prompt record as the condition of prompts()
 
 A subclass sets :attr:`name` (its registry name) and overrides what it needs; register
 it under the ``arm.tasks`` entry-point group (or ``ARM_EXTRA_COMPONENTS=task:NAME=mod:Class``).
@@ -21,10 +22,11 @@ Layout symbols are those of :mod:`arm_data.formats`.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from arm_data.errors import BadSampleError
 from arm_data.formats import ConditionDropout, TokenSequence
 from arm_data.vocab import VocabLayout
 
@@ -64,6 +66,19 @@ class Task:
     reads: ClassVar[str] = ""
     #: The image fields of this task's records, in the order :meth:`record_images` returns them.
     image_fields: ClassVar[tuple[str, ...]] = ()
+    #: The field a text sidecar fills (``<key>.txt`` in a folder, the ``.txt`` member in a tar
+    #: shard); ``None``: this schema has no text sidecar.
+    text_field: ClassVar[str | None] = None
+    #: The sidecars a folder or tar sample needs besides its images, each a tuple of
+    #: alternatives (``("txt", "json")``: either; a JSON that stands in for the ``.txt`` must
+    #: hold :attr:`text_field`). A sample lacking one is ``missing_sidecar``.
+    sidecars: ClassVar[tuple[tuple[str, ...], ...]] = ()
+    #: Special tokens this task's sequences use besides :attr:`token` (e.g. a role marker).
+    #: Those the built-in vocabulary lacks are appended to it (:func:`~arm_data.tasks.vocab_specials`).
+    special_tokens: ClassVar[tuple[str, ...]] = ()
+    #: The evaluation ``arm-lm evaluate --tasks`` runs for this task, by name (arm-core's
+    #: :data:`arm_core.evaluate.EVALUATORS`); empty: the task has none.
+    evaluator: ClassVar[str] = ""
 
     @property
     def schema(self) -> str:
@@ -95,6 +110,47 @@ class Task:
     def record_images(self, record: Any) -> list[Any]:
         """``record``'s decoded images, in :attr:`image_fields` order."""
         return self._schema_owner().record_images(record)
+
+    def image_refs(self, fields: Mapping[str, Any], where: str) -> dict[str, Any]:
+        """The images a record's JSON fields name, ``{name: path or key}`` in record order;
+        readers resolve each and hand them to :meth:`read` under the same names.
+
+        The default reads one field per :attr:`image_fields`; a task whose records hold a
+        variable number of images overrides it.
+
+        Raises:
+            arm_data.errors.BadSampleError: ``invalid_record`` naming ``where`` and the field.
+        """
+        from arm_data.tasks.registry import record_name  # deferred, as in _schema_owner
+
+        missing = [f for f in self.image_fields if f not in fields]
+        if missing:
+            raise BadSampleError(where, "invalid_record", f"{record_name(self.schema)} line has no {missing[0]!r} field")
+        return {f: fields[f] for f in self.image_fields}
+
+    def record_fields(self, record: Any) -> dict[str, Any]:
+        """``record``'s own JSON fields as the dataset formats store them (no images, no
+        ``extra``); :meth:`read` of these fields and the images gives the record back."""
+        return self._schema_owner().record_fields(record)
+
+    def record_image_refs(self, record: Any) -> dict[str, Any]:
+        """``record``'s images as it holds them (:class:`~arm_data.records.ImageRef` or PIL),
+        by field name in :attr:`image_fields` order; nothing is decoded."""
+        return {f: getattr(record, f) for f in self.image_fields}
+
+    def item_texts(self, record: Any) -> dict[str, Any]:
+        """The text entries of the torch datasets' item for ``record``
+        (:func:`arm_data.datasets.decode_record`); default: :meth:`record_fields`."""
+        return self.record_fields(record)
+
+    def num_images(self, texts: Mapping[str, Any]) -> int:
+        """How many images a shard record with these texts holds (default: one per
+        :attr:`image_fields`; a task with a variable number counts them from ``texts``)."""
+        return len(self.image_fields)
+
+    def vocab_tokens(self) -> tuple[str, ...]:
+        """Every special token this task's sequences use: :attr:`token` and :attr:`special_tokens`."""
+        return tuple(t for t in (self.token, *self.special_tokens) if t)
 
     # ------------------------------------------------------------------ documents
     def document(self, record: Any, encode: Encode) -> tuple[Any, ...] | None:
@@ -136,3 +192,25 @@ class Task:
         if text_scale == 1.0 or "uncond" not in prompts:
             return None
         return GuidanceBranches(uncond=list(prompts["uncond"]), scale=text_scale)
+
+    # ------------------------------------------------------------------ prompt records (RL)
+    # A prompt record (``arm_rl.prompts.PromptRecord``: ``text``, ``spec``, ``source_image``,
+    # ...) is what an RL rollout starts from. The task turns it into the condition of
+    # :meth:`prompts`, so arm-rl never asks which task a record is for; a task that does
+    # not override :meth:`prompt_condition` cannot be trained by RL.
+    def check_prompt_record(self, record: Any) -> None:
+        """Raise ``ValueError`` (naming ``record``) when it lacks what :meth:`prompt_images` or
+        :meth:`prompt_condition` need; called as the record is made, before any rollout."""
+
+    def prompt_images(self, record: Any, size: tuple[int, int]) -> list[Any]:
+        """The images (PIL) ``record``'s prompt conditions on, in the order
+        :meth:`prompt_condition` receives their tokens; ``size``: ``(height, width)`` in pixels
+        of an image that must be drawn. Default: none."""
+        return []
+
+    def prompt_condition(self, record: Any, images: Sequence[Any]) -> dict[str, Any]:
+        """The ``condition`` of :meth:`prompts` for a prompt record; strings stay text (the
+        caller encodes them). ``images``: :meth:`prompt_images` as
+        :class:`~arm_data.formats.ImageTokens` (encoded by the visual tokenizer)."""
+        raise NotImplementedError(f"task {self.name!r} ({type(self).__name__}) does not build prompts from "
+                                  "prompt records: override prompt_condition()")

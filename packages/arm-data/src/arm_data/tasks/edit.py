@@ -39,6 +39,9 @@ class EditTask(Task):
     name = "edit"
     token = "<edit>"
     image_fields = ("source", "target")
+    text_field = "instruction"
+    sidecars = (("txt", "json"),)  # the instruction may live in <key>.json instead
+    evaluator = "shapes_edit"
 
     # ------------------------------------------------------------------ records
     def read(self, fields: dict[str, Any], images: dict[str, Any], key: str, where: str) -> EditRecord:
@@ -56,6 +59,9 @@ class EditTask(Task):
 
     def record_images(self, record: EditRecord) -> list[Any]:
         return [record.load_source(), record.load_target()]
+
+    def record_fields(self, record: EditRecord) -> dict[str, Any]:
+        return {"instruction": record.instruction}
 
     # ------------------------------------------------------------------ documents
     def document(self, record: Any, encode: Encode) -> tuple[Any, ...]:
@@ -121,3 +127,25 @@ class EditTask(Task):
             return GuidanceBranches(uncond=list(prompts["image"]), scale=text_scale)
         return GuidanceBranches(uncond=list(prompts["uncond"]), scale=text_scale,
                                 image=list(prompts["image"]), image_scale=image_scale)
+
+    # ------------------------------------------------------------------ prompt records (RL)
+    def check_prompt_record(self, record: Any) -> None:
+        if getattr(record, "spec", None) is None and getattr(record, "source_image", None) is None:
+            raise ValueError(f"edit prompt {getattr(record, 'index', -1)} ({record.text!r}) needs a source: "
+                             "give spec (the source scene) or source_image")
+
+    def prompt_images(self, record: Any, size: tuple[int, int]) -> list[Any]:
+        """The source image: ``record.source_image``, else its ShapesWorld scene ``spec`` drawn at ``size``."""
+        self.check_prompt_record(record)
+        if record.source_image is not None:
+            return [record.source_image]
+        from arm_data.shapes import (
+            render,  # deferred: ShapesWorld is only needed for spec-only records
+        )
+
+        h, w = size
+        return [render(record.spec, w, h)]
+
+    def prompt_condition(self, record: Any, images: Sequence[Any]) -> dict[str, Any]:
+        """``{"source": images[0], "instruction": record.text}``."""
+        return {"source": images[0], "instruction": record.text}

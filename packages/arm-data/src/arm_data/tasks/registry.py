@@ -9,9 +9,10 @@ owns that schema, so old records and shards read unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from arm_tokenizer import registry
+from arm_tokenizer.framework import registry
 
 if TYPE_CHECKING:
     from arm_data.tasks.base import Task
@@ -48,8 +49,8 @@ def canonical_task(name: str, *, aliases: bool = True) -> str:
     if name in known:
         return name
     also = f" (record names {', '.join(sorted(RECORD_ALIASES))} are accepted too)" if aliases else ""
-    raise UnknownTaskError(f"unknown task {name!r}; known tasks: {known}{also}. Register a task under the "
-                           f"'arm.tasks' entry-point group to add one")
+    raise UnknownTaskError(f"unknown task {name!r}; known tasks: {known}{also}. Install the package that "
+                           f"provides it (a task registers under the 'arm.tasks' entry-point group)")
 
 
 def get_task(name: str, *, aliases: bool = True) -> Task:
@@ -83,3 +84,19 @@ def record_name(task: str) -> str:
         if owner == task:
             return record
     return task
+
+
+def vocab_specials(tasks: Iterable[str]) -> tuple[str, ...]:
+    """The special tokens of a vocabulary serving ``tasks``: the built-in ones
+    (:data:`~arm_data.vocab.DEFAULT_SPECIAL_TOKENS`, ids unchanged), then the tokens the
+    built-ins lack that the tasks use (:meth:`~arm_data.tasks.Task.vocab_tokens`), task by
+    task in name order. Text and special ids never move (the shape and image blocks after
+    the specials do, so such a layout is another vocabulary, stored in the checkpoint). The
+    built-in tasks add none: their layout is the one existing checkpoints carry.
+    """
+    from arm_data.vocab import DEFAULT_SPECIAL_TOKENS  # deferred: vocab imports torch
+
+    out = list(DEFAULT_SPECIAL_TOKENS)
+    for name in sorted({canonical_task(t) for t in tasks}):
+        out.extend(tok for tok in get_task(name).vocab_tokens() if tok not in out)
+    return tuple(out)

@@ -35,6 +35,9 @@ class T2ITask(Task):
     name = "t2i"
     token = "<t2i>"
     image_fields = ("image",)
+    text_field = "text"
+    sidecars = (("txt",),)
+    evaluator = "shapes_t2i"
 
     # ------------------------------------------------------------------ records
     def read(self, fields: dict[str, Any], images: dict[str, Any], key: str, where: str) -> PairRecord:
@@ -50,6 +53,9 @@ class T2ITask(Task):
         return PairRecord(image=images["image"], text=text, key=key, extra=fields)
 
     def record_texts(self, record: PairRecord) -> dict[str, Any]:
+        return {"text": record.text}
+
+    def record_fields(self, record: PairRecord) -> dict[str, Any]:
         return {"text": record.text}
 
     def record_images(self, record: PairRecord) -> list[Any]:
@@ -95,3 +101,8 @@ class T2ITask(Task):
         h, w = grid
         return {"full": self.prompt(layout, condition.get("caption"), h, w),
                 "uncond": self.prompt(layout, None, h, w)}
+
+    # ------------------------------------------------------------------ prompt records (RL)
+    def prompt_condition(self, record: Any, images: Sequence[Any]) -> dict[str, Any]:
+        """``{"caption": record.text}``."""
+        return {"caption": record.text}

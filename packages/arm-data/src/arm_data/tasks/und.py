@@ -34,6 +34,8 @@ class UndTask(Task):
     name = "und"
     token = "<und>"
     image_fields = ("image",)
+    sidecars = (("json",),)
+    evaluator = "shapes_vqa"
 
     # ------------------------------------------------------------------ records
     def read(self, fields: dict[str, Any], images: dict[str, Any], key: str, where: str) -> VQARecord:
@@ -62,6 +64,18 @@ class UndTask(Task):
 
     def record_images(self, record: VQARecord) -> list[Any]:
         return [record.load_image()]
+
+    def record_fields(self, record: VQARecord) -> dict[str, Any]:
+        named = {"question": record.question, "answer": record.answer, "conversation": record.conversation}
+        return {k: v for k, v in named.items() if v is not None}
+
+    def item_texts(self, record: VQARecord) -> dict[str, Any]:
+        """``question``/``answer`` (a conversation's first user and assistant turns) and ``conversation``."""
+        turns = record.turns()
+        first = {role: next((t["text"] for t in turns if t["role"] == role), "") for role in ("user", "assistant")}
+        return {"question": record.question if record.question is not None else first["user"],
+                "answer": record.answer if record.answer is not None else first["assistant"],
+                "conversation": turns}
 
     # ------------------------------------------------------------------ documents
     def document(self, record: Any, encode: Encode) -> tuple[Any, ...] | None:

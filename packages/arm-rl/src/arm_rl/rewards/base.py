@@ -62,12 +62,25 @@ class Reward:
         device: where the reward's own models run (``"cpu"``, ``"cuda:1"``, ...).
     """
 
-    #: set by a reward that scores only some tasks (e.g. ``("t2i",)``); None = any task.
+    #: set by a reward that scores only some tasks (e.g. ``("t2i",)``); None = any task. A
+    #: task that reads the records of a listed one (``Task.reads``, e.g. a plugin task with
+    #: ``reads = "t2i"``) is scored too: rewards read the records, not the prompt format.
     tasks: tuple[str, ...] | None = None
 
     def __init__(self, name: str | None = None, device: str = "cpu") -> None:
         self.name = name or type(self).__name__
         self.device = torch.device(device)
+
+    def scores(self, task: str) -> bool:
+        """Whether this reward scores prompts of ``task`` (see :attr:`tasks`)."""
+        if self.tasks is None or task in self.tasks:
+            return True
+        from arm_data.tasks import UnknownTaskError, get_task
+
+        try:
+            return get_task(task, aliases=False).schema in self.tasks
+        except UnknownTaskError:
+            return False
 
     def compute(self, images: Any, records: Sequence[Any], codes: Tensor | None = None) -> Tensor:
         """Rewards ``(B,)`` for ``B`` images and their records (override this)."""
@@ -86,7 +99,7 @@ class Reward:
         if n != len(records):
             raise RewardError(f"reward {self.name!r}: {n} images for {len(records)} prompt records")
         if self.tasks is not None:
-            bad = sorted({r.task for r in records if r.task not in self.tasks})
+            bad = sorted({r.task for r in records if not self.scores(r.task)})
             if bad:
                 raise RewardError(f"reward {self.name!r} scores tasks {list(self.tasks)} but got "
                                   f"{bad} prompts; choose another reward for those tasks")

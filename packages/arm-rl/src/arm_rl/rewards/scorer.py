@@ -4,12 +4,14 @@ The benchmark scorers of :mod:`arm_core.suites.scorers` — ``shapes`` (rules),
 ``siglip_score`` (a dual encoder), ``vlm_judge`` (a vision-language judge), and any plugin —
 become rewards by name, with their own constructor arguments::
 
-    t2i_reward:
-      class_path: scorer
-      init_args:
-        scorer: siglip_score
-        args: {name_or_path: /models/siglip2-so400m-patch14-384, dtype: bfloat16}
-        device: cuda:1          # the reward model's memory lives there, not beside the policy
+    tasks:
+      t2i:
+        reward:
+          class_path: scorer
+          init_args:
+            scorer: siglip_score
+            args: {name_or_path: /models/siglip2-so400m-patch14-384, dtype: bfloat16}
+            device: cuda:1      # the reward model's memory lives there, not beside the policy
 
 **Where it runs.** ``device`` is the scorer's device (default ``cpu``); ``device: policy``
 puts it on the policy's device (asked for explicitly: never by default). The scorer keeps
@@ -122,7 +124,7 @@ class ScorerReward(Reward):
         """The scorer, built on first use (its model loads on its first call)."""
         if self._scorer is None:
             from arm_core.suites.score import load_scorer
-            from arm_tokenizer.registry import RegistryError
+            from arm_tokenizer.framework.registry import RegistryError
 
             try:
                 self._scorer = load_scorer(self.scorer_name, device=str(self.device), **self.args)

@@ -6,6 +6,8 @@
 - :mod:`.pixel_dit`: ``pixel_dit``, ARM's Pixel DiT (flow matching in pixel space).
 - :mod:`.latent_dit`: ``latent_dit``, flow matching over a frozen VAE's latents.
 - :mod:`.vae`: the ``VAE`` interface and ``small_vae`` (trained by ``vae_trainer``).
+- :mod:`.lightning_module`: ``VAETrainer`` (model ``vae_trainer``), which trains a VAE for
+  ``latent_dit`` (each (sub)package keeps its LightningModule in ``lightning_module.py``).
 
 Submodules are imported on demand (the registry imports a class only when it is used).
 """

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from arm_tokenizer.configurable import Configurable
+from arm_tokenizer.framework.configurable import Configurable
 
 
 class Decoder(Configurable, nn.Module):

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from arm_tokenizer.decoders.dit import DiTBackbone, FlowDecoder, check_cfg_args
-from arm_tokenizer.decoders.vae import VAE
+from arm_tokenizer.decoders.vae import VAE, SmallVAE
 
 
 class LatentDiTDecoder(FlowDecoder):
@@ -88,8 +88,6 @@ class LatentDiTDecoder(FlowDecoder):
     @classmethod
     def example_args(cls) -> dict[str, Any]:
         """Tiny sizes for contract tests (with a tiny untrained SmallVAE)."""
-        from arm_tokenizer.decoders.vae import SmallVAE
-
         return {"in_dim": 8, "patch_size": 8, "vae": SmallVAE(**SmallVAE.example_args()), "hidden_dim": 16,
                 "depth": 1, "num_heads": 2, "cond_dropout": 0.0, "cfg_scale": 1.0, "sample_steps": 2}
 

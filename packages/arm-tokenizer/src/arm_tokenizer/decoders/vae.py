@@ -11,7 +11,7 @@ serve if it implements :class:`VAE`:
 - ``latent_channels`` and ``downsample``.
 
 :class:`SmallVAE` is a convolutional KL-VAE (``posterior`` gives the Gaussian's mean and
-log-variance for the KL term) that :class:`arm_tokenizer.vae_module.VAETrainer` trains with
+log-variance for the KL term) that :class:`arm_tokenizer.decoders.lightning_module.VAETrainer` trains with
 L1 + KL; ``save_pretrained`` / ``from_pretrained`` store it as ``model.safetensors`` +
 ``config.json`` (a directory a :class:`~arm_tokenizer.decoders.latent_dit.LatentDiTDecoder`
 loads frozen by path).
@@ -29,9 +29,10 @@ import torch
 from safetensors.torch import load_file, save
 from torch import nn
 
-from arm_tokenizer.checkpoint import atomic_write_bytes
-from arm_tokenizer.configurable import ConfigError, Configurable, instantiate
+from arm_tokenizer import __version__
 from arm_tokenizer.decoders.conv import ResBlock, _groups
+from arm_tokenizer.framework.checkpoint import atomic_write_bytes
+from arm_tokenizer.framework.configurable import ConfigError, Configurable, instantiate
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -63,8 +64,6 @@ class VAE(Configurable, nn.Module):
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write ``model.safetensors`` + ``config.json`` (atomically) into ``directory``."""
-        from arm_tokenizer import __version__
-
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}

@@ -40,7 +40,9 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
+from arm_tokenizer import hf_towers as hft  # imports transformers lazily: an optional extra
 from arm_tokenizer.encoders.base import Encoder
+from arm_tokenizer.testing.hf_tiny import tiny_hf_dir
 
 __all__ = ["HFVisionEncoder"]
 
@@ -99,8 +101,6 @@ class HFVisionEncoder(Encoder):
         keep_head: bool = False,
     ) -> None:
         super().__init__()
-        from arm_tokenizer import hf_towers as hft  # imports transformers lazily: an optional extra
-
         torch_dtype = hft.parse_dtype(dtype, COMPONENT)
         if max_num_patches is not None and (isinstance(max_num_patches, bool) or not isinstance(max_num_patches, int)
                                             or max_num_patches < 1):
@@ -249,8 +249,6 @@ class HFVisionEncoder(Encoder):
     # ------------------------------------------------------------------ config
     @classmethod
     def example_args(cls) -> dict[str, Any]:
-        from arm_tokenizer.testing.hf_tiny import tiny_hf_dir
-
         return {"name_or_path": tiny_hf_dir("siglip2"), "image_size": [16, 24], "frozen": False}
 
     def get_config(self, portable: bool = False) -> dict[str, Any]:

@@ -27,8 +27,14 @@ import os
 from typing import Any, ClassVar
 
 import torch
+from safetensors.torch import load_file
 
 from arm_tokenizer.encoders.base import Encoder
+from arm_tokenizer.framework.hub import (
+    HubUnavailableError,
+    hub_unreachable_reason,
+    timm_cached_weights,
+)
 
 __all__ = ["TimmEncoder", "load_state_dict_file"]
 
@@ -43,8 +49,6 @@ def load_state_dict_file(path: str | os.PathLike, prefix: str = "") -> dict[str,
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint_path {path!r} does not exist")
     if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
         sd: Any = load_file(path, device="cpu")
     else:
         sd = torch.load(path, map_location="cpu", weights_only=True)
@@ -64,8 +68,6 @@ def _pretrained_overlay(model_name: str) -> dict[str, Any]:
     """Where timm's hub download cannot work, fail in one line now (timm would retry the
     hub for about a minute); where the weights are cached and the hub is unreachable, point
     timm at the cached file so it never tries the network."""
-    from arm_tokenizer.hub import HubUnavailableError, hub_unreachable_reason, timm_cached_weights
-
     cached = timm_cached_weights(model_name)
     if cached is None:  # not a hub tag: timm's own URL download and error
         return {}
@@ -105,6 +107,11 @@ class TimmEncoder(Encoder):
             model's default. Ignored by ConvNets, which take any multiple of their stride.
         model_kwargs: extra ``timm.create_model`` arguments (e.g. ``{"depth": 2}`` or
             ``{"dynamic_img_size": true}``).
+        detail_layers: earlier blocks/stages whose features are appended to each token's
+            channels (ConvNets: their finer maps folded onto the token grid by
+            space-to-depth, so a stride-2 stem adds ``C * (stride ratio)**2`` channels). A
+            semantic last stage keeps *what* is where but little of the outline; the early
+            stages keep the outline (``experiments/feature_levels.py``). Empty: none.
     """
 
     weight_source_args: ClassVar[dict[str, Any]] = {"pretrained": False, "checkpoint_path": None}
@@ -120,8 +127,10 @@ class TimmEncoder(Encoder):
         final_norm: bool = True,
         img_size: int | None = None,
         model_kwargs: dict[str, Any] | None = None,
+        detail_layers: list[int] | None = None,
     ) -> None:
         super().__init__()
+        # deferred: timm takes seconds to import, and discovery imports every registered class
         import timm
         from timm.data import resolve_model_data_config
 
@@ -163,8 +172,11 @@ class TimmEncoder(Encoder):
         if not -n_layers <= feature_layer < n_layers:
             raise ValueError(f"feature_layer {feature_layer} out of range for {model_name!r} with {n_layers} layers")
         layer = feature_layer % n_layers
+        details = sorted({d % n_layers for d in self._check_details(detail_layers or [], n_layers, layer, model_name)})
         # Prune what comes after the taken layer: never computed, never stored.
-        self._take = list(model.prune_intermediate_layers([layer], prune_norm=not final_norm, prune_head=True))
+        self._take = list(model.prune_intermediate_layers([*details, layer], prune_norm=not final_norm,
+                                                          prune_head=True))
+        self.detail_layers = list(detail_layers or [])
         self.final_norm = final_norm
         self.model = model
         self.feature_layer = feature_layer
@@ -183,6 +195,13 @@ class TimmEncoder(Encoder):
             self.patch_size = int(info[layer]["reduction"])
             self.out_dim = int(info[layer]["num_chs"])
             self._fixed_size = None
+        # channels each detail layer adds after folding onto the token grid
+        self._folds: list[int] = []
+        for d in details:
+            fold = 1 if self.is_vit else self.patch_size // int(info[d]["reduction"])
+            chs = self.out_dim if self.is_vit else int(info[d]["num_chs"])
+            self._folds.append(fold)
+            self.out_dim += chs * fold * fold
 
         cfg = resolve_model_data_config(model)
         mean = torch.tensor(cfg.get("mean", (0.5, 0.5, 0.5)), dtype=torch.float32).view(1, 3, 1, 1)
@@ -192,6 +211,14 @@ class TimmEncoder(Encoder):
         self.register_buffer("in_shift", (0.5 - mean) / std, persistent=False)
         if frozen:
             self.freeze()
+
+    @staticmethod
+    def _check_details(details: list[int], n_layers: int, layer: int, model_name: str) -> list[int]:
+        for d in details:
+            if not -n_layers <= d < n_layers or d % n_layers >= layer:
+                raise ValueError(f"TimmEncoder({model_name}).detail_layers: {d} must name a layer before "
+                                 f"feature_layer ({layer} of {n_layers} layers)")
+        return details
 
     @classmethod
     def example_args(cls) -> dict[str, Any]:
@@ -216,12 +243,17 @@ class TimmEncoder(Encoder):
         if not torch.compiler.is_compiling():
             self.check_images(images)
         x = images * self.in_scale.to(images.dtype) + self.in_shift.to(images.dtype)
-        feats = self.model.forward_intermediates(
+        maps = self.model.forward_intermediates(
             x, indices=self._take, norm=self.final_norm, stop_early=True,
             output_fmt="NCHW", intermediates_only=True,
-        )[0]
+        )
+        feats = maps[-1]
+        if self._folds:  # detail layers, finer maps folded onto the token grid (space-to-depth)
+            feats = torch.cat([feats, *(torch.nn.functional.pixel_unshuffle(m, f) if f > 1 else m
+                                        for m, f in zip(maps[:-1], self._folds, strict=True))], dim=1)
         return feats.flatten(2).transpose(1, 2)  # (B, C, h, w) -> (B, h*w, C)
 
     def extra_repr(self) -> str:
         return (f"model_name={self.model_name!r}, feature_layer={self.feature_layer}, "
-                f"out_dim={self.out_dim}, patch_size={self.patch_size}, frozen={self.frozen}")
+                f"out_dim={self.out_dim}, patch_size={self.patch_size}, frozen={self.frozen}"
+                + (f", detail_layers={self.detail_layers}" if self.detail_layers else ""))

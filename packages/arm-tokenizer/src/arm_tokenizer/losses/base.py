@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from arm_tokenizer.configurable import Configurable
+from arm_tokenizer.framework.configurable import Configurable
 
 
 @dataclass

@@ -103,6 +103,7 @@ class CaptionLoss(TokenizerLoss):
 
     @classmethod
     def example_args(cls) -> dict[str, Any]:
+        # deferred: the teacher imports timm (seconds), needed only to build an example
         from arm_tokenizer.teachers.frozen import TeacherCaptionLM
 
         return {"caption_lm": TeacherCaptionLM(**TeacherCaptionLM.example_args()), "in_dim": 8}

@@ -2,7 +2,7 @@
 
 Zhai et al. 2023 (https://arxiv.org/abs/2303.15343); see :mod:`arm_tokenizer.losses.siglip`
 for the formula. Shared by the tokenizer loss :class:`~arm_tokenizer.losses.siglip.SigLIPLoss`
-and the teacher trainer (:mod:`arm_tokenizer.teachers.trainer`). It lives apart from the loss
+and the teacher trainer (:mod:`arm_tokenizer.teachers.lightning_module`). It lives apart from the loss
 class so that the trainer does not import ``losses.siglip``, whose ``example_args`` loads a
 toy teacher built by that trainer (that was the package's one import cycle).
 """

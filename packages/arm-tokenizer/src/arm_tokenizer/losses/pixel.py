@@ -66,6 +66,7 @@ def build_lpips(net: str = "vgg", random_backbone: bool = False) -> nn.Module:
             f"downloaded here. Copy {LPIPS_NETS[net]} into {os.path.dirname(path)} (or set "
             "TORCH_HOME), or disable the perceptual term with lpips_weight: 0.0"
         )
+    # deferred: lpips imports torchvision (slow), needed only when the perceptual term is on
     import lpips
 
     with warnings.catch_warnings():  # torchvision's deprecated `pretrained=` argument

@@ -125,7 +125,7 @@ class SigLIPLoss(TokenizerLoss):
 
     @classmethod
     def example_args(cls) -> dict[str, Any]:
-        # local: defers timm (the teacher's image tower), needed only to build an example
+        # deferred: the teacher imports timm (seconds), needed only to build an example
         from arm_tokenizer.teachers.frozen import TeacherTextEncoder
 
         return {"text_encoder": TeacherTextEncoder(**TeacherTextEncoder.example_args()), "in_dim": 8}

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import torch.distributed as dist
 from torch import nn
+from vector_quantize_pytorch import vector_quantize_pytorch as vqp
 
 __all__ = ["CodebookSyncMixin", "distributed_world_size", "set_codebook_sync"]
 
@@ -37,8 +38,6 @@ def distributed_world_size() -> int:
 def set_codebook_sync(module: nn.Module, enabled: bool, sync_kmeans: bool = True) -> int:
     """Switch every vector-quantize-pytorch ``Codebook`` under ``module`` to synced (or local)
     EMA updates, k-means init and dead-code sampling. Returns the number of codebooks patched."""
-    from vector_quantize_pytorch import vector_quantize_pytorch as vqp
-
     n = 0
     for m in module.modules():
         if isinstance(m, vqp.Codebook):

@@ -1,7 +1,7 @@
 """Frozen teachers for the semantic losses (ARM's SigLIP2 text tower and captioning LLM).
 
 - :mod:`~arm_tokenizer.teachers.base`: the interfaces ``TextEncoder`` / ``CaptionLM``;
-- :mod:`~arm_tokenizer.teachers.trainer`: ``TeacherTrainer`` (model ``teacher_trainer``), which
+- :mod:`~arm_tokenizer.teachers.lightning_module`: ``TeacherTrainer`` (model ``teacher_trainer``), which
   trains a small SigLIP-style dual encoder and a captioning LM on image–caption batches;
 - :mod:`~arm_tokenizer.teachers.frozen`: the teacher directory format and the frozen loaders
   ``TeacherTextEncoder`` (``teacher_text``) and ``TeacherCaptionLM`` (``teacher_caption_lm``);

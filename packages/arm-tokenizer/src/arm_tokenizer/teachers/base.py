@@ -15,7 +15,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from arm_tokenizer.configurable import Configurable
+from arm_tokenizer.framework.configurable import Configurable
 
 
 class TextEncoder(Configurable, nn.Module):

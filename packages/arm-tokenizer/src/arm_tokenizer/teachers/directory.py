@@ -18,7 +18,7 @@ from safetensors.torch import save
 from torch import nn
 
 from arm_tokenizer import __version__
-from arm_tokenizer.checkpoint import atomic_write_bytes
+from arm_tokenizer.framework.checkpoint import atomic_write_bytes
 from arm_tokenizer.teachers.modules import CaptionDecoder, TextTower
 
 __all__ = ["TEACHER_FORMAT", "TEACHER_FORMAT_VERSION", "TEACHER_FILES", "save_teacher", "read_teacher_config"]

@@ -140,7 +140,7 @@ class TeacherTextEncoder(TextEncoder):
 
     @classmethod
     def example_args(cls) -> dict[str, Any]:
-        # local: the toy teacher is built with TeacherTrainer (lightning), only for examples
+        # deferred: the toy teacher is built with TeacherTrainer (lightning), only for examples
         from arm_tokenizer.teachers.toy import toy_teacher_dir
 
         return {"checkpoint": toy_teacher_dir()}
@@ -193,7 +193,7 @@ class TeacherCaptionLM(CaptionLM):
 
     @classmethod
     def example_args(cls) -> dict[str, Any]:
-        # local: the toy teacher is built with TeacherTrainer (lightning), only for examples
+        # deferred: the toy teacher is built with TeacherTrainer (lightning), only for examples
         from arm_tokenizer.teachers.toy import toy_teacher_dir
 
         return {"checkpoint": toy_teacher_dir()}

@@ -56,9 +56,10 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-from arm_tokenizer.configurable import ComponentImportError
-from arm_tokenizer.hub import hub_offline, hub_unreachable_reason
+from arm_tokenizer.framework.configurable import ComponentImportError
+from arm_tokenizer.framework.hub import hub_offline, hub_unreachable_reason
 from arm_tokenizer.teachers.base import CaptionLM
+from arm_tokenizer.testing.hf_tiny_lm import tiny_qwen2_dir
 
 __all__ = ["HFCausalLM", "TOKENIZER_FILES", "saved_activation_bytes"]
 
@@ -83,6 +84,7 @@ def _resolve(name_or_path: str, what: str) -> tuple[str, bool]:
                                 "holds config.json (or a hub id)")
     if name_or_path.startswith((".", "/", "~")) or not _HUB_ID.fullmatch(name_or_path):
         raise FileNotFoundError(f"hf_causal_lm: {what} {name_or_path!r}: no such directory")
+    # deferred: huggingface_hub comes with timm/transformers; only to fetch a hub id
     from huggingface_hub import snapshot_download
 
     try:  # already downloaded: load from the cache, never touch the network
@@ -158,7 +160,7 @@ class HFCausalLM(CaptionLM):
                 raise ValueError(f"hf_causal_lm: device {device!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
         if int(max_caption_tokens) < 1:
             raise ValueError(f"hf_causal_lm: max_caption_tokens must be >= 1, got {max_caption_tokens}")
-        try:  # transformers is the optional `hf` extra: imported only when this LM is built
+        try:  # deferred: transformers is the optional [hf] extra, imported when this LM is built
             import transformers
             from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
         except ImportError:
@@ -215,8 +217,6 @@ class HFCausalLM(CaptionLM):
 
     @classmethod
     def example_args(cls) -> dict[str, Any]:
-        from arm_tokenizer.testing.hf_tiny_lm import tiny_qwen2_dir
-
         return {"name_or_path": tiny_qwen2_dir()}
 
     def train(self, mode: bool = True) -> HFCausalLM:

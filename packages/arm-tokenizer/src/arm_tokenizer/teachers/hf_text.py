@@ -25,7 +25,9 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
+from arm_tokenizer import hf_towers as hft  # imports transformers lazily: an optional extra
 from arm_tokenizer.teachers.base import TextEncoder, cached_text_embeddings
+from arm_tokenizer.testing.hf_tiny import tiny_hf_dir
 
 __all__ = ["HFTextEncoder"]
 
@@ -66,8 +68,6 @@ class HFTextEncoder(TextEncoder):
         cache_size: int = 8192,
     ) -> None:
         super().__init__()
-        from arm_tokenizer import hf_towers as hft  # imports transformers lazily: an optional extra
-
         torch_dtype = hft.parse_dtype(dtype, COMPONENT)
         tower = hft.resolve_tower(name_or_path, "text", COMPONENT)
         tf = hft.import_transformers(COMPONENT)
@@ -120,8 +120,6 @@ class HFTextEncoder(TextEncoder):
 
     @classmethod
     def example_args(cls) -> dict[str, Any]:
-        from arm_tokenizer.testing.hf_tiny import tiny_hf_dir
-
         return {"name_or_path": tiny_hf_dir("siglip2")}
 
     def train(self, mode: bool = True) -> HFTextEncoder:

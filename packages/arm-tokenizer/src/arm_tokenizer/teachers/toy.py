@@ -4,7 +4,7 @@ arm-tokenizer's tests must pass with only arm-tokenizer installed, and plugin au
 a ``teacher_text`` / ``teacher_caption_lm`` checkpoint to exercise the semantic losses. So
 this module draws one colored disc or square on a light background (pure torch, a pure
 function of ``(seed, index)``) with a caption, and :func:`build_toy_teacher` trains the
-smallest useful :class:`~arm_tokenizer.teachers.trainer.TeacherTrainer` on it for a few
+smallest useful :class:`~arm_tokenizer.teachers.lightning_module.TeacherTrainer` on it for a few
 steps and exports it. ShapesWorld (arm-data) is the real data for the demo teacher.
 """
 
@@ -15,6 +15,8 @@ import tempfile
 from pathlib import Path
 
 import torch
+
+from arm_tokenizer.teachers.lightning_module import TeacherTrainer
 
 __all__ = ["TOY_COLORS", "TOY_SHAPES", "toy_batch", "TINY_TOWER_KWARGS", "build_toy_teacher", "toy_teacher_dir"]
 
@@ -51,8 +53,6 @@ def toy_batch(n: int, size: int = 32, seed: int = 0, start: int = 0) -> dict:
 
 def build_toy_teacher(directory: str | os.PathLike, steps: int = 3, seed: int = 0, batch_size: int = 16) -> Path:
     """Train a tiny teacher on the toy world for ``steps`` AdamW steps and export it."""
-    from arm_tokenizer.teachers.trainer import TeacherTrainer
-
     torch.manual_seed(seed)
     model = TeacherTrainer(
         output_dir=str(directory), image_tower_kwargs=dict(TINY_TOWER_KWARGS), embed_dim=32,

@@ -39,6 +39,7 @@ CONTRACT_KINDS = ("encoder", "projection", "quantizer", "decoder", "tokenizer_lo
 
 def __getattr__(name: str) -> Any:
     if name in __all__ and name != "CONTRACT_KINDS":
+        # deferred: the pytest plugin loads this in every pytest run; contracts imports torch
         from arm_tokenizer.testing import contracts
 
         return getattr(contracts, name)

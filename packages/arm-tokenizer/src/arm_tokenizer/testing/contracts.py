@@ -28,7 +28,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from arm_tokenizer.configurable import Configurable, instantiate
+from arm_tokenizer.decoders.base import Decoder
+from arm_tokenizer.encoders.base import Encoder
+from arm_tokenizer.encoders.cnn import CNNEncoder
+from arm_tokenizer.framework.checkpoint import state_dict_from_bytes, state_dict_to_bytes
+from arm_tokenizer.framework.configurable import Configurable, instantiate
+from arm_tokenizer.losses.base import LossInputs, LossOutput, TokenizerLoss
+from arm_tokenizer.projections import Projection
+from arm_tokenizer.quantizers.base import Quantizer, QuantizerOutput
+from arm_tokenizer.testing.toys import ToyDecoder, ToyFlowDecoder
 
 __all__ = [
     "ContractError",
@@ -78,7 +86,7 @@ def example_instance(cls: type) -> Any:
 # ---------------------------------------------------------------------- generic checks
 def check_config_roundtrip(obj: Configurable) -> Any:
     """``get_config()`` is JSON-serializable and rebuilds an equal-config object (returned)."""
-    _expect(isinstance(obj, Configurable), obj, "does not inherit arm_tokenizer.configurable.Configurable")
+    _expect(isinstance(obj, Configurable), obj, "does not inherit arm_tokenizer.framework.configurable.Configurable")
     cfg = obj.get_config()
     try:
         text = json.dumps(cfg)
@@ -93,8 +101,6 @@ def check_config_roundtrip(obj: Configurable) -> Any:
 
 def check_state_dict_roundtrip(obj: nn.Module, clone: nn.Module) -> None:
     """Save ``obj``'s state dict with safetensors and load it strictly into ``clone``."""
-    from arm_tokenizer.checkpoint import state_dict_from_bytes, state_dict_to_bytes
-
     data = state_dict_to_bytes(obj)
     missing, unexpected = clone.load_state_dict(state_dict_from_bytes(data, clone), strict=False)
     _expect(not missing and not unexpected, obj,
@@ -122,8 +128,6 @@ def _zero_grads(module: nn.Module) -> None:
 # ---------------------------------------------------------------------- encoders
 def check_encoder(obj: nn.Module, image_size: int | tuple[int, int] | None = None, batch: int = 2) -> None:
     """Encoder contract: ``(B, 3, H, W)`` in [-1, 1] -> ``(B, h*w, out_dim)``; frozen means frozen."""
-    from arm_tokenizer.encoders.base import Encoder
-
     _expect(isinstance(obj, Encoder), obj, "is not an arm_tokenizer Encoder")
     _expect(isinstance(obj.out_dim, int) and obj.out_dim > 0, obj, f"out_dim must be a positive int, got {obj.out_dim!r}")
     _expect(isinstance(obj.patch_size, int) and obj.patch_size > 0, obj, f"bad patch_size {obj.patch_size!r}")
@@ -163,8 +167,6 @@ def check_encoder(obj: nn.Module, image_size: int | tuple[int, int] | None = Non
 # ---------------------------------------------------------------------- projections
 def check_projection(obj: nn.Module, batch: int = 2, tokens: int = 5) -> None:
     """Projection contract: ``(B, N, in_dim) -> (B, N, out_dim)``, differentiable."""
-    from arm_tokenizer.projections import Projection
-
     _expect(isinstance(obj, Projection), obj, "is not an arm_tokenizer Projection")
     torch.manual_seed(0)
     x = torch.randn(batch, tokens, obj.in_dim, requires_grad=True)
@@ -187,8 +189,6 @@ def check_projection(obj: nn.Module, batch: int = 2, tokens: int = 5) -> None:
 # ---------------------------------------------------------------------- quantizers
 def check_quantizer(obj: nn.Module, batch: int = 2, tokens: int = 6) -> None:
     """Quantizer contract: :class:`QuantizerOutput`, straight-through gradients, index round trip."""
-    from arm_tokenizer.quantizers.base import Quantizer, QuantizerOutput
-
     _expect(isinstance(obj, Quantizer), obj, "is not an arm_tokenizer Quantizer")
     for attr in ("dim", "codebook_size", "num_codebooks"):
         v = getattr(obj, attr, None)
@@ -243,8 +243,6 @@ def check_quantizer(obj: nn.Module, batch: int = 2, tokens: int = 6) -> None:
 # ---------------------------------------------------------------------- decoders
 def check_decoder(obj: nn.Module, grid: tuple[int, int] = (2, 3), batch: int = 2) -> None:
     """Decoder contract: tokens -> images in [-1, 1]; gradients reach every parameter and the tokens."""
-    from arm_tokenizer.decoders.base import Decoder
-
     _expect(isinstance(obj, Decoder), obj, "is not an arm_tokenizer Decoder")
     n = grid[0] * grid[1]
     h, w = obj.output_size(grid)
@@ -297,10 +295,6 @@ def make_loss_inputs(width: int = 8, generative: bool = False, captions: bool = 
                      grid: tuple[int, int] = (2, 2), patch_size: int = 4) -> Any:
     """A small :class:`LossInputs` with trainable leaves, a toy decoder and a frozen toy encoder
     (whose features of the images are ``encoder_features``)."""
-    from arm_tokenizer.encoders.cnn import CNNEncoder
-    from arm_tokenizer.losses.base import LossInputs
-    from arm_tokenizer.testing.toys import ToyDecoder, ToyFlowDecoder
-
     torch.manual_seed(0)
     n = grid[0] * grid[1]
     decoder = (ToyFlowDecoder if generative else ToyDecoder)(in_dim=width, patch_size=patch_size)
@@ -322,8 +316,6 @@ def make_loss_inputs(width: int = 8, generative: bool = False, captions: bool = 
 def check_tokenizer_loss(obj: nn.Module, inputs: Any = None) -> None:
     """Loss contract: scalar finite loss; gradients reach the loss's own trainable parameters and
     the tokenizer's tensors; the adversary (if any) trains through ``discriminator_loss``."""
-    from arm_tokenizer.losses.base import LossOutput, TokenizerLoss
-
     _expect(isinstance(obj, TokenizerLoss), obj, "is not an arm_tokenizer TokenizerLoss")
     _expect(isinstance(obj.name, str) and obj.name, obj, "needs a non-empty name (the log key)")
     if inputs is None:

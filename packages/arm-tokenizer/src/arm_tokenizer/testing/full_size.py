@@ -24,6 +24,11 @@ from typing import Any
 
 import torch
 
+from arm_tokenizer import hf_towers
+from arm_tokenizer.quantizers import fsq as fsq_module
+from arm_tokenizer.testing.hf_tiny import build_word_tokenizer
+from arm_tokenizer.testing.hf_tiny_lm import tiny_qwen2_dir
+
 __all__ = ["SIGLIP2_SO400M_512", "QWEN25_05B", "write_full_size_dirs", "without_weights"]
 
 #: ``google/siglip2-so400m-patch16-512``'s ``config.json`` (SigLIP 2 release, Feb 2025):
@@ -52,11 +57,9 @@ def write_full_size_dirs(root: str | os.PathLike) -> tuple[Path, Path]:
     ``config.json`` with the real dimensions plus a small working tokenizer (the towers
     need one to construct; its vocabulary is not the real one). No weights: build the
     towers inside :func:`without_weights`. Returns the two directories."""
+    # deferred: transformers is the optional [hf] extra
     import transformers as tf
     from transformers import AutoTokenizer
-
-    from arm_tokenizer.testing.hf_tiny import build_word_tokenizer
-    from arm_tokenizer.testing.hf_tiny_lm import tiny_qwen2_dir
 
     root = Path(root)
     siglip, qwen = root / "siglip2-so400m-patch16-512", root / "qwen2.5-0.5b"
@@ -78,10 +81,8 @@ def without_weights(device: str | torch.device = "meta", logit_scale: float = 4.
     parts built there land on it too, except ``fsq``'s buffers (no parameters): the FSQ of
     vector-quantize-pytorch reads its codebook size with ``.item()``, which a meta tensor
     cannot answer, so it is built on the CPU."""
+    # deferred: transformers is the optional [hf] extra
     import transformers as tf
-
-    from arm_tokenizer import hf_towers
-    from arm_tokenizer.quantizers import fsq as fsq_module
 
     vq_fsq = fsq_module.FSQ
 

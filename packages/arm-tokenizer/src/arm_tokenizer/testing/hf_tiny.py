@@ -18,9 +18,12 @@ Needs ``transformers`` (``pip install 'arm-tokenizer[hf]'``).
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
+
+import torch
 
 __all__ = ["TINY_SENTENCES", "TINY_FAMILIES", "build_word_tokenizer", "build_siglip2_char_tokenizer",
            "build_tiny_dual_encoder", "tiny_hf_dir"]
@@ -56,6 +59,7 @@ def build_word_tokenizer(
     is 0. With ``add_eos`` (and ``add_bos``) the post-processor adds the tokens around every
     text, as SigLIP's and CLIP's tokenizers do. Returns the ``PreTrainedTokenizerFast``.
     """
+    # deferred: transformers is the optional [hf] extra
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -89,6 +93,7 @@ def build_siglip2_char_tokenizer(directory: str | os.PathLike | None, texts: Seq
     A SigLIP2 directory's ``AutoTokenizer`` resolves to this class by model type, so the
     tiny SigLIP2 checkpoint uses it rather than :func:`build_word_tokenizer`.
     """
+    # deferred: transformers is the optional [hf] extra
     from transformers import Siglip2Tokenizer
 
     vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3, "<mask>": 4}
@@ -122,7 +127,7 @@ def build_tiny_dual_encoder(
     included), the tokenizer files and ``preprocessor_config.json`` (the family's mean/std;
     SigLIP2 also its NaFlex ``max_num_patches``). Width 32, 2 layers, 2 heads.
     """
-    import torch
+    # deferred: transformers is the optional [hf] extra
     import transformers as tf
 
     if family not in TINY_FAMILIES:
@@ -174,8 +179,6 @@ _CACHE: dict[str, str] = {}
 def tiny_hf_dir(family: Family = "siglip2") -> str:
     """A tiny checkpoint of ``family`` in a temporary directory, built once per process
     (what ``example_args()`` of ``hf_vision`` / ``hf_text`` use)."""
-    import tempfile
-
     path = _CACHE.get(family)
     if path is None or not (Path(path) / "config.json").is_file():
         path = str(build_tiny_dual_encoder(Path(tempfile.mkdtemp(prefix=f"arm-tiny-{family}-")), family))

@@ -18,6 +18,8 @@ import os
 import tempfile
 from pathlib import Path
 
+import torch
+
 __all__ = ["TINY_QWEN2", "build_tiny_qwen2", "tiny_qwen2_dir"]
 
 #: Qwen2 dims of the tiny checkpoint (Qwen2.5-0.5B: hidden 896, 24 layers, 14 heads,
@@ -58,7 +60,7 @@ def build_tiny_qwen2(directory: str | os.PathLike, *, seed: int = 0, vocab_size:
     ``with_tokenizer=False`` writes the model alone: the "caption LM directory without a
     tokenizer" error case.
     """
-    import torch
+    # deferred: transformers is the optional [hf] extra
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 

@@ -16,11 +16,14 @@ from typing import Any
 
 import pytest
 
+from arm_tokenizer.framework import registry
+
 
 class ContractSuite:
     """What the ``arm_contract`` fixture returns: the contract checks plus registry helpers."""
 
     def __getattr__(self, name: str) -> Any:
+        # deferred: the pytest plugin loads this in every pytest run; contracts imports torch
         from arm_tokenizer.testing import contracts
 
         try:
@@ -33,8 +36,6 @@ class ContractSuite:
     @staticmethod
     def components(kind: str, dist: str | None = None) -> list[Any]:
         """Registered components of ``kind`` (optionally only those of distribution ``dist``)."""
-        from arm_tokenizer import registry
-
         comps = registry.list_components(kind)
         if dist is not None:
             comps = [c for c in comps if getattr(c, "dist", None) == dist]

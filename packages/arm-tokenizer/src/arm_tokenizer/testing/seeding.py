@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -43,8 +44,4 @@ def arm_test_seed() -> int:
 def _seed_each_test(arm_test_seed: int) -> None:
     torch.manual_seed(arm_test_seed)
     random.seed(arm_test_seed)
-    try:
-        import numpy as np
-    except ImportError:  # pragma: no cover - numpy comes with the test dependencies
-        return
     np.random.seed(arm_test_seed)

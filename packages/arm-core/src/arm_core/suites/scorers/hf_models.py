@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from arm_tokenizer.hub import hub_offline  # re-exported: the library's one offline test
+from arm_tokenizer.framework.hub import hub_offline  # re-exported: the library's one offline test
 
 from arm_core.suites.scorers.base import ScorerError
 
