@@ -158,7 +158,7 @@ def bench_cpu_image_head(cfg: Config, n_images: int, grid: tuple[int, int],
     model = GPT(cfg).eval()
     constraint, prompts, uncond = _t2i_prompts(cfg, n_images, grid, 12)
     eoi, n_tok = constraint.eoi_id, grid[0] * grid[1]
-    guidance = Guidance(uncond, scale=1.5)
+    guidance = Guidance(uncond, guidance_scale=1.5)
     kw = dict(temperature=1.0, top_k=1000, constraint=constraint, seed=0, guidance=guidance,
               eos_ids=[eoi])
     res: dict[str, Any] = {"model": cfg.name, "vocab_size": cfg.vocab_size,
@@ -403,7 +403,7 @@ def bench_cfg_image_gen(cfg: Config, n_images: int, grid: tuple[int, int], promp
     engine = Engine(model, max_seq_len=prompt_len + 3 + n_tok + 1, compile=args.compile,
                     compile_mode="reduce-overhead" if device.type == "cuda" else None)
     kw = dict(temperature=1.0, top_k=100, constraint=constraint, seed=0,
-              guidance=Guidance(uncond, scale=1.5), eos_ids=[eoi])
+              guidance=Guidance(uncond, guidance_scale=1.5), eos_ids=[eoi])
     engine.generate(prompts, n_tok + 1, **kw)
     engine.generate(prompts, n_tok + 1, **kw)
     t = _timed(lambda: engine.generate(prompts, n_tok + 1, **kw), device)

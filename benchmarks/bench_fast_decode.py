@@ -76,7 +76,7 @@ class Workload:
         t = time.perf_counter()
         for c in range(calls):
             rows = [self.prompts[(c * batch + i) % len(self.prompts)] for i in range(batch)]
-            g = None if cfg is None else Guidance([self.uncond] * batch, scale=cfg)
+            g = None if cfg is None else Guidance([self.uncond] * batch, guidance_scale=cfg)
             outs.append(engine.generate(rows, self.n_codes + 1, constraint=self.constraint,
                                         guidance=g, eos_ids=[self.constraint.eoi_id],
                                         seed=seed + c, temperature=1.0))

@@ -212,7 +212,7 @@ def chain_document(cont: Any, chains: list[Any]) -> dict[str, Any]:
         live = [i for i, ch in enumerate(chains) if ch.steps > k]
         for i in live:
             docs[i].append(chains[i].instructions[k])
-        outs = cont([docs[i] for i in live], next="image", max_segments=1, text_guidance_scale=EVAL["text_scale"],
+        outs = cont([docs[i] for i in live], next="image", max_segments=1, guidance_scale=EVAL["text_scale"],
                     image_guidance_scale=EVAL["image_scale"], temperature=1.0, seed=EVAL["seed"] + k, decode=False)
         for i, o in zip(live, outs, strict=True):
             img: ImageTokens = o.segments[0]
@@ -226,7 +226,7 @@ def chain_document(cont: Any, chains: list[Any]) -> dict[str, Any]:
 def opens_image(cont: Any, chains: list[Any]) -> dict[str, Any]:
     """How often the chain model, given ``[image, instruction]``, opens an image itself (greedy text)."""
     outs = cont([[ch.image(0), ch.instructions[0]] for ch in chains], next="auto", max_segments=1,
-                max_text_tokens=24, text_guidance_scale=EVAL["text_scale"], image_guidance_scale=EVAL["image_scale"],
+                max_text_tokens=24, guidance_scale=EVAL["text_scale"], image_guidance_scale=EVAL["image_scale"],
                 seed=EVAL["seed"], decode=False)
     opened = [float(bool(o.opened_image)) for o in outs]
     return {"n": len(opened), "opens_image": _mean(opened), "opens_image_se": _se(opened),
@@ -248,7 +248,7 @@ def step_by_step(edit: Any, chains: list[Any]) -> dict[str, Any]:
     for k in range(max(ch.steps for ch in chains)):
         live = [i for i, ch in enumerate(chains) if ch.steps > k]
         outs, new = edit(None, [chains[i].instructions[k] for i in live], source_codes=torch.stack([codes[i] for i in live]),
-                         text_guidance_scale=EVAL["text_scale"], image_guidance_scale=EVAL["image_scale"],
+                         guidance_scale=EVAL["text_scale"], image_guidance_scale=EVAL["image_scale"],
                          temperature=1.0, seed=EVAL["seed"] + k, return_codes=True)
         for j, i in enumerate(live):
             codes[i] = new[j]

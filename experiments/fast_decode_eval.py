@@ -9,7 +9,7 @@ reports each score ± SE and its difference from plain decoding in units of the
 difference's SE (independent samples: ``sqrt(se_a² + se_b²)``)::
 
     OMP_NUM_THREADS=1 python experiments/fast_decode_eval.py --lm runs/demo-seed1/lm \\
-        --n 400 --cfg 3 --out benchmarks/results/fast_decode_eval.json
+        --n 400 --guidance-scale 3 --out benchmarks/results/fast_decode_eval.json
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from arm_core.evaluate import evaluate_t2i_split
 from arm_core.pipelines import TextToImage
+from arm_tokenizer.framework.deprecation import add_renamed_flag
 
 SETTINGS = {"plain": {}, "speculative": {"speculative": 8}, "int8": {"quantize": "int8"},
             "speculative+int8": {"speculative": 8, "quantize": "int8"}}
@@ -33,19 +34,20 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lm", required=True, help="exported LM directory")
     ap.add_argument("--n", type=int, default=400, help="held-out captions")
-    ap.add_argument("--cfg", type=float, default=3.0, help="guidance scale")
+    ap.add_argument("--guidance-scale", type=float, default=3.0, help="guidance scale")
+    add_renamed_flag(ap, "--cfg", "--guidance-scale")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--difficulty", default="demo")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args(argv)
-    res: dict = {"lm": a.lm, "n": a.n, "cfg": a.cfg, "seed": a.seed, "difficulty": a.difficulty,
+    res: dict = {"lm": a.lm, "n": a.n, "cfg": a.guidance_scale, "seed": a.seed, "difficulty": a.difficulty,
                  "split": "heldout", "threads": torch.get_num_threads(), "settings": {}}
     for name in a.settings:
         pipe = TextToImage.from_pretrained(a.lm, **SETTINGS[name])
         t = time.perf_counter()
-        r = evaluate_t2i_split(pipe, "heldout", a.n, a.cfg, seed=a.seed, batch_size=a.batch_size,
+        r = evaluate_t2i_split(pipe, "heldout", a.n, a.guidance_scale, seed=a.seed, batch_size=a.batch_size,
                                difficulty=a.difficulty)
         row = {"overall": r["overall"], "overall_se": r["overall_se"], "strict": r["strict"],
                "seconds": round(time.perf_counter() - t, 1), **SETTINGS[name]}

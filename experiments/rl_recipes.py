@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import yaml
+from arm_tokenizer.framework.deprecation import add_renamed_flag
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -33,7 +34,8 @@ p.add_argument("--group", type=int, default=8)
 p.add_argument("--prompts", type=int, default=4, help="prompts per step")
 p.add_argument("--lr", type=float, default=2e-4, help="ARM's 7B uses 1e-5 scale; a 5.6M-param LM needs more (our choice)")
 p.add_argument("--n", type=int, default=100, help="held-out scenes per task in evaluation")
-p.add_argument("--cfg", nargs="+", default=["1"])
+p.add_argument("--guidance-scale", nargs="+", default=["1"], help="evaluation guidance scales")
+add_renamed_flag(p, "--cfg", "--guidance-scale")
 p.add_argument("--threads", type=int, default=2)
 a = p.parse_args()
 out = Path(a.out).resolve()
@@ -72,7 +74,7 @@ def evaluate(lm: Path, name: str) -> dict:
     res = out / f"eval-{name}.json"
     if not res.exists():
         run([str(BIN / "arm-lm"), "evaluate", "--lm", str(lm), "--tokenizer", a.tokenizer, "--split", "heldout",
-             "--n", str(a.n), "--cfg", *a.cfg, "--out", str(res)], f"eval-{name}.log")
+             "--n", str(a.n), "--guidance-scale", *a.guidance_scale, "--out", str(res)], f"eval-{name}.log")
     return json.loads(res.read_text())["summary"]
 
 

@@ -419,11 +419,11 @@ def evaluate_command(ctx: Ctx, lm_dir: Path, out: Path) -> list[str]:
     """The ``arm-lm evaluate`` command line of the profile's evaluation of ``lm_dir``."""
     pr = ctx.profile
     cmd = [str(BIN / "arm-lm"), "evaluate", "--lm", str(lm_dir), "--tokenizer", str(ctx.p("tokenizer")),
-           "--split", "heldout", "--n", str(pr["eval_n"]), "--cfg", *map(str, pr["eval_cfg"]),
+           "--split", "heldout", "--n", str(pr["eval_n"]), "--guidance-scale", *map(str, pr["eval_cfg"]),
            "--difficulty", ctx.difficulty, "--seed", str(ctx.seed),
            "--out", str(out)]
     if pr.get("eval_edit_image_scale"):
-        cmd += ["--edit-image-scale", *map(str, pr["eval_edit_image_scale"])]
+        cmd += ["--image-guidance-scale", *map(str, pr["eval_edit_image_scale"])]
     if ctx.gpu and cuda_available():   # the gpu profile's LM may be evaluated on a CPU machine
         cmd += ["--device", "cuda"]
     return cmd

@@ -196,7 +196,7 @@ def _examples(out: Path, figdir: Path, difficulty: str) -> dict[str, Any]:
             ex["t2i"][i][f"{tag}_score"] = evaluate_t2i(img, s.spec, check=s.caption_attributes,
                                                         relations=s.caption_relations).score
         edited = edit([s.edit.source_image for s in samples], [s.edit.instruction for s in samples],
-                      text_guidance_scale=cfg["edit_text"], image_guidance_scale=cfg["edit_image"],
+                      guidance_scale=cfg["edit_text"], image_guidance_scale=cfg["edit_image"],
                       seed=0, progress=False)
         for i, (s, img) in enumerate(zip(samples, edited, strict=False)):
             r = evaluate_edit(img, s.edit.source, s.edit.target, edit=s.edit.edit,

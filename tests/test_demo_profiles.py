@@ -119,9 +119,9 @@ def test_gpu_profile_evaluates_editing_at_two_image_scales(demo, tmp_path) -> No
     the CPU profiles keep arm-lm evaluate's default (ARM's 1.25 alone)."""
     def image_scales(profile: str) -> list[str] | None:
         cmd = demo.evaluate_command(_ctx(demo, tmp_path / profile, profile), tmp_path / "lm", tmp_path / "m.json")
-        if "--edit-image-scale" not in cmd:
+        if "--image-guidance-scale" not in cmd:
             return None
-        i = cmd.index("--edit-image-scale") + 1
+        i = cmd.index("--image-guidance-scale") + 1
         return cmd[i:i + len(demo.PROFILES[profile]["eval_edit_image_scale"])]
 
     assert image_scales("gpu") == ["1.25", "3.0"]

@@ -8,26 +8,18 @@ import sys
 
 import pytest
 import yaml
-from conftest import ROOT, run_script
+from conftest import ROOT, installed, pip_install, pip_uninstall, run_script
 
 TEMPLATE = ROOT / "examples" / "plugin-template"
 FAST = ["--trainer.max_steps", "2", "--trainer.limit_val_batches", "0",
         "--trainer.enable_progress_bar", "false", "--data.init_args.batch_size", "4"]
 
 
-def pip(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "pip", "-q", *args], check=True,
-                   capture_output=True, text=True)
-
-
 @pytest.fixture
 def template_installed():
     """Install the template for one test; always uninstall after it."""
-    pip("install", "--no-deps", "--no-build-isolation", "-e", str(TEMPLATE))
-    try:
+    with installed(TEMPLATE, "arm-plugin-template"):
         yield
-    finally:
-        pip("uninstall", "-y", "arm-plugin-template")
 
 
 def test_install_list_train_then_uninstall(template_installed, tmp_path):
@@ -48,7 +40,7 @@ def test_install_list_train_then_uninstall(template_installed, tmp_path):
                                 str(TEMPLATE / "tests")], capture_output=True, text=True, cwd=TEMPLATE)
     assert own_tests.returncode == 0, own_tests.stdout[-3000:] + own_tests.stderr[-2000:]
 
-    pip("uninstall", "-y", "arm-plugin-template")
+    pip_uninstall("arm-plugin-template")
     try:
         listing = run_script("arm-tokenizer", "list", "quantizer")
         assert " sign " not in listing.stdout
@@ -57,7 +49,7 @@ def test_install_list_train_then_uninstall(template_installed, tmp_path):
         assert "unknown component 'sign'" in fit.stderr and "Traceback" not in fit.stderr
         assert "shapes-sign.yaml:14" in fit.stderr  # the file and line of the class_path
     finally:  # the fixture uninstalls again; keep that a no-op success
-        pip("install", "--no-deps", "--no-build-isolation", "-e", str(TEMPLATE))
+        pip_install(TEMPLATE)
 
 
 def test_plugin_that_raises_at_import_leaves_the_rest_working(tmp_path):

@@ -6,42 +6,28 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 
 import pytest
 import torch
-from conftest import ROOT, run_script
+from arm_tokenizer.testing.toys import tiny_random_tokenizer
+from conftest import ROOT, installed, pip_install, pip_uninstall, run_script
 
 PLUGIN = ROOT / "examples" / "task-plugin"
 CONFIG = PLUGIN / "configs" / "caption-lm.yaml"
 
 
-def pip(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "pip", "-q", *args], check=True, capture_output=True, text=True)
-
-
 @pytest.fixture
 def plugin_installed():
     """Install the example task for one test; always uninstall after it."""
-    pip("install", "--no-deps", "--no-build-isolation", "-e", str(PLUGIN))
-    try:
+    with installed(PLUGIN, "arm-caption-task"):
         yield
-    finally:
-        pip("uninstall", "-y", "arm-caption-task")
 
 
 @pytest.fixture
 def tokenizer_dir(tmp_path):
     """A tiny random visual tokenizer (32 px -> a 4x4 grid of 64 codes)."""
-    from arm_tokenizer.decoders.conv import ConvDecoder
-    from arm_tokenizer.encoders.cnn import CNNEncoder
-    from arm_tokenizer.quantizers.fsq import FSQQuantizer
-    from arm_tokenizer.tokenizer import VisualTokenizer
-
     torch.manual_seed(0)
-    vt = VisualTokenizer(CNNEncoder(patch_size=8, width=8, max_width=16, out_dim=3), FSQQuantizer([4, 4, 4]),
-                         ConvDecoder(in_dim=3, patch_size=8, channels=16, min_channels=8), image_size=32)
+    vt = tiny_random_tokenizer(image_size=32)
     vt.save_pretrained(tmp_path / "vt")
     return tmp_path / "vt"
 
@@ -81,7 +67,7 @@ def test_plugin_task_pretokenize_and_fit_then_uninstall(plugin_installed, tokeni
     vocab = json.loads((tmp_path / "lm" / "config.json").read_text())["vocab"]
     assert vocab["special_tokens"] == [*DEFAULT_SPECIAL_TOKENS, "<caption>"]
 
-    pip("uninstall", "-y", "arm-caption-task")
+    pip_uninstall("arm-caption-task")
     try:
         pre = _pretokenize(tokenizer_dir, tmp_path / "again")
         assert pre.returncode == 2, pre.stderr[-2000:]
@@ -92,4 +78,4 @@ def test_plugin_task_pretokenize_and_fit_then_uninstall(plugin_installed, tokeni
         assert "unknown tasks ['caption']" in fit.stderr and "Install the package" in fit.stderr
         assert "Traceback" not in fit.stderr
     finally:  # the fixture uninstalls again; keep that a no-op success
-        pip("install", "--no-deps", "--no-build-isolation", "-e", str(PLUGIN))
+        pip_install(PLUGIN)

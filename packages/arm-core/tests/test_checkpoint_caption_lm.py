@@ -6,9 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from arm_core.caption_lm import ArmCaptionLM
-from arm_core.checkpoint import save_lm
-from arm_core.config import Config
-from arm_core.model import GPT
+from arm_core.testing import save_tiny_export
 from arm_data.formats import ImageTokens, und_sequence
 from arm_data.text_tokenizer import TextTokenizer
 from arm_tokenizer.framework import registry
@@ -18,17 +16,9 @@ from arm_tokenizer.teachers.base import CaptionLM
 @pytest.fixture(scope="module")
 def lm_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("caplm")
-    text = TextTokenizer.train(["a red circle", "two blue squares", "describe the image."] * 4,
-                               vocab_size=300)
-    text.save(d / "tt")
-    layout = text.layout(codebook_size=16, max_grid_h=4, max_grid_w=4)
-    cfg = Config.from_name("tiny").with_vocab(layout.total_size, layout.image_offset,
-                                              layout.codebook_size,
-                                              text_vocab_size=layout.text_vocab_size)
     torch.manual_seed(0)
-    m = GPT(cfg)
-    save_lm(d / "lm", m, cfg, layout=layout, text_tokenizer=d / "tt")
-    return d / "lm", text, layout
+    layout = save_tiny_export(d, ["a red circle", "two blue squares", "describe the image."] * 4)
+    return d / "lm", TextTokenizer.load(d / "tt"), layout
 
 
 def test_registered_and_frozen(lm_dir) -> None:

@@ -56,7 +56,7 @@ def test_compiled_engine_matches_eager(image_position_slots):
     torch._dynamo.reset()
     model = _model(image_position_slots)
     kw = dict(temperature=0.7, top_k=5, top_p=0.95, constraint=CONSTRAINT, seed=0,
-              guidance=Guidance([[52, 50], [52, 50]], scale=1.5), return_unguided_logprobs=True)
+              guidance=Guidance([[52, 50], [52, 50]], guidance_scale=1.5), return_unguided_logprobs=True)
     prompts = [[1, 2, 52, 50], [4, 52, 50]]
     eager = Engine(model).generate(prompts, 9, **kw)
     compiled = Engine(model, compile=True, compile_backend="eager").generate(prompts, 9, **kw)

@@ -21,6 +21,7 @@ from arm_core.generation import score
 from arm_core.lightning_module import lm_loss
 from arm_core.model import GPT
 from arm_core.pipelines import PipelineError
+from arm_data.datamodules.tokens import collate_rows
 from arm_data.formats import ImageTokens
 from arm_data.tasks import get_task, vocab_specials
 from arm_data.text_tokenizer import TextTokenizer
@@ -47,13 +48,8 @@ def setup(arm_test_seed):
     A, B = _codes()
     docs = [(A, text.encode(TEXTS[0]), B), (B, text.encode(TEXTS[1]), A)]
     seqs = [task.sequence(layout, d) for d in docs]
-    T = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), T), layout.pad_id)
-    tgt = torch.full((len(seqs), T), -100)
-    for i, s in enumerate(seqs):
-        x, m = s.as_tensors()
-        ids[i, : len(x)] = x
-        tgt[i, : len(x) - 1] = torch.where(m, x, torch.full_like(x, -100))[1:]
+    batch = collate_rows([[s] for s in seqs], max(len(s) for s in seqs), layout.pad_id)  # one per row
+    ids, tgt = batch["input_ids"], batch["targets"]
     # the decisions tested: everything after the first image (whose codes the two documents
     # disagree on, so nothing can be sure of them)
     first_eoi = [s.input_ids.index(layout.eoi_id) for s in seqs]
@@ -91,7 +87,7 @@ def setup(arm_test_seed):
 
 def test_after_an_instruction_the_model_opens_the_edited_image_then_ends(setup):
     pipe, A, B = setup["pipe"], setup["A"], setup["B"]
-    out = pipe([[A, TEXTS[0]], [B, TEXTS[1]]], max_segments=3, text_guidance_scale=1.0, temperature=0,
+    out = pipe([[A, TEXTS[0]], [B, TEXTS[1]]], max_segments=3, guidance_scale=1.0, temperature=0,
                decode=False)
     assert all(isinstance(o, Continuation) for o in out)
     for o, want in zip(out, (B, A), strict=True):
@@ -103,7 +99,7 @@ def test_after_an_instruction_the_model_opens_the_edited_image_then_ends(setup):
 
 def test_after_an_image_the_model_writes_the_instruction_then_draws(setup):
     pipe, A, B = setup["pipe"], setup["A"], setup["B"]
-    out = pipe([[A]], max_segments=2, text_guidance_scale=1.0, temperature=0, decode=False)[0]
+    out = pipe([[A]], max_segments=2, guidance_scale=1.0, temperature=0, decode=False)[0]
     assert out.segments[0] == TEXTS[0] and out.segments[1].codes == B.codes
     assert out.stop == "max_segments" and not out.ended
     # one segment at a time: the text alone
@@ -125,9 +121,9 @@ def test_guided_image_spans_are_well_formed_and_use_the_tasks_branches(setup):
         doc = [A, TEXTS[0]]
         prompts = task.prompts(layout, {"segments": [A, setup["text"].encode(TEXTS[0])]}, (2, 8))
         for kw, uncond, image in [
-            (dict(text_guidance_scale=1.5), "image", None),
-            (dict(text_guidance_scale=1.5, drop_images=True), "uncond", None),
-            (dict(text_guidance_scale=1.5, image_guidance_scale=1.25), "uncond", "image"),
+            (dict(guidance_scale=1.5), "image", None),
+            (dict(guidance_scale=1.5, drop_images=True), "uncond", None),
+            (dict(guidance_scale=1.5, image_guidance_scale=1.25), "uncond", "image"),
         ]:
             seen.clear()
             out = pipe([doc], next="image", grid=(2, 8), temperature=1.0, seed=1, decode=False, **kw)[0]
@@ -160,3 +156,15 @@ def test_a_vocabulary_without_the_document_token_is_refused(setup):
                                   text_vocab_size=plain.text_vocab_size)
     with pytest.raises(PipelineError, match="no <doc> token: it was not trained on interleaved documents"):
         ContinueDocument.from_model(GPT(cfg), plain, text, visual_tokenizer=None)
+
+
+def test_old_text_guidance_scale_warns_and_continues_the_same(setup):
+    """``ContinueDocument(text_guidance_scale=)``: the deprecated name of ``guidance_scale``."""
+    pipe, A = setup["pipe"], setup["A"]
+    kw = dict(next="image", max_segments=1, temperature=1.0, seed=4, decode=False)
+    new = pipe([[A, TEXTS[0]]], guidance_scale=2.0, **kw)[0]
+    with pytest.warns(DeprecationWarning, match="ContinueDocument: text_guidance_scale= is deprecated"):
+        old = pipe([[A, TEXTS[0]]], text_guidance_scale=2.0, **kw)[0]
+    assert old.segments[0].codes == new.segments[0].codes
+    with pytest.raises(TypeError, match="both guidance_scale="):
+        pipe([[A, TEXTS[0]]], guidance_scale=2.0, text_guidance_scale=2.0, **kw)

@@ -128,11 +128,11 @@ def test_full_report_and_json(tmp_path) -> None:
 
     t2i.lm = _LM()
     m = evaluate_pipelines(t2i, edit, OracleUnd(), split="heldout", seen_split="val", n=4,
-                           cfg_scales=[1.0, 2.0], progress=False)
+                           guidance_scales=[1.0, 2.0], progress=False)
     assert set(m["t2i"]) == {"heldout", "val"} and set(m["t2i"]["heldout"]) == {"cfg=1", "cfg=2"}
     # guidance scales reach the pipelines; edit at cfg 1 turns image guidance off too
     assert [c["guidance_scale"] for c in t2i.calls] == [1.0, 2.0, 1.0, 2.0]
-    assert [(c["text_guidance_scale"], c["image_guidance_scale"]) for c in edit.calls][:2] == [
+    assert [(c["guidance_scale"], c["image_guidance_scale"]) for c in edit.calls][:2] == [
         (1.0, 1.0), (2.0, 1.25)]
     s = m["summary"]
     assert s["t2i"]["cfg1"] > 0.95 and s["t2i"]["best_scale"] in ("cfg=1", "cfg=2")
@@ -147,35 +147,15 @@ def test_full_report_and_json(tmp_path) -> None:
 
 def test_cli_end_to_end(tmp_path, monkeypatch) -> None:
     """``arm-lm evaluate`` on a (random) exported tiny LM: runs and writes numbers in range."""
-    from arm_core.checkpoint import save_lm
     from arm_core.cli import EXTRA_COMMANDS
-    from arm_core.config import Config
-    from arm_core.model import GPT
-    from arm_data.text_tokenizer import TextTokenizer
-    from arm_tokenizer.encoders.cnn import CNNEncoder
-    from arm_tokenizer.projections import LinearProjection
-    from arm_tokenizer.quantizers.fsq import FSQQuantizer
-    from arm_tokenizer.testing.toys import ToyDecoder
-    from arm_tokenizer.tokenizer import VisualTokenizer
+    from arm_core.testing import save_tiny_export
 
     torch.manual_seed(0)
     world = ShapesWorld("train", 0, 64, 64)
     texts = [t for i in range(20) for t in (world[i].caption, world[i].edit.instruction,
                                             *[q.question for q in world[i].qa])]
-    text = TextTokenizer.train(texts, vocab_size=400)
-    text.save(tmp_path / "tt")
-    vis = VisualTokenizer(CNNEncoder(patch_size=16, width=8, max_width=16, out_dim=16),
-                          FSQQuantizer(levels=[2, 2, 2, 2]), ToyDecoder(in_dim=16, patch_size=16),
-                          proj_in=LinearProjection(16, 4), proj_out=LinearProjection(4, 16),
-                          image_size=64)
-    vis.save_pretrained(tmp_path / "tok")
-    layout = text.layout(codebook_size=16, max_grid_h=8, max_grid_w=8)
-    cfg = Config.from_name("tiny", max_seq_len=256).with_vocab(
-        layout.total_size, layout.image_offset, layout.codebook_size,
-        text_vocab_size=layout.text_vocab_size)
-    save_lm(tmp_path / "lm", GPT(cfg), cfg, layout=layout, text_tokenizer=tmp_path / "tt",
-            visual_tokenizer_dir=tmp_path / "tok")
-    rc = EXTRA_COMMANDS["evaluate"](["--lm", str(tmp_path / "lm"), "--n", "2", "--cfg", "1", "2",
+    save_tiny_export(tmp_path, texts)
+    rc = EXTRA_COMMANDS["evaluate"](["--lm", str(tmp_path / "lm"), "--n", "2", "--guidance-scale", "1", "2",
                                      "--out", str(tmp_path / "metrics.json"), "--seen-split", ""])
     assert rc == 0
     m = json.loads((tmp_path / "metrics.json").read_text())
@@ -197,17 +177,17 @@ def test_edit_image_scale_sweep() -> None:
 
     t2i.lm = _LM()
     m = evaluate_pipelines(t2i, edit, OracleUnd(), split="heldout", seen_split=None, n=3,
-                           cfg_scales=[1.0, 2.0], edit_image_scale=[1.25, 3.0], tasks=["edit"],
+                           guidance_scales=[1.0, 2.0], image_guidance_scales=[1.25, 3.0], tasks=["edit"],
                            progress=False)
     assert list(m["edit"]["heldout"]) == ["cfg=1", "cfg=2,img=1.25", "cfg=2,img=3"]
-    assert [(c["text_guidance_scale"], c["image_guidance_scale"]) for c in edit.calls] == [
+    assert [(c["guidance_scale"], c["image_guidance_scale"]) for c in edit.calls] == [
         (1.0, 1.0), (2.0, 1.25), (2.0, 3.0)]
     assert m["settings"]["edit_image_scale"] == [1.25, 3.0]
     assert m["summary"]["edit"]["best_scale"] in m["edit"]["heldout"]
-    with pytest.raises(ValueError, match="edit_image_scale"):
-        evaluate_pipelines(t2i, edit, OracleUnd(), n=1, edit_image_scale=[], tasks=["edit"])
-    with pytest.raises(ValueError, match="edit_image_scale"):
-        evaluate_pipelines(t2i, edit, OracleUnd(), n=1, edit_image_scale=0.0, tasks=["edit"])
+    with pytest.raises(ValueError, match="image_guidance_scales"):
+        evaluate_pipelines(t2i, edit, OracleUnd(), n=1, image_guidance_scales=[], tasks=["edit"])
+    with pytest.raises(ValueError, match="image_guidance_scales"):
+        evaluate_pipelines(t2i, edit, OracleUnd(), n=1, image_guidance_scales=0.0, tasks=["edit"])
 
 
 def test_tasks_name_their_evaluation() -> None:
@@ -221,3 +201,70 @@ def test_tasks_name_their_evaluation() -> None:
         evaluators_for(["t2i", "text"])
     with pytest.raises(ValueError, match="unknown evaluation task 'captions'.*Install the package"):
         evaluators_for(["captions"])
+
+
+def test_old_scale_argument_names_warn_and_give_the_same_metrics() -> None:
+    """``cfg_scales`` / ``edit_image_scale`` (evaluate_pipelines), ``scale``
+    (evaluate_t2i_split) and ``text_scale`` / ``image_scale`` (evaluate_edit_split): the
+    deprecated names of ``guidance_scales`` / ``image_guidance_scales`` / ``guidance_scale`` /
+    ``image_guidance_scale`` (issue 32). Output keys stay as before."""
+
+    class _LM:
+        directory = "oracle"
+
+    def run(**kw):
+        t2i, edit = OracleT2I(), OracleEdit()
+        t2i.lm = _LM()
+        m = evaluate_pipelines(t2i, edit, OracleUnd(), split="heldout", seen_split=None, n=2,
+                               tasks=["t2i", "edit"], progress=False, **kw)
+        m.pop("seconds")
+        return m, t2i.calls, edit.calls
+
+    new = run(guidance_scales=[1.0, 2.0], image_guidance_scales=[1.25, 3.0])
+    with pytest.warns(DeprecationWarning, match="evaluate_pipelines: cfg_scales= is deprecated, use guidance_scales="):
+        with pytest.warns(DeprecationWarning, match="edit_image_scale= is deprecated, use image_guidance_scales="):
+            old = run(cfg_scales=[1.0, 2.0], edit_image_scale=[1.25, 3.0])
+    assert old == new
+    assert new[0]["settings"]["cfg_scales"] == [1.0, 2.0] and new[0]["settings"]["edit_image_scale"] == [1.25, 3.0]
+    with pytest.raises(TypeError, match="both guidance_scales= and its deprecated name cfg_scales="):
+        run(guidance_scales=[1.0], cfg_scales=[1.0])
+
+    with pytest.warns(DeprecationWarning, match="evaluate_t2i_split: scale= is deprecated, use guidance_scale="):
+        old_t2i = evaluate_t2i_split(OracleT2I(), "heldout", 2, scale=1.5)
+    assert old_t2i == evaluate_t2i_split(OracleT2I(), "heldout", 2, 1.5)
+    with pytest.raises(TypeError, match="evaluate_t2i_split: missing the argument guidance_scale="):
+        evaluate_t2i_split(OracleT2I(), "heldout", 2)
+    with pytest.warns(DeprecationWarning, match="evaluate_edit_split: text_scale= is deprecated"):
+        with pytest.warns(DeprecationWarning, match="image_scale= is deprecated, use image_guidance_scale="):
+            old_edit = evaluate_edit_split(OracleEdit(), "heldout", 2, text_scale=1.5, image_scale=1.25)
+    new_edit = evaluate_edit_split(OracleEdit(), "heldout", 2, guidance_scale=1.5, image_guidance_scale=1.25)
+    assert old_edit == new_edit and (new_edit["text_scale"], new_edit["image_scale"]) == (1.5, 1.25)
+
+
+def test_evaluate_cli_old_flags_warn_and_pass_the_same_scales(monkeypatch, tmp_path) -> None:
+    """`arm-lm evaluate --cfg / --edit-image-scale`: hidden aliases of --guidance-scale /
+    --image-guidance-scale (and --cfg of the own-data path)."""
+    import arm_core.evaluate as ev
+    import arm_core.evaluate_data as evd
+
+    seen = []
+
+    def fake(*args, **kw):
+        seen.append({k: v for k, v in kw.items() if "scale" in k})
+        return {"summary": {}, "seconds": 0.0}
+
+    monkeypatch.setattr(ev, "evaluate_lm", fake)
+    monkeypatch.setattr(evd, "evaluate_data", fake)
+    out = ["--lm", "x", "--out", str(tmp_path / "m.json")]
+    assert ev.cli_evaluate(out + ["--guidance-scale", "1", "2", "--image-guidance-scale", "1.25", "3"]) == 0
+    with pytest.warns(DeprecationWarning) as caught:
+        assert ev.cli_evaluate(out + ["--cfg", "1", "2", "--edit-image-scale", "1.25", "3"]) == 0
+    assert seen[0] == seen[1] == {"guidance_scales": [1.0, 2.0], "image_guidance_scales": [1.25, 3.0]}
+    said = " | ".join(str(w.message) for w in caught)
+    assert "--cfg is deprecated, use --guidance-scale" in said
+    assert "--edit-image-scale is deprecated, use --image-guidance-scale" in said
+    # own data (--data): the same flag
+    assert ev.cli_evaluate(out + ["--data", "d", "--guidance-scale", "1.5"]) == 0
+    with pytest.warns(DeprecationWarning, match="--cfg is deprecated"):
+        assert ev.cli_evaluate(out + ["--data", "d", "--cfg", "1.5"]) == 0
+    assert seen[2] == seen[3] == {"guidance_scales": [1.5]}

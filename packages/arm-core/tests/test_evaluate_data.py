@@ -25,22 +25,14 @@ from PIL import Image
 def setup(tmp_path_factory):
     """A tiny visual tokenizer, shards of 6 ShapesWorld scenes, an exported random LM, and a
     VQA file / prompt file of PNGs on disk."""
-    from arm_core.checkpoint import save_lm
-    from arm_core.config import Config
-    from arm_core.model import GPT
+    from arm_core.testing import save_tiny_lm
     from arm_data.pretokenize import make_source, pretokenize
     from arm_data.text_tokenizer import TextTokenizer
-    from arm_tokenizer.encoders.cnn import CNNEncoder
-    from arm_tokenizer.projections import LinearProjection
-    from arm_tokenizer.quantizers.fsq import FSQQuantizer
-    from arm_tokenizer.testing.toys import ToyDecoder
-    from arm_tokenizer.tokenizer import VisualTokenizer
+    from arm_tokenizer.testing.toys import tiny_projected_tokenizer
 
     root = tmp_path_factory.mktemp("evaldata")
     torch.manual_seed(0)
-    vis = VisualTokenizer(CNNEncoder(patch_size=16, width=8, max_width=16, out_dim=16),
-                          FSQQuantizer(levels=[2, 2, 2, 2]), ToyDecoder(in_dim=16, patch_size=16),
-                          proj_in=LinearProjection(16, 4), proj_out=LinearProjection(4, 16), image_size=64)
+    vis = tiny_projected_tokenizer(image_size=64, patch_size=16)
     vis.save_pretrained(root / "tok")
     pretokenize(vis, make_source("shapes:train", ["pair", "vqa", "edit"], 6, num_questions=1),
                 root / "shards", shard_size=3, num_workers=0, progress=False)
@@ -50,10 +42,7 @@ def setup(tmp_path_factory):
     text = TextTokenizer.train(texts, vocab_size=400)
     text.save(root / "tt")
     layout = text.layout(codebook_size=16, max_grid_h=8, max_grid_w=8)
-    cfg = Config.from_name("tiny", max_seq_len=256).with_vocab(
-        layout.total_size, layout.image_offset, layout.codebook_size, text_vocab_size=layout.text_vocab_size)
-    save_lm(root / "lm", GPT(cfg), cfg, layout=layout, text_tokenizer=root / "tt",
-            visual_tokenizer_dir=root / "tok")
+    save_tiny_lm(root, layout)
     (root / "img").mkdir()
     vqa, prompts = [], []
     for i in range(4):
@@ -182,6 +171,26 @@ def test_alignment_scores_the_right_pairs():
         DualEncoder(torch.nn.Linear(2, 2), _ColorText())
 
 
+def test_alignment_old_cfg_scales_warns_and_scores_the_same(tmp_path):
+    """``evaluate_t2i_alignment(cfg_scales=)``: the deprecated name of ``guidance_scales``."""
+    from arm_core.evaluate_data import evaluate_t2i_alignment
+
+    colors = ("red", "green", "blue")
+    (tmp_path / "p.txt").write_text("".join(f"{c} thing\n" for c in colors))
+    calls = []
+
+    def t2i(prompts, guidance_scale, **kw):  # draws the right colour at guidance > 1 only
+        calls.append(guidance_scale)
+        return [Image.new("RGB", (8, 8), p.split()[0] if guidance_scale > 1 else "red") for p in prompts]
+
+    scorer = DualEncoder(_ColorEncoder(), _ColorText(), image_size=8)
+    new = evaluate_t2i_alignment(t2i, scorer, tmp_path / "p.txt", guidance_scales=[1.0, 2.0])
+    with pytest.warns(DeprecationWarning, match="evaluate_t2i_alignment: cfg_scales= is deprecated, use guidance_scales="):
+        old = evaluate_t2i_alignment(t2i, scorer, tmp_path / "p.txt", cfg_scales=[1.0, 2.0])
+    assert old == new and calls == [1.0, 2.0, 1.0, 2.0]
+    assert new["cfg=2"]["prompt_r1"] == 1.0 and new["cfg=1"]["prompt_r1"] < 1.0
+
+
 def _teacher_args(teacher):
     tower = json.loads((teacher / "image_tower.json").read_text())
     return {"model_name": tower["model_name"], "model_kwargs": tower.get("model_kwargs") or {},
@@ -266,7 +275,7 @@ def test_cli_on_own_data(setup, tmp_path, capsys):
     out = tmp_path / "m.json"
     code, stdout, err = _run(["--lm", str(setup / "lm"), "--data", str(setup / "shards"),
                               "--vqa", str(setup / "vqa.jsonl"), "--t2i-prompts", str(setup / "prompts.jsonl"),
-                              "--cfg", "1", "2", "--batch-size", "4", "--max-new-tokens", "4",
+                              "--guidance-scale", "1", "2", "--batch-size", "4", "--max-new-tokens", "4",
                               "--scorer-encoder", "timm", "--scorer-encoder-args", json.dumps(_teacher_args(teacher)),
                               "--scorer-text-encoder", "teacher_text",
                               "--scorer-text-args", f"{{checkpoint: {teacher}}}", "--scorer-image-size", "32",
@@ -349,7 +358,7 @@ def test_cli_t2i_alignment_with_hf_towers(setup, tmp_path, capsys):
 
     d = tiny_hf_dir("clip")
     out = tmp_path / "m.json"
-    code, _, err = _run(["--lm", str(setup / "lm"), "--t2i-prompts", str(setup / "prompts.jsonl"), "--cfg", "1",
+    code, _, err = _run(["--lm", str(setup / "lm"), "--t2i-prompts", str(setup / "prompts.jsonl"), "--guidance-scale", "1",
                          "--batch-size", "4", "--scorer-encoder", "hf_vision", "--scorer-encoder-args",
                          f"{{name_or_path: {d}}}", "--scorer-text-encoder", "hf_text",
                          "--scorer-text-args", f"{{name_or_path: {d}}}", "--out", str(out)], capsys)

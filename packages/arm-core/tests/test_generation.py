@@ -148,10 +148,10 @@ def test_guidance_scale_one_equals_conditional(model):
     eng = Engine(model)
     plain = eng.generate(prompts, 8, temperature=0, constraint=CONSTRAINT)
     g1 = eng.generate(prompts, 8, temperature=0, constraint=CONSTRAINT,
-                      guidance=Guidance([[52, BOI], [53, BOI]], scale=1.0))
+                      guidance=Guidance([[52, BOI], [53, BOI]], guidance_scale=1.0))
     e1 = eng.generate(prompts, 8, temperature=0, constraint=CONSTRAINT,
-                      guidance=Guidance([[52, BOI], [53, BOI]], scale=1.0,
-                                        image_prompts=[[2, 52, BOI], [53, BOI]], image_scale=1.0))
+                      guidance=Guidance([[52, BOI], [53, BOI]], guidance_scale=1.0,
+                                        image_prompts=[[2, 52, BOI], [53, BOI]], image_guidance_scale=1.0))
     assert torch.equal(plain.tokens, g1.tokens) and torch.equal(plain.tokens, e1.tokens)
     assert torch.allclose(plain.logprobs, g1.logprobs, atol=1e-5)
 
@@ -176,7 +176,7 @@ def _guided_reference(model, cond, uncond, image, gen, scale, image_scale, tempe
 def test_logprobs_come_from_the_sampling_distribution(model, edit):
     cond, uncond = [[1, 2, 52, BOI], [9, 53, BOI]], [[52, BOI], [53, BOI]]
     image = [[2, 52, BOI], [53, BOI]] if edit else None
-    gd = Guidance(uncond, scale=1.5, image_prompts=image, image_scale=1.25)
+    gd = Guidance(uncond, guidance_scale=1.5, image_prompts=image, image_guidance_scale=1.25)
     out = Engine(model).generate(cond, 7, temperature=0.8, top_k=5, constraint=CONSTRAINT,
                                  guidance=gd, seed=1, return_unguided_logprobs=True,
                                  eos_ids=[EOI])
@@ -227,7 +227,7 @@ def _count_image_steps(model, monkeypatch) -> dict[str, int]:
 def test_image_head_steps_change_the_cost_not_the_distribution(model, branches, monkeypatch):
     cond = [[1, 2, 52, BOI], [9, 52, BOI]]
     gd = None if branches == 1 else Guidance(
-        [[52, BOI], [52, BOI]], scale=1.5, image_scale=1.25,
+        [[52, BOI], [52, BOI]], guidance_scale=1.5, image_guidance_scale=1.25,
         image_prompts=[[2, 52, BOI], [52, BOI]] if branches == 3 else None)
     kw = dict(constraint=CONSTRAINT, guidance=gd, eos_ids=[EOI], return_unguided_logprobs=True)
     calls = _count_image_steps(model, monkeypatch)
@@ -431,3 +431,28 @@ def test_progress_bar_over_decode_steps_changes_nothing(model, capsys):
     b = Engine(model).generate([[1, 2, 3]], 6, seed=3, progress="decoding")
     assert torch.equal(a.tokens, b.tokens)
     assert "decoding" in capsys.readouterr().err
+
+
+def test_guidance_old_names_warn_and_guide_the_same(model):
+    """``Guidance(scale=, image_scale=)`` and ``.scale`` / ``.image_scale``: deprecated names
+    of ``guidance_scale`` / ``image_guidance_scale`` (issue 32)."""
+    import dataclasses
+
+    cond, uncond, image = [[1, 2, 52, BOI], [9, 53, BOI]], [[52, BOI], [53, BOI]], [[2, 52, BOI], [53, BOI]]
+    new = Guidance(uncond, guidance_scale=2.0, image_prompts=image, image_guidance_scale=1.5)
+    with pytest.warns(DeprecationWarning, match="Guidance: scale= is deprecated, use guidance_scale="):
+        old = Guidance(uncond, scale=2.0, image_prompts=image, image_guidance_scale=1.5)
+    with pytest.warns(DeprecationWarning, match="Guidance: image_scale= is deprecated, use image_guidance_scale="):
+        old_img = Guidance(uncond, 2.0, image, image_scale=1.5)
+    assert new == old == old_img
+    with pytest.warns(DeprecationWarning, match=r"Guidance\.scale is deprecated: use guidance_scale"):
+        assert old.scale == 2.0
+    with pytest.warns(DeprecationWarning, match=r"Guidance\.image_scale is deprecated: use image_guidance_scale"):
+        assert old.image_scale == 1.5
+    with pytest.raises(TypeError, match="both guidance_scale= and its deprecated name scale="):
+        Guidance(uncond, guidance_scale=2.0, scale=2.0)
+    assert (Guidance(uncond).guidance_scale, Guidance(uncond).image_guidance_scale) == (1.5, 1.25)
+    assert dataclasses.replace(new, guidance_scale=3.0).guidance_scale == 3.0
+    kw = dict(temperature=0.8, top_k=5, constraint=CONSTRAINT, seed=1, eos_ids=[EOI])
+    a, b = (Engine(model).generate(cond, 7, guidance=g, **kw) for g in (new, old))
+    assert torch.equal(a.tokens, b.tokens) and torch.equal(a.logprobs, b.logprobs)

@@ -6,7 +6,6 @@ producing ``gpt`` while other LMs are registered."""
 from __future__ import annotations
 
 import json
-import sys
 
 import lightning.pytorch as pl
 import pytest
@@ -87,19 +86,13 @@ class TinyDM(pl.LightningDataModule):
 
 
 @pytest.fixture
-def plugin_lms(tmp_path, monkeypatch):
+def plugin_lms(arm_register):
     """Two LMs registered ad hoc under kind ``lm`` (as a pip plugin's entry points would)."""
-    (tmp_path / "my_lms.py").write_text(PLUGIN)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("ARM_EXTRA_COMPONENTS",
-                       "lm:scaled_gpt=my_lms:ScaledGPT,lm:wrapped_lm=my_lms:WrappedLM")
-    registry.refresh()
+    arm_register("lm:scaled_gpt=my_lms:ScaledGPT,lm:wrapped_lm=my_lms:WrappedLM", my_lms=PLUGIN)
     import my_lms
 
     my_lms.CALLS.clear()
-    yield my_lms
-    sys.modules.pop("my_lms", None)
-    registry.refresh()
+    return my_lms
 
 
 def _trainer(root, steps: int, **kw) -> pl.Trainer:

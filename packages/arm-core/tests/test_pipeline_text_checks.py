@@ -9,11 +9,7 @@ from arm_core.config import Config
 from arm_core.model import GPT
 from arm_core.pipelines import Edit, PipelineError, TextToImage, Understand
 from arm_data.text_tokenizer import TextTokenizer
-from arm_tokenizer.encoders.cnn import CNNEncoder
-from arm_tokenizer.projections import LinearProjection
-from arm_tokenizer.quantizers.fsq import FSQQuantizer
-from arm_tokenizer.testing.toys import ToyDecoder
-from arm_tokenizer.tokenizer import VisualTokenizer
+from arm_tokenizer.testing.toys import tiny_projected_tokenizer
 from PIL import Image
 
 TEXTS = ["a red circle", "a blue square", "what color is it?", "make it blue", "red", "blue"]
@@ -25,10 +21,7 @@ def pipes(tmp_path_factory):
     torch.manual_seed(0)
     text = TextTokenizer.train(TEXTS * 3, vocab_size=300)
     text.save(root / "tt")
-    vis = VisualTokenizer(CNNEncoder(patch_size=8, width=8, max_width=16, out_dim=16),
-                          FSQQuantizer(levels=[2, 2, 2, 2]), ToyDecoder(in_dim=16, patch_size=8),
-                          proj_in=LinearProjection(16, 4), proj_out=LinearProjection(4, 16),
-                          image_size=32).eval()
+    vis = tiny_projected_tokenizer().eval()
     layout = text.layout(codebook_size=vis.codebook_size, max_grid_h=8, max_grid_w=8)
     cfg = Config.from_name("tiny").with_vocab(layout.total_size, layout.image_offset,
                                               layout.codebook_size, text_vocab_size=layout.text_vocab_size)

@@ -22,12 +22,13 @@ from arm_core.generation import Guidance, score_guided
 from arm_core.lightning_module import lm_loss
 from arm_core.model import GPT
 from arm_core.pipelines import Edit, PipelineError, TextToImage, Understand
+from arm_data.datamodules.tokens import collate_rows
 from arm_data.formats import ImageTokens, TaskFormatter
 from arm_data.text_tokenizer import TextTokenizer
 from arm_tokenizer.encoders.cnn import CNNEncoder
 from arm_tokenizer.projections import LinearProjection
 from arm_tokenizer.quantizers.fsq import FSQQuantizer
-from arm_tokenizer.testing.toys import ToyDecoder
+from arm_tokenizer.testing.toys import ToyDecoder, tiny_projected_tokenizer
 from arm_tokenizer.tokenizer import VisualTokenizer, images_to_tensor
 from PIL import Image
 
@@ -63,10 +64,7 @@ def _visual_tokenizer(seed: int, imgs: list[Image.Image]) -> VisualTokenizer:
     worst = None
     for attempt in range(16):
         torch.manual_seed(seed * 16 + attempt)
-        vis = VisualTokenizer(CNNEncoder(patch_size=8, width=8, max_width=16, out_dim=16),
-                              FSQQuantizer(levels=[2, 2, 2, 2]), ToyDecoder(in_dim=16, patch_size=8),
-                              proj_in=LinearProjection(16, 4), proj_out=LinearProjection(4, 16),
-                              image_size=32).eval()
+        vis = tiny_projected_tokenizer().eval()
         with torch.no_grad():
             pre = vis(images_to_tensor(imgs, vis.image_size)).pre_quant
         codes = vis.encode(imgs)
@@ -90,16 +88,16 @@ def _expected_decisions(fmt: TaskFormatter, text: TextTokenizer, layout, codes: 
     for i, caption in enumerate(CAPTIONS):                      # TextToImage at scales 1 and 1.5
         out.append((f"t2i[{i}] cfg=1", fmt.t2i_prompt(caption, 4, 4), image(codes[i]), None))
         out.append((f"t2i[{i}] cfg=1.5", fmt.t2i_prompt(caption, 4, 4), image(codes[i]),
-                    Guidance([fmt.t2i_prompt(None, 4, 4)], scale=1.5)))
+                    Guidance([fmt.t2i_prompt(None, 4, 4)], guidance_scale=1.5)))
     out.append(("t2i 2x8 cfg=1.5", fmt.t2i_prompt(CAPTIONS[0], 2, 8), image(torch.arange(16) % 16),
-                Guidance([fmt.t2i_prompt(None, 2, 8)], scale=1.5)))
+                Guidance([fmt.t2i_prompt(None, 2, 8)], guidance_scale=1.5)))
     for i, (im, answer) in enumerate(zip((A, B), ANSWERS, strict=True)):   # Understand (greedy)
         out.append((f"und[{i}]", fmt.und_prompt(im, QUESTION), text.encode(answer) + [layout.eos_id], None))
     p = fmt.edit_cfg_prompts(A, EDIT)                           # Edit at three guidance settings
     out.append(("edit 1/1", p["full"], image(codes[1]), None))
-    out.append(("edit 1.5/1", p["full"], image(codes[1]), Guidance([p["image"]], scale=1.5)))
+    out.append(("edit 1.5/1", p["full"], image(codes[1]), Guidance([p["image"]], guidance_scale=1.5)))
     out.append(("edit 1.5/1.25", p["full"], image(codes[1]),
-                Guidance([p["uncond"]], scale=1.5, image_prompts=[p["image"]], image_scale=1.25)))
+                Guidance([p["uncond"]], guidance_scale=1.5, image_prompts=[p["image"]], image_guidance_scale=1.25)))
     return out
 
 
@@ -134,14 +132,8 @@ def setup(tmp_path_factory, arm_test_seed):
             fmt.und(A, QUESTION, ANSWERS[0]), fmt.und(B, QUESTION, ANSWERS[1]),
             fmt.edit(A, EDIT, B), fmt.edit(A, None, A), fmt.edit(None, None, A),
             fmt.edit(None, EDIT, B), fmt.t2i(CAPTIONS[0], wide)]
-    T = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), T), layout.pad_id)
-    tgt = torch.full((len(seqs), T), -100)
-    for i, s in enumerate(seqs):
-        x, m = s.as_tensors()
-        ids[i, : len(x)] = x
-        t = torch.where(m, x, torch.full_like(x, -100))
-        tgt[i, : len(x) - 1] = t[1:]
+    batch = collate_rows([[s] for s in seqs], max(len(s) for s in seqs), layout.pad_id)  # one per row
+    ids, tgt = batch["input_ids"], batch["targets"]
     cfg = Config.from_name("tiny", n_embd=64, intermediate_size=128).with_vocab(
         layout.total_size, layout.image_offset, layout.codebook_size,
         text_vocab_size=layout.text_vocab_size)
@@ -212,7 +204,7 @@ def test_understand_answers(setup) -> None:
 def test_edit_two_branch_guidance(setup) -> None:
     edit = Edit(setup["lm"], setup["vis"])
     for ts, is_ in ((1.0, 1.0), (1.5, 1.0), (1.5, 1.25)):
-        out, codes = edit(setup["imgs"][0], EDIT, text_guidance_scale=ts, image_guidance_scale=is_,
+        out, codes = edit(setup["imgs"][0], EDIT, guidance_scale=ts, image_guidance_scale=is_,
                           temperature=0, return_codes=True)
         assert torch.equal(codes[0], setup["codes"][1]), (ts, is_)
         assert out[0].size == (32, 32)
@@ -264,7 +256,7 @@ def test_from_pretrained_and_cli(setup, tmp_path, capsys) -> None:
     assert torch.equal(pipe(CAPTIONS, temperature=0, return_codes=True)[1], setup["codes"])
     gen = EXTRA_COMMANDS["generate"]
     assert gen(["t2i", "--lm", str(setup["root"] / "lm"), "--prompt", *CAPTIONS,
-                "--temperature", "0", "--cfg", "1.5", "--out", str(tmp_path / "out")]) == 0
+                "--temperature", "0", "--guidance-scale", "1.5", "--out", str(tmp_path / "out")]) == 0
     files = sorted((tmp_path / "out").glob("*.png"))
     assert len(files) == 2 and Image.open(files[0]).size == (32, 32)
     setup["imgs"][0].save(tmp_path / "red.png")
@@ -284,3 +276,51 @@ def test_from_model_in_memory(setup) -> None:
                         max_grid_h=8, max_grid_w=8)
     with pytest.raises(ValueError, match="not the layout's"):
         Understand.from_model(lm.model, other, lm.text_tokenizer_path, setup["vis"])
+
+
+# ---------------------------------------------------------------- one name for guidance (issue 32)
+def test_edit_old_text_guidance_scale_warns_and_gives_the_same_images(setup) -> None:
+    """``Edit(text_guidance_scale=)`` is the deprecated name of ``guidance_scale``."""
+    edit = Edit(setup["lm"], setup["vis"])
+    kw = dict(image_guidance_scale=1.25, temperature=1.0, seed=5, return_codes=True)
+    new = edit(setup["imgs"][0], EDIT, guidance_scale=2.0, **kw)[1]
+    with pytest.warns(DeprecationWarning, match=r"Edit: text_guidance_scale= is deprecated, use guidance_scale="):
+        old = edit(setup["imgs"][0], EDIT, text_guidance_scale=2.0, **kw)[1]
+    assert torch.equal(old, new)
+    with pytest.raises(TypeError, match="both guidance_scale= and its deprecated name text_guidance_scale="):
+        edit(setup["imgs"][0], EDIT, guidance_scale=2.0, text_guidance_scale=2.0)
+
+
+def test_task_guidance_old_argument_names_warn() -> None:
+    from arm_core.pipelines import task_guidance
+
+    rows = [{"full": [1, 2], "image": [2], "uncond": [3]}]
+    new = task_guidance("edit", rows, 1.5, 1.25)
+    with pytest.warns(DeprecationWarning, match="task_guidance: text_scale= is deprecated, use guidance_scale="):
+        old = task_guidance("edit", rows, text_scale=1.5, image_guidance_scale=1.25)
+    with pytest.warns(DeprecationWarning, match="image_scale= is deprecated, use image_guidance_scale="):
+        old_img = task_guidance("edit", rows, 1.5, image_scale=1.25)
+    assert new == old == old_img
+    assert (new.guidance_scale, new.image_guidance_scale, new.image_prompts) == (1.5, 1.25, [[2]])
+
+
+def test_generate_cli_old_flags_warn_and_give_the_same_images(setup, tmp_path) -> None:
+    """`arm-lm generate --cfg / --image-cfg`: hidden aliases of --guidance-scale /
+    --image-guidance-scale."""
+    from arm_core.cli import EXTRA_COMMANDS
+
+    setup["imgs"][0].save(tmp_path / "red.png")
+    base = ["edit", "--lm", str(setup["root"] / "lm"), "--image", str(tmp_path / "red.png"),
+            "--prompt", EDIT, "--temperature", "1", "--seed", "3"]
+    gen = EXTRA_COMMANDS["generate"]
+    assert gen(base + ["--guidance-scale", "2", "--image-guidance-scale", "1.5",
+                       "--out", str(tmp_path / "new")]) == 0
+    with pytest.warns(DeprecationWarning) as caught:
+        assert gen(base + ["--cfg", "2", "--image-cfg", "1.5", "--out", str(tmp_path / "old")]) == 0
+    said = {str(w.message) for w in caught if issubclass(w.category, DeprecationWarning)}
+    assert {"arm-lm generate: --cfg is deprecated, use --guidance-scale (the old flag goes in the next release)",
+            "arm-lm generate: --image-cfg is deprecated, use --image-guidance-scale (the old flag goes in the "
+            "next release)"} <= said
+    new, old = (sorted((tmp_path / d).glob("*.png")) for d in ("new", "old"))
+    assert len(new) == len(old) == 1
+    assert Image.open(new[0]).tobytes() == Image.open(old[0]).tobytes()

@@ -103,21 +103,14 @@ def test_int4_on_cpu_and_missing_torchao_say_what_to_do(monkeypatch):
 def exported(tmp_path_factory):
     """An untrained tiny LM exported with a text tokenizer and a toy visual tokenizer."""
     from arm_data.text_tokenizer import TextTokenizer
-    from arm_tokenizer.encoders.cnn import CNNEncoder
-    from arm_tokenizer.projections import LinearProjection
-    from arm_tokenizer.quantizers.fsq import FSQQuantizer
-    from arm_tokenizer.testing.toys import ToyDecoder
-    from arm_tokenizer.tokenizer import VisualTokenizer
+    from arm_tokenizer.testing.toys import tiny_projected_tokenizer
 
     root = tmp_path_factory.mktemp("quant")
     text = TextTokenizer.train(["a red circle", "a blue square", "a green triangle"] * 4,
                                vocab_size=300)
     text.save(root / "tt")
     torch.manual_seed(0)
-    vis = VisualTokenizer(CNNEncoder(patch_size=8, width=8, max_width=16, out_dim=16),
-                          FSQQuantizer(levels=[2, 2, 2, 2]), ToyDecoder(in_dim=16, patch_size=8),
-                          proj_in=LinearProjection(16, 4), proj_out=LinearProjection(4, 16),
-                          image_size=32).eval()
+    vis = tiny_projected_tokenizer().eval()
     vis.save_pretrained(root / "tok")
     layout = text.layout(codebook_size=vis.codebook_size, max_grid_h=8, max_grid_w=8)
     cfg = Config.from_name("tiny", n_embd=64, intermediate_size=128).with_vocab(

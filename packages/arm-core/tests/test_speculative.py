@@ -57,8 +57,8 @@ def _guidance(n_branches: int, rows: int = 2) -> Guidance | None:
     if n_branches == 1:
         return None
     if n_branches == 2:
-        return Guidance([UNCOND] * rows, scale=1.5)
-    return Guidance([UNCOND] * rows, scale=1.5, image_prompts=IMAGE[:rows], image_scale=1.25)
+        return Guidance([UNCOND] * rows, guidance_scale=1.5)
+    return Guidance([UNCOND] * rows, guidance_scale=1.5, image_prompts=IMAGE[:rows], image_guidance_scale=1.25)
 
 
 @pytest.mark.parametrize("n_branches", [1, 2, 3])
@@ -118,7 +118,7 @@ def test_sampled_codes_follow_the_plain_distribution(model, arm_test_seed):
     scale, n_rows, depth = 1.5, 2000, 3
     prompts = PROMPTS * n_rows                      # rows alternate the two prompts
     out = _gen(model, 4, prompts=prompts, temperature=1.0, top_k=20, top_p=0.95,
-               guidance=Guidance([UNCOND] * len(prompts), scale=scale), seed=arm_test_seed)
+               guidance=Guidance([UNCOND] * len(prompts), guidance_scale=scale), seed=arm_test_seed)
     codes = out.tokens[:, :6] - OFF
     assert ((codes >= 0) & (codes < K)).all() and (out.tokens[:, 6] == EOI).all()
     # rows accept different numbers of drafts (the batch runs until its slowest row is done)
@@ -232,3 +232,25 @@ def test_pvalue_helper_rejects_a_wrong_distribution():
     assert _chi2_pvalue(counts, p) > P_FAIL
     assert 0.5 * (p - q).abs().sum() > 0.05 and _chi2_pvalue(counts, q) < P_FAIL
     assert math.isfinite(_chi2_pvalue(counts, p))
+
+
+def test_decode_image_span_old_scale_names_warn_and_decode_the_same(model, monkeypatch):
+    """``decode_image_span(scale=, image_scale=)``: deprecated names of ``guidance_scale`` /
+    ``image_guidance_scale`` (issue 32); the engine's spans called with them are the same."""
+    import arm_core.generation as generation
+
+    real = generation.decode_image_span
+
+    def old_spelling(*args, guidance_scale, image_guidance_scale, **kw):
+        return real(*args, scale=guidance_scale, image_scale=image_guidance_scale, **kw)
+
+    kw = dict(temperature=1.0, seed=2, guidance=_guidance(3), return_unguided_logprobs=True)
+    new = _gen(model, 3, **kw)
+    monkeypatch.setattr(generation, "decode_image_span", old_spelling)
+    with pytest.warns(DeprecationWarning) as caught:
+        old = _gen(model, 3, **kw)
+    said = {str(w.message).split(" (")[0] for w in caught}
+    assert said == {"decode_image_span: scale= is deprecated, use guidance_scale=",
+                    "decode_image_span: image_scale= is deprecated, use image_guidance_scale="}
+    assert torch.equal(old.tokens, new.tokens) and torch.equal(old.logprobs, new.logprobs)
+    assert torch.equal(old.unguided_logprobs, new.unguided_logprobs)

@@ -9,19 +9,13 @@ import os
 
 import pytest
 import torch
-from arm_core.checkpoint import save_lm
 from arm_core.cli import main as arm_lm
-from arm_core.config import Config
-from arm_core.model import GPT
 from arm_core.suites.base import SuiteError
 from arm_core.suites.dpg import split_2x2
 from arm_core.suites.generate import MANIFEST, GenerationSettings, generate_suite, plan_batches
+from arm_core.testing import save_tiny_lm
 from arm_data.text_tokenizer import TextTokenizer
-from arm_tokenizer.encoders.cnn import CNNEncoder
-from arm_tokenizer.projections import LinearProjection
-from arm_tokenizer.quantizers.fsq import FSQQuantizer
-from arm_tokenizer.testing.toys import ToyDecoder
-from arm_tokenizer.tokenizer import VisualTokenizer
+from arm_tokenizer.testing.toys import tiny_projected_tokenizer
 from PIL import Image
 
 CORPUS = ["a photo of a red circle", "a blue square left of a green star", "two yellow triangles",
@@ -33,17 +27,10 @@ def make_tiny(root, seed: int = 0, name: str = "lm"):
     text = TextTokenizer.train(CORPUS * 4, vocab_size=300)
     text.save(root / "tt")
     torch.manual_seed(seed)
-    vis = VisualTokenizer(CNNEncoder(patch_size=8, width=8, max_width=16, out_dim=16),
-                          FSQQuantizer(levels=[2, 2, 2, 2]), ToyDecoder(in_dim=16, patch_size=8),
-                          proj_in=LinearProjection(16, 4), proj_out=LinearProjection(4, 16),
-                          image_size=32).eval()
-    layout = text.layout(codebook_size=vis.codebook_size, max_grid_h=8, max_grid_w=8)
-    cfg = Config.from_name("tiny", max_seq_len=256).with_vocab(
-        layout.total_size, layout.image_offset, layout.codebook_size, text_vocab_size=layout.text_vocab_size)
-    model = GPT(cfg).eval()
+    vis = tiny_projected_tokenizer()
     vis.save_pretrained(root / "tok")
-    save_lm(root / name, model, cfg, layout=layout, text_tokenizer=root / "tt", visual_tokenizer_dir=root / "tok")
-    return root / name
+    layout = text.layout(codebook_size=vis.codebook_size, max_grid_h=8, max_grid_w=8)
+    return save_tiny_lm(root, layout, name)
 
 
 @pytest.fixture(scope="module")
@@ -226,7 +213,7 @@ def test_cli_refuses_other_models_output(lm, tmp_path, capsys) -> None:
     other = make_tiny(tmp_path / "other", seed=1, name="lm2")
     code, err = _cli(args + ["--lm", str(other)], capsys)
     assert code == 2 and "another run" in err and "model" in err and png.read_bytes() == before
-    code, err = _cli(args + ["--lm", str(lm), "--cfg", "3.0"], capsys)
+    code, err = _cli(args + ["--lm", str(lm), "--guidance-scale", "3.0"], capsys)
     assert code == 2 and "guidance_scale" in err
     foreign = tmp_path / "foreign"
     (foreign / "00000" / "samples").mkdir(parents=True)
@@ -236,6 +223,27 @@ def test_cli_refuses_other_models_output(lm, tmp_path, capsys) -> None:
     assert code == 2 and "not written by" in err and "1 of this suite's output files" in err
     assert (foreign / "00000" / "samples" / "0000.png").read_bytes() == b"someone else's"
     assert os.listdir(foreign) == ["00000"]
+
+
+def test_cli_old_guidance_flags_warn_and_set_the_same_settings(lm, tmp_path, capsys) -> None:
+    """`arm-lm suite generate --cfg / --image-cfg`: hidden aliases of --guidance-scale /
+    --image-guidance-scale (issue 32): the same settings, so a run resumes under either."""
+    prompts = _jsonl(tmp_path / "evaluation_metadata.jsonl", GENEVAL[:1])
+    out = tmp_path / "o"
+    args = ["suite", "generate", "--suite", "geneval", "--prompts", str(prompts), "--out", str(out),
+            "--samples", "1", "--lm", str(lm)]
+    assert _cli(args + ["--guidance-scale", "2.0", "--image-guidance-scale", "1.5"], capsys)[0] == 0
+    png = out / "00000" / "samples" / "0000.png"
+    before = png.read_bytes()
+    with pytest.warns(DeprecationWarning) as caught:
+        assert _cli(args + ["--cfg", "2.0", "--image-cfg", "1.5"], capsys)[0] == 0   # resumed: same settings
+    said = " | ".join(str(w.message) for w in caught)
+    assert "--cfg is deprecated, use --guidance-scale" in said
+    assert "--image-cfg is deprecated, use --image-guidance-scale" in said
+    assert png.read_bytes() == before
+    with pytest.warns(DeprecationWarning, match="--cfg is deprecated"):
+        code, err = _cli(args + ["--cfg", "3.0", "--image-guidance-scale", "1.5"], capsys)
+    assert code == 2 and "guidance_scale" in err
 
 
 def test_shapes_loop_prompt_file_to_table(lm, tmp_path, capsys) -> None:

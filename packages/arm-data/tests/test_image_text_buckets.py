@@ -10,7 +10,7 @@ import pytest
 import torch
 from arm_data.datamodules.image_text import ImageTextDataModule
 from arm_data.datasets.tasks import PairDataset
-from arm_data.datasets.writers import write_folder, write_jsonl, write_wds
+from arm_data.datasets.writers import write_folder
 from arm_data.errors import REASONS, BadSampleError
 from arm_data.records import PairRecord
 from PIL import Image
@@ -29,12 +29,8 @@ def _records(extra=()):
 
 
 @pytest.fixture(scope="module")
-def dirs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("buckets")
-    recs = _records()
-    write_folder(recs, root / "folder")
-    write_jsonl(recs, root / "jsonl")
-    write_wds(recs, root / "wds", samples_per_shard=4)
+def dirs(tmp_path_factory, write_formats):
+    root = write_formats(_records(), tmp_path_factory.mktemp("buckets"), samples_per_shard=4)
     tiny = _records(extra=[("z_tiny", (6, 5))])
     write_folder(tiny, root / "tiny")
     return root

@@ -113,10 +113,10 @@ def test_branches_drop_the_preceding_text_and_optionally_the_images(layout):
     p = TASK.prompts(layout, {"segments": [img(2, 2), [3, 4]]}, grid=(2, 2))
     assert TASK.branches(p, 1.0, 1.0) is None
     two = TASK.branches(p, 2.0)
-    assert two.uncond == p["image"] and two.scale == 2.0 and two.image is None
+    assert two.uncond == p["image"] and two.guidance_scale == 2.0 and two.image is None
     assert TASK.branches(p, 2.0, drop_images=True).uncond == p["uncond"]
     three = TASK.branches(p, 1.5, 1.25)
-    assert three.uncond == p["uncond"] and three.image == p["image"] and three.image_scale == 1.25
+    assert three.uncond == p["uncond"] and three.image == p["image"] and three.image_guidance_scale == 1.25
 
 
 def test_dropout_replaces_one_conditions_text_or_history(layout):

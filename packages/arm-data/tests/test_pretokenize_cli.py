@@ -4,7 +4,6 @@
 import shutil
 
 import pytest
-import torch
 from arm_data.datamodules.tokens import TokenDataModule
 from arm_data.formats import find_images
 from arm_data.pretokenize import cli_main
@@ -15,17 +14,8 @@ VisualTokenizer = pytest.importorskip("arm_tokenizer.tokenizer").VisualTokenizer
 
 
 @pytest.fixture(scope="module")
-def tok_dir(tmp_path_factory):
-    from arm_tokenizer.decoders.conv import ConvDecoder
-    from arm_tokenizer.encoders.cnn import CNNEncoder
-    from arm_tokenizer.quantizers.fsq import FSQQuantizer
-
-    torch.manual_seed(0)
-    vt = VisualTokenizer(CNNEncoder(patch_size=8, width=8, max_width=16, out_dim=3), FSQQuantizer([4, 4, 4]),
-                         ConvDecoder(in_dim=3, patch_size=8, channels=16, min_channels=8), image_size=32)
-    d = tmp_path_factory.mktemp("vt")
-    vt.save_pretrained(d)
-    return d
+def tok_dir(save_tiny_tokenizer):
+    return save_tiny_tokenizer(32)
 
 
 def test_cli_shapes_to_batches(tok_dir, tmp_path, capsys):

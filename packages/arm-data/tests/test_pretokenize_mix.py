@@ -5,10 +5,10 @@ import json
 
 import numpy as np
 import pytest
-import torch
-from arm_data.pretokenize import PatchColorTokenizer, pretokenize
+from arm_data.pretokenize import PatchColorTokenizer, pretokenize, record_tasks
 from arm_data.shards import Manifest, ShardError, iter_records, shard_name
 from arm_data.source_mix import SourceSpec, make_sources, parse_source, read_sources_file, shares
+from arm_data.tasks import Task
 from PIL import Image
 
 TOK = PatchColorTokenizer(image_size=16, patch=4, levels=4)
@@ -110,6 +110,32 @@ def test_default_count_uses_the_tightest_source_whole(data):
                       SourceSpec("shapes:train")], ["pair"], count=4)
 
 
+class CaptionTask(Task):
+    """A plugin task reading pair records (all a source needs of it: its schema)."""
+
+    name = "caption"
+    token = "<caption>"
+    reads = "t2i"
+
+
+def test_a_source_takes_any_registered_task(data, tmp_path, arm_register):
+    arm_register(f"task:caption={__name__}:CaptionTask")
+    assert parse_source(f"{data['jsonl']}:caption,vqa@2").tasks == ("caption", "vqa")
+    (tmp_path / "mix.yaml").write_text("- {path: jl, tasks: [caption, vqa], weight: 2}\n"
+                                       "- {path: 'shapes:train', tasks: [interleaved]}\n")
+    src = make_sources(read_sources_file(tmp_path / "mix.yaml"), ["pair"], count=9, num_questions=1)
+    # 9 items by weight 2:1 -> the 6 JSONL records (caption reads pair records) and 3 edit chains
+    m = pretokenize(TOK, src, tmp_path / "out", shard_size=5, batch_size=4, num_workers=0, progress=False)
+    assert m.settings["tasks"] == ["pair", "vqa", "interleaved"]
+    assert [d["tasks"] for d in m.settings["source"]["sources"]] == [["pair", "vqa"], ["interleaved"]]
+    recs = list(iter_records(tmp_path / "out"))
+    assert [r.task for r in recs] == ["pair"] * 4 + ["vqa"] * 2 + ["interleaved"] * 3
+    (tmp_path / "mix.yaml").write_text("- {path: jl, tasks: [captions]}\n")
+    with pytest.raises(ValueError, match=r"mix.yaml:1 \(source 0, 'jl'\): unknown task 'captions'; known tasks: "
+                                         r"\[.*'caption'.*\]"):
+        read_sources_file(tmp_path / "mix.yaml")
+
+
 class Interrupt(Exception):
     pass
 
@@ -144,18 +170,8 @@ def test_mix_resumes_byte_identical_and_refuses_other_weights(data, tmp_path):
 
 # ---------------------------------------------------------------------- the CLI
 @pytest.fixture(scope="module")
-def tok_dir(tmp_path_factory):
-    from arm_tokenizer.decoders.conv import ConvDecoder
-    from arm_tokenizer.encoders.cnn import CNNEncoder
-    from arm_tokenizer.quantizers.fsq import FSQQuantizer
-    from arm_tokenizer.tokenizer import VisualTokenizer
-
-    torch.manual_seed(0)
-    vt = VisualTokenizer(CNNEncoder(patch_size=8, width=8, max_width=16, out_dim=3), FSQQuantizer([4, 4, 4]),
-                         ConvDecoder(in_dim=3, patch_size=8, channels=16, min_channels=8), image_size=16)
-    d = tmp_path_factory.mktemp("vt")
-    vt.save_pretrained(d)
-    return d
+def tok_dir(save_tiny_tokenizer):
+    return save_tiny_tokenizer(16)
 
 
 def _cli(args, capsys):
@@ -188,12 +204,14 @@ def test_cli_mix_and_sources_file_agree(data, tok_dir, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("source, message", [
-    ("{jsonl}:pair,captions@1", "--source '{jsonl}:pair,captions@1': unknown task 'captions'; choose from pair, vqa, edit"),
+    ("{jsonl}:pair,captions@1", "--source '{jsonl}:pair,captions@1': {unknown}"),
     ("{jsonl}:vqa@0", "--source '{jsonl}:vqa@0': weight must be a number > 0, got 0.0"),
     ("{missing}:pair@1", "--source '{missing}:pair@1': no such dataset path '{missing}' (or use shapes:train|val|heldout)"),
 ])
 def test_cli_bad_source_is_one_line_exit_2(data, tok_dir, tmp_path, capsys, source, message):
-    paths = {"jsonl": str(data["jsonl"]), "missing": str(tmp_path / "nope")}
+    with pytest.raises(ValueError) as unknown:  # the task registry's one-line error
+        record_tasks(["captions"])
+    paths = {"jsonl": str(data["jsonl"]), "missing": str(tmp_path / "nope"), "unknown": str(unknown.value)}
     code, out, err = _cli(["--tokenizer", str(tok_dir), "--out", str(tmp_path / "o"), "--count", "4",
                            "--source", "shapes:train", "--source", source.format(**paths)], capsys)
     assert code == 2

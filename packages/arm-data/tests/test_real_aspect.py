@@ -11,10 +11,11 @@ import pytest
 import torch
 from arm_data.datamodules.image_text import ImageTextDataModule
 from arm_data.datasets.tasks import EditDataset, PairDataset, encode_record
-from arm_data.datasets.writers import write_folder, write_jsonl, write_wds
+from arm_data.datasets.writers import write_folder
 from arm_data.records import EditRecord, PairRecord
 from arm_tokenizer.framework.cli_base import run_cli
 from arm_tokenizer.image_cache import CacheTooLargeError
+from arm_tokenizer.testing.toys import TINY_TOKENIZER_MODEL_YAML
 from PIL import Image
 
 skdata = pytest.importorskip("skimage.data")
@@ -23,16 +24,12 @@ H, W = 32, 48
 
 
 @pytest.fixture(scope="module")
-def photo_dirs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("photos")
+def photo_dirs(tmp_path_factory, write_formats):
     chelsea = skdata.chelsea()
     rgba = np.concatenate([chelsea, np.full(chelsea.shape[:2] + (1,), 128, np.uint8)], axis=2)
     images = [skdata.astronaut(), skdata.coffee(), skdata.camera(), rgba, skdata.rocket()]
     recs = [PairRecord(Image.fromarray(a), f"photo {i}", key=f"p{i}") for i, a in enumerate(images)]
-    write_folder(recs, root / "folder")
-    write_jsonl(recs, root / "jsonl")
-    write_wds(recs, root / "wds", samples_per_shard=2)
-    return root
+    return write_formats(recs, tmp_path_factory.mktemp("photos"), samples_per_shard=2)
 
 
 @pytest.mark.parametrize("resize", ["center_crop", "pad", "resize"])
@@ -99,15 +96,8 @@ trainer:
   enable_checkpointing: false
   enable_model_summary: false
   default_root_dir: {root}/logs
-model:
-  class_path: tokenizer_trainer
-  init_args:
+{model}
     image_size: [32, 48]
-    encoder: {{class_path: cnn, init_args: {{patch_size: 8, width: 8, max_width: 16, out_dim: 12}}}}
-    proj_in: {{class_path: linear, init_args: {{in_dim: 12, out_dim: 3}}}}
-    quantizer: {{class_path: fsq, init_args: {{levels: [5, 5, 5]}}}}
-    proj_out: {{class_path: linear, init_args: {{in_dim: 3, out_dim: 12}}}}
-    decoder: {{class_path: conv_decoder, init_args: {{in_dim: 12, patch_size: 8, channels: 16, min_channels: 8}}}}
     num_grid_images: 2
 data:
   class_path: image_text
@@ -122,7 +112,7 @@ data:
 
 def test_non_square_tokenizer_fit_logs_hyperparameters(photo_dirs, tmp_path, capsys):
     cfg = tmp_path / "fit.yaml"
-    cfg.write_text(textwrap.dedent(CONFIG.format(root=tmp_path, data=photo_dirs / "folder")))
+    cfg.write_text(textwrap.dedent(CONFIG.format(model=TINY_TOKENIZER_MODEL_YAML, root=tmp_path, data=photo_dirs / "folder")))
     assert run_cli("arm-tokenizer", ["fit", "--config", str(cfg)]) == 0
     (hparams,) = list((tmp_path / "logs").rglob("hparams.yaml"))  # written by the default logger
     text = hparams.read_text()

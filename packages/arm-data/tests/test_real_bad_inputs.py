@@ -48,26 +48,25 @@ def _tar_add(tf: tarfile.TarFile, name: str, data: bytes) -> None:
 
 # ---- builders: write 3 good samples + one bad thing; return (dataset factory, name the error must carry)
 
-def folder_corrupt_image(d):
+def _folder_with_image(d, name: str, data: bytes):
+    """The good pairs plus ``<name>.png`` holding ``data`` (captioned); the dataset factory."""
     write_folder(_good(), d)
-    (d / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n this is garbage")
-    (d / "bad.txt").write_text("x")
-    return (lambda **kw: PairDataset(str(d), size=8, **kw)), "bad.png", "corrupt_image"
+    (d / f"{name}.png").write_bytes(data)
+    (d / f"{name}.txt").write_text("x")
+    return lambda **kw: PairDataset(str(d), size=8, **kw)
+
+
+def folder_corrupt_image(d):
+    return _folder_with_image(d, "bad", b"\x89PNG\r\n\x1a\n this is garbage"), "bad.png", "corrupt_image"
 
 
 def folder_truncated_image(d):
-    write_folder(_good(), d)
     data = _png(9, size=64)
-    (d / "trunc.png").write_bytes(data[: len(data) // 2])
-    (d / "trunc.txt").write_text("x")
-    return (lambda **kw: PairDataset(str(d), size=8, **kw)), "trunc.png", "corrupt_image"
+    return _folder_with_image(d, "trunc", data[: len(data) // 2]), "trunc.png", "corrupt_image"
 
 
 def folder_zero_byte_image(d):
-    write_folder(_good(), d)
-    (d / "zero.png").write_bytes(b"")
-    (d / "zero.txt").write_text("x")
-    return (lambda **kw: PairDataset(str(d), size=8, **kw)), "zero.png", "empty_file"
+    return _folder_with_image(d, "zero", b""), "zero.png", "empty_file"
 
 
 def folder_missing_sidecar(d):
@@ -125,18 +124,24 @@ def jsonl_missing_image_file(d):
     return (lambda **kw: PairDataset(str(d), size=8, **kw)), "gone.png", "missing_file"
 
 
-def wds_truncated_member(d):
+def _shard_with(d, members: dict[str, bytes]):
+    """The good pairs in one shard, then ``members`` (name: bytes) appended; the dataset factory."""
     write_wds(_good(), d, samples_per_shard=10)
+    with tarfile.open(d / "shard-000000.tar", "a") as tf:
+        for name, data in members.items():
+            _tar_add(tf, name, data)
+    return lambda **kw: WdsDataset(str(d), task="pair", size=8, **kw)
+
+
+def wds_truncated_member(d):
+    make = _shard_with(d, {"cut.png": _png(7, size=64), "cut.txt": b"cut"})
     shard = d / "shard-000000.tar"
-    with tarfile.open(shard, "a") as tf:
-        _tar_add(tf, "cut.png", _png(7, size=64))
-        _tar_add(tf, "cut.txt", b"cut")
     raw = shard.read_bytes()
     # cut in the middle of cut.png's data (before cut.txt and the end-of-archive blocks)
     png_at = raw.index(b"\x89PNG", raw.index(b"cut.png"))
     shard.write_bytes(raw[: png_at + 100])
     (d / "index.json").unlink()
-    return (lambda **kw: WdsDataset(str(d), task="pair", size=8, **kw)), "shard-000000.tar", "truncated_tar"
+    return make, "shard-000000.tar", "truncated_tar"
 
 
 def wds_cut_between_samples(d):
@@ -150,34 +155,19 @@ def wds_cut_between_samples(d):
 
 
 def wds_missing_member(d):
-    write_wds(_good(), d, samples_per_shard=10)
-    with tarfile.open(d / "shard-000000.tar", "a") as tf:
-        _tar_add(tf, "notext.png", _png(3))
-    return (lambda **kw: WdsDataset(str(d), task="pair", size=8, **kw)), "shard-000000.tar:notext", "missing_sidecar"
+    return _shard_with(d, {"notext.png": _png(3)}), "shard-000000.tar:notext", "missing_sidecar"
 
 
 def wds_corrupt_image_member(d):
-    write_wds(_good(), d, samples_per_shard=10)
-    with tarfile.open(d / "shard-000000.tar", "a") as tf:
-        _tar_add(tf, "junk.png", b"not a png")
-        _tar_add(tf, "junk.txt", b"x")
-    return (lambda **kw: WdsDataset(str(d), task="pair", size=8, **kw)), "shard-000000.tar:junk.png", "corrupt_image"
+    return _shard_with(d, {"junk.png": b"not a png", "junk.txt": b"x"}), "shard-000000.tar:junk.png", "corrupt_image"
 
 
 def wds_non_utf8_text_member(d):
-    write_wds(_good(), d, samples_per_shard=10)
-    with tarfile.open(d / "shard-000000.tar", "a") as tf:
-        _tar_add(tf, "enc.png", _png(3))
-        _tar_add(tf, "enc.txt", b"\xff\xfe caf\xe9")
-    return (lambda **kw: WdsDataset(str(d), task="pair", size=8, **kw)), "shard-000000.tar:enc.txt", "bad_utf8"
+    return _shard_with(d, {"enc.png": _png(3), "enc.txt": b"\xff\xfe caf\xe9"}), "shard-000000.tar:enc.txt", "bad_utf8"
 
 
 def wds_zero_byte_image_member(d):
-    write_wds(_good(), d, samples_per_shard=10)
-    with tarfile.open(d / "shard-000000.tar", "a") as tf:
-        _tar_add(tf, "empty.png", b"")
-        _tar_add(tf, "empty.txt", b"x")
-    return (lambda **kw: WdsDataset(str(d), task="pair", size=8, **kw)), "shard-000000.tar:empty.png", "empty_file"
+    return _shard_with(d, {"empty.png": b"", "empty.txt": b"x"}), "shard-000000.tar:empty.png", "empty_file"
 
 
 BUILDERS = [

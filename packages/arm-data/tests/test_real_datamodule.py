@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 from arm_data.datamodules.image_text import ImageTextDataModule
-from arm_data.datasets.writers import write_folder, write_jsonl, write_wds
 from arm_data.records import PairRecord
 from PIL import Image
 
@@ -22,13 +21,8 @@ def _records():
 
 
 @pytest.fixture(scope="module")
-def data_dirs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("it")
-    recs = _records()
-    write_folder(recs, root / "folder")
-    write_jsonl(recs, root / "jsonl")
-    write_wds(recs, root / "wds", samples_per_shard=3)
-    return root
+def data_dirs(tmp_path_factory, write_formats):
+    return write_formats(_records(), tmp_path_factory.mktemp("it"), samples_per_shard=3)
 
 
 @pytest.mark.parametrize("fmt", ["folder", "jsonl", "wds"])

@@ -16,7 +16,8 @@ from arm_data.shapes import (
     ShapesWorld,
     ShapesWorldDataModule,
 )
-from arm_data.shapes.export import export_split
+from arm_data.shapes.export import export_split, export_tasks
+from arm_data.tasks import Task
 
 READERS = {"folder": FolderRecords, "jsonl": JsonlRecords, "wds": WdsRecords}
 
@@ -80,6 +81,34 @@ def test_cli_export_show_render_eval(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["score"] < 1.0
     assert shapes(["nope"]) == 2
     assert shapes(["splits"]) == 0 and "heldout_pairs" in capsys.readouterr().out
+
+
+class CaptionTask(Task):
+    """A plugin task reading pair records (all an export needs of it: its schema)."""
+
+    name = "caption"
+    reads = "t2i"
+
+
+class StereoTask(Task):
+    """A plugin task with a schema of its own, which ShapesWorld does not make."""
+
+    name = "stereo"
+
+
+def test_cli_export_task_choices_are_the_tasks_shapesworld_can_write(tmp_path, capsys, arm_register):
+    shapes = EXTRA_COMMANDS["shapes"]
+    assert export_tasks() == ("pair", "vqa", "edit", "t2i", "und", "text")  # not interleaved
+    arm_register(f"task:caption={__name__}:CaptionTask,task:stereo={__name__}:StereoTask")
+    assert export_tasks() == ("pair", "vqa", "edit", "t2i", "und", "text", "caption")
+    out = tmp_path / "caption"
+    assert shapes(["export", "--task", "caption", "--format", "jsonl", "--count", "2", "--size", "32",
+                   "--out", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["task"] == "pair"  # written under its record name
+    assert [r.text for r in JsonlRecords(str(out), task="pair")] == [ShapesWorld("train")[i].caption for i in (0, 1)]
+    with pytest.raises(SystemExit) as e:
+        shapes(["export", "--task", "stereo", "--out", str(tmp_path / "x")])
+    assert e.value.code == 2 and "invalid choice: 'stereo'" in capsys.readouterr().err
 
 
 def test_datasets_and_datamodule_batches():

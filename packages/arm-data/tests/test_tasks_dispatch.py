@@ -17,7 +17,6 @@ from arm_data.shapes.world import ShapesWorld
 from arm_data.shards import ShardError, TokenRecord
 from arm_data.tasks import Task, vocab_specials
 from arm_data.vocab import DEFAULT_SPECIAL_TOKENS
-from arm_tokenizer.framework import registry
 from PIL import Image
 
 
@@ -55,12 +54,8 @@ class StereoTask(Task):
 
 
 @pytest.fixture
-def stereo(monkeypatch):
-    monkeypatch.setenv(registry.ENV_EXTRA, f"task:stereo={__name__}:StereoTask")
-    registry.refresh()
-    yield
-    monkeypatch.delenv(registry.ENV_EXTRA)
-    registry.refresh()
+def stereo(arm_register):
+    arm_register(f"task:stereo={__name__}:StereoTask")
 
 
 def _records(n=3):

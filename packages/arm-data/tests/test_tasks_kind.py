@@ -17,16 +17,8 @@ from arm_data.datamodules.tokens import TokenDataModule, _BatchBuilder, _Corpus,
 from arm_data.formats import ConditionDropout, TaskFormatter, TokenSequence, _Builder, image_span
 from arm_data.pretokenize import PatchColorTokenizer, RawRecord, ShapesSource, _encode, pretokenize
 from arm_data.records import PairRecord, VQARecord, record_from_fields
-from arm_data.tasks import (
-    BUILTIN_TASKS,
-    Task,
-    UnknownTaskError,
-    canonical_task,
-    get_task,
-    record_name,
-    task_id,
-    task_names,
-)
+from arm_data.tasks import BUILTIN_TASKS, Task, UnknownTaskError
+from arm_data.tasks.registry import canonical_task, get_task, record_name, task_id, task_names
 from arm_data.text_tokenizer import TextTokenizer
 from arm_data.vocab import DEFAULT_SPECIAL_TOKENS, VocabLayout
 from arm_tokenizer.framework import registry
@@ -161,12 +153,12 @@ def test_guidance_branches_are_the_tasks():
     edit, t2i = get_task("edit"), get_task("t2i")
     assert edit.branches(rows, 1.0, 1.0) is None
     two = edit.branches(rows, 1.5, 1.0)
-    assert two.uncond == [2] and two.image is None and two.scale == 1.5
+    assert two.uncond == [2] and two.image is None and two.guidance_scale == 1.5
     three = edit.branches(rows, 1.5, 1.25)
-    assert (three.uncond, three.image, three.scale, three.image_scale) == ([4], [2], 1.5, 1.25)
+    assert (three.uncond, three.image, three.guidance_scale, three.image_guidance_scale) == ([4], [2], 1.5, 1.25)
     assert t2i.branches({"full": [1], "uncond": [4]}, 1.0) is None
     one = t2i.branches({"full": [1], "uncond": [4]}, 2.0, 1.25)  # T2I has no image condition
-    assert one.uncond == [4] and one.image is None and one.scale == 2.0
+    assert one.uncond == [4] and one.image is None and one.guidance_scale == 2.0
     assert get_task("und").branches({"full": [1]}, 1.5) is None
 
 
@@ -196,12 +188,8 @@ class CaptionTask(Task):
 
 
 @pytest.fixture
-def caption_task(monkeypatch):
-    monkeypatch.setenv(registry.ENV_EXTRA, f"task:caption={__name__}:CaptionTask")
-    registry.refresh()
-    yield
-    monkeypatch.delenv(registry.ENV_EXTRA)
-    registry.refresh()
+def caption_task(arm_register):
+    arm_register(f"task:caption={__name__}:CaptionTask")
 
 
 class PairSource:
@@ -249,3 +237,26 @@ def test_third_party_task_builds_batches_through_the_same_path(caption_task, tmp
     assert isinstance(TokenSequence([1, 2], [False, True], "caption"), TokenSequence)
     with pytest.raises(ValueError, match="task_weights has unknown tasks \\['captions'\\]"):
         TokenDataModule(str(tmp_path), task_weights={"captions": 1.0})
+
+
+def test_guidance_branches_old_names_warn() -> None:
+    """``GuidanceBranches(scale=, image_scale=)`` and its ``.scale`` / ``.image_scale``: the
+    deprecated names of ``guidance_scale`` / ``image_guidance_scale`` (issue 32)."""
+    from arm_data.tasks.base import GuidanceBranches
+
+    new = GuidanceBranches([4], guidance_scale=1.5, image=[2], image_guidance_scale=1.25)
+    with pytest.warns(DeprecationWarning, match="GuidanceBranches: scale= is deprecated, use guidance_scale="):
+        with pytest.warns(DeprecationWarning, match="image_scale= is deprecated, use image_guidance_scale="):
+            old = GuidanceBranches([4], scale=1.5, image=[2], image_scale=1.25)
+    assert old == new == get_task("edit").branches({"full": [1], "image": [2], "uncond": [4]}, 1.5, 1.25)
+    with pytest.warns(DeprecationWarning, match=r"GuidanceBranches\.scale is deprecated: use guidance_scale"):
+        assert new.scale == 1.5
+    with pytest.warns(DeprecationWarning, match=r"GuidanceBranches\.image_scale is deprecated"):
+        assert new.image_scale == 1.25
+    with pytest.raises(TypeError, match="both guidance_scale= and its deprecated name scale="):
+        GuidanceBranches([4], guidance_scale=1.5, scale=1.5)
+    with pytest.raises(TypeError, match="missing the argument guidance_scale="):
+        GuidanceBranches([4])
+    with pytest.raises(AttributeError):                      # still frozen
+        new.guidance_scale = 2.0
+    assert GuidanceBranches([4], 2.0).image_guidance_scale == 1.0

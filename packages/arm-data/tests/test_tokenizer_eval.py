@@ -14,9 +14,8 @@ from arm_data.shapes.tokenizer_eval import (
     scene_images,
     shapes_scenes,
 )
+from arm_tokenizer.testing.toys import tiny_random_tokenizer
 from torch import nn
-
-VisualTokenizer = pytest.importorskip("arm_tokenizer.tokenizer").VisualTokenizer
 
 
 class OracleTokenizer(nn.Module):
@@ -58,13 +57,8 @@ def test_perfect_reconstruction_parses_back():
 
 
 def test_random_tokenizer_does_not_parse_back(tmp_path, capsys):
-    from arm_tokenizer.decoders.conv import ConvDecoder
-    from arm_tokenizer.encoders.cnn import CNNEncoder
-    from arm_tokenizer.quantizers.fsq import FSQQuantizer
-
     torch.manual_seed(0)
-    vt = VisualTokenizer(CNNEncoder(patch_size=8, width=8, max_width=16, out_dim=3), FSQQuantizer([4, 4, 4]),
-                         ConvDecoder(in_dim=3, patch_size=8, channels=16, min_channels=8), image_size=64)
+    vt = tiny_random_tokenizer(image_size=64)
     vt.save_pretrained(tmp_path / "vt")
     out = tmp_path / "eval.json"
     assert shapes_command(["eval-tokenizer", "--tokenizer", str(tmp_path / "vt"), "--n", "16",

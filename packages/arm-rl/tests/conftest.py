@@ -19,16 +19,8 @@ from arm_tokenizer.testing.seeding import _seed_each_test, arm_test_seed  # noqa
 
 @pytest.fixture(scope="session")
 def tiny_lm(tmp_path_factory, arm_test_seed):  # noqa: F811  (the imported fixture)
-    from arm_core.checkpoint import save_lm
-    from arm_core.config import Config
-    from arm_core.model import GPT
+    from arm_core.testing import save_tiny_export, save_tiny_lm
     from arm_data.shapes import ShapesWorld
-    from arm_data.text_tokenizer import TextTokenizer
-    from arm_tokenizer.encoders.cnn import CNNEncoder
-    from arm_tokenizer.projections import LinearProjection
-    from arm_tokenizer.quantizers.fsq import FSQQuantizer
-    from arm_tokenizer.testing.toys import ToyDecoder
-    from arm_tokenizer.tokenizer import VisualTokenizer
 
     root = tmp_path_factory.mktemp("rl")
     torch.manual_seed(arm_test_seed)
@@ -36,23 +28,6 @@ def tiny_lm(tmp_path_factory, arm_test_seed):  # noqa: F811  (the imported fixtu
     texts = [t for i in range(30) for t in (world[i].caption, world[i].edit.instruction,
                                             *[q.question for q in world[i].qa])]
     texts += ["yes", "no", "Is there a red circle?"] * 3
-    text = TextTokenizer.train(texts, vocab_size=400)
-    text.save(root / "tt")
-    vis = VisualTokenizer(CNNEncoder(patch_size=16, width=8, max_width=16, out_dim=16),
-                          FSQQuantizer(levels=[2, 2, 2, 2]), ToyDecoder(in_dim=16, patch_size=16),
-                          proj_in=LinearProjection(16, 4), proj_out=LinearProjection(4, 16),
-                          image_size=64)
-    vis.save_pretrained(root / "tok")
-    layout = text.layout(codebook_size=16, max_grid_h=8, max_grid_w=8)
-    cfg = Config.from_name("tiny", max_seq_len=256).with_vocab(
-        layout.total_size, layout.image_offset, layout.codebook_size,
-        text_vocab_size=layout.text_vocab_size)
-    save_lm(root / "lm", GPT(cfg), cfg, layout=layout, text_tokenizer=root / "tt",
-            visual_tokenizer_dir=root / "tok")
-    # a reference of another shape, for the mismatch error
-    other = Config.from_name("tiny", max_seq_len=256, n_layer=1).with_vocab(
-        layout.total_size, layout.image_offset, layout.codebook_size,
-        text_vocab_size=layout.text_vocab_size)
-    save_lm(root / "other", GPT(other), other, layout=layout, text_tokenizer=root / "tt",
-            visual_tokenizer_dir=root / "tok")
+    layout = save_tiny_export(root, texts)
+    save_tiny_lm(root, layout, "other", n_layer=1)  # a reference of another shape, for the mismatch error
     return root

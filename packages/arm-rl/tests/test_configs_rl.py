@@ -3,7 +3,6 @@ an LM that arm-core loads; a composite rule + self-judge reward config runs too.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -110,17 +109,9 @@ class Brightness(Reward):
 
 
 @pytest.fixture
-def third_party_reward(tmp_path, monkeypatch):
+def third_party_reward(arm_register):
     """A reward in a module of its own, registered ad hoc (as a pip plugin's entry point would)."""
-    from arm_tokenizer.framework import registry
-
-    (tmp_path / "my_rewards.py").write_text(REWARD_MODULE)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("ARM_EXTRA_COMPONENTS", "reward:brightness=my_rewards:Brightness")
-    registry.refresh()
-    yield
-    sys.modules.pop("my_rewards", None)
-    registry.refresh()
+    arm_register("reward:brightness=my_rewards:Brightness", my_rewards=REWARD_MODULE)
 
 
 def test_a_third_party_reward_trains_by_name_from_yaml(tiny_lm, tmp_path, monkeypatch,

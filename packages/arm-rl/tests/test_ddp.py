@@ -24,6 +24,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 import torch.multiprocessing as mp
+from arm_core.checkpoint import load_lm
 from arm_rl.lightning_module import GRPOTrainer
 from arm_rl.prompts import ShapesPromptDataModule
 from arm_rl.rewards.base import Reward
@@ -185,8 +186,6 @@ def ddp_run(ddp_dir):
 
 
 def test_ddp_ranks_draw_distinct_prompts_and_a_step_is_the_union_step(tiny_lm, ddp_run, tmp_path):
-    from arm_core.checkpoint import load_lm
-
     prompts = [[sorted(r.index for b in step for r in b.records[:: MODEL["group_size"]])
                 for step in run["rollouts"]] for run in ddp_run]
     for step in range(STEPS):
@@ -222,26 +221,41 @@ def test_ddp_ranks_draw_distinct_prompts_and_a_step_is_the_union_step(tiny_lm, d
 
 def test_ddp_resume_is_exact_per_rank(tiny_lm, ddp_dir, ddp_run, tmp_path):
     resumed = _ddp_fit(tiny_lm / "lm", tmp_path, STEPS, ckpt=ddp_dir / f"step={STEPS - 1}.ckpt")
+    assert_resumed_like(resumed, ddp_run)
+
+
+def assert_resumed_like(resumed: list[dict], run: list[dict]) -> None:
+    """Per rank: the resumed last step drew the same prompts and rollouts and ended at the
+    same weights as the uninterrupted run."""
     for r in range(WORLD):
         (last,) = resumed[r]["rollouts"]       # only the last step was left
-        for b, ref in zip(last, ddp_run[r]["rollouts"][-1], strict=True):
+        for b, ref in zip(last, run[r]["rollouts"][-1], strict=True):
             assert [x.index for x in b.records] == [x.index for x in ref.records]
             assert torch.equal(b.tokens, ref.tokens), f"rank {r}: resumed rollouts differ"
-        assert _max_diff(resumed[r]["weights"][-1], ddp_run[r]["weights"][-1]) < 1e-6
+        assert _max_diff(resumed[r]["weights"][-1], run[r]["weights"][-1]) < 1e-6
 
 
 # ---------------------------------------------------------------------- the shipped config
 def test_demo_config_runs_on_two_devices_with_no_extra_flags(tiny_lm, tmp_path):
-    from arm_core.checkpoint import load_lm
+    run_demo_config_on_two_devices(tiny_lm, tmp_path, "ddp", "--model.init_args.sample_every_n_steps=1")
+    assert load_lm(tmp_path / "runs" / "rl").metadata["global_step"] == 1
+    assert len(list(tmp_path.rglob("samples/step*.png"))) >= 1      # rank 0's grids only
 
+
+def run_demo_config_on_two_devices(tiny_lm: Path, tmp_path: Path, strategy: str, *extra: str) -> None:
+    """``arm-rl fit`` on the shipped demo config with ``--trainer.strategy=STRATEGY
+    --trainer.devices=2`` and nothing else that matters (a tiny LM, one short step), in
+    ``tmp_path``; fails with the end of stderr unless it exits 0 with distinct prompts per rank."""
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "lm").symlink_to(tiny_lm / "lm")
     exe = Path(sys.executable).with_name("arm-rl")
     cmd = [str(exe), "fit", "--config", str(REPO / "configs" / "rl" / "demo-grpo.yaml"),
-           "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.max_steps=1",
+           f"--trainer.strategy={strategy}", "--trainer.devices=2", "--trainer.max_steps=1",
            "--trainer.logger=false", "--model.init_args.group_size=2",
-           "--model.init_args.sample_every_n_steps=1", "--data.init_args.prompts_per_step=1"]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+           "--data.init_args.prompts_per_step=1", *extra]
+    # a launched rank's variables left in this process would make arm-rl wait for another rank
+    launch = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK")
+    env = {k: v for k, v in os.environ.items() if k not in launch} | {"OMP_NUM_THREADS": "1"}
     # its own session: on a timeout the rank Lightning launched goes down with it
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
@@ -253,5 +267,3 @@ def test_demo_config_runs_on_two_devices_with_no_extra_flags(tiny_lm, tmp_path):
         raise
     assert proc.returncode == 0, err[-3000:]
     assert "same prompts" not in err, err[-3000:]
-    assert load_lm(tmp_path / "runs" / "rl").metadata["global_step"] == 1
-    assert len(list(tmp_path.rglob("samples/step*.png"))) >= 1      # rank 0's grids only

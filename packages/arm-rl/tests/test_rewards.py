@@ -3,13 +3,17 @@ dual-encoder alignment with a plugged model, and judges (oracle and an arm-core 
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
+from arm_data.tasks import Task
 from arm_rl.prompts import ShapesPromptDataset
-from arm_rl.rewards.alignment import DualEncoderAlignmentReward, ImageTextModel
+from arm_rl.rewards.alignment import DualEncoderAlignmentReward, ImageTextModel, _text_for
 from arm_rl.rewards.base import Reward, RewardError, as_tensor
 from arm_rl.rewards.composite import CompositeReward
 from arm_rl.rewards.judge import ARMJudge, Judge, JudgeReward, questions_for
+from arm_rl.rewards.scorer import record_to_item
 from arm_rl.rewards.shapes import ShapesEditReward, ShapesT2IReward
 from PIL import Image
 
@@ -130,6 +134,34 @@ def test_judge_questions_and_reward():
     assert has_no
     v = JudgeReward(_Oracle({}))([Image.new("RGB", (64, 64))] * len(has_no), has_no)
     assert (v < 1.0).all()
+
+
+class StyledT2I(Task):
+    """A plugin task reading t2i records (all a reward asks of it: its schema)."""
+
+    name = "styled_t2i"
+    reads = "t2i"
+
+
+class StyledEdit(Task):
+    """A plugin task reading edit records."""
+
+    name = "styled_edit"
+    reads = "edit"
+
+
+def test_a_plugin_task_reading_t2i_or_edit_records_is_scored_like_them(arm_register):
+    arm_register(f"task:styled_t2i={__name__}:StyledT2I,task:styled_edit={__name__}:StyledEdit")
+    for task, plugin in (("t2i", "styled_t2i"), ("edit", "styled_edit")):
+        recs = _recs(task, 6)
+        mine = [dataclasses.replace(r, task=plugin) for r in recs]
+        assert [questions_for(r) for r in mine] == [questions_for(r) for r in recs]
+        assert [_text_for(r) for r in mine] == [_text_for(r) for r in recs]
+        images = [_render(r.spec) for r in recs]
+        for r, m, im in zip(recs, mine, images, strict=True):
+            item = record_to_item(m, [im], "0")
+            assert dataclasses.replace(item, tag=task) == record_to_item(r, [im], "0")
+            assert item.tag == plugin
 
 
 def test_arm_judge_on_a_tiny_lm(tiny_lm):

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from arm_core.testing import one_step_trainer
 from arm_rl.prompt_files import FilePromptDataModule, geneval_questions, read_prompt_file
 from arm_rl.prompts import PromptRecord, ShapesPromptDataset
 from arm_rl.rewards.base import RewardError
@@ -152,11 +153,7 @@ def _fit_yaml(tmp_path: Path, lm: Path, data: dict, tasks: dict) -> int:
     from arm_tokenizer.framework.cli_base import run_cli
 
     cfg = {"seed_everything": 0,
-           "trainer": {"accelerator": "cpu", "devices": 1, "max_steps": 1, "log_every_n_steps": 1,
-                       "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
-                                  "init_args": {"save_dir": str(tmp_path / "logs"), "name": "csv"}},
-                       "enable_checkpointing": False, "enable_progress_bar": False,
-                       "num_sanity_val_steps": 0, "default_root_dir": str(tmp_path / "logs")},
+           "trainer": one_step_trainer(tmp_path),
            "model": {"class_path": "grpo",
                      "init_args": {"policy_checkpoint": str(lm), "group_size": 2, "beta": 0.01,
                                    "export_dir": str(tmp_path / "out"),

@@ -15,6 +15,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 import yaml
+from arm_core.testing import one_step_trainer
 from arm_rl.cli import EXTRA_COMMANDS
 from arm_rl.lightning_module import GRPOTrainer
 from arm_rl.prompts import PromptRecord, ShapesPromptDataModule, ShapesPromptDataset
@@ -35,11 +36,7 @@ class CodeReward(Reward):
 
 def _yaml(tmp_path: Path, model: dict, data: dict | None = None, name: str = "rl.yaml") -> Path:
     cfg = {"seed_everything": 0,
-           "trainer": {"accelerator": "cpu", "devices": 1, "max_steps": 1, "log_every_n_steps": 1,
-                       "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
-                                  "init_args": {"save_dir": str(tmp_path / "logs"), "name": "csv"}},
-                       "enable_checkpointing": False, "enable_progress_bar": False,
-                       "num_sanity_val_steps": 0, "default_root_dir": str(tmp_path / "logs")},
+           "trainer": one_step_trainer(tmp_path),
            "model": {"class_path": "grpo", "init_args": {"group_size": 2, "export_dir": str(tmp_path / "out"),
                                                          **model}},
            "data": {"class_path": "shapes_prompts",
@@ -225,17 +222,9 @@ class Threes(Reward):
 
 
 @pytest.fixture
-def plugin_task(tmp_path, monkeypatch):
+def plugin_task(arm_register):
     """A task and a reward in a module of their own, registered ad hoc (as a plugin's entry points would)."""
-    from arm_tokenizer.framework import registry
-
-    (tmp_path / "my_task.py").write_text(TASK_MODULE)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("ARM_EXTRA_COMPONENTS", "task:styled_t2i=my_task:StyledT2I,reward:threes=my_task:Threes")
-    registry.refresh()
-    yield
-    sys.modules.pop("my_task", None)
-    registry.refresh()
+    arm_register("task:styled_t2i=my_task:StyledT2I,reward:threes=my_task:Threes", my_task=TASK_MODULE)
 
 
 def test_a_plugin_task_trains_one_grpo_step_from_yaml(tiny_lm, tmp_path, monkeypatch, plugin_task):
@@ -261,7 +250,7 @@ def test_a_plugin_task_trains_one_grpo_step_from_yaml(tiny_lm, tmp_path, monkeyp
     text = sampler.formatter.text
     style, caption = text.encode(my_task.STYLE), text.encode("a red circle")
     assert prompt[2:2 + len(style) + len(caption)] == style + caption
-    assert guidance is not None and guidance.scale == 1.5
+    assert guidance is not None and guidance.guidance_scale == 1.5
 
 
 # ---------------------------------------------------------------------- errors

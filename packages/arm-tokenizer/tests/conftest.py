@@ -27,3 +27,17 @@ def fresh_registry(monkeypatch):
     registry.refresh()
     yield registry
     registry.refresh()
+
+
+@pytest.fixture
+def toy_cli_env(monkeypatch, fresh_registry, tmp_path):
+    """``toy_cli_env(spec)`` registers toy components (an ``ARM_EXTRA_COMPONENTS`` spec) and
+    moves into ``tmp_path``, where the CLI tests write their configs; returns ``tmp_path``."""
+
+    def use(spec: str):
+        monkeypatch.setenv("ARM_EXTRA_COMPONENTS", spec)
+        monkeypatch.chdir(tmp_path)
+        fresh_registry.refresh()
+        return tmp_path
+
+    return use

@@ -20,6 +20,7 @@ from arm_tokenizer.images import (
     transform_for,
     u8_to_tensor,
 )
+from arm_tokenizer.testing.toys import TINY_TOKENIZER_MODEL_YAML
 from PIL import Image
 
 skdata = pytest.importorskip("skimage.data")
@@ -156,15 +157,8 @@ trainer:
   enable_model_summary: false
   log_every_n_steps: 1
   default_root_dir: {root}/logs
-model:
-  class_path: tokenizer_trainer
-  init_args:
+{model}
     image_size: [32, 48]
-    encoder: {{class_path: cnn, init_args: {{patch_size: 8, width: 8, max_width: 16, out_dim: 12}}}}
-    proj_in: {{class_path: linear, init_args: {{in_dim: 12, out_dim: 3}}}}
-    quantizer: {{class_path: fsq, init_args: {{levels: [5, 5, 5]}}}}
-    proj_out: {{class_path: linear, init_args: {{in_dim: 3, out_dim: 12}}}}
-    decoder: {{class_path: conv_decoder, init_args: {{in_dim: 12, patch_size: 8, channels: 16, min_channels: 8}}}}
     num_grid_images: 2
     export_dir: {root}/export
 data:
@@ -185,7 +179,7 @@ def test_non_square_fit_with_logging_short_epochs_and_progress_lines(photos, tmp
     from arm_tokenizer.tokenizer import VisualTokenizer
 
     cfg = tmp_path / "fit.yaml"
-    cfg.write_text(textwrap.dedent(CONFIG.format(root=tmp_path, photos=photos)))
+    cfg.write_text(textwrap.dedent(CONFIG.format(model=TINY_TOKENIZER_MODEL_YAML, root=tmp_path, photos=photos)))
     cli = run_lightning(["fit", "--config", str(cfg)])
     trainer = cli.trainer
     assert trainer.loggers, "the default logger stays on"
@@ -214,7 +208,7 @@ def test_progress_is_overridable_and_off_with_the_bar(photos, tmp_path, capsys):
     from arm_tokenizer.framework.lightning_cli import run_lightning
     from arm_tokenizer.framework.progress import StepProgress
 
-    text = textwrap.dedent(CONFIG.format(root=tmp_path, photos=photos)).replace(
+    text = textwrap.dedent(CONFIG.format(model=TINY_TOKENIZER_MODEL_YAML, root=tmp_path, photos=photos)).replace(
         "  max_steps: 5\n", "  max_steps: 2\n  callbacks:\n    - class_path: arm_tokenizer.framework.progress.StepProgress\n"
                             "      init_args: {every_n_steps: 1, mode: lines}\n").replace(
         "    export_dir", "    # export_dir")

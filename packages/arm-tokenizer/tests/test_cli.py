@@ -6,6 +6,7 @@ import textwrap
 
 import pytest
 from arm_tokenizer.framework.cli_base import describe_component, run_cli
+from toy_components import FAST_DEV_TRAINER
 
 EXTRA = "model:toy_module=toy_components:ToyModule,datamodule:toy_data=toy_components:ToyData,encoder:toy_part=toy_components:ToyPart,encoder:broken=no_such_module_q:X"
 
@@ -20,21 +21,12 @@ model:
     lr: 0.05
 data:
   class_path: toy_data
-trainer:
-  fast_dev_run: true
-  logger: false
-  enable_checkpointing: false
-  enable_progress_bar: false
-  enable_model_summary: false
-"""
+""" + FAST_DEV_TRAINER
 
 
 @pytest.fixture
-def toy_env(monkeypatch, fresh_registry, tmp_path):
-    monkeypatch.setenv("ARM_EXTRA_COMPONENTS", EXTRA)
-    monkeypatch.chdir(tmp_path)
-    fresh_registry.refresh()
-    return tmp_path
+def toy_env(toy_cli_env):
+    return toy_cli_env(EXTRA)
 
 
 def write(tmp_path, text, name="cfg.yaml"):

@@ -10,7 +10,7 @@ from arm_tokenizer.framework.cli_base import run_cli
 from arm_tokenizer.framework.config_check import list_item_flag_error
 from lightning import LightningModule
 from torch import nn
-from toy_components import ToyPart
+from toy_components import FAST_DEV_TRAINER, ToyPart
 
 EXTRA = ("model:toy_list_module=test_cli_list_flags:ToyListModule,datamodule:toy_data=toy_components:ToyData,"
          "encoder:toy_part=toy_components:ToyPart")
@@ -50,21 +50,12 @@ model:
         init_args: {dim: 4, levels: [3, 3]}
 data:
   class_path: toy_data
-trainer:
-  fast_dev_run: true
-  logger: false
-  enable_checkpointing: false
-  enable_progress_bar: false
-  enable_model_summary: false
-"""
+""" + FAST_DEV_TRAINER
 
 
 @pytest.fixture
-def cfg(monkeypatch, fresh_registry, tmp_path):
-    monkeypatch.setenv("ARM_EXTRA_COMPONENTS", EXTRA)
-    monkeypatch.chdir(tmp_path)
-    fresh_registry.refresh()
-    path = tmp_path / "cfg.yaml"
+def cfg(toy_cli_env):
+    path = toy_cli_env(EXTRA) / "cfg.yaml"
     path.write_text(textwrap.dedent(CONFIG))
     return str(path)
 

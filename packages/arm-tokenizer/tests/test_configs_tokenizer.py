@@ -39,15 +39,9 @@ def teacher_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def image_dir(tmp_path_factory):
     """A folder of toy images with caption sidecars (the image_folder datamodule's input)."""
-    from arm_tokenizer.images import tensor_to_pil
-    from arm_tokenizer.teachers.toy import toy_batch
+    from arm_tokenizer.teachers.toy import write_toy_folder
 
-    root = tmp_path_factory.mktemp("images")
-    batch = toy_batch(6, size=32)
-    for i, (img, cap) in enumerate(zip(batch["images"], batch["captions"], strict=True)):
-        tensor_to_pil(img).save(root / f"{i}.png")
-        (root / f"{i}.txt").write_text(cap)
-    return root
+    return write_toy_folder(tmp_path_factory.mktemp("images"), 6)
 
 
 def _folder_data(images: Path) -> dict:
@@ -66,9 +60,14 @@ def _scale_down(cfg: dict, teacher: Path, images: Path, tmp: Path) -> dict:
     enc = m["encoder"]["init_args"]
     enc.update(model_name=tower["model_name"], model_kwargs=tower["model_kwargs"], pretrained=False,
                checkpoint_path=str(teacher / "image_tower.safetensors"), img_size=None)
+    # the toy tower has one block: the layers a config takes (test_encoders covers extra_layers)
+    enc.pop("feature_layer", None)
+    enc.pop("extra_layers", None)
     for key, io in (("proj_in", {"in_dim": width}), ("proj_out", {"out_dim": width})):
-        small = {"width": 16, "heads": 2} if m[key]["class_path"] == "transformer" else {"hidden_dim": 16}
-        m[key]["init_args"].update(**io, **small, depth=1)
+        kind = m[key]["class_path"]
+        small = {"width": 16, "heads": 2, "depth": 1} if kind == "transformer" else (
+            {"hidden_dim": 16, "depth": 1} if kind == "mlp" else {})
+        m[key]["init_args"].update(**io, **small)
     dec = m["decoder"]["init_args"]
     dec.update(in_dim=width, patch_size=patch)
     if m["decoder"]["class_path"] == "pixel_dit":

@@ -126,10 +126,10 @@ def test_cnn_encoder_shapes_and_errors():
     assert CNNEncoder(frozen=True).frozen
 
 
-def test_detail_layers_fold_finer_maps_onto_the_token_grid():
+def test_extra_layers_fold_finer_and_repeat_coarser_maps_onto_the_token_grid():
     torch.manual_seed(0)
     kw = {"model_name": "resnet10t", "model_kwargs": {"output_stride": 8, "channels": [32, 64, 64, 64]}}
-    plain, detailed = TimmEncoder(**kw), TimmEncoder(**kw, detail_layers=[0, 1])
+    plain, detailed = TimmEncoder(**kw), TimmEncoder(**kw, extra_layers=[0, 1])
     detailed.load_state_dict(plain.state_dict())
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     tokens = detailed(x)
@@ -142,7 +142,16 @@ def test_detail_layers_fold_finer_maps_onto_the_token_grid():
     y[:, :, 0, 0] += 0.5
     changed = (detailed(y)[..., 64:] - tokens[..., 64:]).abs().amax(-1)[0] > 1e-6
     assert changed[0] and not changed[5:].any()
-    vit = tiny_vit(detail_layers=[0])
+    vit = tiny_vit(extra_layers=[0])
     assert vit.out_dim == 64 and vit(x).shape == (2, 16, 64)
-    with pytest.raises(ValueError, match="detail_layers: 2 must name a layer before feature_layer"):
-        tiny_vit(feature_layer=1, detail_layers=[2])
+    with pytest.raises(ValueError, match="extra_layers: 1 must name a layer of the 3, other than feature_layer"):
+        tiny_vit(feature_layer=1, extra_layers=[1])
+    # stride-4 tokens: the stride-2 stem folded 2x2, the stride-8 last stage repeated 2x2
+    fine = TimmEncoder(**kw, feature_layer=1, extra_layers=[0, -1])
+    fine.load_state_dict(plain.state_dict())
+    assert fine.patch_size == 4 and fine.out_dim == 32 + 64 * 4 + 64
+    out = fine(x)
+    assert out.shape == (2, 64, fine.out_dim)
+    last = out[..., -64:].reshape(2, 8, 8, 64)
+    coarse = plain(x).reshape(2, 4, 4, 64)
+    assert torch.allclose(last[:, ::2, ::2], coarse) and torch.allclose(last[:, 1::2, 1::2], coarse)

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import ast
 import importlib
 import json
 import subprocess
@@ -23,88 +22,17 @@ import arm_tokenizer
 import pytest
 from arm_tokenizer.framework import config_check, configurable
 from arm_tokenizer.framework.deprecation import MOVED_MODULES, current_path
+from arm_tokenizer.testing.import_layout import (
+    assert_local_imports_explained,
+    assert_no_import_cycle,
+    find_cycle,
+    import_graph,
+    unexplained_local_imports,
+)
 
 SRC = Path(arm_tokenizer.__file__).resolve().parent.parent
 # this package's moves (the table also holds the other ARM packages', tested there)
 OURS = {old: new for old, new in MOVED_MODULES.items() if old.startswith("arm_tokenizer.")}
-
-
-# -- reading imports with ast ------------------------------------------------------------------
-def _modules(root: Path, top: str) -> dict[str, tuple[Path, bool]]:
-    """``{dotted name: (file, is_package)}`` of every module of package ``top`` under ``root``."""
-    out = {}
-    for path in sorted((root / top).rglob("*.py")):
-        parts = list(path.relative_to(root).with_suffix("").parts)
-        is_pkg = parts[-1] == "__init__"
-        out[".".join(parts[:-1] if is_pkg else parts)] = (path, is_pkg)
-    return out
-
-
-def _is_type_checking(test: ast.expr) -> bool:
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
-
-
-def _runtime_imports(body: list[ast.stmt]):
-    """Import statements that run when the module is imported (not in functions or classes'
-    methods, not under ``if TYPE_CHECKING:``)."""
-    for node in body:
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            yield node
-        elif isinstance(node, ast.If):
-            if not _is_type_checking(node.test):
-                yield from _runtime_imports(node.body)
-            yield from _runtime_imports(node.orelse)
-        elif isinstance(node, ast.Try):
-            for block in (node.body, *(h.body for h in node.handlers), node.orelse, node.finalbody):
-                yield from _runtime_imports(block)
-        elif isinstance(node, ast.ClassDef):
-            yield from _runtime_imports(node.body)
-
-
-def import_graph(root: Path, top: str) -> dict[str, set[str]]:
-    """Module -> the modules of ``top`` it imports at import time."""
-    mods = _modules(root, top)
-    graph = {}
-    for name, (path, is_pkg) in mods.items():
-        package = name if is_pkg else name.rpartition(".")[0]
-        edges = set()
-        for node in _runtime_imports(ast.parse(path.read_text(encoding="utf-8")).body):
-            if isinstance(node, ast.Import):
-                edges.update(a.name for a in node.names if a.name in mods)
-                continue
-            base = node.module or ""
-            if node.level:  # relative: from .x import y
-                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join(parts + ([node.module] if node.module else []))
-            for alias in node.names:  # `from pkg import submodule` imports the submodule
-                target = f"{base}.{alias.name}"
-                edges.add(target if target in mods else base)
-        graph[name] = {e for e in edges if e in mods and e != name}
-    return graph
-
-
-def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
-    """One import cycle as ``[a, b, ..., a]``, or None."""
-    state: dict[str, int] = {}  # 1: on the current path, 2: done
-    path: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        state[node] = 1
-        path.append(node)
-        for nxt in sorted(graph[node]):
-            if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
-            if nxt not in state and (found := visit(nxt)):
-                return found
-        path.pop()
-        state[node] = 2
-        return None
-
-    for start in sorted(graph):
-        if start not in state and (found := visit(start)):
-            return found
-    return None
 
 
 def test_cycle_finder_sees_a_cycle(tmp_path):
@@ -120,42 +48,37 @@ def test_cycle_finder_sees_a_cycle(tmp_path):
     assert find_cycle(import_graph(tmp_path, "cyc")) is None
 
 
+def test_cycle_finder_sees_a_cycle_through_a_package_init(tmp_path):
+    """Importing ``cyc.sub.b`` runs ``cyc/sub/__init__.py`` first: a cycle through it counts."""
+    sub = tmp_path / "cyc" / "sub"
+    sub.mkdir(parents=True)
+    (tmp_path / "cyc" / "__init__.py").write_text("")
+    (tmp_path / "cyc" / "a.py").write_text("from cyc.sub.b import x\n")
+    (sub / "__init__.py").write_text("from cyc.sub import c\n")
+    (sub / "b.py").write_text("x = 1\n")
+    (sub / "c.py").write_text("import cyc.a\n")
+    assert import_graph(tmp_path, "cyc")["cyc.a"] == {"cyc.sub", "cyc.sub.b"}
+    assert find_cycle(import_graph(tmp_path, "cyc")) == ["cyc.a", "cyc.sub", "cyc.sub.c", "cyc.a"]
+
+
+def test_local_import_check_wants_a_reason(tmp_path):
+    pkg = tmp_path / "loc"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(
+        "def f():\n    import json\n\n"
+        "def g():\n    # deferred: heavy\n    import json\n    import os\n\n"
+        "def h():\n    import os  # deferred: heavy\n")
+    assert unexplained_local_imports(tmp_path, "loc") == ["loc/__init__.py:2: import json"]
+
+
 def test_no_import_cycle_in_arm_tokenizer():
-    graph = import_graph(SRC, "arm_tokenizer")
-    assert "arm_tokenizer.framework.registry" in graph and len(graph) > 50  # it sees the package
-    cycle = find_cycle(graph)
-    assert cycle is None, "import cycle: " + " -> ".join(cycle)
-
-
-def _local_imports(tree: ast.AST):
-    """``(statement list, index)`` of every import inside a function."""
-    def walk(node: ast.AST, in_function: bool):
-        for field in ("body", "orelse", "finalbody", "handlers"):
-            block = getattr(node, field, None)
-            if not isinstance(block, list):
-                continue
-            for i, child in enumerate(block):
-                if in_function and isinstance(child, (ast.Import, ast.ImportFrom)):
-                    yield block, i
-                yield from walk(child, in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)))
-    yield from walk(tree, False)
+    assert_no_import_cycle(arm_tokenizer, "arm_tokenizer.framework.registry", min_modules=51)
 
 
 def test_every_function_local_import_says_why():
     """A function-local import defers a heavy or optional import, or breaks a cycle; a comment
     ``# deferred: <why>`` on the line before its group of imports (or on the import) says which."""
-    unexplained = []
-    for path, _ in _modules(SRC, "arm_tokenizer").values():
-        lines = path.read_text(encoding="utf-8").splitlines()
-        for block, i in _local_imports(ast.parse("\n".join(lines))):
-            first = i
-            while first > 0 and isinstance(block[first - 1], (ast.Import, ast.ImportFrom)):
-                first -= 1
-            span = lines[block[first].lineno - 2: block[i].end_lineno]
-            if not any("# deferred:" in line for line in span):
-                unexplained.append(f"{path.relative_to(SRC)}:{block[i].lineno}: {lines[block[i].lineno - 1].strip()}")
-    assert not unexplained, ("function-local imports without a '# deferred: <why>' comment (move them "
-                             "to the top of the module, or say why not):\n" + "\n".join(unexplained))
+    assert_local_imports_explained(arm_tokenizer)
 
 
 # -- moved modules -----------------------------------------------------------------------------

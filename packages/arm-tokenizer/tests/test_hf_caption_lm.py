@@ -297,15 +297,11 @@ def _readme_yaml() -> dict:
 def _tiny_trainer_config(tmp_path, cap_loss: dict) -> str:
     """A tiny TokenizerTrainer YAML around ``cap_loss``, on a captioned 32 px image folder."""
     import yaml
-    from arm_tokenizer.images import tensor_to_pil
-    from arm_tokenizer.teachers.toy import toy_batch
+    from arm_tokenizer.teachers.toy import write_toy_folder
 
     images = tmp_path / "images"
     images.mkdir()
-    batch = toy_batch(4, size=32)
-    for i, (img, cap) in enumerate(zip(batch["images"], batch["captions"], strict=True)):
-        tensor_to_pil(img).save(images / f"{i}.png")
-        (images / f"{i}.txt").write_text(cap)
+    write_toy_folder(images, 4)
     cfg = {
         "trainer": {"accelerator": "cpu", "devices": 1, "default_root_dir": str(tmp_path / "logs"),
                     "enable_progress_bar": False, "enable_model_summary": False, "logger": False},

@@ -19,6 +19,7 @@ from arm_tokenizer.framework import registry  # noqa: E402
 from arm_tokenizer.framework.configurable import instantiate  # noqa: E402
 from arm_tokenizer.framework.hub import HubUnavailableError  # noqa: E402
 from arm_tokenizer.testing.hf_tiny import TINY_FAMILIES, tiny_hf_dir  # noqa: E402
+from toy_components import FAST_DEV_TRAINER  # noqa: E402
 
 FAMILIES = list(TINY_FAMILIES)
 
@@ -320,13 +321,7 @@ model:
 data:
   class_path: image_folder
   init_args: {{root: {images}, image_size: [16, 24], batch_size: 2, val_fraction: 0.34, captions: require}}
-trainer:
-  fast_dev_run: true
-  logger: false
-  enable_checkpointing: false
-  enable_progress_bar: false
-  enable_model_summary: false
-"""
+""" + FAST_DEV_TRAINER
 
 
 def test_yaml_fit_with_hf_towers_non_square(tmp_path, monkeypatch):

@@ -11,6 +11,7 @@ import pytest
 from arm_tokenizer.data import ImageFolderDataModule, min_side_for
 from arm_tokenizer.framework.cli_base import run_cli
 from arm_tokenizer.images import ImageTooSmallError
+from arm_tokenizer.testing.toys import TINY_TOKENIZER_MODEL_YAML
 from PIL import Image
 
 
@@ -81,15 +82,8 @@ trainer:
   enable_model_summary: false
   enable_progress_bar: false
   limit_val_batches: 0
-model:
-  class_path: tokenizer_trainer
-  init_args:
+{model}
     image_size: 16
-    encoder: {{class_path: cnn, init_args: {{patch_size: 8, width: 8, max_width: 16, out_dim: 12}}}}
-    proj_in: {{class_path: linear, init_args: {{in_dim: 12, out_dim: 3}}}}
-    quantizer: {{class_path: fsq, init_args: {{levels: [5, 5, 5]}}}}
-    proj_out: {{class_path: linear, init_args: {{in_dim: 3, out_dim: 12}}}}
-    decoder: {{class_path: conv_decoder, init_args: {{in_dim: 12, patch_size: 8, channels: 16, min_channels: 8}}}}
     num_grid_images: 0
 data:
   class_path: image_folder
@@ -104,7 +98,7 @@ data:
 def test_cli_says_it_in_one_line_exit_2(folder, tmp_path, capsys, monkeypatch, size, message):
     monkeypatch.chdir(tmp_path)
     cfg = tmp_path / "fit.yaml"
-    cfg.write_text(textwrap.dedent(CONFIG.format(root=folder, size=size)))
+    cfg.write_text(textwrap.dedent(CONFIG.format(model=TINY_TOKENIZER_MODEL_YAML, root=folder, size=size)))
     assert run_cli("arm-tokenizer", ["fit", "--config", str(cfg)]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err

@@ -18,7 +18,12 @@ from arm_tokenizer.teachers.frozen import (
 from arm_tokenizer.teachers.lightning_module import TeacherTrainer
 from arm_tokenizer.teachers.modules import build_image_tower
 from arm_tokenizer.teachers.spm import BOS_ID, EOS_ID, PAD_ID, SpmText, train_spm
-from arm_tokenizer.teachers.toy import TINY_TOWER_KWARGS, build_toy_teacher, toy_batch
+from arm_tokenizer.teachers.toy import (
+    TINY_TOWER_KWARGS,
+    build_toy_teacher,
+    toy_batch,
+    write_toy_folder,
+)
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
@@ -212,17 +217,13 @@ def test_shapes_teacher_yaml_runs_scaled_down(tmp_path):
     """shapes-teacher.yaml through the real CLI: same model, tiny sizes, a folder of toy images."""
     import yaml
     from arm_tokenizer.framework.lightning_cli import run_lightning
-    from arm_tokenizer.images import tensor_to_pil
 
     cfg = yaml.safe_load((_CONFIGS / "shapes-teacher.yaml").read_text())
     assert cfg["model"]["class_path"] == "teacher_trainer"
     assert cfg["data"]["class_path"] == "shapes_world"
     root = tmp_path / "images"
     root.mkdir()
-    batch = toy_batch(6, size=32)
-    for i, (img, cap) in enumerate(zip(batch["images"], batch["captions"], strict=True)):
-        tensor_to_pil(img).save(root / f"{i}.png")
-        (root / f"{i}.txt").write_text(cap)
+    write_toy_folder(root, 6)
     m = cfg["model"]["init_args"]
     # the shipped ConvNet tower at a quarter of its widths
     tiny_tower = {**m["image_tower_kwargs"], "channels": [8, 16, 16, 16]}

@@ -7,6 +7,16 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+# The quiet one-batch trainer of the CLI tests' YAML configs (appended after model/data).
+FAST_DEV_TRAINER = """\
+trainer:
+  fast_dev_run: true
+  logger: false
+  enable_checkpointing: false
+  enable_progress_bar: false
+  enable_model_summary: false
+"""
+
 
 class ToyPart(nn.Module):
     """A part with typed arguments.

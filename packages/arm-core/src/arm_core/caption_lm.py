@@ -30,6 +30,9 @@ import torch
 import torch.nn.functional as F
 from arm_tokenizer.teachers.base import CaptionLM
 
+from arm_core.checkpoint import load_lm
+from arm_core.model import rope_cos_sin
+
 __all__ = ["ArmCaptionLM"]
 
 
@@ -49,8 +52,6 @@ class ArmCaptionLM(CaptionLM):
     def __init__(self, lm_dir: str = "runs/lm", question: str = "describe the image.",
                  grid: tuple[int, int] | None = None, max_caption_tokens: int = 64) -> None:
         super().__init__()
-        from arm_core.checkpoint import load_lm
-
         ck = load_lm(lm_dir)
         if ck.layout is None:
             raise ValueError(f"ArmCaptionLM: {lm_dir} has no vocabulary layout; export the LM with "
@@ -117,8 +118,6 @@ class ArmCaptionLM(CaptionLM):
 
     def _hidden(self, x: torch.Tensor) -> torch.Tensor:
         """The decoder over input embeddings ``(B, T, C)`` (causal, one document per row)."""
-        from arm_core.model import rope_cos_sin
-
         m = self.model
         B, T, _ = x.shape
         if T > m.config.max_seq_len:

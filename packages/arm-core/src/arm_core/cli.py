@@ -9,13 +9,15 @@ from arm_tokenizer.framework.cli_base import ExtraCommand, run_cli
 
 def _generate(argv: list[str]) -> int:
     """Generate images (t2i, edit) or answers (understand) with an exported LM."""
-    from arm_core.pipelines import cli_generate  # imported on use: fast CLI start-up
+    # deferred: torch loads when the command runs (`arm-lm --help` stays fast)
+    from arm_core.pipelines import cli_generate
 
     return cli_generate(argv)
 
 
 def _evaluate(argv: list[str]) -> int:
     """Evaluate an LM on ShapesWorld or your own data (loss, VQA, T2I alignment) to JSON."""
+    # deferred: torch loads when the command runs (`arm-lm --help` stays fast)
     from arm_core.evaluate import cli_evaluate
 
     return cli_evaluate(argv)
@@ -23,6 +25,7 @@ def _evaluate(argv: list[str]) -> int:
 
 def _suite(argv: list[str]) -> int:
     """Benchmark suites (GenEval, DPG, WISE, GEdit, ImgEdit, shapes): generate, score."""
+    # deferred: torch loads when the command runs (`arm-lm --help` stays fast)
     from arm_core.suites.cli import cli_suite
 
     return cli_suite(argv)

@@ -39,6 +39,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from arm_data.formats import ImageTokens
+from arm_data.tasks import get_task
+from arm_tokenizer.framework.deprecation import renamed_argument
 from PIL import Image
 
 from arm_core.generation import Guidance
@@ -80,8 +83,6 @@ class ContinueDocument(_Pipeline):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        from arm_data.tasks import get_task
-
         self.task = get_task(TASK)
         missing = [t for t in self.task.vocab_tokens() if t not in self.layout.special_tokens]
         if missing:
@@ -96,8 +97,6 @@ class ContinueDocument(_Pipeline):
     # ------------------------------------------------------------------ inputs
     def _documents(self, documents: Any) -> list[list[Any]]:
         """Documents -> lists of segments as text ids / ``ImageTokens`` (images encoded in one batch)."""
-        from arm_data.formats import ImageTokens
-
         if isinstance(documents, (str, Image.Image)) or not isinstance(documents, Sequence) or not documents:
             raise PipelineError("documents must be a non-empty list of documents, each a list of segments "
                                 "(str text, PIL images / pathlib paths, or ImageTokens)")
@@ -126,8 +125,6 @@ class ContinueDocument(_Pipeline):
         return docs
 
     def _grid_for(self, segs: list[Any], grid: Sequence[int] | None) -> tuple[int, int]:
-        from arm_data.formats import ImageTokens
-
         if grid is not None:
             return self._check_grid(grid)
         last = next((s for s in reversed(segs) if isinstance(s, ImageTokens)), None)
@@ -136,10 +133,11 @@ class ContinueDocument(_Pipeline):
     # ------------------------------------------------------------------ generation
     def __call__(self, documents: Sequence[Sequence[Any]], *, max_segments: int = 1, next: str = "auto",
                  max_text_tokens: int = 64, grid: Sequence[int] | None = None,
-                 text_guidance_scale: float = 1.5, image_guidance_scale: float = 1.0,
+                 guidance_scale: float | None = None, image_guidance_scale: float = 1.0,
                  drop_images: bool = False, temperature: float = 1.0, text_temperature: float = 0.0,
                  top_k: int | None = None, top_p: float = 1.0, seed: int | None = 0,
-                 batch_size: int = 16, decode: bool = True) -> list[Continuation]:
+                 batch_size: int = 16, decode: bool = True,
+                 text_guidance_scale: float | None = None) -> list[Continuation]:
         """Continue each document by up to ``max_segments`` segments.
 
         Args:
@@ -153,7 +151,7 @@ class ContinueDocument(_Pipeline):
             max_text_tokens: the longest text segment in tokens.
             grid: the token grid of new images; default the document's last image's grid,
                 else the visual tokenizer's.
-            text_guidance_scale: guidance over the text just before an image (1 = none).
+            guidance_scale: guidance over the text just before an image (1 = none; default 1.5).
             image_guidance_scale: guidance over the history before that text (1 = two branches).
             drop_images: with ``image_guidance_scale == 1``, the unconditional branch drops the
                 history (earlier images) as well as the text.
@@ -162,9 +160,10 @@ class ContinueDocument(_Pipeline):
             seed: base seed (each engine call adds its index); None = nondeterministic.
             batch_size: documents per engine call.
             decode: return new images as PIL images (else as ``ImageTokens``).
+            text_guidance_scale: deprecated name of ``guidance_scale`` (warns).
         """
-        from arm_data.formats import ImageTokens
-
+        guidance_scale = renamed_argument("ContinueDocument", "text_guidance_scale", "guidance_scale",
+                                          text_guidance_scale, guidance_scale, 1.5)
         if next not in ("auto", "image"):
             raise PipelineError(f"next must be 'auto' or 'image', got {next!r}")
         if max_segments < 1 or max_text_tokens < 1:
@@ -226,7 +225,7 @@ class ContinueDocument(_Pipeline):
                         full.append(p)
                 if not fit:
                     continue
-                branches = [self.task.branches(p, text_guidance_scale, image_guidance_scale,
+                branches = [self.task.branches(p, guidance_scale, image_guidance_scale,
                                                drop_images=drop_images) for p in full]
                 rows = self._run([p["full"] for p in full], h * w + 1, temperature, top_k, top_p,
                                  [L.eoi_id], branches, seed, calls, batch_size)
@@ -263,9 +262,9 @@ class ContinueDocument(_Pipeline):
             guidance = None
             if branches is not None and branches[sl][0] is not None:
                 br = branches[sl]
-                guidance = Guidance(uncond_prompts=[g.uncond for g in br], scale=br[0].scale,
+                guidance = Guidance(uncond_prompts=[g.uncond for g in br], guidance_scale=br[0].guidance_scale,
                                     image_prompts=None if br[0].image is None else [g.image for g in br],
-                                    image_scale=br[0].image_scale)
+                                    image_guidance_scale=br[0].image_guidance_scale)
             res = self.engine.generate(
                 prompts[sl], n_new, temperature=temperature, top_k=top_k, top_p=top_p,
                 eos_ids=stop_ids, constraint=self._constraint(), guidance=guidance,

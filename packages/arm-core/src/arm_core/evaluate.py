@@ -16,16 +16,17 @@ The benchmark is arm-data's rule-based evaluator (``arm_data.shapes``), GenEval-
 * **Editing**: source image + instruction -> edited image, scored for instruction
   ``adherence`` and ``consistency`` (everything else unchanged), per edit kind.
 
-Every generation setting is run at each guidance scale in ``cfg_scales`` (1 = no
+Every generation setting is run at each guidance scale in ``guidance_scales`` (1 = no
 guidance; ARM claims semantic tokens need little), and ``best`` picks the best scale per
 task (T2I: overall on the main split; editing: adherence + consistency). Editing has a
 second scale, over the source image (ARM: 1.25), which trades adherence for consistency;
-``edit_image_scale`` may list several, and each text scale above 1 is then run with each
-(keys ``cfg=T,img=I``; with one image scale the keys stay ``cfg=T``). Output is a JSON
-dict (:func:`evaluate_lm`), written by ``arm-lm evaluate``::
+``image_guidance_scales`` may list several, and each text scale above 1 is then run with
+each (keys ``cfg=T,img=I``; with one image scale the keys stay ``cfg=T``; the keys and the
+``settings`` entries ``cfg_scales`` / ``edit_image_scale`` keep the names earlier metrics
+files have). Output is a JSON dict (:func:`evaluate_lm`), written by ``arm-lm evaluate``::
 
     arm-lm evaluate --lm runs/lm --tokenizer runs/tokenizer --split heldout --n 200 \\
-        --cfg 1.0 1.5 3.0 --edit-image-scale 1.25 2 3 --out metrics.json
+        --guidance-scale 1.0 1.5 3.0 --image-guidance-scale 1.25 2 3 --out metrics.json
 
 Which evaluation ``--tasks NAME`` runs is the task's to say: its
 :attr:`arm_data.tasks.Task.evaluator` names one of :data:`EVALUATORS` (``t2i`` ->
@@ -55,6 +56,7 @@ from arm_data.shapes.difficulty import get_difficulty
 from arm_data.shapes.spec import count_group
 from arm_data.tasks import UnknownTaskError, get_task
 from arm_tokenizer.framework.checkpoint import atomic_write_bytes
+from arm_tokenizer.framework.deprecation import add_renamed_flag, renamed_argument
 
 from arm_core.pipelines import Edit, TextToImage, Understand, load_pipelines
 
@@ -99,19 +101,22 @@ def _image_size(pipe: Any) -> tuple[int, int]:
     return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
-def evaluate_t2i_split(pipe: TextToImage, split: str, n: int, scale: float, *, seed: int = 0,
-                       data_seed: int = 0, temperature: float = 1.0, top_k: int | None = None,
-                       batch_size: int = 32, progress: bool = False,
-                       keep_images: int = 0, difficulty: Any = "full") -> dict[str, Any]:
-    """Generate ``n`` images for the split's captions at guidance ``scale`` and score them
-    (scenes from the ShapesWorld of ``difficulty``)."""
-    # local: the ShapesWorld evaluator imports scipy (~0.6 s), needed only when scoring
+def evaluate_t2i_split(pipe: TextToImage, split: str, n: int, guidance_scale: float | None = None, *,
+                       seed: int = 0, data_seed: int = 0, temperature: float = 1.0,
+                       top_k: int | None = None, batch_size: int = 32, progress: bool = False,
+                       keep_images: int = 0, difficulty: Any = "full",
+                       scale: float | None = None) -> dict[str, Any]:
+    """Generate ``n`` images for the split's captions at ``guidance_scale`` (required) and
+    score them (scenes from the ShapesWorld of ``difficulty``). ``scale``: the deprecated
+    name of ``guidance_scale``."""
+    guidance_scale = renamed_argument("evaluate_t2i_split", "scale", "guidance_scale", scale, guidance_scale)
+    # deferred: the ShapesWorld evaluator imports scipy (~0.6 s), needed only when scoring
     from arm_data.shapes import evaluate_t2i
     from arm_data.shapes.evaluator import clause_pass_rates
 
     world = _world(split, data_seed, _image_size(pipe), n, difficulty)
     samples = [world[i] for i in range(n)]
-    images = pipe([s.caption for s in samples], guidance_scale=scale, temperature=temperature,
+    images = pipe([s.caption for s in samples], guidance_scale=guidance_scale, temperature=temperature,
                   top_k=top_k, seed=seed, batch_size=batch_size, progress=progress)
     scores, strict, clauses = [], [], []
     groups: dict[str, list[float]] = defaultdict(list)
@@ -175,20 +180,29 @@ def evaluate_vqa_split(pipe: Understand, split: str, n: int, *, data_seed: int =
     return out
 
 
-def evaluate_edit_split(pipe: Edit, split: str, n: int, text_scale: float, image_scale: float, *,
+def evaluate_edit_split(pipe: Edit, split: str, n: int, guidance_scale: float | None = None,
+                        image_guidance_scale: float | None = None, *,
                         seed: int = 0, data_seed: int = 0, temperature: float = 1.0,
                         top_k: int | None = None, batch_size: int = 32,
                         progress: bool = False, keep_images: int = 0,
-                        difficulty: Any = "full") -> dict[str, Any]:
-    """Edit ``n`` source images by their instructions and score adherence / consistency."""
-    # local: the ShapesWorld evaluator imports scipy (~0.6 s), needed only when scoring
+                        difficulty: Any = "full", text_scale: float | None = None,
+                        image_scale: float | None = None) -> dict[str, Any]:
+    """Edit ``n`` source images by their instructions at ``guidance_scale`` (over the
+    instruction) and ``image_guidance_scale`` (over the source image), both required, and
+    score adherence / consistency (the result keeps the keys ``text_scale`` /
+    ``image_scale``). ``text_scale`` / ``image_scale``: the deprecated argument names."""
+    guidance_scale = renamed_argument("evaluate_edit_split", "text_scale", "guidance_scale", text_scale,
+                                      guidance_scale)
+    image_guidance_scale = renamed_argument("evaluate_edit_split", "image_scale", "image_guidance_scale",
+                                            image_scale, image_guidance_scale)
+    # deferred: the ShapesWorld evaluator imports scipy (~0.6 s), needed only when scoring
     from arm_data.shapes import evaluate_edit
 
     world = _world(split, data_seed, _image_size(pipe), n, difficulty)
     trips = [world[i].edit for i in range(n)]
     sources = [t.source_image for t in trips]
-    outs = pipe(sources, [t.instruction for t in trips], text_guidance_scale=text_scale,
-                image_guidance_scale=image_scale, temperature=temperature, top_k=top_k,
+    outs = pipe(sources, [t.instruction for t in trips], guidance_scale=guidance_scale,
+                image_guidance_scale=image_guidance_scale, temperature=temperature, top_k=top_k,
                 seed=seed, batch_size=batch_size, progress=progress)
     adh, con = [], []
     by_kind: dict[str, dict[str, list[float]]] = defaultdict(lambda: {"adherence": [], "consistency": []})
@@ -200,7 +214,7 @@ def evaluate_edit_split(pipe: Edit, split: str, n: int, text_scale: float, image
         by_kind[kind]["adherence"].append(r.adherence)
         by_kind[kind]["consistency"].append(r.consistency)
     out: dict[str, Any] = {
-        "n": n, "text_scale": text_scale, "image_scale": image_scale,
+        "n": n, "text_scale": guidance_scale, "image_scale": image_guidance_scale,
         "adherence": _mean(adh), "adherence_se": _se(adh),
         "consistency": _mean(con), "consistency_se": _se(con),
         "by_kind": {k: {m: _mean(v) for m, v in d.items()} | {"n": len(d["adherence"])}
@@ -214,21 +228,31 @@ def evaluate_edit_split(pipe: Edit, split: str, n: int, text_scale: float, image
 
 def evaluate_pipelines(t2i: TextToImage, edit: Edit, und: Understand, *, split: str = "heldout",
                        seen_split: str | None = "val", n: int = 200,
-                       cfg_scales: Sequence[float] = (1.0, 1.5, 3.0),
-                       edit_image_scale: float | Sequence[float] = 1.25, tasks: Sequence[str] = TASKS,
+                       guidance_scales: Sequence[float] | None = None,
+                       image_guidance_scales: float | Sequence[float] | None = None,
+                       tasks: Sequence[str] = TASKS,
                        temperature: float = 1.0, top_k: int | None = None, seed: int = 0,
                        data_seed: int = 0, questions_per_image: int = 1, batch_size: int = 32,
-                       progress: bool = True, difficulty: Any = "full") -> dict[str, Any]:
+                       progress: bool = True, difficulty: Any = "full",
+                       cfg_scales: Sequence[float] | None = None,
+                       edit_image_scale: float | Sequence[float] | None = None) -> dict[str, Any]:
     """All metrics for loaded pipelines (see the module docstring for the JSON layout), on the
-    ShapesWorld of ``difficulty`` (``full``, ``demo`` or Difficulty fields)."""
+    ShapesWorld of ``difficulty`` (``full``, ``demo`` or Difficulty fields), at each of
+    ``guidance_scales`` (default 1, 1.5, 3) and, for editing, ``image_guidance_scales``
+    (one or several; default 1.25). ``cfg_scales`` / ``edit_image_scale``: their deprecated
+    names."""
+    guidance_scales = renamed_argument("evaluate_pipelines", "cfg_scales", "guidance_scales", cfg_scales,
+                                       guidance_scales, (1.0, 1.5, 3.0))
+    image_guidance_scales = renamed_argument("evaluate_pipelines", "edit_image_scale", "image_guidance_scales",
+                                             edit_image_scale, image_guidance_scales, 1.25)
     difficulty = get_difficulty(difficulty)
     plan = evaluators_for(tasks)
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    scales = [float(s) for s in cfg_scales] or [1.0]
+    scales = [float(s) for s in guidance_scales] or [1.0]
     if any(s <= 0 for s in scales):
         raise ValueError(f"guidance scales must be > 0, got {scales}")
-    image_scales = _edit_image_scales(edit_image_scale)
+    image_scales = _edit_image_scales(image_guidance_scales)
     splits = [split] + ([seen_split] if seen_split and seen_split != split else [])
     t0 = time.perf_counter()
     res: dict[str, Any] = {
@@ -255,11 +279,11 @@ def evaluate_pipelines(t2i: TextToImage, edit: Edit, und: Understand, *, split: 
     return res
 
 
-def _edit_image_scales(edit_image_scale: float | Sequence[float]) -> list[float]:
-    scales = ([float(edit_image_scale)] if isinstance(edit_image_scale, (int, float))
-              else [float(s) for s in edit_image_scale])
+def _edit_image_scales(image_guidance_scales: float | Sequence[float]) -> list[float]:
+    scales = ([float(image_guidance_scales)] if isinstance(image_guidance_scales, (int, float))
+              else [float(s) for s in image_guidance_scales])
     if not scales or any(s <= 0 for s in scales):
-        raise ValueError(f"edit_image_scale must be one or more scales > 0, got {edit_image_scale!r}")
+        raise ValueError(f"image_guidance_scales must be one or more scales > 0, got {image_guidance_scales!r}")
     return scales
 
 
@@ -418,9 +442,9 @@ def cli_evaluate(argv: list[str]) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="""\
 examples:
-  arm-lm evaluate --lm runs/lm --split heldout --n 200 --cfg 1 1.5 3 --out metrics.json
+  arm-lm evaluate --lm runs/lm --split heldout --n 200 --guidance-scale 1 1.5 3 --out metrics.json
   arm-lm evaluate --lm runs/lm --data data/val-tokens --vqa data/vqa.jsonl \\
-      --t2i-prompts data/prompts.jsonl --cfg 1.5 \\
+      --t2i-prompts data/prompts.jsonl --guidance-scale 1.5 \\
       --scorer-encoder timm --scorer-encoder-args '{model_name: resnet10t, checkpoint_path:
       runs/teacher/image_tower.safetensors, model_kwargs: {output_stride: 8, channels: [32, 64, 64, 64]}}' \\
       --scorer-text-encoder teacher_text --scorer-text-args '{checkpoint: runs/teacher}' --out real.json
@@ -429,8 +453,9 @@ Any of --data, --vqa or --t2i-prompts evaluates on your own data (arm_core.evalu
 instead of ShapesWorld; the ShapesWorld options are then not used.""")
     p.add_argument("--lm", required=True, help="exported LM directory")
     p.add_argument("--tokenizer", default=None, help="visual tokenizer dir (default: the LM's)")
-    p.add_argument("--cfg", type=float, nargs="+", default=None,
-                   help="guidance scales (ShapesWorld default: 1 1.5 3; your own data: 1)")
+    p.add_argument("--guidance-scale", type=float, nargs="+", default=None,
+                   help="guidance scales over the text (ShapesWorld default: 1 1.5 3; your own data: 1)")
+    add_renamed_flag(p, "--cfg", "--guidance-scale")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
@@ -445,9 +470,10 @@ instead of ShapesWorld; the ShapesWorld options are then not used.""")
     sw.add_argument("--split", default="heldout", help="main split (held-out compositions)")
     sw.add_argument("--seen-split", default="val", help="seen-composition split ('' to skip)")
     sw.add_argument("--n", type=int, default=200, help="scenes per split")
-    sw.add_argument("--edit-image-scale", type=float, nargs="+", default=[1.25],
+    sw.add_argument("--image-guidance-scale", type=float, nargs="+", default=[1.25],
                     help="editing's guidance over the source image (ARM: 1.25); several are "
-                         "each run with every --cfg above 1")
+                         "each run with every --guidance-scale above 1")
+    add_renamed_flag(sw, "--edit-image-scale", "--image-guidance-scale")
     sw.add_argument("--tasks", nargs="+", default=list(TASKS),
                     help="tasks to evaluate, each by the evaluation its task names (default: t2i vqa edit)")
     sw.add_argument("--data-seed", type=int, default=0)
@@ -482,8 +508,9 @@ instead of ShapesWorld; the ShapesWorld options are then not used.""")
     if a.data or a.vqa or a.t2i_prompts:
         return _cli_evaluate_data(a)
     m = evaluate_lm(a.lm, a.tokenizer, device=a.device, split=a.split,
-                    seen_split=a.seen_split or None, n=a.n, cfg_scales=a.cfg or [1.0, 1.5, 3.0],
-                    edit_image_scale=a.edit_image_scale, tasks=a.tasks,
+                    seen_split=a.seen_split or None, n=a.n,
+                    guidance_scales=a.guidance_scale or [1.0, 1.5, 3.0],
+                    image_guidance_scales=a.image_guidance_scale, tasks=a.tasks,
                     temperature=a.temperature, top_k=a.top_k, seed=a.seed,
                     data_seed=a.data_seed, questions_per_image=a.questions_per_image,
                     batch_size=a.batch_size, difficulty=a.difficulty,
@@ -496,7 +523,7 @@ instead of ShapesWorld; the ShapesWorld options are then not used.""")
 
 def _cli_evaluate_data(a: Any) -> int:
     """``arm-lm evaluate`` with --data / --vqa / --t2i-prompts (arm_core.evaluate_data)."""
-    # local: breaks the cycle with evaluate_data, which imports this module
+    # deferred: breaks the cycle with evaluate_data, which imports this module
     from arm_core.evaluate_data import (
         DualEncoder,
         evaluate_data,
@@ -516,7 +543,8 @@ def _cli_evaluate_data(a: Any) -> int:
             parse_component_args(a.scorer_text_args, "--scorer-text-args"),
             parse_image_size(a.scorer_image_size), head_dir=a.scorer_head)
     m = evaluate_data(a.lm, a.tokenizer, data=a.data, loss_tasks=a.loss_tasks, max_documents=a.max_docs,
-                      vqa=a.vqa, t2i_prompts=a.t2i_prompts, scorer=scorer, cfg_scales=a.cfg or [1.0],
+                      vqa=a.vqa, t2i_prompts=a.t2i_prompts, scorer=scorer,
+                      guidance_scales=a.guidance_scale or [1.0],
                       temperature=a.temperature, top_k=a.top_k, seed=a.seed, batch_size=a.batch_size,
                       max_new_tokens=a.max_new_tokens, device=a.device)
     write_metrics(m, a.out)

@@ -48,9 +48,19 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+import yaml
+from arm_data.formats import ConditionDropout
+from arm_data.shards import open_shards, read_shard
+from arm_data.tasks import get_task, task_names
+from arm_tokenizer.framework import registry
+from arm_tokenizer.framework.deprecation import renamed_argument
+from arm_tokenizer.images import ImageTransform, load_image, pil_to_tensor
+from arm_tokenizer.siglip_export import load_siglip_head
 from torch import nn
 
+from arm_core.checkpoint import load_lm
 from arm_core.evaluate import _mean, _se, normalize_answer
+from arm_core.pipelines import TextToImage, Understand
 
 __all__ = ["evaluate_task_loss", "read_vqa_file", "evaluate_vqa_file", "normalize_vqa_answer",
            "read_prompt_file", "DualEncoder", "score_alignment", "evaluate_t2i_alignment",
@@ -86,10 +96,8 @@ def evaluate_task_loss(lm: Any, data_dir: str | os.PathLike, tasks: Sequence[str
         batch_size: documents per forward pass.
         max_documents: measure at most the first this many documents per task.
     """
+    # deferred: the token data module imports lightning (seconds), only for this measurement
     from arm_data.datamodules.tokens import _Corpus, collate_rows
-    from arm_data.formats import ConditionDropout
-    from arm_data.shards import open_shards, read_shard
-    from arm_data.tasks import get_task, task_names
 
     known = task_names()
     bad = [t for t in tasks if t not in known]
@@ -329,16 +337,12 @@ class DualEncoder(nn.Module):
         """Build both towers by registry name (``arm_tokenizer.framework.registry.create``); with
         ``head_dir`` (a tokenizer export holding ``siglip_head.json``) take its SigLIP head,
         and its text encoder unless ``text_encoder`` names one."""
-        from arm_tokenizer.framework import registry
-
         encoder_args = dict(encoder_args or {})
         if head_dir is None and "keep_head" not in encoder_args and _takes_keep_head(registry.get("encoder", encoder)):
             encoder_args["keep_head"] = True  # the tower's own image head (hf_vision drops it by default)
         enc = registry.create("encoder", encoder, **encoder_args)
         head = None
         if head_dir is not None:
-            from arm_tokenizer.siglip_export import load_siglip_head
-
             override = None if text_encoder is None else {"class_path": registry.find(
                 "text_encoder", text_encoder).class_path, "init_args": dict(text_encoder_args or {})}
             head = load_siglip_head(head_dir, text_encoder=override).loss
@@ -365,8 +369,6 @@ class DualEncoder(nn.Module):
     @torch.inference_mode()
     def embed_images(self, images: Sequence[Any]) -> torch.Tensor:
         """PIL images (or paths) -> ``(B, E)`` L2-normalised embeddings."""
-        from arm_tokenizer.images import ImageTransform, load_image, pil_to_tensor
-
         pil = [load_image(im) if isinstance(im, (str, os.PathLike)) else im.convert("RGB") for im in images]
         size = self.image_size or (pil[0].height, pil[0].width)
         t = ImageTransform(size, crop="center")
@@ -423,13 +425,16 @@ def score_alignment(scorer: DualEncoder, images: Sequence[Any], prompts: Sequenc
 
 
 def evaluate_t2i_alignment(t2i: Any, scorer: DualEncoder, prompts_path: str | os.PathLike, *,
-                           cfg_scales: Sequence[float] = (1.0,), temperature: float = 1.0,
+                           guidance_scales: Sequence[float] | None = None, temperature: float = 1.0,
                            top_k: int | None = None, seed: int = 0, batch_size: int = 16,
-                           progress: bool = False) -> dict[str, Any]:
-    """Generate one image per prompt at each guidance scale and score its alignment."""
+                           progress: bool = False, cfg_scales: Sequence[float] | None = None) -> dict[str, Any]:
+    """Generate one image per prompt at each of ``guidance_scales`` (default 1) and score its
+    alignment (keys ``cfg=S``). ``cfg_scales``: the deprecated name of ``guidance_scales``."""
+    guidance_scales = renamed_argument("evaluate_t2i_alignment", "cfg_scales", "guidance_scales", cfg_scales,
+                                       guidance_scales, (1.0,))
     prompts, refs = read_prompt_file(prompts_path)
     out: dict[str, Any] = {}
-    for s in cfg_scales:
+    for s in guidance_scales:
         images = t2i(prompts, guidance_scale=float(s), temperature=temperature, top_k=top_k, seed=seed,
                      batch_size=batch_size, progress=progress)
         out[f"cfg={float(s):g}"] = score_alignment(scorer, images, prompts)
@@ -442,26 +447,29 @@ def evaluate_t2i_alignment(t2i: Any, scorer: DualEncoder, prompts_path: str | os
 def evaluate_data(lm_dir: str | os.PathLike, tokenizer_dir: str | os.PathLike | None = None, *,
                   data: str | None = None, loss_tasks: Sequence[str] = ("t2i", "und", "edit"),
                   max_documents: int | None = None, vqa: str | None = None, t2i_prompts: str | None = None,
-                  scorer: DualEncoder | None = None, cfg_scales: Sequence[float] = (1.0,),
+                  scorer: DualEncoder | None = None, guidance_scales: Sequence[float] | None = None,
                   temperature: float = 1.0, top_k: int | None = None, seed: int = 0, batch_size: int = 16,
-                  max_new_tokens: int = 16, device: str = "cpu", progress: bool = True) -> dict[str, Any]:
-    """Load an exported LM once and run the measures asked for (see the module docstring)."""
-    from arm_core.checkpoint import load_lm
-    from arm_core.pipelines import TextToImage, Understand
+                  max_new_tokens: int = 16, device: str = "cpu", progress: bool = True,
+                  cfg_scales: Sequence[float] | None = None) -> dict[str, Any]:
+    """Load an exported LM once and run the measures asked for (see the module docstring);
+    T2I alignment at each of ``guidance_scales`` (default 1; ``cfg_scales``: its deprecated
+    name; the ``settings`` entry keeps the key ``cfg_scales``)."""
+    guidance_scales = renamed_argument("evaluate_data", "cfg_scales", "guidance_scales", cfg_scales,
+                                       guidance_scales, (1.0,))
 
     if not (data or vqa or t2i_prompts):
         raise ValueError("nothing to evaluate: give --data, --vqa and/or --t2i-prompts")
     if t2i_prompts and scorer is None:
         raise ValueError("--t2i-prompts needs a scorer: --scorer-encoder NAME with --scorer-text-encoder NAME "
                          "and/or --scorer-head TOKENIZER_DIR")
-    if any(float(s) <= 0 for s in cfg_scales):
-        raise ValueError(f"guidance scales must be > 0, got {list(cfg_scales)}")
+    if any(float(s) <= 0 for s in guidance_scales):
+        raise ValueError(f"guidance scales must be > 0, got {list(guidance_scales)}")
     t0 = time.perf_counter()
     lm = load_lm(lm_dir, device=device)
     res: dict[str, Any] = {"settings": {
         "lm": str(lm.directory), "data": data, "loss_tasks": list(loss_tasks) if data else None,
         "max_documents": max_documents, "vqa": vqa, "t2i_prompts": t2i_prompts,
-        "scorer": scorer.names if scorer is not None else None, "cfg_scales": [float(s) for s in cfg_scales],
+        "scorer": scorer.names if scorer is not None else None, "cfg_scales": [float(s) for s in guidance_scales],
         "temperature": temperature, "top_k": top_k, "seed": seed}}
     if data:
         res["loss"] = evaluate_task_loss(lm, data, loss_tasks, batch_size=batch_size,
@@ -474,7 +482,7 @@ def evaluate_data(lm_dir: str | os.PathLike, tokenizer_dir: str | os.PathLike | 
         if t2i_prompts:
             scorer = scorer.to(device)
             res["t2i"] = evaluate_t2i_alignment(TextToImage(lm, vis, device), scorer, t2i_prompts,
-                                                cfg_scales=cfg_scales, temperature=temperature, top_k=top_k,
+                                                guidance_scales=guidance_scales, temperature=temperature, top_k=top_k,
                                                 seed=seed, batch_size=batch_size, progress=progress)
     res["summary"] = _summary(res)
     res["seconds"] = round(time.perf_counter() - t0, 1)
@@ -499,8 +507,6 @@ def parse_component_args(text: str | None, flag: str) -> dict[str, Any]:
     """``--scorer-*-args``: a YAML/JSON mapping (``{model_name: resnet10t, checkpoint_path: x}``)."""
     if not text:
         return {}
-    import yaml
-
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError as e:

@@ -38,12 +38,15 @@ Log-probabilities (for RL):
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from arm_tokenizer.framework.deprecation import renamed_argument
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from arm_core.constraints import ImageSpanConstraint, SpanState, SpanTables
 from arm_core.model import GPT
@@ -60,7 +63,7 @@ __all__ = ["Guidance", "GenerationOutput", "Engine", "generate", "score", "score
            "sample_step", "left_pad"]
 
 
-@dataclass
+@dataclass(init=False)
 class Guidance:
     """Classifier-free guidance.
 
@@ -68,20 +71,46 @@ class Guidance:
         uncond_prompts: One unconditional prompt per row (the conditional prompt with the
             text dropped, e.g. ``[shape, boi]`` for T2I; the same as what training with
             condition dropout saw).
-        scale: Text (instruction) guidance scale ``s`` / ``s_txt`` (ARM: 1.5).
+        guidance_scale: Text (instruction) guidance scale ``s`` / ``s_txt`` (ARM: 1.5;
+            default 1.5).
         image_prompts: Editing only: the source image without the instruction, one per row.
             Given: three-branch editing guidance; ``None``: two-branch T2I guidance.
-        image_scale: Editing image guidance scale ``s_img`` (ARM: 1.25).
+        image_guidance_scale: Editing image guidance scale ``s_img`` (ARM: 1.25; default 1.25).
+        scale, image_scale: deprecated names of ``guidance_scale`` / ``image_guidance_scale``
+            (they warn; the attributes of those names too).
     """
 
     uncond_prompts: Sequence[Sequence[int]]
-    scale: float = 1.5
+    guidance_scale: float = 1.5
     image_prompts: Sequence[Sequence[int]] | None = None
-    image_scale: float = 1.25
+    image_guidance_scale: float = 1.25
+
+    def __init__(self, uncond_prompts: Sequence[Sequence[int]], guidance_scale: float | None = None,
+                 image_prompts: Sequence[Sequence[int]] | None = None,
+                 image_guidance_scale: float | None = None, *, scale: float | None = None,
+                 image_scale: float | None = None) -> None:
+        self.uncond_prompts = uncond_prompts
+        self.guidance_scale = renamed_argument("Guidance", "scale", "guidance_scale", scale,
+                                               guidance_scale, 1.5)
+        self.image_prompts = image_prompts
+        self.image_guidance_scale = renamed_argument("Guidance", "image_scale", "image_guidance_scale",
+                                                     image_scale, image_guidance_scale, 1.25)
 
     @property
     def n_branches(self) -> int:
         return 2 if self.image_prompts is None else 3
+
+    # the old attribute names, for one release
+    @property
+    def scale(self) -> float:
+        warnings.warn("Guidance.scale is deprecated: use guidance_scale", DeprecationWarning, stacklevel=2)
+        return self.guidance_scale
+
+    @property
+    def image_scale(self) -> float:
+        warnings.warn("Guidance.image_scale is deprecated: use image_guidance_scale", DeprecationWarning,
+                      stacklevel=2)
+        return self.image_guidance_scale
 
 
 @dataclass
@@ -386,13 +415,11 @@ class Engine:
         finished = torch.zeros(B, dtype=torch.bool, device=dev)
         lengths = torch.zeros(B, dtype=torch.long, device=dev)
         eos = torch.tensor(sorted(set(int(e) for e in eos_ids)) or [-1], device=dev)
-        scale = guidance.scale if guidance is not None else 1.0
-        image_scale = guidance.image_scale if guidance is not None else 1.0
+        scale = guidance.guidance_scale if guidance is not None else 1.0
+        image_scale = guidance.image_guidance_scale if guidance is not None else 1.0
         V = cfg.vocab_size
         bar = None
         if progress:
-            from tqdm.auto import tqdm
-
             bar = tqdm(total=max_new_tokens, desc=progress if isinstance(progress, str) else "decode",
                        unit="tok", leave=False)
         off, K = cfg.image_offset, cfg.image_codebook_size
@@ -419,7 +446,7 @@ class Engine:
                                                  return_unguided_logprobs, off)
             span = decode_image_span(self.model, tok0 - off, lp0, ulp0, spec_steps,
                                      start_slot=P, start_pos=next_pos[:, 0], params=params,
-                                     n_branches=n_br, scale=scale, image_scale=image_scale,
+                                     n_branches=n_br, guidance_scale=scale, image_guidance_scale=image_scale,
                                      want_unguided=return_unguided_logprobs,
                                      generator=generator, window=window,
                                      init=self.speculative_init)
@@ -603,7 +630,8 @@ def score_guided(model: GPT, prompts: Sequence[Sequence[int]], completions: Tens
     pos = (valid.long().cumsum(1) - 1).clamp(min=0)
     doc = torch.where(valid, torch.zeros_like(ids), torch.full_like(ids, -1))
     hidden = model.forward_hidden(ids, position_ids=pos, doc_ids=doc)[:, -N - 1:-1]  # (n_br·B, N, C)
-    scales = (guidance.scale, guidance.image_scale) if guidance is not None else (1.0, 1.0)
+    scales = ((guidance.guidance_scale, guidance.image_guidance_scale) if guidance is not None
+              else (1.0, 1.0))
     variants = [params] + ([SamplingParams(temperature, None, 1.0)] if return_untruncated else [])
     before: list[SpanState] = []
     tables = None

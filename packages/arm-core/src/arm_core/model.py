@@ -51,6 +51,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from arm_tokenizer.framework import registry
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
@@ -585,8 +586,6 @@ def resolve_lm(name: str) -> tuple[str, type[nn.Module]]:
     (``gpt``), or the class name / dotted path of a registered one (``GPT``,
     ``arm_core.model.GPT``). An unknown name raises the registry's
     ``UnknownComponentError``, which names the kind, the name and the registered LMs."""
-    from arm_tokenizer.framework import registry
-
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"an LM name must be a registered {LM_KIND!r} name such as "
                          f"{DEFAULT_LM!r}, got {name!r}")
@@ -618,8 +617,6 @@ def lm_name_of(model: nn.Module) -> str:
     cls = type(getattr(model, "_orig_mod", model))
     if cls is GPT:
         return DEFAULT_LM
-    from arm_tokenizer.framework import registry
-
     for comp in registry.list_components(LM_KIND):
         try:
             if comp.load() is cls:

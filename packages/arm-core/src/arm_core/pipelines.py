@@ -34,6 +34,7 @@ count does not match the grid, checkpoints whose vocabulary differs from the tok
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -41,34 +42,47 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from arm_data.formats import ImageTokens, TaskFormatter
+from arm_data.tasks import get_task
+from arm_data.text_tokenizer import TextTokenizer
+from arm_tokenizer.framework.deprecation import add_renamed_flag, renamed_argument
+from arm_tokenizer.images import load_image
 from PIL import Image
+from tqdm.auto import tqdm
 
 from arm_core.checkpoint import CheckpointError, LMCheckpoint, load_lm
 from arm_core.constraints import ImageSpanConstraint
 from arm_core.generation import Engine, Guidance
+from arm_core.quantize import quantize as quantize_model
 
 __all__ = ["PipelineError", "TextToImage", "Edit", "Understand", "load_pipelines", "task_guidance"]
 
 
-def task_guidance(task: str, rows: Sequence[dict[str, list[int]]], text_scale: float,
-                  image_scale: float = 1.0) -> Guidance | None:
+def task_guidance(task: str, rows: Sequence[dict[str, list[int]]], guidance_scale: float | None = None,
+                  image_guidance_scale: float | None = None, *, text_scale: float | None = None,
+                  image_scale: float | None = None) -> Guidance | None:
     """Classifier-free guidance for prompt ``rows`` of ``task`` (one dict of
-    :meth:`arm_data.tasks.Task.prompts` per row); ``None`` without guidance.
+    :meth:`arm_data.tasks.Task.prompts` per row) at ``guidance_scale`` (over the text) and
+    ``image_guidance_scale`` (over the source image; default 1); ``None`` without guidance.
+    ``text_scale`` / ``image_scale``: their deprecated names.
 
     What the unconditional and image-only branches drop is the task's to say
     (:meth:`arm_data.tasks.Task.branches`); the pipelines and arm-rl's rollouts both ask here.
     """
-    from arm_data.tasks import get_task
-
+    guidance_scale = renamed_argument("task_guidance", "text_scale", "guidance_scale", text_scale,
+                                      guidance_scale)
+    image_guidance_scale = renamed_argument("task_guidance", "image_scale", "image_guidance_scale",
+                                            image_scale, image_guidance_scale, 1.0)
     owner = get_task(task)
-    branches = [owner.branches(p, text_scale, image_scale) for p in rows]
+    branches = [owner.branches(p, guidance_scale, image_guidance_scale) for p in rows]
     if not branches or branches[0] is None:
         return None
     first = branches[0]
     if first.image is None:
-        return Guidance(uncond_prompts=[b.uncond for b in branches], scale=first.scale)
-    return Guidance(uncond_prompts=[b.uncond for b in branches], scale=first.scale,
-                    image_prompts=[b.image for b in branches], image_scale=first.image_scale)
+        return Guidance(uncond_prompts=[b.uncond for b in branches], guidance_scale=first.guidance_scale)
+    return Guidance(uncond_prompts=[b.uncond for b in branches], guidance_scale=first.guidance_scale,
+                    image_prompts=[b.image for b in branches],
+                    image_guidance_scale=first.image_guidance_scale)
 
 # Image tokens per call from which a single batch shows a bar over its decode steps (a 16x16 grid).
 LONG_GENERATION = 256
@@ -119,8 +133,6 @@ class _Pipeline:
                  text_tokenizer: Any | None = None, speculative: int = 0,
                  quantize: str | None = None) -> None:
         """Use :meth:`from_pretrained` (exported dirs) or :meth:`from_model` (in memory)."""
-        from arm_data.formats import TaskFormatter
-
         if lm.layout is None:
             raise CheckpointError(f"{lm.directory}: the LM has no vocabulary layout (a text-only "
                                   "export?); ARM pipelines need one saved with save_lm(layout=...)")
@@ -139,8 +151,6 @@ class _Pipeline:
         self.formatter = TaskFormatter(self.layout, self.text_tokenizer)
         self.device = torch.device(device)
         if quantize not in (None, "none"):
-            from arm_core.quantize import quantize as quantize_model
-
             # in place: the caller's checkpoint on disk stays bf16/fp32
             self.model = quantize_model(self.model, quantize)
         self.engine = Engine(self.model, compile=compile, speculative=speculative)
@@ -184,8 +194,6 @@ class _Pipeline:
                 ``model`` in place (never on a policy that still trains).
         """
         if isinstance(text_tokenizer, (str, os.PathLike)):
-            from arm_data.text_tokenizer import TextTokenizer
-
             text_tokenizer = TextTokenizer.load(text_tokenizer)
         cfg = model.config
         if cfg.vocab_size != layout.total_size or cfg.image_offset != layout.image_offset:
@@ -276,8 +284,6 @@ class _Pipeline:
 
     # ------------------------------------------------------------------ images
     def _load_images(self, images: Any) -> list[Image.Image]:
-        from arm_tokenizer.images import load_image
-
         out = []
         for i, im in enumerate(_as_list(images, "images")):
             if isinstance(im, Image.Image):
@@ -290,8 +296,6 @@ class _Pipeline:
 
     def encode_images(self, images: Any) -> list[Any]:
         """Images -> ``arm_data.formats.ImageTokens`` at the tokenizer's grid."""
-        from arm_data.formats import ImageTokens
-
         tok = self.visual_tokenizer
         if tok is None:
             raise PipelineError("no visual tokenizer loaded; use from_pretrained(..., tokenizer_dir=...)")
@@ -306,8 +310,6 @@ class _Pipeline:
 
     def image_tokens(self, codes: Any, grid: Sequence[int]) -> Any:
         """Pre-tokenized codes -> ``ImageTokens``, checked against the grid and codebook."""
-        from arm_data.formats import ImageTokens
-
         h, w = self._check_grid(grid)
         flat = torch.as_tensor(codes).reshape(-1)
         if flat.numel() != h * w:
@@ -317,6 +319,20 @@ class _Pipeline:
             raise PipelineError(f"image codes span [{int(flat.min())}, {int(flat.max())}] but the "
                                 f"LM knows codes [0, {self.layout.codebook_size}); wrong tokenizer?")
         return ImageTokens(flat.tolist(), h, w)
+
+    def _images_per_text(self, images: Any, codes: Any, n: int, what: str, text: str) -> list[Any]:
+        """``ImageTokens`` of one image per ``text`` (a single image serves all ``n``): from
+        pre-tokenized ``codes`` at the tokenizer grid when given, else encoded from ``images``."""
+        if codes is not None:
+            toks = [self.image_tokens(c, self.default_grid) for c in codes]
+        else:
+            toks = self.encode_images(images)
+        if len(toks) == 1 and n > 1:
+            toks = toks * n
+        if len(toks) != n:
+            raise PipelineError(f"{len(toks)} {what} for {n} {text}s; "
+                                f"give one image per {text} (or a single image for all)")
+        return toks
 
     def decode_images(self, codes: torch.Tensor, grid: tuple[int, int]) -> list[Image.Image]:
         if self.visual_tokenizer is None:
@@ -332,8 +348,6 @@ class _Pipeline:
         starts = range(0, n, batch_size)
         show = (len(starts) > 1) if progress is None else progress
         if show:
-            from tqdm.auto import tqdm
-
             return tqdm(starts, desc=desc, unit="batch")
         return starts
 
@@ -416,37 +430,32 @@ class Edit(_Pipeline):
                 "default: the source image's grid) and the source image's own grid")
 
     def __call__(self, images: Any, instructions: str | Sequence[str], *,
-                 text_guidance_scale: float = 1.5, image_guidance_scale: float = 1.25,
+                 guidance_scale: float | None = None, image_guidance_scale: float = 1.25,
                  grid: Sequence[int] | None = None, source_codes: Any | None = None,
                  temperature: float = 1.0, top_k: int | None = None, top_p: float = 1.0,
                  seed: int | None = 0, batch_size: int = 16, progress: bool | None = None,
-                 return_codes: bool = False) -> list[Image.Image] | tuple[list[Image.Image], torch.Tensor]:
+                 return_codes: bool = False, text_guidance_scale: float | None = None,
+                 ) -> list[Image.Image] | tuple[list[Image.Image], torch.Tensor]:
         """Edit images.
 
         Args:
             images: PIL images or paths (one per instruction; a single image is reused);
                 ignored when ``source_codes`` is given.
             instructions: one string or a list.
-            text_guidance_scale: guidance over the instruction (ARM: 1.5).
+            guidance_scale: guidance over the instruction (ARM: 1.5; default 1.5).
             image_guidance_scale: guidance over the source image (ARM: 1.25).
             grid: output token grid; default the source grid.
             source_codes: pre-tokenized sources ``(N, h*w)`` at the tokenizer grid, instead
                 of ``images``.
             temperature, top_k, top_p, seed, batch_size, progress, return_codes: as in
                 :class:`TextToImage`.
+            text_guidance_scale: deprecated name of ``guidance_scale`` (warns).
         """
+        guidance_scale = renamed_argument("Edit", "text_guidance_scale", "guidance_scale",
+                                          text_guidance_scale, guidance_scale, 1.5)
         instr = [self._check_text(t, i, "instruction")
                  for i, t in enumerate(_as_list(instructions, "instructions"))]
-        if source_codes is not None:
-            src_grid = self.default_grid
-            sources = [self.image_tokens(c, src_grid) for c in source_codes]
-        else:
-            sources = self.encode_images(images)
-        if len(sources) == 1 and len(instr) > 1:
-            sources = sources * len(instr)
-        if len(sources) != len(instr):
-            raise PipelineError(f"{len(sources)} source images for {len(instr)} instructions; "
-                                "give one image per instruction (or a single image for all)")
+        sources = self._images_per_text(images, source_codes, len(instr), "source images", "instruction")
         grid = self._check_grid(grid or (sources[0].h, sources[0].w))
         prompts = [self.formatter.prompts("edit", {"source": s, "instruction": t}, tuple(grid))
                    for s, t in zip(sources, instr, strict=True)]
@@ -455,7 +464,7 @@ class Edit(_Pipeline):
             self._check_fit(max(len(x) for x in p.values()), grid[0] * grid[1] + 1, i, "edit")
 
         def guidance(sl: slice) -> Guidance | None:
-            return task_guidance("edit", prompts[sl], text_guidance_scale, image_guidance_scale)
+            return task_guidance("edit", prompts[sl], guidance_scale, image_guidance_scale)
 
         codes = self._generate_images(full, guidance, grid, temperature, top_k, top_p, seed,
                                       batch_size, progress, "edit")
@@ -488,15 +497,7 @@ class Understand(_Pipeline):
             top_k, top_p, seed, batch_size, progress: as in :class:`TextToImage`.
         """
         qs = [self._check_text(q, i, "question") for i, q in enumerate(_as_list(questions, "questions"))]
-        if image_codes is not None:
-            imgs = [self.image_tokens(c, self.default_grid) for c in image_codes]
-        else:
-            imgs = self.encode_images(images)
-        if len(imgs) == 1 and len(qs) > 1:
-            imgs = imgs * len(qs)
-        if len(imgs) != len(qs):
-            raise PipelineError(f"{len(imgs)} images for {len(qs)} questions; give one image per "
-                                "question (or a single image for all)")
+        imgs = self._images_per_text(images, image_codes, len(qs), "images", "question")
         prompts = [self.formatter.und_prompt(im, q) for im, q in zip(imgs, qs, strict=True)]
         for i, p in enumerate(prompts):
             self._check_fit(len(p), max_new_tokens, i, "question")
@@ -523,10 +524,25 @@ def load_pipelines(lm_dir: str | os.PathLike, tokenizer_dir: str | os.PathLike |
 
 
 
+def add_sampling_flags(p: argparse.ArgumentParser, prompt: str = "prompt", temperature: float | None = 1.0,
+                       temperature_help: str | None = None) -> None:
+    """The sampling flags of ``arm-lm generate`` and ``arm-lm suite generate``: the two guidance
+    scales (and their old names ``--cfg`` / ``--image-cfg``), ``--temperature``, ``--top-k``,
+    ``--top-p`` and ``--seed``; ``prompt`` names what the text guidance is over."""
+    p.add_argument("--guidance-scale", type=float, default=1.5,
+                   help=f"guidance scale over the {prompt} (t2i) or instruction (edit)")
+    p.add_argument("--image-guidance-scale", type=float, default=1.25,
+                   help="edit: guidance scale over the source image")
+    add_renamed_flag(p, "--cfg", "--guidance-scale")
+    add_renamed_flag(p, "--image-cfg", "--image-guidance-scale")
+    p.add_argument("--temperature", type=float, default=temperature, help=temperature_help)
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+
+
 def cli_generate(argv: list[str]) -> int:
     """Generate with an exported LM: text-to-image, edit or understand (PIL/strings out)."""
-    import argparse
-
     p = argparse.ArgumentParser(prog="arm-lm generate", description=cli_generate.__doc__)
     p.add_argument("task", choices=["t2i", "edit", "understand"])
     p.add_argument("--lm", required=True, help="exported LM directory")
@@ -536,13 +552,8 @@ def cli_generate(argv: list[str]) -> int:
     p.add_argument("--image", nargs="*", default=None, help="source image(s) for edit/understand")
     p.add_argument("--grid", type=int, nargs=2, default=None, metavar=("H", "W"),
                    help="token grid of generated images (default: the tokenizer's)")
-    p.add_argument("--cfg", type=float, default=1.5, help="(text) guidance scale")
-    p.add_argument("--image-cfg", type=float, default=1.25, help="edit image guidance scale")
-    p.add_argument("--temperature", type=float, default=None,
-                   help="default 1.0 for images, 0 (greedy) for answers")
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
+    add_sampling_flags(p, prompt="caption", temperature=None,
+                       temperature_help="default 1.0 for images, 0 (greedy) for answers")
     p.add_argument("--num", type=int, default=1, help="images per prompt (t2i)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -569,11 +580,11 @@ def cli_generate(argv: list[str]) -> int:
         return 0
     temp = 1.0 if a.temperature is None else a.temperature
     if a.task == "t2i":
-        images = pipe(a.prompt, grid=a.grid, guidance_scale=a.cfg, temperature=temp,
+        images = pipe(a.prompt, grid=a.grid, guidance_scale=a.guidance_scale, temperature=temp,
                       num_images_per_prompt=a.num, **sampling)
     else:
-        images = pipe(a.image, a.prompt, grid=a.grid, text_guidance_scale=a.cfg,
-                      image_guidance_scale=a.image_cfg, temperature=temp, **sampling)
+        images = pipe(a.image, a.prompt, grid=a.grid, guidance_scale=a.guidance_scale,
+                      image_guidance_scale=a.image_guidance_scale, temperature=temp, **sampling)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     for i, im in enumerate(images):

@@ -25,6 +25,7 @@ Quantized weights are inference-only: no gradients, and RL's policy must stay un
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 __all__ = ["QUANT_MODES", "QuantizationError", "quantize", "quantized_mode"]
@@ -39,7 +40,7 @@ class QuantizationError(ValueError):
 
 
 def _torchao():
-    try:
+    try:  # deferred: torchao is the optional arm-core[quant] extra
         import torchao.quantization as tq
     except ImportError as e:
         raise QuantizationError(f"weight-only quantization needs torchao, which is not "
@@ -84,8 +85,6 @@ def quantize(model: nn.Module, mode: str | None = "int8", *, group_size: int = 1
     if mode == "int8":
         tq.quantize_(model, tq.Int8WeightOnlyConfig())
     else:
-        import torch
-
         model.to(torch.bfloat16)
         try:
             tq.quantize_(model, tq.Int4WeightOnlyConfig(group_size=group_size))

@@ -53,6 +53,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from arm_tokenizer.framework.deprecation import renamed_argument
 from torch import Tensor
 
 from arm_core.sampling import SamplingParams, combine_guidance, sampling_logprobs
@@ -101,10 +102,11 @@ def _init_q(last: Tensor, L: int, K: int, init: str) -> Tensor:
 
 def decode_image_span(model, first: Tensor, first_logprob: Tensor, first_unguided: Tensor,
                       n_codes: int, *, start_slot: int, start_pos: Tensor,
-                      params: SamplingParams, n_branches: int, scale: float,
-                      image_scale: float, want_unguided: bool,
+                      params: SamplingParams, n_branches: int, guidance_scale: float | None = None,
+                      image_guidance_scale: float | None = None, want_unguided: bool,
                       generator: torch.Generator | None, window: int,
-                      init: str = "random") -> SpanResult:
+                      init: str = "random", scale: float | None = None,
+                      image_scale: float | None = None) -> SpanResult:
     """Decode codes ``1..n_codes-1`` of an image span for every row, speculatively.
 
     The cache holds the prompt (``start_slot`` slots) for ``n_branches·B`` rows; code 0 was
@@ -118,12 +120,17 @@ def decode_image_span(model, first: Tensor, first_logprob: Tensor, first_unguide
         start_slot: Cache slot of code 0 (the padded prompt length ``P``).
         start_pos: ``(n_branches·B,)`` RoPE position of code 0 per branch row.
         params: Sampling parameters (greedy when the temperature is 0).
-        n_branches, scale, image_scale: Guidance, as in :func:`combine_guidance`.
+        n_branches, guidance_scale, image_guidance_scale: Guidance, as in
+            :func:`combine_guidance` (its ``scale`` / ``image_scale``; required).
         want_unguided: Also compute the conditional branch's log-probs.
         generator: RNG of the draws (unused when greedy).
         window: Drafts ``L`` verified per forward (``>= 1``).
         init: One of :data:`SPECULATIVE_INITS` (ignored when greedy: the last code repeated).
+        scale, image_scale: deprecated names of ``guidance_scale`` / ``image_guidance_scale``.
     """
+    guidance_scale = renamed_argument("decode_image_span", "scale", "guidance_scale", scale, guidance_scale)
+    image_guidance_scale = renamed_argument("decode_image_span", "image_scale", "image_guidance_scale",
+                                            image_scale, image_guidance_scale)
     if window < 1:
         raise ValueError(f"speculative window must be >= 1, got {window}")
     if init not in SPECULATIVE_INITS:
@@ -164,7 +171,8 @@ def decode_image_span(model, first: Tensor, first_logprob: Tensor, first_unguide
         hidden = model._forward_cached(ids.repeat(n_branches, 1), pos, slots_br)
         logits = model.image_head(model.norm(hidden)).float()  # (n_br·B, T, K)
         forwards += 1
-        logp = sampling_logprobs(combine_guidance(logits, n_branches, scale, image_scale), params)
+        logp = sampling_logprobs(combine_guidance(logits, n_branches, guidance_scale, image_guidance_scale),
+                                 params)
 
         # verify d_1..d_Lw against p_0..p_{Lw-1}; k = the accepted prefix
         d = drafts[:, :Lw]

@@ -31,6 +31,7 @@ centre-crop policy: scaled to cover, then the centre cut out.
 from __future__ import annotations
 
 import argparse
+import bisect
 import hashlib
 import math
 import os
@@ -40,11 +41,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
 import torch
+from arm_tokenizer.images import ImageTransform
+from arm_tokenizer.tokenizer import VisualTokenizer
 from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
 
+from arm_data.datasets.common import detect_format
+from arm_data.datasets.folder import FolderRecords
+from arm_data.datasets.jsonl import JsonlRecords
+from arm_data.datasets.wds import WdsRecords
 from arm_data.errors import BadSampleError, ErrorPolicy
 from arm_data.formats import ImageTokens
+from arm_data.shapes.chains import EditChains
+from arm_data.shapes.difficulty import get_difficulty
+from arm_data.shapes.splits import SPLITS
+from arm_data.shapes.world import ShapesWorld
 from arm_data.shards import (
     MANIFEST_NAME,
     RECORD_TASKS,
@@ -54,7 +67,8 @@ from arm_data.shards import (
     shard_name,
     write_shard,
 )
-from arm_data.tasks import get_task
+from arm_data.source_mix import make_sources, parse_source, read_sources_file
+from arm_data.tasks import get_task, record_name, task_names
 
 
 @runtime_checkable
@@ -157,9 +171,6 @@ class PretokenizeSource(Protocol):
 
 def _to_uint8(img: Any, image_size: tuple[int, int]) -> torch.Tensor:
     """PIL image -> ``uint8 (3, H, W)`` at ``image_size`` (center crop policy)."""
-    import numpy as np
-    from arm_tokenizer.images import ImageTransform
-
     h, w = image_size
     if img.size != (w, h):
         img = ImageTransform((h, w), crop="center")(img)
@@ -196,9 +207,6 @@ class ShapesSource:
 
     def __init__(self, split: str, seed: int, tasks: Sequence[str], length: int, num_questions: int = 4,
                  difficulty: Any = "full") -> None:
-        from arm_data.shapes import SPLITS
-        from arm_data.shapes.difficulty import get_difficulty
-
         if split not in SPLITS:
             raise ValueError(f"unknown ShapesWorld split {split!r}; choose from {list(SPLITS)}")
         self.split, self.seed, self.tasks, self.length = split, int(seed), tuple(tasks), int(length)
@@ -216,8 +224,6 @@ class ShapesSource:
         return out
 
     def _world(self, image_size: tuple[int, int]) -> Any:
-        from arm_data.shapes.world import ShapesWorld
-
         if image_size not in self._worlds:
             h, w = image_size
             self._worlds[image_size] = ShapesWorld(split=self.split, seed=self.seed, width=w, height=h,
@@ -256,8 +262,6 @@ class ShapesSource:
 
     def _chain(self, i: int, image_size: tuple[int, int]) -> RawRecord:
         """Edit chain ``i`` of the split as an ``interleaved`` record (its own random streams)."""
-        from arm_data.shapes.chains import EditChains
-
         h, w = image_size
         chain = EditChains(self.split, self.seed, w, h, max(1, self.length), difficulty=self.difficulty)[i]
         rec = chain.record(png=False)
@@ -284,24 +288,16 @@ class RecordsSource:
     """
 
     def __init__(self, path: str, tasks: Sequence[str], policy: ErrorPolicy | None = None) -> None:
-        from arm_data.datasets.common import detect_format
-
         self.path, self.tasks = str(path), tuple(tasks)
         self.format = detect_format(path)
         self.policy = policy if policy is not None else ErrorPolicy()
         self.readers: list[Any] = []
         for task in self.tasks:
             if self.format == "folder":
-                from arm_data.datasets.folder import FolderRecords
-
                 self.readers.append(FolderRecords(path, task=task, policy=self.policy))
             elif self.format == "jsonl":
-                from arm_data.datasets.jsonl import JsonlRecords
-
                 self.readers.append(JsonlRecords(path, task=task, policy=self.policy))
             else:
-                from arm_data.datasets.wds import WdsRecords
-
                 self.readers.append(list(WdsRecords(path, task=task, policy=self.policy).iter_partition(0, 1, 0, 1)))
         self._offsets = [0]
         for r in self.readers:
@@ -314,8 +310,6 @@ class RecordsSource:
         return {"kind": self.format, "path": os.path.abspath(self.path)}
 
     def load(self, i: int, image_size: tuple[int, int]) -> list[RawRecord]:
-        import bisect
-
         r = bisect.bisect_right(self._offsets, i) - 1
         rec = self.readers[r][i - self._offsets[r]]
         task = get_task(rec.task)  # the task owning the record's schema says what a shard stores
@@ -327,8 +321,6 @@ class RecordsSource:
 def source_tasks() -> tuple[str, ...]:
     """The record names a source can give: ``pair``, ``vqa``, ``edit``, then the registered
     tasks that read records of their own (``interleaved``; ``text`` reads ``pair``'s)."""
-    from arm_data.tasks import get_task, record_name, task_names
-
     own = [t for t in task_names() if get_task(t, aliases=False).schema == t and record_name(t) == t]
     return (*RECORD_TASKS, *(t for t in own if t not in RECORD_TASKS))
 
@@ -341,8 +333,6 @@ def record_tasks(tasks: Sequence[str]) -> list[str]:
     Raises:
         arm_data.tasks.UnknownTaskError: a name no installed package registers (saying what to install).
     """
-    from arm_data.tasks import get_task, record_name
-
     known = source_tasks()
     out: list[str] = []
     for t in tasks:
@@ -448,8 +438,6 @@ def pretokenize(
         tokenizer_dir: the tokenizer's checkpoint directory, recorded in the manifest so
             the LM's export can point at it.
     """
-    from tqdm.auto import tqdm
-
     if shard_size < 1 or batch_size < 1:
         raise ValueError(f"shard_size and batch_size must be >= 1, got {shard_size}, {batch_size}")
     grid = tuple(int(g) for g in tokenizer.grid)
@@ -614,8 +602,6 @@ def _open_manifest(out: Path, settings: dict[str, Any], num_shards: int) -> Mani
 # ---------------------------------------------------------------------- CLI
 def load_visual_tokenizer(path: str, device: str = "cpu") -> Any:
     """``VisualTokenizer.from_pretrained(path)`` with a clear error for a wrong path."""
-    from arm_tokenizer.tokenizer import VisualTokenizer
-
     p = Path(path)
     if not (p / "config.json").is_file():
         raise FileNotFoundError(f"--tokenizer {path!r}: not a tokenizer checkpoint directory "
@@ -665,8 +651,6 @@ examples:
 
 def cli_main(argv: list[str]) -> int:
     """Run a visual tokenizer over one or several datasets and write resumable token shards."""
-    from arm_data.source_mix import make_sources, parse_source, read_sources_file
-
     p = argparse.ArgumentParser(prog="arm-data pretokenize", description=cli_main.__doc__,
                                 epilog=_HELP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tokenizer", required=True,

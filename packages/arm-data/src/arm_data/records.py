@@ -20,6 +20,7 @@ from arm_tokenizer.images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
 from PIL import Image
 
 from arm_data.errors import BadSampleError, from_image_error
+from arm_data.tasks import get_task
 
 __all__ = [
     "TASKS",
@@ -235,9 +236,6 @@ def record_from_fields(task: str, fields: dict[str, Any], images: dict[str, Imag
         BadSampleError: ``invalid_record`` for a missing or mistyped field.
         ValueError: an unknown task.
     """
-    # deferred: the tasks import this module's record classes
-    from arm_data.tasks import get_task
-
     fields = dict(fields)
     fields.pop("task", None)
     return get_task(task).read(fields, images, key, where)
@@ -245,7 +243,4 @@ def record_from_fields(task: str, fields: dict[str, Any], images: dict[str, Imag
 
 def image_fields(task: str) -> tuple[str, ...]:
     """The image fields of a task: ``("image",)`` or ``("source", "target")``."""
-    # deferred: the tasks import this module's record classes
-    from arm_data.tasks import get_task
-
     return get_task(task).image_fields

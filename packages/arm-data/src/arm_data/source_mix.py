@@ -8,7 +8,11 @@ FILE``. A spec is ``PATH[:TASKS][@WEIGHT]``::
     data/vqa.jsonl:vqa            weight 1 (the default)
     data/edits                    the run's --tasks, weight 1
 
-and a sources file (YAML or JSON; relative paths are relative to the file) lists the same::
+TASKS name records (``pair``, ``vqa``, ``edit``, ``interleaved``) or any registered task
+(:mod:`arm_data.tasks`, a plugin's too): a task reading another task's records stands for
+those (``t2i`` -> ``pair``, a plugin's ``caption`` -> ``pair``), as in a one-source run.
+
+A sources file (YAML or JSON; relative paths are relative to the file) lists the same::
 
     - {path: photos, tasks: [pair], weight: 0.7}
     - {path: vqa.jsonl, tasks: [vqa], weight: 0.2}
@@ -43,7 +47,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from arm_data.shards import RECORD_TASKS
+import yaml
+
+from arm_data.tasks import task_names
 
 __all__ = ["SourceSpec", "parse_source", "read_sources_file", "MixedSource", "make_sources", "shares"]
 
@@ -70,11 +76,7 @@ class SourceSpec:
         if not self.path:
             raise ValueError(f"{where}: empty source path")
         if self.tasks is not None:
-            if not self.tasks:
-                raise ValueError(f"{where}: no tasks given; choose from {', '.join(RECORD_TASKS)}")
-            bad = [t for t in self.tasks if t not in RECORD_TASKS]
-            if bad:
-                raise ValueError(f"{where}: unknown task {bad[0]!r}; choose from {', '.join(RECORD_TASKS)}")
+            _record_tasks(self.tasks, where)
         if isinstance(self.weight, bool) or not isinstance(self.weight, (int, float)) \
                 or not math.isfinite(self.weight) or self.weight <= 0:
             raise ValueError(f"{where}: weight must be a number > 0, got {self.weight!r}")
@@ -118,8 +120,36 @@ def parse_source(text: str) -> SourceSpec:
 def _task_list(text: str, origin: str) -> tuple[str, ...]:
     tasks = tuple(t.strip() for t in text.split(",") if t.strip())
     if not tasks:
-        raise ValueError(f"{origin}: no tasks after ':'; choose from {', '.join(RECORD_TASKS)}")
+        raise ValueError(f"{origin}: no tasks after ':'; choose from {_choices()}")
     return tasks
+
+
+def _source_tasks() -> tuple[str, ...]:
+    """The record names a source gives, in order (:func:`arm_data.pretokenize.source_tasks`)."""
+    # deferred: breaks a cycle (pretokenize imports this module for its CLI)
+    from arm_data.pretokenize import source_tasks
+
+    return source_tasks()
+
+
+def _choices() -> str:
+    """What a source's tasks may name: the record names, then the other registered tasks."""
+    names = _source_tasks()
+    return ", ".join([*names, *(t for t in task_names() if t not in names)])
+
+
+def _record_tasks(tasks: Sequence[str], where: str) -> tuple[str, ...]:
+    """``tasks`` (record names or any registered task, e.g. a plugin's) as the record names
+    a source gives (:func:`arm_data.pretokenize.record_tasks`); errors name ``where``."""
+    # deferred: breaks a cycle (pretokenize imports this module for its CLI)
+    from arm_data.pretokenize import record_tasks
+
+    if not tasks:
+        raise ValueError(f"{where}: no tasks given; choose from {_choices()}")
+    try:
+        return tuple(record_tasks(tasks))
+    except ValueError as e:  # UnknownTaskError: names the known tasks and what to install
+        raise ValueError(f"{where}: {e}") from None
 
 
 def read_sources_file(path: str | os.PathLike) -> list[SourceSpec]:
@@ -128,8 +158,6 @@ def read_sources_file(path: str | os.PathLike) -> list[SourceSpec]:
     Relative paths are taken relative to the file's directory (ShapesWorld specs as they
     are). Errors name the file and the entry's line.
     """
-    import yaml
-
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"--sources {str(file)!r}: no such file")
@@ -169,7 +197,7 @@ def read_sources_file(path: str | os.PathLike) -> list[SourceSpec]:
             tasks = _task_list(tasks, origin)
         elif tasks is not None:
             if not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
-                raise ValueError(f"{origin}: tasks must be a list of {', '.join(RECORD_TASKS)}")
+                raise ValueError(f"{origin}: tasks must be a list of {_choices()}")
             tasks = tuple(tasks)
         weight = entry.get("weight", 1.0)
         specs.append(SourceSpec(src, tasks, weight, origin))
@@ -197,7 +225,7 @@ class MixedSource:
 
     def __init__(self, parts: Sequence[tuple[SourceSpec, Any, int]], tasks: Sequence[str]) -> None:
         self.parts = list(parts)
-        self.tasks = tuple(t for t in RECORD_TASKS if t in set(tasks))
+        self.tasks = tuple(t for t in _source_tasks() if t in set(tasks))
         self._starts = [0]
         for _, _, n in self.parts:
             self._starts.append(self._starts[-1] + n)
@@ -238,6 +266,7 @@ def make_sources(specs: Sequence[SourceSpec], default_tasks: Sequence[str], coun
             repeats an item.
         seed, num_questions, difficulty: ShapesWorld settings (every ``shapes:`` source).
     """
+    # deferred: breaks a cycle (pretokenize imports this module for its CLI)
     from arm_data.pretokenize import RecordsSource, ShapesSource
 
     if not specs:
@@ -245,14 +274,11 @@ def make_sources(specs: Sequence[SourceSpec], default_tasks: Sequence[str], coun
     if count is not None and count < 1:
         raise ValueError(f"--count must be >= 1, got {count}")
     if any(s.tasks is None for s in specs):
-        bad = [t for t in default_tasks if t not in RECORD_TASKS]
-        if bad or not default_tasks:
-            raise ValueError(f"--tasks must be a non-empty subset of {list(RECORD_TASKS)}, got {list(default_tasks)}")
+        _record_tasks(default_tasks, "--tasks")
     built: list[tuple[SourceSpec, tuple[str, ...], Any]] = []
     for spec in specs:
-        tasks = spec.tasks if spec.tasks is not None else tuple(default_tasks)
         where = spec.origin or repr(spec.path)
-        SourceSpec(spec.path, tasks, spec.weight, where)  # checks the default tasks too
+        tasks = _record_tasks(spec.tasks if spec.tasks is not None else default_tasks, where)
         if spec.is_shapes:
             built.append((spec, tasks, None))
             continue

@@ -203,7 +203,7 @@ class HFTextTokenizer(TextTokenizer):
 
     def __init__(self, model_json: bytes, source: str | None = None) -> None:
         try:
-            from tokenizers import Tokenizer  # local: an optional dependency (arm-data[hf])
+            from tokenizers import Tokenizer  # deferred: an optional dependency (arm-data[hf])
         except ImportError as e:
             raise ImportError(f"{source or 'tokenizer.json'} is a Hugging Face tokenizer: "
                               "`pip install tokenizers` (or arm-data[hf]) to use it") from e

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from arm_tokenizer.framework.checkpoint import atomic_write_bytes
 
 #: The specials every ARM sequence format needs, in id order. ``<null>`` stands in for a
 #: dropped condition (CFG's unconditional branch); ``<user>``/``<assistant>`` mark turns.
@@ -365,8 +366,6 @@ class VocabLayout:
     def save(self, path: str | os.PathLike) -> None:
         """Write the layout as JSON, atomically (temp file in the same dir + rename)."""
         # umask permissions, not 0600
-        from arm_tokenizer.framework.checkpoint import atomic_write_bytes
-
         atomic_write_bytes(path, (self.to_json() + "\n").encode("utf-8"))
 
     @classmethod

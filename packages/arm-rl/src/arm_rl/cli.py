@@ -28,12 +28,20 @@ def run(argv: list[str] | None = None) -> int:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("ARM_DEBUG") == "1"
+    if argv and argv[0] in ("fit", "validate", "test", "predict"):
+        # `--trainer.strategy=fsdp2` (FSDP2 for the policy, arm_rl.fsdp)
+        from arm_rl.fsdp import (
+            register_fsdp2,  # deferred: torch and Lightning, for training subcommands only
+        )
+
+        register_fsdp2()
     try:
         return run_cli(PROG, argv, EXTRA_COMMANDS, trainable=True,
                        description="ARM reinforcement learning (GRPO family)")
     except FloatingPointError as exc:
         # RLNumericsError is a FloatingPointError; it can only be raised once the trainer
         # module is imported, so importing it here costs nothing (and `list` never pays).
+        # deferred: lightning_module imports lightning (seconds); `arm-rl --help` stays fast
         from arm_rl.lightning_module import RLNumericsError
 
         if debug or not isinstance(exc, RLNumericsError):

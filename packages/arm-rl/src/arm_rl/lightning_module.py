@@ -48,14 +48,17 @@ module's seed (``ShapesPromptDataModule`` is resumable and rank-aware), so resum
 Lightning checkpoint (``ckpt_path``) draws, on every rank, the rollouts an uninterrupted run
 would have drawn.
 
-**On N devices** (``--trainer.devices=N``, Lightning's DDP; FSDP for the policy): each rank
+**On N devices** (``--trainer.devices=N``, Lightning's DDP, or ``--trainer.strategy=fsdp2``
+for a policy sharded with FSDP2: :mod:`arm_rl.fsdp`): each rank
 rolls out its own ``prompts_per_step`` prompts (:mod:`arm_rl.sharding`: distinct per rank, a
 prompt's whole group on one rank) and the ranks agree on every optimizer step
 (:mod:`arm_rl.distributed`), so one step on N ranks is one step on the union of their
 rollouts. Only the policy is wrapped for gradient sync: the reference, the visual tokenizer
 and the rewards are kept out of the module's registry (frozen, never all-reduced), one copy
 per rank. ``reward/mean`` and ``groups_kept`` are over all ranks; the per-task figures are
-rank 0's. Sample grids and the export are written by rank 0 only.
+rank 0's. Sample grids and the export are written by rank 0 only. Lightning's FSDP1
+strategies (``fsdp``) and a tensor-parallel ``ModelParallelStrategy`` are refused in one line
+(:meth:`GRPOTrainer.check_trainer` says why).
 """
 
 from __future__ import annotations
@@ -69,10 +72,25 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
+from arm_core.checkpoint import load_lm, save_lm
+from arm_core.generation import Engine
+from arm_tokenizer import callbacks
+from arm_tokenizer.framework.deprecation import moved_names
+from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
+from PIL import Image
 from torch import Tensor
 
 from arm_rl.distributed import StepPlan, gather_objects, is_distributed, ranks_flagging
+from arm_rl.fsdp import (
+    clip_grad_norm,
+    full_state_dict,
+    gathered,
+    is_sharded,
+    model_parallel_sizes,
+    shard_policy,
+)
 from arm_rl.grpo import (
     check_aggregation,
     default_normalize_std,
@@ -86,7 +104,10 @@ from arm_rl.rl_task import LEGACY_TOP_K, RLTask, check_tasks, resolve_tasks
 from arm_rl.rollout import POLICY_MODES, RolloutBatch, RolloutSampler, TaskSampling
 
 __all__ = ["GRPOTrainer", "RLNumericsError", "ReferenceMismatchError", "NoTrainingBatchesError",
-           "make_grid", "rollout_seed"]
+           "rollout_seed"]
+
+# make_grid (PIL images) is now arm_tokenizer.callbacks.make_grid (PIL or tensors; ncol=, an array)
+__getattr__ = moved_names(__name__, {"make_grid": "arm_tokenizer.callbacks"})
 
 
 class RLNumericsError(FloatingPointError):
@@ -116,17 +137,6 @@ def rollout_seed(seed: int, rank: int, rollout_batch: int) -> int:
     pure function, so resuming needs no generator state and ranks never share a stream."""
     digest = hashlib.sha256(f"arm-rl-rollout:{seed}:{rank}:{rollout_batch}".encode()).digest()
     return int.from_bytes(digest[:8], "big") & (2**63 - 1)
-
-
-def make_grid(images: list[Any], cols: int = 4) -> Any:
-    """Tile PIL images (same size) into one PIL image, with no border: the library's
-    :func:`arm_tokenizer.callbacks.make_grid` on PIL input."""
-    from arm_tokenizer.callbacks import make_grid as tensor_grid
-    from arm_tokenizer.images import pil_to_tensor
-    from PIL import Image
-
-    batch = torch.stack([pil_to_tensor(im.convert("RGB")) for im in images])
-    return Image.fromarray(tensor_grid(batch, ncol=cols, pad=0))
 
 
 def _config_diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
@@ -261,11 +271,12 @@ class GRPOTrainer(pl.LightningModule):
         return self.__dict__["_reference"]
 
     def configure_model(self) -> None:
-        """Load the policy, the reference (when ``beta > 0``) and the visual tokenizer."""
+        """Load the policy, the reference (when ``beta > 0``) and the visual tokenizer; under
+        ``ModelParallelStrategy`` (``--trainer.strategy=fsdp2``) shard the policy with FSDP2
+        over the data-parallel mesh (:mod:`arm_rl.fsdp`). The reference and the visual
+        tokenizer stay whole, frozen, outside the optimizer."""
         if self.policy is not None:
             return
-        from arm_core.checkpoint import load_lm
-
         hp = self.hparams
         lm = load_lm(hp.policy_checkpoint)
         if lm.layout is None:
@@ -299,23 +310,76 @@ class GRPOTrainer(pl.LightningModule):
         self.__dict__.update(_visual=visual, _lm=lm)
         self.__dict__["_sampler"] = RolloutSampler(lm.layout, lm.load_text_tokenizer(), visual,
                                                    self.sampling, hp.policy_mode)
+        if self.device_mesh is not None:
+            shard_policy(self.policy, self.device_mesh["data_parallel"])
 
     def task_weights(self) -> dict[str, float]:
         """The tasks' weights, normalised: the prompt mix."""
         total = sum(t.weight for t in self.tasks.values())
         return {name: t.weight / total for name, t in self.tasks.items()}
 
+    @staticmethod
+    def check_strategy(strategy: Any) -> None:
+        """Refuse Lightning's FSDP1 strategies (a name such as ``fsdp`` or an ``FSDPStrategy``)
+        in one line that names the FSDP that works, ``fsdp2``. ``arm-rl fit`` asks before it
+        builds the trainer (so a CPU run is not told that FSDP needs CUDA), and
+        :meth:`check_trainer` asks again.
+
+        Lightning's ``FSDPStrategy`` (``fsdp``, ``arm_core.lightning_module.BlockFSDPStrategy``)
+        wraps this LightningModule as FSDP1's root unit and runs ``training_step`` inside the
+        root's forward; GRPO's manual optimization calls backward there, and FSDP1's
+        post-backward hook asserts "Expects `BACKWARD_PRE` or `BACKWARD_POST` state but got
+        HandleTrainingState.FORWARD" (``torch/distributed/fsdp/_runtime_utils.py``,
+        ``_post_backward_hook``) at the first backward, on any device.
+        """
+        if isinstance(strategy, str) and strategy in FSDPStrategy.get_registered_strategies():
+            name = strategy
+        elif isinstance(strategy, FSDPStrategy):
+            name = type(strategy).__name__
+        else:
+            return
+        raise ValueError(
+            f"GRPOTrainer cannot train under {name} (FSDP1): Lightning runs training_step inside the "
+            "FSDP root module's forward, and GRPO's manual backward there fails FSDP's state check at the "
+            "first step. For a sharded policy use --trainer.strategy=fsdp2 (FSDP2 on Lightning's "
+            "ModelParallelStrategy, on GPUs or a CPU); for full replicas --trainer.strategy=ddp "
+            "(packages/arm-rl/README.md, 'On N devices')")
+
+    @staticmethod
+    def check_trainer(trainer: Any) -> None:
+        """Refuse, in one line, the strategies this module cannot train under (``arm-rl fit``
+        asks before launching any rank; :meth:`setup` asks again for a ``Trainer`` built in
+        Python). Single-device, DDP and FSDP2 (``fsdp2``: :class:`arm_rl.fsdp.FSDP2Strategy`, or
+        a ``ModelParallelStrategy`` whose every device is data-parallel) pass.
+
+        - Lightning's FSDP1 strategies: :meth:`check_strategy`.
+        - ``ModelParallelStrategy`` with tensor parallelism (its default on a node of several
+          devices: ``tensor_parallel_size`` = the node's devices) or a data-parallel mesh smaller
+          than the world: ``configure_model`` applies FSDP2 over the data-parallel mesh only, so
+          the ranks of a tensor-parallel group would train unsynchronised copies.
+        """
+        strategy = trainer.strategy
+        GRPOTrainer.check_strategy(strategy)
+        if isinstance(strategy, ModelParallelStrategy):
+            dp, tp = model_parallel_sizes(strategy)
+            if tp != 1 or dp != strategy.num_nodes * max(strategy.num_processes, 1):
+                raise ValueError(
+                    f"GRPOTrainer cannot train under {type(strategy).__name__} with data_parallel_size={dp} "
+                    f"and tensor_parallel_size={tp}: it shards the policy with FSDP2 over the data-parallel "
+                    "mesh and applies no tensor parallelism. Use --trainer.strategy=fsdp2 (every device "
+                    "data-parallel)")
+
     def setup(self, stage: str) -> None:
         """Hand the tasks' mix to the prompt data module (``follow_task_weights``) and have it
         check it draws only tasks this module trains."""
+        if self._trainer is not None:
+            self.check_trainer(self.trainer)
         dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         follow = getattr(dm, "follow_task_weights", None)
         if follow is not None:
             follow(self.task_weights() if self.task_mix_given else None, list(self.tasks))
 
     def on_fit_start(self) -> None:
-        from arm_core.generation import Engine
-
         self._fit_batches = self._epoch_batches = self._empty_epochs = 0
 
         dev = self.device
@@ -353,7 +417,14 @@ class GRPOTrainer(pl.LightningModule):
 
     # ------------------------------------------------------------------ rollouts
     def make_rollouts(self, records: list[Any], batch_idx: int = 0) -> list[RolloutBatch]:
-        """Sample, decode and score the rollouts of one prompt batch (no gradient)."""
+        """Sample, decode and score the rollouts of one prompt batch (no gradient). An
+        FSDP2-sharded policy is gathered once for all of it (:func:`arm_rl.fsdp.gathered`):
+        the engine's prefill and decode steps bypass FSDP2's forward hooks, and the ranks'
+        task mixes (so their decode steps) differ."""
+        with gathered(self.policy):
+            return self._sample_and_score(records, batch_idx)
+
+    def _sample_and_score(self, records: list[Any], batch_idx: int) -> list[RolloutBatch]:
         if not records:
             raise ValueError(f"batch {batch_idx} has no prompts (an empty prompt set?)")
         sampler: RolloutSampler = self.__dict__["_sampler"]
@@ -586,10 +657,7 @@ class GRPOTrainer(pl.LightningModule):
     def _clip_grad_norm(self) -> Tensor:
         """Clip to ``grad_clip`` (never, at 0) and return the total norm over all ranks' grads."""
         max_norm = self.hparams.grad_clip if self.hparams.grad_clip > 0 else float("inf")
-        wrapped = self.trainer.strategy.model if self._trainer is not None else None
-        if wrapped is not self and hasattr(wrapped, "clip_grad_norm_"):
-            return wrapped.clip_grad_norm_(max_norm)      # FSDP: the norm over every rank's shard
-        return torch.nn.utils.clip_grad_norm_(self.policy.parameters(), max_norm)
+        return clip_grad_norm(self.policy.parameters(), max_norm)     # FSDP2: over every rank's shard
 
     def _other_ranks_report(self, ranks: list[int] | None, batch_idx: int, epoch: int, what: str,
                             stepped: int) -> str:
@@ -636,15 +704,13 @@ class GRPOTrainer(pl.LightningModule):
             imgs = (b.images or [])[: self.hparams.sample_grid_size]
             if not imgs:
                 continue
-            grid = make_grid(imgs, cols=min(len(imgs), self.hparams.group_size, 8))
+            grid = Image.fromarray(callbacks.make_grid(imgs, ncol=min(len(imgs), self.hparams.group_size, 8), pad=0))
             out = root / "samples"
             out.mkdir(parents=True, exist_ok=True)
             grid.save(out / f"step{self.global_step:06d}-{b.task}.png")
             for lg in self.loggers:
                 exp = getattr(lg, "experiment", None)
                 if hasattr(exp, "add_image"):
-                    import numpy as np
-
                     exp.add_image(f"samples/{b.task}", np.asarray(grid), self.global_step, dataformats="HWC")
 
     def export(self, directory: str | os.PathLike, metadata: dict[str, Any] | None = None,
@@ -654,8 +720,6 @@ class GRPOTrainer(pl.LightningModule):
         ``state_dict``: the policy's full weights (default: ``self.policy.state_dict()``; under
         FSDP pass :meth:`policy_state_dict`'s, gathered from the shards).
         """
-        from arm_core.checkpoint import save_lm
-
         lm = self.__dict__["_lm"]
         if lm is None or self.policy is None:
             raise RuntimeError("GRPOTrainer.export: the policy is not loaded (call configure_model)")
@@ -666,8 +730,10 @@ class GRPOTrainer(pl.LightningModule):
                        metadata=metadata, lm=lm.lm_name)
 
     def policy_state_dict(self) -> dict[str, Tensor]:
-        """The policy's full weights through the strategy (under FSDP a collective that
-        gathers the shards: every rank must call it; rank 0 gets the weights)."""
+        """The policy's full weights (under FSDP2 a collective that gathers the shards: every
+        rank must call it; rank 0 gets the weights, the others an empty dict)."""
+        if is_sharded(self.policy):
+            return full_state_dict(self.policy)
         full = self.trainer.strategy.lightning_module_state_dict()
         return {k[len("policy."):]: v for k, v in full.items() if k.startswith("policy.")}
 

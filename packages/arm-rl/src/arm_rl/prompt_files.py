@@ -35,6 +35,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from arm_core.suites.base import SuiteError, SuiteFormatError, read_jsonl, require_str
+from arm_core.suites.dpg import DPGSuite
+from arm_core.suites.geneval import GenEvalSuite
+from arm_data.shapes.spec import SceneSpec
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from arm_rl.prompts import PromptRecord, ShapesPromptDataModule
@@ -49,15 +54,11 @@ _RELATION_WORDS = {"left of": "to the left of", "right of": "to the right of", "
 
 
 def _error(path: Path, where: str, message: str) -> Exception:
-    from arm_core.suites.base import SuiteFormatError
-
     return SuiteFormatError(path, where, message)
 
 
 def detect_format(path: str | Path) -> str:
     """``geneval``, ``dpg`` or ``edits`` for the prompt file (or folder) at ``path``."""
-    from arm_core.suites.base import SuiteError
-
     path = Path(path)
     if path.is_dir() or path.suffix.lower() == ".csv":
         return "dpg"
@@ -118,9 +119,6 @@ def geneval_questions(line: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def _read_geneval(path: Path) -> list[dict[str, Any]]:
-    from arm_core.suites.geneval import GenEvalSuite
-    from arm_data.shapes import SceneSpec
-
     out = []
     for i, item in enumerate(GenEvalSuite().read(path)):
         line = item.record
@@ -144,8 +142,6 @@ def _read_geneval(path: Path) -> list[dict[str, Any]]:
 
 # ---------------------------------------------------------------------- DPG-Bench
 def _read_dpg(path: Path) -> list[dict[str, Any]]:
-    from arm_core.suites.dpg import DPGSuite
-
     items = DPGSuite().read(path)
     questions: dict[str, list[tuple[str, str]]] = {}
     if not path.is_dir():        # the csv's propositions; DPGSuite.read has validated its rows
@@ -163,8 +159,6 @@ def _read_dpg(path: Path) -> list[dict[str, Any]]:
 
 # ---------------------------------------------------------------------- edit triplets
 def _check_image(file: Path, path: Path, where: str) -> None:
-    from PIL import Image, UnidentifiedImageError
-
     if not file.is_file():
         raise _error(path, where, f"source_image {file} does not exist")
     try:
@@ -175,8 +169,6 @@ def _check_image(file: Path, path: Path, where: str) -> None:
 
 
 def _read_edits(path: Path, image_root: str | None) -> list[dict[str, Any]]:
-    from arm_core.suites.base import SuiteError, read_jsonl, require_str
-
     root = Path(image_root) if image_root else path.parent
     out = []
     for n, obj in read_jsonl(path, "edit-triplet"):
@@ -213,8 +205,6 @@ def _read_edits(path: Path, image_root: str | None) -> list[dict[str, Any]]:
 def read_prompt_file(path: str | Path, format: str = "auto", image_root: str | None = None) -> list[dict[str, Any]]:
     """The validated prompts of a file, as :class:`~arm_rl.prompts.PromptRecord` keyword
     arguments (edit sources as ``meta["source_path"]``, loaded by :class:`FilePromptDataset`)."""
-    from arm_core.suites.base import SuiteError
-
     path = Path(path)
     if format == "auto":
         format = detect_format(path)
@@ -248,9 +238,6 @@ class FilePromptDataset(Dataset):
         kw = dict(self.entries[i])
         src = kw["meta"].get("source_path")
         if src is not None:
-            from arm_core.suites.base import SuiteError
-            from PIL import Image
-
             try:
                 with Image.open(src) as im:
                     kw["source_image"] = im.convert("RGB")

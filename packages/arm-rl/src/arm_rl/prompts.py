@@ -25,8 +25,13 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from arm_data.shapes.difficulty import get_difficulty
+from arm_data.shapes.world import ShapesWorld
+from arm_data.tasks import UnknownTaskError, get_task, task_names
 from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import DataLoader, Dataset
+
+from arm_rl.sharding import PromptLoader
 
 __all__ = ["SHAPES_RECORDS", "TASKS", "PromptRecord", "ShapesPromptDataset", "ShapesPromptDataModule",
            "check_task_weights", "collate_records", "records_from_dicts"]
@@ -69,8 +74,6 @@ class PromptRecord:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from arm_data.tasks import UnknownTaskError, get_task
-
         try:
             owner = get_task(self.task, aliases=False)
         except UnknownTaskError as exc:
@@ -90,8 +93,6 @@ def check_task_weights(weights: dict[str, float], where: str = "task_weights") -
     """Validated task weights normalised to sum 1, in registry order (built-ins first, so a
     mix draws the same tasks however it is written); an unregistered task, a negative
     weight or no positive weight is an error naming ``where``."""
-    from arm_data.tasks import task_names
-
     known = task_names()
     bad = sorted(set(weights) - set(known))
     if bad:
@@ -138,9 +139,6 @@ class ShapesPromptDataset(Dataset):
                              "val/heldout are what RL is measured on")
         if length < 1:
             raise ValueError(f"the prompt set is empty (length={length}); give num_prompts >= 1")
-        from arm_data.shapes import ShapesWorld
-        from arm_data.tasks import get_task
-
         self.weights = check_task_weights(task_weights)
         self._make: dict[str, Any] = {}
         for t in self.weights:
@@ -192,8 +190,6 @@ class ShapesPromptDataModule(pl.LightningDataModule):
                  num_prompts: int = 10_000, seed: int = 0, split: str = "train",
                  shuffle: bool = True, difficulty: str | dict[str, Any] = "full") -> None:
         super().__init__()
-        from arm_data.shapes.difficulty import get_difficulty
-
         self.difficulty = get_difficulty(difficulty)
         if task_weights is not None and not task_weights:
             raise ValueError("task_weights is empty: give e.g. {'t2i': 1.0}, or leave it unset to follow "
@@ -237,8 +233,6 @@ class ShapesPromptDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         self.setup("fit")
-        from arm_rl.sharding import PromptLoader
-
         return PromptLoader(self)     # rank-aware under DDP/FSDP: see arm_rl.sharding
 
     def epoch_order(self, epoch: int) -> list[int]:

@@ -25,7 +25,10 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
+from arm_data.tasks import Task, UnknownTaskError, get_task
+
 from arm_rl.rewards.base import Reward
+from arm_rl.rewards.shapes import ShapesEditReward, ShapesT2IReward
 from arm_rl.rollout import TaskSampling
 
 __all__ = ["LEGACY_ARGUMENTS", "RLTask", "check_tasks", "resolve_tasks"]
@@ -83,8 +86,6 @@ LEGACY_TOP_K = 1000
 def default_tasks() -> dict[str, RLTask]:
     """ARM's two RL tasks with its sampling settings and the ShapesWorld rule rewards (what
     ``tasks: null`` trains; the prompt data module then decides the mix)."""
-    from arm_rl.rewards.shapes import ShapesEditReward, ShapesT2IReward
-
     return {"t2i": RLTask(temperature=0.7, reward=ShapesT2IReward()),
             "edit": RLTask(temperature=1.0, reward=ShapesEditReward())}
 
@@ -134,8 +135,6 @@ def check_tasks(tasks: dict[str, RLTask]) -> dict[str, TaskSampling]:
     (``prompts`` and ``prompt_condition``), and it needs a reward that scores it; weights
     are finite, >= 0 and not all 0. Every error names ``tasks.<name>`` and what it lacks.
     """
-    from arm_data.tasks import Task, UnknownTaskError, get_task
-
     if not tasks:
         raise ValueError("GRPOTrainer tasks is empty: give at least one, e.g. "
                          "{t2i: {reward: {class_path: shapes_t2i}}}")

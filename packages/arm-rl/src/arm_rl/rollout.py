@@ -42,6 +42,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from arm_core.constraints import ImageSpanConstraint
+from arm_core.generation import Guidance, score_guided
+from arm_core.pipelines import task_guidance
+from arm_data.formats import ImageTokens, TaskFormatter
+from arm_data.tasks import get_task
 from torch import Tensor
 
 __all__ = ["POLICY_MODES", "TaskSampling", "RolloutBatch", "RolloutSampler", "concat_rollouts"]
@@ -133,11 +138,9 @@ class RolloutBatch:
         idx = rows.tolist()
         g = self.guidance
         if g is not None:
-            from arm_core.generation import Guidance
-
-            g = Guidance(uncond_prompts=[g.uncond_prompts[i] for i in idx], scale=g.scale,
+            g = Guidance(uncond_prompts=[g.uncond_prompts[i] for i in idx], guidance_scale=g.guidance_scale,
                          image_prompts=None if g.image_prompts is None else [g.image_prompts[i] for i in idx],
-                         image_scale=g.image_scale)
+                         image_guidance_scale=g.image_guidance_scale)
         pick = lambda t: None if t is None else t[rows]  # noqa: E731
         return RolloutBatch(self.task, [self.records[i] for i in idx], [self.prompts[i] for i in idx],
                             g, self.sampling, self.tokens[rows], self.mask[rows], self.old_logp[rows],
@@ -168,12 +171,11 @@ def concat_rollouts(batches: Sequence[RolloutBatch]) -> RolloutBatch:
             raise ValueError("cannot concatenate guided with unguided rollouts")
     g = first.guidance
     if g is not None:
-        from arm_core.generation import Guidance
-
         img = [b.guidance.image_prompts for b in batches]
-        g = Guidance(uncond_prompts=[p for b in batches for p in b.guidance.uncond_prompts], scale=g.scale,
+        g = Guidance(uncond_prompts=[p for b in batches for p in b.guidance.uncond_prompts],
+                     guidance_scale=g.guidance_scale,
                      image_prompts=None if img[0] is None else [p for ps in img for p in ps],
-                     image_scale=g.image_scale)
+                     image_guidance_scale=g.image_guidance_scale)
     parts = {k for b in batches for k in b.reward_parts}
     return RolloutBatch(
         first.task, [r for b in batches for r in b.records], [p for b in batches for p in b.prompts], g,
@@ -198,9 +200,6 @@ class RolloutSampler:
 
     def __init__(self, layout: Any, text_tokenizer: Any, visual_tokenizer: Any,
                  sampling: dict[str, TaskSampling], policy_mode: str = "guided") -> None:
-        from arm_core.constraints import ImageSpanConstraint
-        from arm_data.formats import TaskFormatter
-
         if policy_mode not in POLICY_MODES:
             raise ValueError(f"policy_mode must be one of {list(POLICY_MODES)}, got {policy_mode!r}")
         self.layout, self.visual = layout, visual_tokenizer
@@ -213,8 +212,6 @@ class RolloutSampler:
     # ------------------------------------------------------------------ prompts
     def _encode_images(self, images: list[Any]) -> list[Any]:
         """PIL images as :class:`~arm_data.formats.ImageTokens`, one visual-tokenizer batch."""
-        from arm_data.formats import ImageTokens
-
         if not images:
             return []
         with torch.no_grad():
@@ -225,9 +222,6 @@ class RolloutSampler:
     def build_prompts(self, task: str, records: Sequence[Any]) -> tuple[list[list[int]], Any]:
         """Conditional prompts and the :class:`Guidance` (None without CFG) for ``records``:
         everything task-specific is the task's (see the module docstring)."""
-        from arm_core.pipelines import task_guidance
-        from arm_data.tasks import get_task
-
         s = self.sampling[task]
         owner = get_task(task, aliases=False)
         size = tuple(self.visual.image_size)
@@ -288,8 +282,6 @@ class RolloutSampler:
 
     def _score(self, model: Any, batch: RolloutBatch, top_k: int | None,
                return_untruncated: bool = False) -> Any:
-        from arm_core.generation import score_guided
-
         valid = batch.mask | (batch.tokens == self.layout.eoi_id)
         guidance = batch.guidance if self.policy_mode == "guided" else None
         return score_guided(model, batch.prompts, batch.tokens, valid, guidance=guidance,

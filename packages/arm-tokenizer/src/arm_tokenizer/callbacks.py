@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,18 +24,22 @@ from lightning.pytorch.utilities import rank_zero_only
 from PIL import Image
 
 from arm_tokenizer.framework.checkpoint import atomic_path
+from arm_tokenizer.images import pil_to_tensor
 
 __all__ = ["make_grid", "log_image_grid", "image_dir", "ExportTokenizer", "ReconstructionGrid"]
 
 
-def make_grid(images: torch.Tensor, ncol: int | None = None, pad: int = 2) -> np.ndarray:
-    """``(B, 3, H, W)`` images in [-1, 1] -> one ``uint8 (rows*H', cols*W', 3)`` array.
+def make_grid(images: torch.Tensor | Sequence[Image.Image], ncol: int | None = None, pad: int = 2) -> np.ndarray:
+    """``(B, 3, H, W)`` images in [-1, 1] (or PIL images of one size) -> one ``uint8
+    (rows*H', cols*W', 3)`` array (``Image.fromarray`` makes it a picture).
 
     Args:
         images: the images, filled row by row.
         ncol: images per row (default: ``ceil(sqrt(B))``).
         pad: white border in pixels between images.
     """
+    if not isinstance(images, torch.Tensor):
+        images = torch.stack([pil_to_tensor(im.convert("RGB")) for im in images])
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"make_grid expects (B, 3, H, W) images, got {tuple(images.shape)}")
     b, _, h, w = images.shape

@@ -20,6 +20,7 @@ import io
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -51,21 +52,33 @@ def _load_tokenizer(path: str, device: str):
     return VisualTokenizer.from_pretrained(path, map_location=device)
 
 
-def encode_command(argv: list[str]) -> int:
-    """Encode a folder of images to a safetensors token file."""
-    p = argparse.ArgumentParser(prog="arm-tokenizer encode", description=encode_command.__doc__)
+def _codec_parser(command: str, description: str | None, source: str, source_help: str,
+                  out_help: str) -> argparse.ArgumentParser:
+    """The arguments encode and decode share: the tokenizer, what to read, where to write, the
+    batch size and the device (in this order in ``--help``)."""
+    p = argparse.ArgumentParser(prog=f"arm-tokenizer {command}", description=description)
     p.add_argument("--checkpoint", required=True, help="tokenizer directory written by save_pretrained")
-    p.add_argument("--images", required=True, help="folder of images")
-    p.add_argument("--out", required=True, help="output .safetensors file")
+    p.add_argument(source, required=True, help=source_help)
+    p.add_argument("--out", required=True, help=out_help)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--recursive", action="store_true", help="also encode images in subfolders")
-    args = p.parse_args(argv)
+    return p
+
+
+def _run(command: str, body: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Run a codec command: a :class:`CodecError` is one line on stderr and exit status 2."""
     try:
-        return _encode(args)
+        return body(args)
     except CodecError as e:
-        print(f"arm-tokenizer encode: error: {e}", file=sys.stderr)
+        print(f"arm-tokenizer {command}: error: {e}", file=sys.stderr)
         return 2
+
+
+def encode_command(argv: list[str]) -> int:
+    """Encode a folder of images to a safetensors token file."""
+    p = _codec_parser("encode", encode_command.__doc__, "--images", "folder of images", "output .safetensors file")
+    p.add_argument("--recursive", action="store_true", help="also encode images in subfolders")
+    return _run("encode", _encode, p.parse_args(argv))
 
 
 def _encode(args: argparse.Namespace) -> int:
@@ -108,20 +121,11 @@ def _encode(args: argparse.Namespace) -> int:
 
 def decode_command(argv: list[str]) -> int:
     """Decode a safetensors token file to PNG images."""
-    p = argparse.ArgumentParser(prog="arm-tokenizer decode", description=decode_command.__doc__)
-    p.add_argument("--checkpoint", required=True, help="tokenizer directory written by save_pretrained")
-    p.add_argument("--tokens", required=True, help="token file written by `arm-tokenizer encode`")
-    p.add_argument("--out", required=True, help="output folder for PNGs")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="cpu")
+    p = _codec_parser("decode", decode_command.__doc__, "--tokens", "token file written by `arm-tokenizer encode`",
+                      "output folder for PNGs")
     p.add_argument("--steps", type=int, default=None, help="sampling steps for generative (DiT) decoders")
     p.add_argument("--seed", type=int, default=0, help="noise seed for generative decoders")
-    args = p.parse_args(argv)
-    try:
-        return _decode(args)
-    except CodecError as e:
-        print(f"arm-tokenizer decode: error: {e}", file=sys.stderr)
-        return 2
+    return _run("decode", _decode, p.parse_args(argv))
 
 
 def _decode(args: argparse.Namespace) -> int:

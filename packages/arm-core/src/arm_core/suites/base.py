@@ -89,6 +89,7 @@ class Skipped:
 def save_png(image: Image.Image, path: Path) -> None:
     """Write ``image`` as PNG atomically (temp file + rename: a crash never leaves half a file
     that a resumed run would take for finished)."""
+    # deferred: checkpoint imports torch; reading and checking prompt files stays torch-free
     from arm_tokenizer.framework.checkpoint import atomic_write_bytes
 
     buf = io.BytesIO()

@@ -15,13 +15,14 @@ import argparse
 import json
 import os
 
-from arm_core.suites.generate import SUITES
+from arm_core.pipelines import add_sampling_flags
+from arm_core.suites.generate import SUITES, GenerationSettings, generate_suite
+from arm_core.suites.geneval import TAGS
+from arm_core.suites.score import score_suite
+from arm_core.suites.shapes import make_prompts, write_prompts
 
 
 def _prompts(argv: list[str]) -> int:
-    from arm_core.suites.geneval import TAGS
-    from arm_core.suites.shapes import make_prompts, write_prompts
-
     p = argparse.ArgumentParser(prog="arm-lm suite prompts",
                                 description="Write the shapes suite's prompts (GenEval's format).")
     p.add_argument("--suite", default="shapes", choices=["shapes"])
@@ -38,8 +39,6 @@ def _prompts(argv: list[str]) -> int:
 
 
 def _generate(argv: list[str]) -> int:
-    from arm_core.suites.generate import GenerationSettings, generate_suite
-
     p = argparse.ArgumentParser(prog="arm-lm suite generate",
                                 description="Generate a benchmark suite in its official layout.")
     p.add_argument("--suite", required=True, choices=list(SUITES))
@@ -49,12 +48,7 @@ def _generate(argv: list[str]) -> int:
     p.add_argument("--out", required=True, help="output directory (resumed when it matches)")
     p.add_argument("--samples", type=int, default=None, help="samples per prompt (GenEval: 4)")
     p.add_argument("--batch-size", type=int, default=16, help="images per engine call")
-    p.add_argument("--cfg", type=float, default=1.5, help="(text) guidance scale")
-    p.add_argument("--image-cfg", type=float, default=1.25, help="edit image guidance scale")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
+    add_sampling_flags(p)
     p.add_argument("--grid", type=int, nargs=2, default=None, metavar=("H", "W"),
                    help="token grid of generated images, via shape tokens (default: the tokenizer's)")
     p.add_argument("--method", default="arm", help="GEdit-Bench results/<method>/ folder name")
@@ -64,7 +58,7 @@ def _generate(argv: list[str]) -> int:
     p.add_argument("--limit", type=int, default=None, help="only the first N prompts")
     p.add_argument("--progress", action="store_true")
     a = p.parse_args(argv)
-    settings = GenerationSettings(guidance_scale=a.cfg, image_guidance_scale=a.image_cfg,
+    settings = GenerationSettings(guidance_scale=a.guidance_scale, image_guidance_scale=a.image_guidance_scale,
                                   temperature=a.temperature, top_k=a.top_k, top_p=a.top_p,
                                   seed=a.seed, batch_size=a.batch_size,
                                   grid=tuple(a.grid) if a.grid else None)
@@ -78,8 +72,6 @@ def _generate(argv: list[str]) -> int:
 
 
 def _score(argv: list[str]) -> int:
-    from arm_core.suites.score import score_suite
-
     p = argparse.ArgumentParser(prog="arm-lm suite score",
                                 description="Score a generated suite; writes JSON + markdown.")
     p.add_argument("--scorer", required=True, help="registered scorer (arm-tokenizer list scorer)")

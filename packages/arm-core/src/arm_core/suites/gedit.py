@@ -16,15 +16,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from arm_core.suites.base import (
-    PromptItem,
-    Suite,
-    SuiteError,
-    SuiteFormatError,
-    read_jsonl,
-    require_str,
-    safe_name,
-)
+from arm_core.suites import base
+from arm_core.suites.base import PromptItem, Suite, SuiteError, SuiteFormatError
 
 LANGUAGES = ("en", "cn")
 FIELDS = ("task_type", "key", "instruction", "instruction_language", "input_image")
@@ -40,19 +33,19 @@ class GEditSuite(Suite):
 
     def read(self, path: str | os.PathLike) -> list[PromptItem]:
         path = Path(path)
-        rows = self._parquet_rows(path) if path.suffix.lower() == ".parquet" else read_jsonl(path, self.name)
+        rows = self._parquet_rows(path) if path.suffix.lower() == ".parquet" else base.read_jsonl(path, self.name)
         items = []
         for where_n, obj in rows:
             where = f"line {where_n}" if path.suffix.lower() != ".parquet" else f"row {where_n}"
-            vals = {k: require_str(obj, k, path, where, self.name,
-                                   f"GEdit-Bench records hold {', '.join(FIELDS)}")
+            vals = {k: base.require_str(obj, k, path, where, self.name,
+                                        f"GEdit-Bench records hold {', '.join(FIELDS)}")
                     for k in FIELDS[:4]}
             lang = vals["instruction_language"]
             if lang not in LANGUAGES:
                 raise SuiteFormatError(path, where, f"instruction_language {lang!r} is not one of "
                                        f"{', '.join(LANGUAGES)}")
-            safe_name(vals["task_type"], path, where, "task_type")
-            safe_name(vals["key"], path, where, "key")
+            base.safe_name(vals["task_type"], path, where, "task_type")
+            base.safe_name(vals["key"], path, where, "key")
             if "input_image" not in obj:
                 raise SuiteFormatError(path, where, "missing field 'input_image'")
             source = self._source(obj["input_image"], path, where)
@@ -76,7 +69,7 @@ class GEditSuite(Suite):
 
     @staticmethod
     def _parquet_rows(path: Path):
-        try:
+        try:  # deferred: pyarrow is optional, needed only for GEdit's parquet files
             import pyarrow.parquet as pq
         except ImportError:
             raise SuiteError(f"{path}: reading parquet needs pyarrow (`pip install pyarrow`), or "

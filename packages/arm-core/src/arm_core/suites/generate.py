@@ -21,6 +21,7 @@ overwritten.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import time
@@ -31,7 +32,9 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from arm_tokenizer.framework.checkpoint import atomic_write_bytes
 
+from arm_core.pipelines import Edit, TextToImage
 from arm_core.suites.base import PromptItem, Skipped, Suite, SuiteError
 
 __all__ = ["MANIFEST", "SUITES", "GenerationSettings", "SuiteGenerator", "generate_suite",
@@ -53,8 +56,6 @@ SUITES: dict[str, str] = {
 
 def get_suite(name: str, **kwargs: Any) -> Suite:
     """The suite ``name`` (one of :data:`SUITES`), constructed with ``kwargs``."""
-    import importlib
-
     if name not in SUITES:
         raise SuiteError(f"unknown suite {name!r}; choose one of {', '.join(SUITES)}")
     module, _, cls = SUITES[name].partition(":")
@@ -172,7 +173,7 @@ class SuiteGenerator(pl.LightningModule):
         if self.suite.task == "edit":
             sources = [it.load_source() for it in items for _ in range(n)]
             texts = [it.prompt for it in items for _ in range(n)]
-            return self.pipeline(sources, texts, text_guidance_scale=s.guidance_scale,
+            return self.pipeline(sources, texts, guidance_scale=s.guidance_scale,
                                  image_guidance_scale=s.image_guidance_scale, **common)
         return self.pipeline([it.prompt for it in items], guidance_scale=s.guidance_scale,
                              num_images_per_prompt=n, **common)
@@ -280,16 +281,12 @@ def generate_suite(suite: str | Suite, prompts: str | os.PathLike, out: str | os
     identity = _identity(suite, lm, tokenizer, model_id, settings)
     _check_out(out, suite, items, identity)
     if pipeline is None:
-        from arm_core.pipelines import Edit, TextToImage
-
         cls = Edit if suite.task == "edit" else TextToImage
         pipeline = cls.from_pretrained(lm, tokenizer)
     batches = plan_batches(len(items), suite.n_samples, settings.batch_size)
     done_before = {it.item_id for it in items if suite.done(it, out)}
     pending = [b for b, idx in enumerate(batches) if any(items[i].item_id not in done_before for i in idx)]
     header = {"format": MANIFEST_FORMAT, **identity, "prompts": str(prompts), "status": "running"}
-    from arm_tokenizer.framework.checkpoint import atomic_write_bytes
-
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     is_zero = True

@@ -20,14 +20,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from arm_core.suites.base import (
-    PromptItem,
-    Suite,
-    SuiteError,
-    SuiteFormatError,
-    read_jsonl,
-    require_str,
-)
+from arm_core.suites import base
+from arm_core.suites.base import PromptItem, Suite, SuiteError, SuiteFormatError
 from arm_core.suites.scorers.base import SuiteItem
 
 TAGS: tuple[str, ...] = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
@@ -57,11 +51,11 @@ class GenEvalSuite(Suite):
             raise SuiteError(f"{path} is a folder; --prompts for {self.name} is its "
                              "evaluation_metadata.jsonl file")
         items = []
-        for n, obj in read_jsonl(path, self.name):
+        for n, obj in base.read_jsonl(path, self.name):
             where = f"line {n}"
-            prompt = require_str(obj, "prompt", path, where, self.name,
-                                 "GenEval lines hold tag, include and prompt")
-            tag = require_str(obj, "tag", path, where, self.name)
+            prompt = base.require_str(obj, "prompt", path, where, self.name,
+                                      "GenEval lines hold tag, include and prompt")
+            tag = base.require_str(obj, "tag", path, where, self.name)
             if "include" not in obj or not isinstance(obj["include"], list):
                 raise SuiteFormatError(path, where, "missing 'include' (a list of {class, count, ...}); "
                                        "is this a GenEval evaluation_metadata.jsonl?")
@@ -78,6 +72,7 @@ class GenEvalSuite(Suite):
         return [out / item.item_id / "samples" / f"{i:04d}.png" for i in range(self.n_samples)]
 
     def write(self, item: PromptItem, images: list, out: Path) -> list[Path]:
+        # deferred: checkpoint imports torch; reading and checking prompt files stays torch-free
         from arm_tokenizer.framework.checkpoint import atomic_write_bytes
 
         meta = out / item.item_id / "metadata.jsonl"

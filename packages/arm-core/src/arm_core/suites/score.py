@@ -14,6 +14,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from arm_tokenizer.framework import registry
+from arm_tokenizer.framework.checkpoint import atomic_write_bytes
+
 from arm_core.suites.base import SuiteError
 from arm_core.suites.generate import MANIFEST, get_suite
 from arm_core.suites.scorers.base import Scorer, ScoreTable
@@ -25,8 +28,6 @@ def load_scorer(name: str | Scorer, **kwargs: Any) -> Scorer:
     """A scorer by registry name (``arm-tokenizer list scorer``) or an instance as is."""
     if isinstance(name, Scorer):
         return name
-    from arm_tokenizer.framework import registry
-
     scorer = registry.create("scorer", name, **kwargs)
     if not isinstance(scorer, Scorer):
         raise SuiteError(f"scorer {name!r} ({type(scorer).__qualname__}) does not subclass "
@@ -76,8 +77,6 @@ def score_suite(scorer: str | Scorer, suite: str, out: str | os.PathLike, *,
     records = sc(items)
     table = sc.summarize(records, suite=suite)
     results = Path(results) if results is not None else out
-    from arm_tokenizer.framework.checkpoint import atomic_write_bytes
-
     label = sc.name.replace("/", "_")
     path = results / f"scores-{label}.json"
     atomic_write_bytes(path, json.dumps({"table": table.to_dict(), "prompts": str(prompts),

@@ -29,6 +29,11 @@ import random
 from pathlib import Path
 from typing import Any
 
+from arm_data.shapes.captions import join_list, object_phrase, relation_phrase
+from arm_data.shapes.difficulty import get_difficulty
+from arm_data.shapes.spec import SceneSpec
+from arm_data.shapes.splits import sample_scene
+
 from arm_core.suites.base import PromptItem, SuiteError, SuiteFormatError
 from arm_core.suites.geneval import TAGS, GenEvalSuite
 
@@ -66,8 +71,6 @@ def _fits(tag: str, spec: Any) -> bool:
 
 
 def _line(tag: str, spec: Any, rng: random.Random) -> dict[str, Any]:
-    from arm_data.shapes.captions import join_list, object_phrase, relation_phrase
-
     objs = list(spec.objects)
     relations: list[list[Any]] = []
     if tag == "counting":
@@ -104,9 +107,6 @@ def make_prompts(per_tag: int = 8, split: str = "val", difficulty: str = "demo",
         seed: the draw's seed (the same arguments give the same file).
         tags: which of GenEval's tags to build.
     """
-    from arm_data.shapes import get_difficulty
-    from arm_data.shapes.splits import sample_scene
-
     diff = get_difficulty(difficulty)
     if per_tag < 1:
         raise SuiteError(f"per_tag must be >= 1, got {per_tag}")
@@ -133,6 +133,7 @@ def make_prompts(per_tag: int = 8, split: str = "val", difficulty: str = "demo",
 
 def write_prompts(path: str | os.PathLike, lines: list[dict[str, Any]]) -> Path:
     """Write lines as a GenEval ``evaluation_metadata.jsonl`` (atomically)."""
+    # deferred: checkpoint imports torch; reading and checking prompt files stays torch-free
     from arm_tokenizer.framework.checkpoint import atomic_write_bytes
 
     path = Path(path)
@@ -146,7 +147,7 @@ class ShapesSuite(GenEvalSuite):
     name = "shapes"
 
     def read(self, path: str | os.PathLike) -> list[PromptItem]:
-        from arm_data.shapes import SceneSpec
+        # deferred: the ShapesWorld evaluator imports scipy, needed only to read the checks
         from arm_data.shapes.evaluator import normalize_check
 
         items = super().read(path)

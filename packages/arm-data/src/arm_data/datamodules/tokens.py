@@ -47,8 +47,10 @@ batches are fixed (the same every time they are evaluated).
 from __future__ import annotations
 
 import hashlib
+import inspect
 import math
 import random
+import typing
 import warnings
 from pathlib import Path
 from typing import Any
@@ -58,17 +60,10 @@ import torch
 from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from arm_data import tasks as task_kind
 from arm_data.formats import ConditionDropout, TokenSequence
 from arm_data.shards import Manifest, TokenRecord, open_shards, read_shard
-from arm_data.tasks import (
-    Task,
-    canonical_task,
-    get_task,
-    record_name,
-    task_id,
-    task_names,
-    vocab_specials,
-)
+from arm_data.tasks import Task
 from arm_data.text_tokenizer import TextTokenizer, resolve_text_tokenizer
 from arm_data.vocab import VocabLayout
 
@@ -87,10 +82,10 @@ class _Corpus:
         self.docs: dict[str, list[tuple[Any, ...]]] = {t: [] for t in tasks}
         self.too_long: dict[str, int] = {t: 0 for t in tasks}
         self.malformed = 0
-        self.tasks: dict[str, Task] = {t: get_task(t, aliases=False) for t in tasks}
+        self.tasks: dict[str, Task] = {t: task_kind.get_task(t, aliases=False) for t in tasks}
         enc = text.encode
         for r in records:
-            schema = canonical_task(r.task)  # shards name schemas as records do: pair, vqa, edit
+            schema = task_kind.canonical_task(r.task)  # shards name schemas as records do: pair, vqa, edit
             for name, task in self.tasks.items():
                 if task.schema != schema:
                     continue
@@ -122,12 +117,9 @@ def check_task_options(options: dict[str, dict[str, Any]] | None) -> dict[str, d
     Raises:
         ValueError: naming the task, the option and what is accepted.
     """
-    import inspect
-    import typing
-
     out: dict[str, dict[str, Any]] = {}
     for name, opts in (options or {}).items():
-        task = get_task(name, aliases=False)
+        task = task_kind.get_task(name, aliases=False)
         if not isinstance(opts, dict):
             raise ValueError(f"task_options[{name!r}] must be a mapping of option -> value, got {opts!r}")
         params = {p: v for p, v in inspect.signature(task.sequence).parameters.items() if p not in _SEQUENCE_ARGS}
@@ -146,7 +138,7 @@ def check_task_options(options: dict[str, dict[str, Any]] | None) -> dict[str, d
 def doc_length(task: str, item: tuple[Any, ...]) -> int:
     """Length of the document :meth:`_Corpus.build` makes from ``item`` without dropout
     (the task's :meth:`~arm_data.tasks.Task.length`, computed without building it)."""
-    return get_task(task, aliases=False).length(item)
+    return task_kind.get_task(task, aliases=False).length(item)
 
 
 class _BatchBuilder:
@@ -208,7 +200,7 @@ def collate_rows(rows: list[list[TokenSequence]], seq_len: int, pad_id: int) -> 
             targets[i, pos:pos + n - 1] = tgt
             position_ids[i, pos:pos + n] = torch.arange(n)
             doc_ids[i, pos:pos + n] = d
-            task_ids[i, pos:pos + n] = task_id(doc.task)
+            task_ids[i, pos:pos + n] = task_kind.task_id(doc.task)
             pos += n
     return {"input_ids": input_ids, "targets": targets, "position_ids": position_ids,
             "doc_ids": doc_ids, "task_ids": task_ids}
@@ -333,7 +325,7 @@ class TokenDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         weights = dict(task_weights) if task_weights is not None else {"t2i": 0.6, "und": 0.2, "edit": 0.2}
-        known = task_names()
+        known = task_kind.task_names()
         unknown = [t for t in weights if t not in known]
         if unknown:
             raise ValueError(f"task_weights has unknown tasks {unknown}; known tasks: {known}. Install the package "
@@ -352,7 +344,7 @@ class TokenDataModule(pl.LightningDataModule):
         if gh > max_grid_h or gw > max_grid_w:
             raise ValueError(f"shards hold {gh}x{gw} token grids but max_grid_h/w is {max_grid_h}x{max_grid_w}")
         self.layout = VocabLayout(self.text.vocab_size, self.manifest.codebook_size, max_grid_h, max_grid_w,
-                                  vocab_specials(weights))  # built-ins, then tokens plugin tasks add
+                                  task_kind.vocab_specials(weights))  # built-ins, then tokens plugin tasks add
         self.seq_len, self.batch_size, self.packing = seq_len, batch_size, packing
         total = sum(weights.values())
         self.task_weights = {t: w / total for t, w in weights.items()}
@@ -377,7 +369,7 @@ class TokenDataModule(pl.LightningDataModule):
     @property
     def task_names(self) -> list[str]:
         """Names of the ``task_ids`` values (index = id): the built-ins, then registered tasks by name."""
-        return task_names()
+        return task_kind.task_names()
 
     @property
     def text_tokenizer_path(self) -> str:
@@ -435,7 +427,7 @@ class TokenDataModule(pl.LightningDataModule):
         empty = [t for t, w in self.task_weights.items() if w > 0 and not corpus.docs[t]]
         if empty:
             raise ValueError(f"task(s) {empty} have weight > 0 but the shards in {self.data_dir} hold no "
-                             f"{[record_name(corpus.tasks[t].schema) for t in empty]} records (tasks there: "
+                             f"{[task_kind.record_name(corpus.tasks[t].schema) for t in empty]} records (tasks there: "
                              f"{self.manifest.settings.get('tasks')})")
 
     def _rank(self) -> tuple[int, int]:

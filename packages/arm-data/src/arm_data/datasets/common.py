@@ -11,12 +11,12 @@ import glob
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
+
+import braceexpand
 
 from arm_data.errors import BadSampleError
-
-if TYPE_CHECKING:
-    from arm_data.tasks import Task
+from arm_data.tasks import Task, get_task
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -56,12 +56,16 @@ def read_text(path: str | os.PathLike, where: str | None = None) -> str:
         BadSampleError: ``missing_file`` or ``bad_utf8``.
     """
     where = where or os.fspath(path)
+    return decode_text(_read_sidecar(path, where), where)
+
+
+def _read_sidecar(path: str | os.PathLike, where: str) -> bytes:
+    """The bytes of a sidecar file; a missing one is a ``missing_file`` :class:`BadSampleError`."""
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            return f.read()
     except FileNotFoundError as e:
         raise BadSampleError(where, "missing_file", "no such file") from e
-    return decode_text(data, where)
 
 
 def parse_json_object(data: bytes | str, where: str, first_line: int | None = None) -> dict[str, Any]:
@@ -106,12 +110,7 @@ def parse_json_object(data: bytes | str, where: str, first_line: int | None = No
 def read_json_object(path: str | os.PathLike, where: str | None = None) -> dict[str, Any]:
     """Read a JSON sidecar that must hold an object (see :func:`parse_json_object`)."""
     where = where or os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError as e:
-        raise BadSampleError(where, "missing_file", "no such file") from e
-    return parse_json_object(data, where)
+    return parse_json_object(_read_sidecar(path, where), where)
 
 
 def schema_task(name: str) -> Task:
@@ -121,9 +120,6 @@ def schema_task(name: str) -> Task:
     Raises:
         arm_data.tasks.UnknownTaskError: (a ``ValueError``) naming the known tasks.
     """
-    # deferred: the tasks import the records, which the readers import
-    from arm_data.tasks import get_task
-
     return get_task(get_task(name).schema)
 
 
@@ -150,8 +146,6 @@ def list_shards(path: str | os.PathLike | list[str]) -> list[str]:
     if os.path.isdir(spec):
         shards = sorted(glob.glob(os.path.join(glob.escape(spec), "*.tar")))
     elif "{" in spec:
-        import braceexpand  # a webdataset dependency
-
         shards = [s for s in braceexpand.braceexpand(spec)]
         missing = [s for s in shards if not os.path.isfile(s)]
         if missing:

@@ -30,6 +30,7 @@ iterable one simply moves on. Either way the skip is counted and warned about, a
 from __future__ import annotations
 
 import inspect
+import io
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar, Literal
@@ -53,7 +54,7 @@ from torch.utils.data import Dataset, IterableDataset
 from arm_data.datasets.common import detect_format, schema_task
 from arm_data.datasets.folder import FolderRecords
 from arm_data.datasets.jsonl import JsonlRecords
-from arm_data.datasets.wds import SplitMode, WdsRecords
+from arm_data.datasets.wds import SplitMode, WdsRecords, partition_info
 from arm_data.errors import BadSampleError, ErrorPolicy, TooManyBadSamplesError
 from arm_data.records import ImageRef, Record, as_pil
 
@@ -288,8 +289,6 @@ class RecordDataset(Dataset):
                 return image.size
             src = image.source
             if isinstance(src, bytes):
-                import io
-
                 src = io.BytesIO(src)  # type: ignore[assignment]
             return image_shape(src)  # type: ignore[arg-type]
         except (BadSampleError, OSError, ValueError, SyntaxError):
@@ -473,8 +472,6 @@ class WdsDataset(IterableDataset):
         return self._shuffled(self._encoded(self.records.iter_partition(rank, world_size, worker, num_workers)), part)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        from arm_data.datasets.wds import partition_info
-
         return self.iter_partition(*partition_info())
 
     def __repr__(self) -> str:

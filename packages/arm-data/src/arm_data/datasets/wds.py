@@ -54,13 +54,7 @@ import torch
 from arm_tokenizer.images import DEFAULT_MAX_PIXELS
 from webdataset.tariterators import group_by_keys, tar_file_iterator
 
-from arm_data.datasets.common import (
-    IMAGE_EXTENSIONS,
-    decode_text,
-    list_shards,
-    parse_json_object,
-    schema_task,
-)
+from arm_data.datasets import common
 from arm_data.datasets.writers import INDEX_NAME
 from arm_data.errors import BadSampleError, ErrorPolicy
 from arm_data.records import ImageRef, Record, record_from_fields
@@ -141,13 +135,13 @@ class WdsRecords:
             seed: base seed of the shard shuffle.
             max_pixels: decompression-bomb limit for the images.
         """
-        self._task = schema_task(task)
+        self._task = common.schema_task(task)
         if not self._task.image_fields:
             raise ValueError(f"task {task!r} has no fixed image fields, so tar shards cannot hold its records; "
                              "use a JSONL manifest")
         if split not in ("auto", "shard", "sample"):
             raise ValueError(f"split must be 'auto', 'shard' or 'sample'; got {split!r}")
-        self.shards = list_shards(shards)
+        self.shards = common.list_shards(shards)
         self.task = task
         self.policy = policy if policy is not None else ErrorPolicy()
         self.split = split
@@ -271,7 +265,7 @@ class WdsRecords:
         members = {k: v for k, v in sample.items() if not k.startswith("__")}
 
         def image(prefix: str) -> ImageRef:
-            exts = [e for e in IMAGE_EXTENSIONS if (f"{prefix}.{e}" if prefix else e) in members]
+            exts = [e for e in common.IMAGE_EXTENSIONS if (f"{prefix}.{e}" if prefix else e) in members]
             if not exts:
                 raise BadSampleError(
                     where, "missing_sidecar", f"no {prefix + ' ' if prefix else ''}image member (found {sorted(members)})"
@@ -279,7 +273,7 @@ class WdsRecords:
             suffix = f"{prefix}.{exts[0]}" if prefix else exts[0]
             return ImageRef(members[suffix], name=f"{shard_name}:{key}.{suffix}", max_pixels=self.max_pixels)
 
-        fields = parse_json_object(members["json"], f"{where}.json") if "json" in members else {}
+        fields = common.parse_json_object(members["json"], f"{where}.json") if "json" in members else {}
         text_field = self._task.text_field
 
         def has(member: str, alternatives: tuple[str, ...]) -> bool:
@@ -291,7 +285,7 @@ class WdsRecords:
             if not any(has(m, alternatives) for m in alternatives):
                 raise BadSampleError(where, "missing_sidecar", f"no .{alternatives[0]} member (found {sorted(members)})")
         if "txt" in members and text_field:
-            fields[text_field] = decode_text(members["txt"], f"{where}.txt")
+            fields[text_field] = common.decode_text(members["txt"], f"{where}.txt")
         names = self._task.image_fields
         images = {n: image(n if len(names) > 1 else "") for n in names}
         return record_from_fields(self.task, fields, images, key=key, where=where)

@@ -164,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     out = {"scenes_per_condition": a.scenes, "seed": a.seed, "rows": rows, "speed": speed,
            "elapsed_s": time.perf_counter() - t0, "python": platform.python_version(),
            "machine": platform.machine()}
+    # deferred: checkpoint imports torch, which ShapesWorld's accuracy report does without
     from arm_tokenizer.framework.checkpoint import atomic_write_bytes
 
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)

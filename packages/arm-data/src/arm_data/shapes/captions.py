@@ -17,6 +17,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass
 
+from arm_data.shapes.palette import REGIONS
 from arm_data.shapes.spec import ObjectSpec, SceneSpec
 
 SHAPE_WORDS: dict[str, tuple[str, ...]] = {
@@ -138,7 +139,6 @@ def relation_phrase(a: ObjectSpec, b: ObjectSpec, rng: random.Random) -> tuple[s
 
 
 def _cell(o: ObjectSpec) -> int:
-    from arm_data.shapes.palette import REGIONS
     return REGIONS.index(o.region)
 
 

@@ -96,6 +96,7 @@ class EditChain:
     def record(self, png: bool = True) -> Any:
         """The chain as an :class:`~arm_data.tasks.interleaved.InterleavedRecord` (images as
         in-memory PNG :class:`~arm_data.records.ImageRef`, or PIL images with ``png=False``)."""
+        # deferred: records and the tasks import torch; ShapesWorld itself stays torch-free
         from arm_data.records import ImageRef
         from arm_data.tasks.interleaved import InterleavedRecord
 

@@ -17,6 +17,9 @@ import os
 import sys
 from typing import Any
 
+from arm_data.shapes.difficulty import get_difficulty
+from arm_data.shapes.edits import EditSpec
+from arm_data.shapes.spec import SceneSpec
 from arm_data.shapes.splits import HELDOUT_COUNTS, HELDOUT_PAIRS, SPLITS, TRAIN_COUNTS
 
 
@@ -45,11 +48,13 @@ def _add_size(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_export(argv: list[str]) -> int:
-    from arm_data.shapes.export import FORMATS, TASKS, export_split
+    # deferred: export imports torch; `arm-data shapes --help` and the other subcommands stay fast
+    from arm_data.shapes.export import FORMATS, export_split, export_tasks
 
     p = argparse.ArgumentParser(prog="arm-data shapes export", description="Export a split to disk.")
     p.add_argument("--split", choices=SPLITS, default="train")
-    p.add_argument("--task", choices=TASKS, default="pair")
+    p.add_argument("--task", choices=export_tasks(), default="pair",
+                   help="a record name, or a registered task reading one of ShapesWorld's schemas")
     p.add_argument("--format", choices=FORMATS, default="wds")
     p.add_argument("--count", type=int, default=100)
     p.add_argument("--start", type=int, default=0)
@@ -68,6 +73,7 @@ def _cmd_export(argv: list[str]) -> int:
 
 
 def _cmd_show(argv: list[str]) -> int:
+    # deferred: the world imports numpy and PIL; `arm-data shapes --help` stays fast
     from arm_data.shapes.world import ShapesWorld
 
     p = argparse.ArgumentParser(prog="arm-data shapes show", description="Print one sample as JSON.")
@@ -81,8 +87,8 @@ def _cmd_show(argv: list[str]) -> int:
 
 
 def _cmd_render(argv: list[str]) -> int:
+    # deferred: rendering imports numpy and PIL; `arm-data shapes --help` stays fast
     from arm_data.shapes.rendering import render
-    from arm_data.shapes.spec import SceneSpec
     from arm_data.shapes.world import ShapesWorld
 
     p = argparse.ArgumentParser(prog="arm-data shapes render",
@@ -103,7 +109,7 @@ def _cmd_render(argv: list[str]) -> int:
 
 
 def _load(path: str):
-    from PIL import Image
+    from PIL import Image  # deferred: `arm-data shapes --help` stays fast
 
     try:
         with Image.open(path) as im:
@@ -113,8 +119,8 @@ def _load(path: str):
 
 
 def _cmd_eval(argv: list[str]) -> int:
+    # deferred: the evaluator imports scipy; `arm-data shapes --help` stays fast
     from arm_data.shapes.evaluator import CLAUSE_KINDS, evaluate_t2i
-    from arm_data.shapes.spec import SceneSpec
 
     p = argparse.ArgumentParser(prog="arm-data shapes eval",
                                 description="Score an image against a scene spec (JSON result).")
@@ -133,9 +139,8 @@ def _cmd_eval(argv: list[str]) -> int:
 
 
 def _cmd_eval_edit(argv: list[str]) -> int:
-    from arm_data.shapes.edits import EditSpec
+    # deferred: the evaluator imports scipy; `arm-data shapes --help` stays fast
     from arm_data.shapes.evaluator import evaluate_edit
-    from arm_data.shapes.spec import SceneSpec
 
     p = argparse.ArgumentParser(prog="arm-data shapes eval-edit",
                                 description="Score an edited image: adherence and consistency.")
@@ -165,6 +170,7 @@ def _cmd_splits(argv: list[str]) -> int:
 
 
 def _cmd_eval_tokenizer(argv: list[str]) -> int:
+    # deferred: torch loads only when this subcommand runs (`arm-data shapes --help` stays fast)
     import torch
 
     from arm_data.shapes.tokenizer_eval import evaluate_tokenizer
@@ -191,17 +197,17 @@ def _cmd_eval_tokenizer(argv: list[str]) -> int:
                    help="the ShapesWorld the scenes come from: full (default) or demo (see arm_data.shapes.difficulty)")
     p.add_argument("--out", help="also write the JSON here")
     a = p.parse_args(argv)
-    from arm_data.shapes.difficulty import get_difficulty
-
     difficulty = get_difficulty(a.difficulty)  # before loading anything: a bad name is one line
     if not os.path.isdir(a.tokenizer):
         raise SystemExit(f"error: --tokenizer {a.tokenizer!r} is not a directory "
                          "(expected a VisualTokenizer.save_pretrained export)")
+    # deferred: the tokenizer loads only when this subcommand runs, after the arguments check
     from arm_tokenizer.tokenizer import VisualTokenizer
 
     tokenizer = VisualTokenizer.from_pretrained(a.tokenizer)
     text_encoder = None
     if a.teacher:
+        # deferred: the teacher imports timm (seconds), only with --teacher
         from arm_tokenizer.teachers.frozen import TeacherTextEncoder
 
         text_encoder = TeacherTextEncoder(checkpoint=a.teacher)
@@ -213,6 +219,7 @@ def _cmd_eval_tokenizer(argv: list[str]) -> int:
     text = json.dumps(res, indent=1)
     print(text)
     if a.out:
+        # deferred: checkpoint imports torch; the module stays light for `arm-data shapes --help`
         from arm_tokenizer.framework.checkpoint import atomic_write_bytes
 
         atomic_write_bytes(a.out, (text + "\n").encode())

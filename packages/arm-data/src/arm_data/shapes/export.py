@@ -36,9 +36,8 @@ from arm_data.datasets.writers import INDEX_NAME, write_folder, write_jsonl, wri
 from arm_data.records import ImageRef, Record
 from arm_data.shapes.splits import check_split
 from arm_data.shapes.world import ShapesSample, ShapesWorld
-from arm_data.tasks import get_task, record_name
+from arm_data.tasks import get_task, record_name, task_names
 
-TASKS: tuple[str, ...] = ("pair", "vqa", "edit")
 FORMATS: tuple[str, ...] = ("folder", "jsonl", "wds")
 
 
@@ -78,6 +77,15 @@ def _edit_fields(sample: ShapesSample) -> Fields:
 SCENE_FIELDS: dict[str, Callable[[ShapesSample], Fields]] = {
     "t2i": _pair_fields, "und": _vqa_fields, "edit": _edit_fields,
 }
+#: The record names of the schemas ShapesWorld makes (``pair``, ``vqa``, ``edit``).
+TASKS: tuple[str, ...] = tuple(record_name(schema) for schema in SCENE_FIELDS)
+
+
+def export_tasks() -> tuple[str, ...]:
+    """What an export's ``task`` may name: :data:`TASKS`, then every other registered task
+    reading one of those schemas (``t2i``, ``und``, ``text``, a plugin's), by name."""
+    others = (t for t in task_names() if t not in TASKS and get_task(t, aliases=False).schema in SCENE_FIELDS)
+    return (*TASKS, *others)
 
 
 def _schema(task: str) -> str:

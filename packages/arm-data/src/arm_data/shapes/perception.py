@@ -35,10 +35,13 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
+from PIL import Image
 from scipy import ndimage
 
 from arm_data.shapes.geometry import unit_area
 from arm_data.shapes.palette import COLORS, REGIONS, SHAPES, SIZES, region_index
+from arm_data.shapes.rendering import object_coverage
+from arm_data.shapes.spec import ObjectSpec
 
 _PALETTE_NAMES = tuple(COLORS)
 _PALETTE = np.array([COLORS[c] for c in _PALETTE_NAMES], dtype=np.float64) / 255.0
@@ -95,12 +98,8 @@ def to_float_image(image: Any) -> np.ndarray:
     [0, 1], or a torch tensor (3, H, W) / (1, 3, H, W) in [-1, 1] (the library's pixel
     convention).
     """
-    try:
-        from PIL import Image
-        if isinstance(image, Image.Image):
-            return np.asarray(image.convert("RGB"), dtype=np.float64) / 255.0
-    except ImportError:  # pragma: no cover - pillow is a dependency
-        pass
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"), dtype=np.float64) / 255.0
     if type(image).__module__.startswith("torch"):
         t = image.detach().to("cpu").float()
         if t.dim() == 4:
@@ -218,9 +217,6 @@ def shape_prototypes(radius_px: float = 26.4) -> np.ndarray:
     *of its own size* (and with blurred variants, for blurry generations) keeps hexagons
     apart from circles and crosses apart from squares.
     """
-    from arm_data.shapes.rendering import object_coverage
-    from arm_data.shapes.spec import ObjectSpec
-
     # A large-size object in a side x side image has (almost exactly) this pixel radius.
     side = max(16, int(round(radius_px / SIZES["large"])))
     out = np.zeros((len(PROTOTYPE_BLURS), len(SHAPES), 6))

@@ -43,6 +43,18 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from arm_tokenizer.images import pil_to_tensor, tensor_to_pil
+from arm_tokenizer.probe import (
+    fit_linear_probe,
+    labels_to_ids,
+    linear_probe_accuracy,
+    pooled_token_embeddings,
+    ridge_retrieval_at_1,
+)
+
+from arm_data.shapes.difficulty import get_difficulty
+from arm_data.shapes.spec import COUNT_GROUPS, count_group
+from arm_data.shapes.world import ShapesWorld
 
 __all__ = ["evaluate_tokenizer", "object_neighbourhoods", "object_probe", "object_probe_features",
            "reconstruction_metrics", "scene_images", "shapes_scenes"]
@@ -53,8 +65,6 @@ def shapes_scenes(split: str, n: int, seed: int, size: int, single_object: bool 
     """The first ``n`` ShapesWorld samples of ``split`` at ``size`` px (only single-object
     scenes when ``single_object``) in a world of ``difficulty``: the scenes every tokenizer
     measurement here uses."""
-    from arm_data.shapes.world import ShapesWorld
-
     world = ShapesWorld(split=split, seed=seed, width=size, height=size, difficulty=difficulty)
     out, i = [], 0
     while len(out) < n:
@@ -70,8 +80,6 @@ def shapes_scenes(split: str, n: int, seed: int, size: int, single_object: bool 
 
 def scene_images(samples: Sequence[Any]) -> torch.Tensor:
     """The samples' images as one ``(B, 3, H, W)`` tensor in [-1, 1]."""
-    from arm_tokenizer.images import pil_to_tensor
-
     return torch.stack([pil_to_tensor(s.image) for s in samples])
 
 
@@ -115,10 +123,6 @@ def object_probe_features(train_features: torch.Tensor, test_features: torch.Ten
     objects of ``train``, tested on those of ``test``; accuracy per :data:`COUNT_GROUPS`
     entry of the test scene (``None`` where the test set has no such scene). Takes
     features already computed, so one forward pass serves several radii."""
-    from arm_tokenizer.probe import fit_linear_probe, labels_to_ids
-
-    from arm_data.shapes.spec import COUNT_GROUPS, count_group
-
     ftr = object_neighbourhoods(train_features.float(), train, radius)
     fte = object_neighbourhoods(test_features.float(), test, radius)
     groups = [count_group(s.spec.count) for s in test for _ in s.spec.objects]
@@ -150,7 +154,7 @@ def _u8(x: torch.Tensor) -> torch.Tensor:
 def reconstruction_metrics(recon: torch.Tensor, images: torch.Tensor, samples: Sequence[Any]) -> dict[str, Any]:
     """PSNR/SSIM on 8-bit images and the evaluator's parse-back of ``recon`` (``(B, 3, H, W)``
     in [-1, 1]) against ``images`` and the ``samples``' specs (see the module docstring)."""
-    from arm_tokenizer.images import tensor_to_pil
+    # deferred: torchmetrics takes seconds to import and the evaluator pulls scipy; only here
     from torchmetrics.functional.image import (
         peak_signal_noise_ratio,
         structural_similarity_index_measure,
@@ -210,14 +214,6 @@ def evaluate_tokenizer(
 
     Returns a JSON-ready dict (see the module docstring for each entry).
     """
-    from arm_tokenizer.probe import (
-        linear_probe_accuracy,
-        pooled_token_embeddings,
-        ridge_retrieval_at_1,
-    )
-
-    from arm_data.shapes.difficulty import get_difficulty
-
     h, w = tokenizer.image_size
     if h != w:
         raise ValueError(f"evaluate_tokenizer: ShapesWorld scenes here are square; the tokenizer takes {h}x{w}")

@@ -22,9 +22,12 @@ Layout symbols are those of :mod:`arm_data.formats`.
 from __future__ import annotations
 
 import random
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
+
+from arm_tokenizer.framework.deprecation import renamed_argument
 
 from arm_data.errors import BadSampleError
 from arm_data.formats import ConditionDropout, TokenSequence
@@ -33,23 +36,50 @@ from arm_data.vocab import VocabLayout
 Encode = Callable[[str], list[int]]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class GuidanceBranches:
     """The extra branches of classifier-free guidance for one prompt row.
 
     Args:
         uncond: the prompt of the unconditional branch (conditions replaced by ``<null>``;
             for two-branch editing, the image-only prompt).
-        scale: guidance scale over the text condition (``s`` / ``s_txt``).
+        guidance_scale: guidance scale over the text condition (``s`` / ``s_txt``).
         image: the image-conditioned prompt of three-branch (InstructPix2Pix-style)
             guidance, or ``None`` for two branches.
-        image_scale: guidance scale over the image condition (``s_img``), used with ``image``.
+        image_guidance_scale: guidance scale over the image condition (``s_img``), used with
+            ``image`` (default 1).
+        scale, image_scale: deprecated names of ``guidance_scale`` / ``image_guidance_scale``
+            (they warn; the attributes of those names too).
     """
 
     uncond: list[int]
-    scale: float
+    guidance_scale: float
     image: list[int] | None = None
-    image_scale: float = 1.0
+    image_guidance_scale: float = 1.0
+
+    def __init__(self, uncond: list[int], guidance_scale: float | None = None,
+                 image: list[int] | None = None, image_guidance_scale: float | None = None, *,
+                 scale: float | None = None, image_scale: float | None = None) -> None:
+        set_ = object.__setattr__  # frozen
+        set_(self, "uncond", uncond)
+        set_(self, "guidance_scale", renamed_argument("GuidanceBranches", "scale", "guidance_scale",
+                                                      scale, guidance_scale))
+        set_(self, "image", image)
+        set_(self, "image_guidance_scale", renamed_argument(
+            "GuidanceBranches", "image_scale", "image_guidance_scale", image_scale, image_guidance_scale, 1.0))
+
+    # the old attribute names, for one release
+    @property
+    def scale(self) -> float:
+        warnings.warn("GuidanceBranches.scale is deprecated: use guidance_scale", DeprecationWarning,
+                      stacklevel=2)
+        return self.guidance_scale
+
+    @property
+    def image_scale(self) -> float:
+        warnings.warn("GuidanceBranches.image_scale is deprecated: use image_guidance_scale",
+                      DeprecationWarning, stacklevel=2)
+        return self.image_guidance_scale
 
 
 class Task:
@@ -89,7 +119,7 @@ class Task:
         if not self.reads or self.reads == self.name:
             raise NotImplementedError(f"task {self.name!r} ({type(self).__name__}) does not read records: "
                                       "override read(), record_texts() and record_images(), or set `reads`")
-        # deferred: the registry imports this module lazily
+        # deferred: breaks a cycle (the registry imports this module for Task)
         from arm_data.tasks.registry import get_task
 
         return get_task(self.reads)
@@ -121,7 +151,8 @@ class Task:
         Raises:
             arm_data.errors.BadSampleError: ``invalid_record`` naming ``where`` and the field.
         """
-        from arm_data.tasks.registry import record_name  # deferred, as in _schema_owner
+        # deferred: breaks a cycle (the registry imports this module for Task)
+        from arm_data.tasks.registry import record_name
 
         missing = [f for f in self.image_fields if f not in fields]
         if missing:
@@ -191,7 +222,7 @@ class Task:
         """
         if text_scale == 1.0 or "uncond" not in prompts:
             return None
-        return GuidanceBranches(uncond=list(prompts["uncond"]), scale=text_scale)
+        return GuidanceBranches(uncond=list(prompts["uncond"]), guidance_scale=text_scale)
 
     # ------------------------------------------------------------------ prompt records (RL)
     # A prompt record (``arm_rl.prompts.PromptRecord``: ``text``, ``spec``, ``source_image``,

@@ -18,17 +18,11 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from arm_data import formats
 from arm_data.errors import BadSampleError
-from arm_data.formats import (
-    ConditionDropout,
-    ImageTokens,
-    TokenSequence,
-    _Builder,
-    _text_ids,
-    image_header,
-    image_span,
-)
+from arm_data.formats import ConditionDropout, ImageTokens, TokenSequence
 from arm_data.records import EditRecord, _check_str
+from arm_data.shapes.rendering import render
 from arm_data.tasks.base import Encode, GuidanceBranches, Task
 from arm_data.vocab import VocabLayout
 
@@ -81,7 +75,7 @@ class EditTask(Task):
     def build(self, layout: VocabLayout, source: ImageTokens | None, instruction_ids: Sequence[int] | None,
               target: ImageTokens, loss_on_all: bool = False) -> TokenSequence:
         """The sequence of one edit; ``source=None`` / ``instruction_ids=None`` drop that condition."""
-        b = _Builder()
+        b = formats._Builder()
         b.add(self.prompt(layout, source, instruction_ids, target.h, target.w), False)
         b.add(layout.image_code_to_id(target.codes), True)
         b.add([layout.eoi_id, layout.eos_id], True)
@@ -100,10 +94,10 @@ class EditTask(Task):
             if source is None:
                 raise ValueError("edit_prompt: give the output grid (h, w) when the source image is dropped")
             h, w = source.h, source.w
-        src = [layout.null_id] if source is None else image_span(layout, source)
+        src = [layout.null_id] if source is None else formats.image_span(layout, source)
         return [layout.bos_id, layout.special_id(self.token), *src, layout.special_id("<user>"),
-                *_text_ids(layout, instruction_ids, "instruction"), layout.special_id("<assistant>"),
-                *image_header(layout, h, w)]
+                *formats._text_ids(layout, instruction_ids, "instruction"), layout.special_id("<assistant>"),
+                *formats.image_header(layout, h, w)]
 
     def prompts(self, layout: VocabLayout, condition: Mapping[str, Any],
                 grid: tuple[int, int] | None = None) -> dict[str, list[int]]:
@@ -124,9 +118,9 @@ class EditTask(Task):
         if text_scale == 1.0 and image_scale == 1.0:
             return None
         if image_scale == 1.0:  # l_img + s_txt (l_full - l_img): the image-only prompt is the "uncond"
-            return GuidanceBranches(uncond=list(prompts["image"]), scale=text_scale)
-        return GuidanceBranches(uncond=list(prompts["uncond"]), scale=text_scale,
-                                image=list(prompts["image"]), image_scale=image_scale)
+            return GuidanceBranches(uncond=list(prompts["image"]), guidance_scale=text_scale)
+        return GuidanceBranches(uncond=list(prompts["uncond"]), guidance_scale=text_scale,
+                                image=list(prompts["image"]), image_guidance_scale=image_scale)
 
     # ------------------------------------------------------------------ prompt records (RL)
     def check_prompt_record(self, record: Any) -> None:
@@ -139,10 +133,6 @@ class EditTask(Task):
         self.check_prompt_record(record)
         if record.source_image is not None:
             return [record.source_image]
-        from arm_data.shapes import (
-            render,  # deferred: ShapesWorld is only needed for spec-only records
-        )
-
         h, w = size
         return [render(record.spec, w, h)]
 

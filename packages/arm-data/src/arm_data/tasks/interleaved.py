@@ -46,15 +46,9 @@ from typing import Any, ClassVar, Literal
 
 from PIL import Image
 
+from arm_data import formats
 from arm_data.errors import BadSampleError
-from arm_data.formats import (
-    ConditionDropout,
-    ImageTokens,
-    TokenSequence,
-    _Builder,
-    _text_ids,
-    image_header,
-)
+from arm_data.formats import ConditionDropout, ImageTokens, TokenSequence
 from arm_data.records import ImageLike, ImageRef, as_pil
 from arm_data.tasks.base import Encode, GuidanceBranches, Task
 from arm_data.vocab import VocabLayout
@@ -236,17 +230,17 @@ class InterleavedTask(Task):
               loss_on_all: bool = False) -> TokenSequence:
         """``<bos> <doc> segments... <eos>``; a ``None`` segment is a dropped condition (``<null>``)."""
         text_loss, image_loss = loss in ("both", "text"), loss in ("both", "image")
-        b = _Builder()
+        b = formats._Builder()
         b.add([layout.bos_id, layout.special_id(self.token)], False)
         for i, s in enumerate(segments):
             if s is None:
                 b.add([layout.null_id], False)
             elif isinstance(s, ImageTokens):
-                b.add(image_header(layout, s.h, s.w), image_loss)
+                b.add(formats.image_header(layout, s.h, s.w), image_loss)
                 b.add(layout.image_code_to_id(s.codes), image_loss)
                 b.add([layout.eoi_id], image_loss)
             else:
-                b.add(_text_ids(layout, s, f"segments[{i}] text"), text_loss)
+                b.add(formats._text_ids(layout, s, f"segments[{i}] text"), text_loss)
         b.add([layout.eos_id], True)
         return b.build(self.name, loss_on_all, dropped=sum(s is None for s in segments))
 
@@ -269,7 +263,7 @@ class InterleavedTask(Task):
         segs: list[Segment | None] = list(condition.get("segments") or [])
         if grid is None:
             return {"full": self.prefix(layout, segs)}
-        header = image_header(layout, int(grid[0]), int(grid[1]))
+        header = formats.image_header(layout, int(grid[0]), int(grid[1]))
         k = len(segs)  # the image to generate is segment k
         if segs and not isinstance(segs[-1], ImageTokens):
             variants = {"full": segs, "image": _dropped(segs + [None], k, True, False)[:-1],
@@ -287,9 +281,10 @@ class InterleavedTask(Task):
         if text_scale == 1.0 and image_scale == 1.0:
             return None
         if image_scale == 1.0:
-            return GuidanceBranches(uncond=list(prompts["uncond" if drop_images else "image"]), scale=text_scale)
-        return GuidanceBranches(uncond=list(prompts["uncond"]), scale=text_scale,
-                                image=list(prompts["image"]), image_scale=image_scale)
+            return GuidanceBranches(uncond=list(prompts["uncond" if drop_images else "image"]),
+                                    guidance_scale=text_scale)
+        return GuidanceBranches(uncond=list(prompts["uncond"]), guidance_scale=text_scale,
+                                image=list(prompts["image"]), image_guidance_scale=image_scale)
 
 
 def _dropped(segs: list[Segment | None], k: int, d_text: bool, d_hist: bool) -> list[Segment | None]:

@@ -10,12 +10,11 @@ owns that schema, so old records and shards read unchanged.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 from arm_tokenizer.framework import registry
 
-if TYPE_CHECKING:
-    from arm_data.tasks.base import Task
+from arm_data.tasks.base import Task
+from arm_data.vocab import DEFAULT_SPECIAL_TOKENS
 
 KIND = "task"
 #: The built-in tasks, in the order of their integer ids (``task_ids`` in batches); a
@@ -55,9 +54,6 @@ def canonical_task(name: str, *, aliases: bool = True) -> str:
 
 def get_task(name: str, *, aliases: bool = True) -> Task:
     """The task registered as ``name`` (or the owner of record name ``name``), one shared instance."""
-    # deferred: base imports formats, which imports this module
-    from arm_data.tasks.base import Task
-
     cls = registry.get(KIND, canonical_task(name, aliases=aliases))
     task = _INSTANCES.get(cls)
     if task is None:
@@ -94,8 +90,6 @@ def vocab_specials(tasks: Iterable[str]) -> tuple[str, ...]:
     the specials do, so such a layout is another vocabulary, stored in the checkpoint). The
     built-in tasks add none: their layout is the one existing checkpoints carry.
     """
-    from arm_data.vocab import DEFAULT_SPECIAL_TOKENS  # deferred: vocab imports torch
-
     out = list(DEFAULT_SPECIAL_TOKENS)
     for name in sorted({canonical_task(t) for t in tasks}):
         out.extend(tok for tok in get_task(name).vocab_tokens() if tok not in out)

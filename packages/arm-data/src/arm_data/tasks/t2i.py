@@ -15,15 +15,9 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from arm_data import formats
 from arm_data.errors import BadSampleError
-from arm_data.formats import (
-    ConditionDropout,
-    ImageTokens,
-    TokenSequence,
-    _Builder,
-    _text_ids,
-    image_header,
-)
+from arm_data.formats import ConditionDropout, ImageTokens, TokenSequence
 from arm_data.records import PairRecord, _check_str
 from arm_data.tasks.base import Encode, Task
 from arm_data.vocab import VocabLayout
@@ -79,10 +73,10 @@ class T2ITask(Task):
     def build(self, layout: VocabLayout, caption_ids: Sequence[int] | None, image: ImageTokens,
               loss_on_all: bool = False) -> TokenSequence:
         """The sequence of one caption and image; ``caption_ids=None`` drops the caption (``<null>``)."""
-        b = _Builder()
+        b = formats._Builder()
         b.add([layout.bos_id, layout.special_id(self.token)], False)
-        b.add(_text_ids(layout, caption_ids, "caption"), False)
-        b.add(image_header(layout, image.h, image.w), False)
+        b.add(formats._text_ids(layout, caption_ids, "caption"), False)
+        b.add(formats.image_header(layout, image.h, image.w), False)
         b.add(layout.image_code_to_id(image.codes), True)
         b.add([layout.eoi_id, layout.eos_id], True)
         return b.build(self.name, loss_on_all, dropped_caption=caption_ids is None)
@@ -90,8 +84,8 @@ class T2ITask(Task):
     # ------------------------------------------------------------------ generation
     def prompt(self, layout: VocabLayout, caption_ids: Sequence[int] | None, h: int, w: int) -> list[int]:
         """``<bos> <t2i> caption... <h> <w> <boi>``; ``caption_ids=None`` gives the unconditional prompt."""
-        return [layout.bos_id, layout.special_id(self.token), *_text_ids(layout, caption_ids, "caption"),
-                *image_header(layout, h, w)]
+        return [layout.bos_id, layout.special_id(self.token), *formats._text_ids(layout, caption_ids, "caption"),
+                *formats.image_header(layout, h, w)]
 
     def prompts(self, layout: VocabLayout, condition: Mapping[str, Any],
                 grid: tuple[int, int] | None = None) -> dict[str, list[int]]:

@@ -20,9 +20,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from arm_data.shapes.captions import make_caption
 from torch import Tensor
 
-from arm_rl.rewards.base import Reward, as_tensor
+from arm_rl.rewards.base import Reward, as_tensor, task_schema
 
 __all__ = ["ImageTextModel", "TeacherDualEncoder", "DualEncoderAlignmentReward"]
 
@@ -54,6 +55,7 @@ class TeacherDualEncoder(ImageTextModel):
     """
 
     def __init__(self, checkpoint: str = "runs/teacher", image_size: int | None = None) -> None:
+        # deferred: the teacher imports timm (seconds); only when this reward is built
         from arm_tokenizer.teachers.directory import read_teacher_config
         from arm_tokenizer.teachers.frozen import TeacherTextEncoder, load_image_tower
 
@@ -84,11 +86,10 @@ class TeacherDualEncoder(ImageTextModel):
 
 def _text_for(record: Any) -> str:
     caption = (getattr(record, "meta", None) or {}).get("target_caption")
-    if record.task == "edit" and caption:          # an edit-triplet file's target caption
+    edit = task_schema(record.task) == "edit"
+    if edit and caption:                            # an edit-triplet file's target caption
         return str(caption)
-    if record.task == "edit" and getattr(record, "target", None) is not None:
-        from arm_data.shapes import make_caption
-
+    if edit and getattr(record, "target", None) is not None:
         # a fixed rng per record: the same target always gets the same caption
         return make_caption(record.target, random.Random(f"arm-rl-align:{record.index}")).text
     return record.text

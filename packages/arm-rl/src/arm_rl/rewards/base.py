@@ -23,20 +23,30 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from arm_data.tasks import UnknownTaskError, get_task
+from arm_tokenizer.images import pil_to_tensor, tensor_to_pil
 from torch import Tensor
 
-__all__ = ["Reward", "RewardError", "as_pil", "as_tensor"]
+__all__ = ["Reward", "RewardError", "as_pil", "as_tensor", "task_schema"]
 
 
 class RewardError(ValueError):
     """A reward produced an invalid value or got input it cannot score (names the reward)."""
 
 
+def task_schema(task: str) -> str:
+    """The record schema ``task`` reads (``Task.schema``: ``t2i`` for a plugin task with
+    ``reads = "t2i"``), so a reward asks what a record is rather than how its task is named;
+    a name no installed package registers stays itself."""
+    try:
+        return get_task(task, aliases=False).schema
+    except UnknownTaskError:
+        return task
+
+
 def as_pil(images: Any) -> list[Any]:
     """A list of PIL images from a list of PIL images or a ``(B, 3, H, W)`` tensor in [-1, 1]."""
     if isinstance(images, Tensor):
-        from arm_tokenizer.images import tensor_to_pil
-
         x = images.detach().float().cpu()
         return [tensor_to_pil(im) for im in (x if x.dim() == 4 else x[None])]
     return list(images)
@@ -46,8 +56,6 @@ def as_tensor(images: Any) -> Tensor:
     """A float ``(B, 3, H, W)`` tensor in [-1, 1] from PIL images or such a tensor."""
     if isinstance(images, Tensor):
         return images.float()
-    from arm_tokenizer.images import pil_to_tensor
-
     return torch.stack([pil_to_tensor(im.convert("RGB")) for im in images])
 
 
@@ -73,14 +81,7 @@ class Reward:
 
     def scores(self, task: str) -> bool:
         """Whether this reward scores prompts of ``task`` (see :attr:`tasks`)."""
-        if self.tasks is None or task in self.tasks:
-            return True
-        from arm_data.tasks import UnknownTaskError, get_task
-
-        try:
-            return get_task(task, aliases=False).schema in self.tasks
-        except UnknownTaskError:
-            return False
+        return self.tasks is None or task in self.tasks or task_schema(task) in self.tasks
 
     def compute(self, images: Any, records: Sequence[Any], codes: Tensor | None = None) -> Tensor:
         """Rewards ``(B,)`` for ``B`` images and their records (override this)."""

@@ -30,9 +30,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from arm_core.checkpoint import load_lm
+from arm_core.generation import left_pad
+from arm_data.formats import ImageTokens, und_prompt
+from arm_data.shapes.palette import REGIONS
 from torch import Tensor
 
-from arm_rl.rewards.base import Reward, RewardError, as_pil
+from arm_rl.rewards.base import Reward, RewardError, as_pil, task_schema
 
 __all__ = ["Judge", "ARMJudge", "JudgeReward", "questions_for"]
 
@@ -49,8 +53,6 @@ class Judge:
 
 
 def _relation_question(spec: Any, i: int, j: int, axis: str) -> tuple[str, str] | None:
-    from arm_data.shapes import REGIONS
-
     objs = spec.objects
     si, sj = objs[i].shape, objs[j].shape
     if si == sj or sum(o.shape == si for o in objs) > 1 or sum(o.shape == sj for o in objs) > 1:
@@ -69,7 +71,7 @@ def questions_for(record: Any) -> list[tuple[str, str]]:
     if spec is None:
         raise RewardError(f"judge reward: {record.describe()} has neither a scene spec nor explicit "
                           "questions; add PromptRecord.questions")
-    if record.task == "t2i":
+    if task_schema(record.task) == "t2i":
         qs = [(f"Is there a {c} {s}?", "yes") for c, s in dict.fromkeys(spec.pairs())]
         for i, j, axis in record.relations or ():
             q = _relation_question(spec, i, j, axis)
@@ -120,8 +122,6 @@ class ARMJudge(Judge):
         if self.checkpoint is None:
             raise RewardError("ARMJudge(checkpoint=None) judges with the policy, but no policy was "
                               "bound; use it inside GRPOTrainer or give checkpoint=DIR")
-        from arm_core.checkpoint import load_lm
-
         lm = load_lm(self.checkpoint, device=self.device)
         for p in lm.model.parameters():
             p.requires_grad_(False)
@@ -138,9 +138,6 @@ class ARMJudge(Judge):
 
     @torch.no_grad()
     def p_yes(self, images: Any, questions: list[str], codes: Tensor | None = None) -> Tensor:
-        from arm_core.generation import left_pad
-        from arm_data.formats import ImageTokens, und_prompt
-
         self._load()
         if codes is None:
             if self.visual is None:

@@ -35,15 +35,20 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from arm_core.suites.scorers.base import ScorerError, SuiteItem
+from arm_data.shapes.rendering import render
+from arm_tokenizer.framework.registry import RegistryError
 from torch import Tensor
 
-from arm_rl.rewards.base import Reward, RewardError, as_pil
+from arm_rl.rewards.alignment import _text_for
+from arm_rl.rewards.base import Reward, RewardError, as_pil, task_schema
+from arm_rl.rewards.judge import questions_for
 
 __all__ = ["ScorerReward", "record_to_item"]
 
 
 def _shapes_record(record: Any) -> dict[str, Any] | None:
-    if record.task != "t2i" or getattr(record, "spec", None) is None:
+    if task_schema(record.task) != "t2i" or getattr(record, "spec", None) is None:
         return None
     return {"spec": record.spec.to_dict(), "check": sorted(record.check) if record.check else None,
             "relations": [list(r) for r in record.relations or ()]}
@@ -54,15 +59,11 @@ def _questions(record: Any) -> list[list[str]] | None:
         return [[q, a] for q, a in record.questions]
     if getattr(record, "spec", None) is None:
         return None
-    from arm_rl.rewards.judge import questions_for
-
     return [[q, a] for q, a in questions_for(record)] or None
 
 
 def record_to_item(record: Any, images: list[Any], item_id: str) -> Any:
     """A :class:`~arm_core.suites.scorers.base.SuiteItem` of one prompt record and its images."""
-    from arm_core.suites.scorers.base import SuiteItem
-
     meta = dict(getattr(record, "meta", None) or {})
     extra: dict[str, Any] = dict(meta.get("record") or {})
     qs = _questions(record)
@@ -72,13 +73,9 @@ def record_to_item(record: Any, images: list[Any], item_id: str) -> Any:
     if shapes is not None:
         extra["shapes"] = shapes
     source = None
-    if record.task == "edit":
-        from arm_rl.rewards.alignment import _text_for
-
+    if task_schema(record.task) == "edit":
         source = record.source_image
         if source is None:                         # a ShapesWorld edit: render its source scene
-            from arm_data.shapes import render
-
             w, h = images[0].size
             source = render(record.spec, w, h)
         target = _text_for(record)
@@ -123,8 +120,8 @@ class ScorerReward(Reward):
     def scorer(self) -> Any:
         """The scorer, built on first use (its model loads on its first call)."""
         if self._scorer is None:
+            # deferred: suites.score imports lightning (via suites.generate), only to build the scorer
             from arm_core.suites.score import load_scorer
-            from arm_tokenizer.framework.registry import RegistryError
 
             try:
                 self._scorer = load_scorer(self.scorer_name, device=str(self.device), **self.args)
@@ -134,8 +131,6 @@ class ScorerReward(Reward):
         return self._scorer
 
     def compute(self, images: Any, records: Sequence[Any], codes: Tensor | None = None) -> Tensor:
-        from arm_core.suites.scorers.base import ScorerError
-
         pil = as_pil(images)
         items, rows = [], []
         start = 0

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from arm_data.shapes.evaluator import evaluate_edit, evaluate_t2i
+from arm_data.shapes.rendering import render
 from torch import Tensor
 
 from arm_rl.rewards.base import Reward, RewardError, as_pil
@@ -51,8 +53,6 @@ class ShapesT2IReward(Reward):
         self.check_all = bool(check_all)
 
     def compute(self, images: Any, records: Sequence[Any], codes: Tensor | None = None) -> Tensor:
-        from arm_data.shapes import evaluate_t2i
-
         out = []
         for im, rec in zip(as_pil(images), records, strict=True):
             spec = _need(rec, "spec", self.name)
@@ -84,8 +84,6 @@ class ShapesEditReward(Reward):
         self.last_parts: dict[str, Tensor] = {}
 
     def compute(self, images: Any, records: Sequence[Any], codes: Tensor | None = None) -> Tensor:
-        from arm_data.shapes import evaluate_edit, render
-
         adh, con = [], []
         for im, rec in zip(as_pil(images), records, strict=True):
             src, tgt = _need(rec, "spec", self.name), _need(rec, "target", self.name)

@@ -83,6 +83,16 @@ def _pretrained_overlay(model_name: str) -> dict[str, Any]:
     )
 
 
+def _onto_grid(m: torch.Tensor, fold: int) -> torch.Tensor:
+    """A ``(B, C, H, W)`` map onto the token grid: folded by ``fold > 1`` (space-to-depth),
+    repeated by ``-fold`` when it is coarser (nearest), as is when ``fold == 1``."""
+    if fold > 1:
+        return torch.nn.functional.pixel_unshuffle(m, fold)
+    if fold < -1:
+        return m.repeat_interleave(-fold, -2).repeat_interleave(-fold, -1)
+    return m
+
+
 def _format_keys(keys: list[str], limit: int = 20) -> str:
     shown = ", ".join(keys[:limit])
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
@@ -107,10 +117,11 @@ class TimmEncoder(Encoder):
             model's default. Ignored by ConvNets, which take any multiple of their stride.
         model_kwargs: extra ``timm.create_model`` arguments (e.g. ``{"depth": 2}`` or
             ``{"dynamic_img_size": true}``).
-        detail_layers: earlier blocks/stages whose features are appended to each token's
-            channels (ConvNets: their finer maps folded onto the token grid by
-            space-to-depth, so a stride-2 stem adds ``C * (stride ratio)**2`` channels). A
-            semantic last stage keeps *what* is where but little of the outline; the early
+        extra_layers: other blocks/stages whose features are appended to each token's
+            channels, after ``feature_layer``'s (whose grid the tokens keep). ConvNets: a finer
+            map is folded onto the token grid by space-to-depth (a stride-2 stem under
+            stride-4 tokens adds ``4 C`` channels), a coarser one repeated onto it (nearest).
+            A semantic last stage keeps *what* is where but little of the outline; the early
             stages keep the outline (``experiments/feature_levels.py``). Empty: none.
     """
 
@@ -127,7 +138,7 @@ class TimmEncoder(Encoder):
         final_norm: bool = True,
         img_size: int | None = None,
         model_kwargs: dict[str, Any] | None = None,
-        detail_layers: list[int] | None = None,
+        extra_layers: list[int] | None = None,
     ) -> None:
         super().__init__()
         # deferred: timm takes seconds to import, and discovery imports every registered class
@@ -172,11 +183,13 @@ class TimmEncoder(Encoder):
         if not -n_layers <= feature_layer < n_layers:
             raise ValueError(f"feature_layer {feature_layer} out of range for {model_name!r} with {n_layers} layers")
         layer = feature_layer % n_layers
-        details = sorted({d % n_layers for d in self._check_details(detail_layers or [], n_layers, layer, model_name)})
-        # Prune what comes after the taken layer: never computed, never stored.
-        self._take = list(model.prune_intermediate_layers([*details, layer], prune_norm=not final_norm,
+        extras = self._check_extras(extra_layers or [], n_layers, layer, model_name)
+        # Prune what comes after the last taken layer: never computed, never stored.
+        self._take = list(model.prune_intermediate_layers(sorted({layer, *extras}), prune_norm=not final_norm,
                                                           prune_head=True))
-        self.detail_layers = list(detail_layers or [])
+        # where each taken map lands in forward_intermediates' output (sorted by depth)
+        self._order = [self._take.index(i) for i in (layer, *extras)]
+        self.extra_layers = list(extra_layers or [])
         self.final_norm = final_norm
         self.model = model
         self.feature_layer = feature_layer
@@ -195,13 +208,14 @@ class TimmEncoder(Encoder):
             self.patch_size = int(info[layer]["reduction"])
             self.out_dim = int(info[layer]["num_chs"])
             self._fixed_size = None
-        # channels each detail layer adds after folding onto the token grid
+        # how each extra layer meets the token grid: folded by f > 1, repeated by -f (coarser)
         self._folds: list[int] = []
-        for d in details:
-            fold = 1 if self.is_vit else self.patch_size // int(info[d]["reduction"])
+        for d in extras:
+            ratio = 1.0 if self.is_vit else self.patch_size / int(info[d]["reduction"])
             chs = self.out_dim if self.is_vit else int(info[d]["num_chs"])
+            fold = round(ratio) if ratio >= 1 else -round(1 / ratio)
             self._folds.append(fold)
-            self.out_dim += chs * fold * fold
+            self.out_dim += chs * fold * fold if fold > 0 else chs
 
         cfg = resolve_model_data_config(model)
         mean = torch.tensor(cfg.get("mean", (0.5, 0.5, 0.5)), dtype=torch.float32).view(1, 3, 1, 1)
@@ -213,12 +227,14 @@ class TimmEncoder(Encoder):
             self.freeze()
 
     @staticmethod
-    def _check_details(details: list[int], n_layers: int, layer: int, model_name: str) -> list[int]:
-        for d in details:
-            if not -n_layers <= d < n_layers or d % n_layers >= layer:
-                raise ValueError(f"TimmEncoder({model_name}).detail_layers: {d} must name a layer before "
-                                 f"feature_layer ({layer} of {n_layers} layers)")
-        return details
+    def _check_extras(extras: list[int], n_layers: int, layer: int, model_name: str) -> list[int]:
+        out: list[int] = []
+        for d in extras:
+            if not -n_layers <= d < n_layers or d % n_layers == layer or d % n_layers in out:
+                raise ValueError(f"TimmEncoder({model_name}).extra_layers: {d} must name a layer of the "
+                                 f"{n_layers}, other than feature_layer ({layer}) and not twice")
+            out.append(d % n_layers)
+        return out
 
     @classmethod
     def example_args(cls) -> dict[str, Any]:
@@ -247,13 +263,13 @@ class TimmEncoder(Encoder):
             x, indices=self._take, norm=self.final_norm, stop_early=True,
             output_fmt="NCHW", intermediates_only=True,
         )
-        feats = maps[-1]
-        if self._folds:  # detail layers, finer maps folded onto the token grid (space-to-depth)
-            feats = torch.cat([feats, *(torch.nn.functional.pixel_unshuffle(m, f) if f > 1 else m
-                                        for m, f in zip(maps[:-1], self._folds, strict=True))], dim=1)
+        feats = maps[self._order[0]]
+        if self._folds:  # extra layers onto the token grid: finer folded (space-to-depth), coarser repeated
+            extra = [maps[i] for i in self._order[1:]]
+            feats = torch.cat([feats, *(_onto_grid(m, f) for m, f in zip(extra, self._folds, strict=True))], dim=1)
         return feats.flatten(2).transpose(1, 2)  # (B, C, h, w) -> (B, h*w, C)
 
     def extra_repr(self) -> str:
         return (f"model_name={self.model_name!r}, feature_layer={self.feature_layer}, "
                 f"out_dim={self.out_dim}, patch_size={self.patch_size}, frozen={self.frozen}"
-                + (f", detail_layers={self.detail_layers}" if self.detail_layers else ""))
+                + (f", extra_layers={self.extra_layers}" if self.extra_layers else ""))

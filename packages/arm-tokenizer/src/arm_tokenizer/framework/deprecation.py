@@ -11,17 +11,24 @@ new path (the registry keeps caches in its module; two copies would split them).
 Class paths written into files (LightningCLI's ``config.yaml``, export ``config.json``) outlive
 any release, so :data:`MOVED_MODULES` stays: :func:`current_path` maps an old stored path to
 its new home, and loaders resolve through it without warning.
+
+A keyword argument that was renamed keeps its old name for one release: the function takes
+both (each defaulting to ``None``) and :func:`renamed_argument` picks the value, warning when
+the old name was used and refusing both. A renamed command-line flag keeps its old spelling
+as a hidden alias (:func:`add_renamed_flag`) that warns.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["MOVED_MODULES", "alias_module", "current_path", "moved_names"]
+__all__ = ["MOVED_MODULES", "REQUIRED", "add_renamed_flag", "alias_module", "current_path", "moved_names",
+           "renamed_argument"]
 
 _FRAMEWORK = ("checkpoint", "cli_base", "config_check", "configurable", "deprecation", "hparams",
               "hub", "lightning_cli", "progress", "registry", "weights_preflight")
@@ -71,3 +78,51 @@ def moved_names(module: str, moved: Mapping[str, str]) -> Callable[[str], Any]:
         return getattr(importlib.import_module(home), name)
 
     return __getattr__
+
+
+#: ``default`` of :func:`renamed_argument` for an argument without a default.
+REQUIRED: Any = object()
+
+
+def renamed_argument(where: str, old: str, new: str, old_value: Any, new_value: Any,
+                     default: Any = REQUIRED, *, stacklevel: int = 3) -> Any:
+    """The value of argument ``new`` of ``where``, formerly called ``old``: ``new_value``,
+    else ``old_value`` with a :class:`DeprecationWarning` naming ``new``, else ``default``
+    (``None`` stands for "not given"; giving both, or neither of a :data:`REQUIRED` one,
+    is a :class:`TypeError`). ``stacklevel`` 3 points the warning at the caller of ``where``."""
+    if old_value is not None:
+        if new_value is not None:
+            raise TypeError(f"{where}: got both {new}= and its deprecated name {old}=; pass only {new}=")
+        warnings.warn(f"{where}: {old}= is deprecated, use {new}= "
+                      "(the old name goes in the next release)", DeprecationWarning, stacklevel=stacklevel)
+        return old_value
+    if new_value is not None:
+        return new_value
+    if default is REQUIRED:
+        raise TypeError(f"{where}: missing the argument {new}=")
+    return default
+
+
+class _RenamedFlag(argparse.Action):
+    """The old spelling of a flag: warns, then stores into the new flag's ``dest``."""
+
+    def __init__(self, option_strings: list[str], dest: str, new: str = "", **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, **kwargs)
+        self.new = new
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        warnings.warn(f"{parser.prog}: {option_string} is deprecated, use {self.new} "
+                      "(the old flag goes in the next release)", DeprecationWarning, stacklevel=2)
+        setattr(namespace, self.dest, values)
+
+
+def add_renamed_flag(parser: argparse.ArgumentParser | Any, old: str, new: str) -> None:
+    """Add ``old`` to ``parser`` (or an argument group) as a hidden alias of its flag ``new``
+    (added before): the same ``dest``, ``type`` and ``nargs``; using it warns."""
+    # an argument group shares its parser's list of actions
+    action = next((a for a in parser._actions if new in a.option_strings), None)
+    if action is None:
+        raise ValueError(f"add_renamed_flag: {new} is not a flag of this parser; add it before its alias {old}")
+    parser.add_argument(old, dest=action.dest, type=action.type, nargs=action.nargs, metavar=action.metavar,
+                        default=argparse.SUPPRESS, help=argparse.SUPPRESS, action=_RenamedFlag, new=new)

@@ -16,10 +16,13 @@ import sys
 import warnings
 from typing import Any
 
+import torch
 import yaml
 from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.accelerators import CUDAAccelerator
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from arm_tokenizer.framework.config_check import (
@@ -58,6 +61,15 @@ class ARMLightningCLI(LightningCLI):
         if config.get("enable_progress_bar", True) is not False and not any(
                 isinstance(c, ProgressBar) for c in given):
             callbacks = [*callbacks, StepProgress()]
+        # A model may refuse a strategy it cannot train under (ValueError, one line) by a
+        # `check_strategy(strategy)` method: asked first, so its advice wins over the device check's.
+        check = getattr(self.model, "check_strategy", None)
+        if callable(check):
+            try:
+                check(config.get("strategy", "auto"))
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+        check_fsdp_device(config.get("strategy", "auto"), config.get("accelerator", "auto"))
         return super()._instantiate_trainer(config, callbacks)
 
     def _check_shared_hparams(self) -> None:
@@ -111,6 +123,11 @@ class ARMLightningCLI(LightningCLI):
     def before_fit(self) -> None:
         self._check_shared_hparams()
         self._let_val_interval_span_epochs()
+        # A model may refuse a trainer setup it cannot train under (e.g. a strategy), with a
+        # one-line ValueError, here: before Lightning launches the other ranks' processes.
+        check = getattr(self.model, "check_trainer", None)
+        if callable(check):
+            check(self.trainer)
 
     def before_validate(self) -> None:
         self._check_shared_hparams()
@@ -121,6 +138,8 @@ class ARMLightningCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
+        except ConfigError:
+            raise
         except Exception as exc:
             raise InstantiationError(f"{type(exc).__name__}: {exc}") from exc
 
@@ -149,6 +168,39 @@ class ARMLightningCLI(LightningCLI):
         if changed:
             rank_zero_warn(f"resuming from {self.config[sub].get('ckpt_path')} with model arguments that "
                            f"differ from the checkpoint's; the config's are used: {'; '.join(changed)}")
+
+
+def check_fsdp_device(strategy: Any, accelerator: Any) -> None:
+    """Refuse FSDP off CUDA in one line, before Lightning builds the trainer.
+
+    Lightning's FSDP strategies wrap the model in torch's ``FullyShardedDataParallel``
+    (FSDP1), which needs an accelerator: Lightning refuses ``strategy: fsdp`` unless the
+    accelerator is CUDA (``trainer/connectors/accelerator_connector.py``,
+    ``_check_strategy_and_fallback``), and a subclass such as ``BlockFSDPStrategy``, which that
+    check lets through, fails later in every launched rank, where torch raises "FSDP needs a
+    non-CPU accelerator device" (``torch/distributed/fsdp/_init_utils.py``: Lightning passes
+    ``device_id=None`` on a CPU). Neither message says that DDP runs on a CPU.
+    """
+    if isinstance(strategy, str):
+        if strategy not in FSDPStrategy.get_registered_strategies():
+            return
+        name = strategy
+    elif isinstance(strategy, FSDPStrategy):
+        name = type(strategy).__name__
+    else:
+        return
+    if isinstance(accelerator, CUDAAccelerator) or accelerator in ("cuda", "gpu"):
+        return
+    if accelerator in (None, "auto"):
+        if torch.cuda.is_available():
+            return
+        accelerator = "auto (no CUDA device here)"
+    elif not isinstance(accelerator, str):
+        accelerator = type(accelerator).__name__
+    raise ConfigError(f"trainer.strategy {name} (FSDP) needs CUDA GPUs, but the accelerator is "
+                      f"{accelerator}: torch's FullyShardedDataParallel refuses a CPU device. DDP works "
+                      "on a CPU (--trainer.strategy=ddp --trainer.devices=N); for FSDP run on CUDA GPUs "
+                      "(--trainer.accelerator=gpu)")
 
 
 def _as_lists(value: Any) -> Any:

@@ -16,9 +16,11 @@ from pathlib import Path
 
 import torch
 
+from arm_tokenizer.images import tensor_to_pil
 from arm_tokenizer.teachers.lightning_module import TeacherTrainer
 
-__all__ = ["TOY_COLORS", "TOY_SHAPES", "toy_batch", "TINY_TOWER_KWARGS", "build_toy_teacher", "toy_teacher_dir"]
+__all__ = ["TOY_COLORS", "TOY_SHAPES", "toy_batch", "write_toy_folder", "TINY_TOWER_KWARGS", "build_toy_teacher",
+           "toy_teacher_dir"]
 
 TOY_COLORS = {"red": (0.9, 0.1, 0.1), "green": (0.1, 0.7, 0.2), "blue": (0.1, 0.2, 0.9), "yellow": (0.95, 0.85, 0.1)}
 TOY_SHAPES = ("circle", "square")
@@ -49,6 +51,17 @@ def toy_batch(n: int, size: int = 32, seed: int = 0, start: int = 0) -> dict:
         colors.append(color)
         shapes.append(shape)
     return {"images": torch.stack(images), "captions": captions, "colors": colors, "shapes": shapes}
+
+
+def write_toy_folder(root: str | os.PathLike, n: int, size: int = 32) -> Path:
+    """The first ``n`` toy images as ``root/<i>.png`` with caption sidecars ``<i>.txt`` (the
+    ``image_folder`` datamodule's input); returns ``root``."""
+    root = Path(root)
+    batch = toy_batch(n, size=size)
+    for i, (img, cap) in enumerate(zip(batch["images"], batch["captions"], strict=True)):
+        tensor_to_pil(img).save(root / f"{i}.png")
+        (root / f"{i}.txt").write_text(cap)
+    return root
 
 
 def build_toy_teacher(directory: str | os.PathLike, steps: int = 3, seed: int = 0, batch_size: int = 16) -> Path:

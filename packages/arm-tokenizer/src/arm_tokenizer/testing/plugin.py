@@ -1,4 +1,5 @@
-"""The ``arm_tokenizer`` pytest plugin (entry point ``pytest11``): the ``arm_contract`` fixture.
+"""The ``arm_tokenizer`` pytest plugin (entry point ``pytest11``): the ``arm_contract`` and
+``arm_register`` fixtures.
 
 Registered by arm-tokenizer's ``pyproject.toml``, so any project with arm-tokenizer
 installed gets the fixture without a ``conftest.py``::
@@ -12,6 +13,7 @@ project's test session): no torch import here; the checks load on first use.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import pytest
@@ -46,3 +48,30 @@ class ContractSuite:
 def arm_contract() -> ContractSuite:
     """ARM component contract checks: ``arm_contract.check_quantizer(obj)`` and friends."""
     return ContractSuite()
+
+
+@pytest.fixture
+def arm_register(monkeypatch, tmp_path):
+    """Register components ad hoc for one test, as a plugin's entry points would.
+
+    ``arm_register("reward:mine=my_rewards:Mine", my_rewards=SOURCE)`` writes each module
+    source it is given by name to ``tmp_path`` (importable during the test), sets
+    ``ARM_EXTRA_COMPONENTS`` to the spec and refreshes the registry; after the test those
+    modules are forgotten and the registry no longer lists the components.
+    """
+    modules: list[str] = []
+
+    def register(spec: str, **sources: str) -> None:
+        for name, source in sources.items():
+            (tmp_path / f"{name}.py").write_text(source)
+            modules.append(name)
+        if sources:
+            monkeypatch.syspath_prepend(str(tmp_path))
+        monkeypatch.setenv(registry.ENV_EXTRA, spec)
+        registry.refresh()
+
+    yield register
+    for name in modules:
+        sys.modules.pop(name, None)
+    monkeypatch.delenv(registry.ENV_EXTRA, raising=False)
+    registry.refresh()

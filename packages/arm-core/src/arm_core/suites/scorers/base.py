@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 __all__ = ["Scorer", "ScorerError", "ScoreRecord", "ScoreTable", "SuiteItem"]
 
 
@@ -77,8 +79,6 @@ class SuiteItem:
 
 
 def _open(im: Any, what: str) -> Any:
-    from PIL import Image
-
     if isinstance(im, Image.Image):
         return im.convert("RGB")
     if isinstance(im, (str, os.PathLike)):

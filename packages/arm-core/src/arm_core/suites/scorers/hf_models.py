@@ -61,7 +61,7 @@ def load_model_and_processor(name_or_path: str, model_class: str, scorer: str, *
         local_files_only: never download; None = only when :func:`hub_offline`.
     """
     torch_dtype = parse_dtype(dtype, scorer)
-    try:
+    try:  # deferred: transformers is the optional [hf] extra, imported when a model loads
         import transformers
     except ImportError as exc:
         raise ScorerError(f"scorer {scorer!r} needs transformers: pip install 'arm-core[hf]' "

@@ -30,6 +30,7 @@ class ShapesScorer(Scorer):
         super().__init__(name=name, device=device)
 
     def score(self, items: Sequence[SuiteItem]) -> list[ScoreRecord]:
+        # deferred: the ShapesWorld evaluator imports scipy, needed only when scoring
         from arm_data.shapes import SceneSpec, evaluate_t2i
 
         out = []

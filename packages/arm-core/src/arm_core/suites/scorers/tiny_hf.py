@@ -46,6 +46,7 @@ def build_tiny_siglip(directory: str | os.PathLike, family: str = "siglip", seed
                       image_size: int = 32) -> Path:
     """A tiny random SigLIP (``family="siglip"``), SigLIP2 (``"siglip2"``) or CLIP (``"clip"``)
     dual encoder at ``directory``."""
+    # deferred: transformers and tokenizers are the optional [hf] extra (a test helper)
     import torch
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -64,12 +65,14 @@ def build_tiny_siglip(directory: str | os.PathLike, family: str = "siglip", seed
                   image_size=image_size, patch_size=8)
     torch.manual_seed(seed)
     if family == "siglip":
+        # deferred: transformers is the optional [hf] extra
         from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel, SiglipProcessor
 
         model = SiglipModel(SiglipConfig(text_config=text, vision_config=vision))
         proc = SiglipProcessor(image_processor=SiglipImageProcessor(size={"height": image_size, "width": image_size}),
                                tokenizer=fast)
     elif family == "siglip2":     # NaFlex: patches at the image's own aspect ratio, up to num_patches
+        # deferred: transformers is the optional [hf] extra
         from transformers import (
             Siglip2Config,
             Siglip2ImageProcessor,
@@ -82,6 +85,7 @@ def build_tiny_siglip(directory: str | os.PathLike, family: str = "siglip", seed
         proc = Siglip2Processor(image_processor=Siglip2ImageProcessor(patch_size=8, max_num_patches=16),
                                 tokenizer=fast)
     elif family == "clip":
+        # deferred: transformers is the optional [hf] extra
         from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
         model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16))
@@ -100,6 +104,7 @@ def build_tiny_qwen2_vl(directory: str | os.PathLike, seed: int = 0, pixels: int
 
     ``pixels`` bounds the image processor's resize (56x56 = 4 merged image tokens an image).
     """
+    # deferred: transformers and tokenizers are the optional [hf] extra (a test helper)
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import (
