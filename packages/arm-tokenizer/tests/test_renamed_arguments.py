@@ -6,7 +6,12 @@ from __future__ import annotations
 import argparse
 
 import pytest
-from arm_tokenizer.framework.deprecation import REQUIRED, add_renamed_flag, renamed_argument
+from arm_tokenizer.framework.deprecation import (
+    REQUIRED,
+    add_renamed_flag,
+    renamed_argument,
+    renamed_attribute,
+)
 
 
 def test_renamed_argument_prefers_the_new_name_warns_on_the_old_and_refuses_both() -> None:
@@ -33,3 +38,16 @@ def test_renamed_flag_is_hidden_warns_and_fills_the_new_dest(capsys) -> None:
     assert "--cfg" not in capsys.readouterr().out
     with pytest.raises(ValueError, match="--nope is not a flag of this parser"):
         add_renamed_flag(p, "--old", "--nope")
+
+
+def test_renamed_attribute_reads_the_new_one_and_warns() -> None:
+    class Box:
+        old = renamed_attribute("Box", "old", "new")
+
+        def __init__(self) -> None:
+            self.new = 4.0
+
+    with pytest.warns(DeprecationWarning, match="Box.old is deprecated: use new"):
+        assert Box().old == 4.0
+    with pytest.raises(AttributeError):
+        Box().old = 1.0  # read-only: the new name is the one to set

@@ -38,13 +38,12 @@ Log-probabilities (for RL):
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from arm_tokenizer.framework.deprecation import renamed_argument
+from arm_tokenizer.framework.deprecation import renamed_argument, renamed_attribute
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -101,16 +100,8 @@ class Guidance:
         return 2 if self.image_prompts is None else 3
 
     # the old attribute names, for one release
-    @property
-    def scale(self) -> float:
-        warnings.warn("Guidance.scale is deprecated: use guidance_scale", DeprecationWarning, stacklevel=2)
-        return self.guidance_scale
-
-    @property
-    def image_scale(self) -> float:
-        warnings.warn("Guidance.image_scale is deprecated: use image_guidance_scale", DeprecationWarning,
-                      stacklevel=2)
-        return self.image_guidance_scale
+    scale = renamed_attribute("Guidance", "scale", "guidance_scale")
+    image_scale = renamed_attribute("Guidance", "image_scale", "image_guidance_scale")
 
 
 @dataclass

@@ -36,7 +36,6 @@ The loss mask selects the visual tokens only (ARM optimizes visual-token predict
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +46,7 @@ from arm_core.generation import Guidance, score_guided
 from arm_core.pipelines import task_guidance
 from arm_data.formats import ImageTokens, TaskFormatter
 from arm_data.tasks import get_task
+from arm_tokenizer.framework.deprecation import renamed_attribute
 from torch import Tensor
 
 __all__ = ["POLICY_MODES", "TaskSampling", "RolloutBatch", "RolloutSampler", "concat_rollouts"]
@@ -82,16 +82,8 @@ class TaskSampling:
                              f"image_guidance_scale={self.image_guidance_scale}")
 
     # the old field names, for one release
-    @property
-    def cfg_scale(self) -> float:
-        warnings.warn("TaskSampling.cfg_scale is deprecated: use guidance_scale", DeprecationWarning, stacklevel=2)
-        return self.guidance_scale
-
-    @property
-    def image_cfg_scale(self) -> float:
-        warnings.warn("TaskSampling.image_cfg_scale is deprecated: use image_guidance_scale", DeprecationWarning,
-                      stacklevel=2)
-        return self.image_guidance_scale
+    cfg_scale = renamed_attribute("TaskSampling", "cfg_scale", "guidance_scale")
+    image_cfg_scale = renamed_attribute("TaskSampling", "image_cfg_scale", "image_guidance_scale")
 
 
 @dataclass

@@ -22,12 +22,11 @@ Layout symbols are those of :mod:`arm_data.formats`.
 from __future__ import annotations
 
 import random
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from arm_tokenizer.framework.deprecation import renamed_argument
+from arm_tokenizer.framework.deprecation import renamed_argument, renamed_attribute
 
 from arm_data.errors import BadSampleError
 from arm_data.formats import ConditionDropout, TokenSequence
@@ -69,17 +68,8 @@ class GuidanceBranches:
             "GuidanceBranches", "image_scale", "image_guidance_scale", image_scale, image_guidance_scale, 1.0))
 
     # the old attribute names, for one release
-    @property
-    def scale(self) -> float:
-        warnings.warn("GuidanceBranches.scale is deprecated: use guidance_scale", DeprecationWarning,
-                      stacklevel=2)
-        return self.guidance_scale
-
-    @property
-    def image_scale(self) -> float:
-        warnings.warn("GuidanceBranches.image_scale is deprecated: use image_guidance_scale",
-                      DeprecationWarning, stacklevel=2)
-        return self.image_guidance_scale
+    scale = renamed_attribute("GuidanceBranches", "scale", "guidance_scale")
+    image_scale = renamed_attribute("GuidanceBranches", "image_scale", "image_guidance_scale")
 
 
 class Task:

@@ -126,3 +126,15 @@ def add_renamed_flag(parser: argparse.ArgumentParser | Any, old: str, new: str) 
         raise ValueError(f"add_renamed_flag: {new} is not a flag of this parser; add it before its alias {old}")
     parser.add_argument(old, dest=action.dest, type=action.type, nargs=action.nargs, metavar=action.metavar,
                         default=argparse.SUPPRESS, help=argparse.SUPPRESS, action=_RenamedFlag, new=new)
+
+
+def renamed_attribute(owner: str, old: str, new: str) -> property:
+    """A read-only property ``old`` that warns and returns ``self.<new>``: an attribute that
+    was renamed, kept for one release (``scale = renamed_attribute("Guidance", "scale",
+    "guidance_scale")`` in the class body)."""
+
+    def get(self: Any) -> Any:
+        warnings.warn(f"{owner}.{old} is deprecated: use {new}", DeprecationWarning, stacklevel=2)
+        return getattr(self, new)
+
+    return property(get, doc=f"Deprecated alias of :attr:`{new}` (goes in the next release).")
