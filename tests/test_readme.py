@@ -23,7 +23,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 def test_referenced_configs_and_paths_exist():
     for text in (README, (RESULTS / "README.md").read_text()):
         for path in sorted(set(re.findall(
-                r"(configs/[\w/.-]+\.yaml|examples/[\w/.-]+|scripts/[\w.]+|benchmarks/results/[\w.]+)",
+                r"(?<![\w/])((?:experiments/)?configs/[\w/.-]+\.yaml|examples/[\w/.-]+|scripts/[\w.]+"
+                r"|benchmarks/results/[\w.]+)",
                 text))):
             assert (ROOT / path).exists(), path
 
