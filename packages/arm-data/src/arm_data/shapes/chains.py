@@ -32,6 +32,7 @@ from arm_data.shapes.edits import EDIT_KINDS, EditSpec, make_edit
 from arm_data.shapes.rendering import render
 from arm_data.shapes.spec import SceneSpec
 from arm_data.shapes.splits import check_split, sample_rng, sample_scene
+from arm_data.shapes.world import sample_index
 
 __all__ = ["EditChain", "EditChains", "MIN_STEPS", "MAX_STEPS"]
 
@@ -155,12 +156,7 @@ class EditChains:
         return self.length
 
     def __getitem__(self, index: int) -> EditChain:
-        if not isinstance(index, int):
-            raise TypeError(f"EditChains indices are integers, got {type(index).__name__}")
-        if index < 0:
-            index += self.length
-        if index < 0:
-            raise IndexError("negative index out of range")
+        index = sample_index(index, self.length, "EditChains")
 
         def rng(purpose: str):
             return sample_rng(self.seed, self.split, index, purpose)

@@ -94,6 +94,18 @@ class ShapesSample:
                 "qa": [q.to_dict() for q in self.qa], "edit": self.edit.to_dict()}
 
 
+def sample_index(index: int, length: int, owner: str) -> int:
+    """``index`` as a sample number: an int, negative ones counted from ``length`` (samples are
+    pure functions of their number, so only negatives past the start are out of range)."""
+    if not isinstance(index, int):
+        raise TypeError(f"{owner} indices are integers, got {type(index).__name__}")
+    if index < 0:
+        index += length
+    if index < 0:
+        raise IndexError("negative index out of range")
+    return index
+
+
 class ShapesWorld:
     """Map-style ShapesWorld source: ``world[i]`` -> :class:`ShapesSample`.
 
@@ -142,12 +154,7 @@ class ShapesWorld:
                             allow_overlap=self.allow_overlap, difficulty=self.difficulty)
 
     def __getitem__(self, index: int) -> ShapesSample:
-        if not isinstance(index, int):
-            raise TypeError(f"ShapesWorld indices are integers, got {type(index).__name__}")
-        if index < 0:
-            index += self.length
-        if index < 0:
-            raise IndexError("negative index out of range")
+        index = sample_index(index, self.length, "ShapesWorld")
         spec = self.spec(index)
         rng = lambda purpose: sample_rng(self.seed, self.split, index, purpose)  # noqa: E731
         caption = make_caption(spec, rng("caption"))
