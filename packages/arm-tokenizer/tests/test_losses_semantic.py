@@ -157,6 +157,24 @@ def test_feature_loss_cosine_and_l2():
     assert not FeatureLoss.needs_captions
 
 
+def test_feature_loss_channels_compares_only_the_selected_slice():
+    torch.manual_seed(0)
+    enc = torch.randn(2, 16, 8)
+    wrong_tail = torch.cat([enc[..., :6], -enc[..., 6:]], dim=-1)  # semantic part right, appended part flipped
+    assert float(FeatureLoss(channels=[0, 6])(_inputs(wrong_tail, encoder_features=enc)).loss) == pytest.approx(0.0, abs=1e-6)
+    assert float(FeatureLoss(channels=[-2, None])(_inputs(wrong_tail, encoder_features=enc)).loss) == pytest.approx(2.0, abs=1e-5)
+    assert float(FeatureLoss()(_inputs(wrong_tail, encoder_features=enc)).loss) > 0.1
+    feats = wrong_tail.clone().requires_grad_(True)
+    FeatureLoss(channels=[0, 6])(_inputs(feats, encoder_features=enc)).loss.backward()
+    assert feats.grad[..., 6:].abs().sum() == 0  # the appended channels get no L_feat gradient
+    with pytest.raises(ValueError, match=r"FeatureLoss.channels must be \[start, stop\]"):
+        FeatureLoss(channels=[4])
+    with pytest.raises(ValueError, match="selects none of the 8"):
+        FeatureLoss(channels=[8, None])(_inputs(enc, encoder_features=enc))
+    with pytest.raises(ValueError, match="differ in shape"):
+        FeatureLoss(channels=[0, 4])(_inputs(torch.randn(2, 16, 4), encoder_features=enc))
+
+
 def test_losses_are_registered():
     assert registry.get("tokenizer_loss", "feature_loss") is FeatureLoss
     assert registry.get("tokenizer_loss", "siglip_loss") is SigLIPLoss

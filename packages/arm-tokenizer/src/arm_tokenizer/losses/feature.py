@@ -8,6 +8,11 @@ space (the paper's ablation: +feat lifts PSNR and zero-shot accuracy over cap+pi
 ``cosine``: ``mean_n (1 - cos(f_n, e_n))`` over all tokens; ``l2``: mean squared error;
 ``smooth_l1``: Huber. The target is detached: the encoder is frozen and gets no gradient
 even when it is trainable elsewhere.
+
+``channels=[start, stop]`` compares only those channels. An encoder with ``extra_layers``
+appends low-level maps (folded stems, earlier stages) to its semantic features; the paper's
+L_feat targets the semantic tower alone, and asking the few code dimensions to also rebuild
+the appended maps spends them twice (the pixel loss already asks for the detail).
 """
 
 from __future__ import annotations
@@ -54,6 +59,8 @@ class FeatureLoss(TokenizerLoss):
         weight: multiplier in the total loss (ARM: 1).
         distance: ``"cosine"`` (ARM's choice), ``"l2"`` (MSE) or ``"smooth_l1"``.
         name: log key (``train/loss_<name>``), default ``feat``.
+        channels: ``[start, stop]``, Python-style (negative counts from the end, ``null``
+            for open): only these feature channels are compared. None: all of them.
     """
 
     default_name = "feat"
@@ -63,13 +70,22 @@ class FeatureLoss(TokenizerLoss):
         weight: float = 1.0,
         distance: Literal["cosine", "l2", "smooth_l1"] = "cosine",
         name: str | None = None,
+        channels: list[int | None] | None = None,
     ) -> None:
         super().__init__(weight=weight, name=name)
         self.distance = check_feature_distance(distance, "FeatureLoss")
+        if channels is not None and (len(channels) != 2 or not all(c is None or isinstance(c, int) for c in channels)):
+            raise ValueError(f"FeatureLoss.channels must be [start, stop] (integers or null), got {channels!r}")
+        self.channels = slice(*channels) if channels is not None else slice(None)
 
     def forward(self, inputs: LossInputs) -> LossOutput:
-        target = inputs.encoder_features.detach()
-        loss = feature_distance(inputs.features, target, self.distance)
+        if inputs.features.shape != inputs.encoder_features.shape:
+            feature_distance(inputs.features, inputs.encoder_features)  # raises, naming both shapes
+        pred, target = inputs.features[..., self.channels], inputs.encoder_features.detach()[..., self.channels]
+        if target.shape[-1] == 0:
+            raise ValueError(f"FeatureLoss.channels {self.channels.start, self.channels.stop} selects none of the "
+                             f"{inputs.encoder_features.shape[-1]} feature channels")
+        loss = feature_distance(pred, target, self.distance)
         with torch.no_grad():
-            cos = F.cosine_similarity(inputs.features, target, dim=-1).mean()
+            cos = F.cosine_similarity(pred, target, dim=-1).mean()
         return LossOutput(loss=loss, logs={"cosine": cos})
