@@ -15,7 +15,10 @@ world, 1,500 steps (``benchmarks/results/README.md``, 2026-12-06): ``stem`` alon
     python experiments/feature_levels.py --teacher runs/demo/teacher --features stem --steps 1500
     python experiments/feature_levels.py --teacher runs/demo/teacher --features stem --fsq 8 5 5 5
 
-Prints one JSON line.
+``--gray-prob 0.5`` shows half the training images colour-free, to test whether the decoder
+then draws held-out colour-shape pairs better (``--split heldout val``).
+
+Prints one JSON line per split.
 """
 import argparse
 import json
@@ -46,7 +49,9 @@ p.add_argument("--steps", type=int, default=1500)
 p.add_argument("--batch", type=int, default=32)
 p.add_argument("--lr", type=float, default=2e-3)
 p.add_argument("--difficulty", default="demo")
-p.add_argument("--split", default="val")
+p.add_argument("--split", nargs="+", default=["val"], help="splits to evaluate on (one JSON line each)")
+p.add_argument("--gray-prob", type=float, default=0.0,
+               help="probability that a training image is shown colour-free (its luminance in all channels)")
 p.add_argument("--n-test", type=int, default=200)
 p.add_argument("--seed", type=int, default=0)
 a = p.parse_args()
@@ -110,14 +115,21 @@ world = ShapesWorld(split="train", seed=a.seed, width=size, height=size, difficu
 start = time.time()
 for step in range(a.steps):
     x = scene_images([world[step * a.batch + j] for j in range(a.batch)])
+    if a.gray_prob > 0:
+        # Colour-free views: shapes without the colour they co-occur with in training.
+        lum = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]).expand_as(x)
+        x = torch.where((torch.rand(x.shape[0], 1, 1, 1) < a.gray_prob), lum, x)
     loss = F.mse_loss(reconstruct(x), x)
     opt.zero_grad()
     loss.backward()
     opt.step()
     sched.step()
-test = shapes_scenes(a.split, a.n_test, a.seed, size, difficulty=a.difficulty)
-x = scene_images(test)
-with torch.no_grad():
-    metrics = reconstruction_metrics(reconstruct(x), x, test)
-print(json.dumps({"features": a.features, "fsq": a.fsq, "proj": a.proj, "no_round": a.no_round, "dim": dim, "steps": a.steps,
-                  "seconds": round(time.time() - start, 1), "final_loss": loss.item(), **metrics}))
+seconds = round(time.time() - start, 1)
+for split in a.split:
+    test = shapes_scenes(split, a.n_test, a.seed, size, difficulty=a.difficulty)
+    x = scene_images(test)
+    with torch.no_grad():
+        metrics = reconstruction_metrics(reconstruct(x), x, test)
+    print(json.dumps({"split": split, "features": a.features, "fsq": a.fsq, "proj": a.proj, "no_round": a.no_round,
+                      "gray_prob": a.gray_prob, "dim": dim, "steps": a.steps, "seconds": seconds,
+                      "final_loss": loss.item(), **metrics}))
