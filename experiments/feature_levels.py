@@ -32,6 +32,7 @@ from arm_data.shapes.tokenizer_eval import reconstruction_metrics, scene_images,
 from arm_data.shapes.world import ShapesWorld
 from arm_tokenizer.decoders.conv import ConvDecoder
 from arm_tokenizer.encoders.timm_encoder import load_state_dict_file
+from arm_tokenizer.images import luminance
 from arm_tokenizer.projections import TransformerProjection
 from arm_tokenizer.quantizers.fsq import FSQQuantizer
 
@@ -117,8 +118,7 @@ for step in range(a.steps):
     x = scene_images([world[step * a.batch + j] for j in range(a.batch)])
     if a.gray_prob > 0:
         # Colour-free views: shapes without the colour they co-occur with in training.
-        lum = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]).expand_as(x)
-        x = torch.where((torch.rand(x.shape[0], 1, 1, 1) < a.gray_prob), lum, x)
+        x = torch.where(torch.rand(x.shape[0], 1, 1, 1) < a.gray_prob, luminance(x), x)
     loss = F.mse_loss(reconstruct(x), x)
     opt.zero_grad()
     loss.backward()

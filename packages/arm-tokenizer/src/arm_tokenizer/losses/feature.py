@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from arm_tokenizer.losses.base import LossInputs, LossOutput, TokenizerLoss
 
-__all__ = ["FEATURE_DISTANCES", "FeatureLoss", "check_feature_distance", "feature_distance"]
+__all__ = ["FEATURE_DISTANCES", "FeatureLoss", "check_feature_distance", "check_feature_shapes", "feature_distance"]
 
 FEATURE_DISTANCES = ("cosine", "l2", "smooth_l1")
 
@@ -36,13 +36,18 @@ def check_feature_distance(distance: str, owner: str) -> str:
     return distance
 
 
-def feature_distance(pred: torch.Tensor, target: torch.Tensor, distance: str = "cosine") -> torch.Tensor:
-    """Mean distance between ``(B, N, C)`` predicted and target token features."""
+def check_feature_shapes(pred: torch.Tensor, target: torch.Tensor) -> None:
+    """Raise, naming both shapes, unless predicted and target features have the same shape."""
     if pred.shape != target.shape:
         raise ValueError(
             f"feature loss: features {tuple(pred.shape)} and encoder features {tuple(target.shape)} "
             "differ in shape; the output projection must map back to the encoder width"
         )
+
+
+def feature_distance(pred: torch.Tensor, target: torch.Tensor, distance: str = "cosine") -> torch.Tensor:
+    """Mean distance between ``(B, N, C)`` predicted and target token features."""
+    check_feature_shapes(pred, target)
     if distance == "cosine":
         return (1.0 - F.cosine_similarity(pred, target, dim=-1)).mean()
     if distance == "l2":
@@ -79,8 +84,7 @@ class FeatureLoss(TokenizerLoss):
         self.channels = slice(*channels) if channels is not None else slice(None)
 
     def forward(self, inputs: LossInputs) -> LossOutput:
-        if inputs.features.shape != inputs.encoder_features.shape:
-            feature_distance(inputs.features, inputs.encoder_features)  # raises, naming both shapes
+        check_feature_shapes(inputs.features, inputs.encoder_features)  # before slicing hides a width mismatch
         pred, target = inputs.features[..., self.channels], inputs.encoder_features.detach()[..., self.channels]
         if target.shape[-1] == 0:
             raise ValueError(f"FeatureLoss.channels {self.channels.start, self.channels.stop} selects none of the "
